@@ -1,0 +1,7 @@
+// Package all links every Storks registry adapter into a program, so that
+// registry.Open accepts every URL scheme:
+//
+//	import _ "github.com/storks-rpc/storks/registry/all"
+//
+// Programs that use one backend should import only its adapter instead.
+package all

@@ -1,0 +1,374 @@
+package registry
+
+import (
+	"context"
+	"net/url"
+	"sync"
+)
+
+// Inproc is a handle onto an in-memory registry. It implements [Registry]
+// for providers and consumers that live in the same process, and for tests.
+//
+// Several handles can share one registry: those returned by [Default] and by
+// Open("inproc://") share the process-wide registry, those opened from the
+// same "inproc://name" URL share the registry called name, and
+// [Inproc.Handle] adds a handle to the registry of an existing one. Every
+// handle sees everything registered through any handle of its registry.
+//
+// Close affects only the handle it is called on: the handle then returns
+// ErrClosed from every method and its watchers stop, but nothing is
+// deregistered and the other handles keep working. As with every Registry,
+// providers should Deregister before they go away. The registries behind
+// Default and inproc://name live as long as the process.
+//
+// Instances are deep-copied on the way in and on the way out. Writers never
+// wait for watchers: a change marks the watchers of its key as dirty, and
+// each watcher reads the latest list when its Next is called, so a slow
+// watcher sees changes coalesced. An Inproc starts no goroutines.
+//
+// The zero Inproc is not usable; make one with NewInproc, Default or Open.
+type Inproc struct {
+	st       *inprocState
+	done     chan struct{} // closed by Close
+	mu       sync.Mutex
+	closed   bool
+	watchers map[*inprocWatcher]struct{}
+}
+
+// NewInproc returns a handle onto a new, private in-memory registry. More
+// handles onto it are made with [Inproc.Handle].
+func NewInproc() *Inproc {
+	return newInprocHandle(newInprocState())
+}
+
+// Default returns a new handle onto the process-wide in-memory registry, the
+// one that Open(ctx, "inproc://") also opens. Each call returns a separate
+// handle, so closing one does not affect the others.
+func Default() *Inproc {
+	return newInprocHandle(namedState(""))
+}
+
+// Handle returns a new handle onto the registry r is a handle of. It may be
+// called on a closed handle; the new handle is open.
+func (r *Inproc) Handle() *Inproc {
+	return newInprocHandle(r.st)
+}
+
+// openInproc opens inproc:// and inproc://name.
+func openInproc(_ context.Context, u *url.URL) (Registry, error) {
+	if !validInprocName(u.Host) {
+		return nil, &InputError{Field: "URL host", Value: u.Host,
+			Reason: "is not a valid inproc registry name (letters, digits, '-', '_' and '.')"}
+	}
+	if err := checkNoPath(u); err != nil {
+		return nil, err
+	}
+	if _, err := queryParams(u); err != nil {
+		return nil, err
+	}
+	return newInprocHandle(namedState(u.Host)), nil
+}
+
+func validInprocName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	namedMu     sync.Mutex
+	namedStates = map[string]*inprocState{}
+)
+
+// namedState returns the process-wide registry called name, creating it on
+// first use; "" is the default one.
+func namedState(name string) *inprocState {
+	namedMu.Lock()
+	defer namedMu.Unlock()
+	st := namedStates[name]
+	if st == nil {
+		st = newInprocState()
+		namedStates[name] = st
+	}
+	return st
+}
+
+func newInprocHandle(st *inprocState) *Inproc {
+	return &Inproc{st: st, done: make(chan struct{}), watchers: make(map[*inprocWatcher]struct{})}
+}
+
+// inprocState is the registry shared by the handles.
+type inprocState struct {
+	mu       sync.Mutex
+	services map[ServiceKey]map[string]Instance
+	watchers map[ServiceKey]map[*inprocWatcher]struct{}
+}
+
+func newInprocState() *inprocState {
+	return &inprocState{
+		services: make(map[ServiceKey]map[string]Instance),
+		watchers: make(map[ServiceKey]map[*inprocWatcher]struct{}),
+	}
+}
+
+// notifyLocked marks every watcher of key as dirty without blocking.
+func (st *inprocState) notifyLocked(key ServiceKey) {
+	for w := range st.watchers[key] {
+		select {
+		case w.dirty <- struct{}{}:
+		default: // already dirty
+		}
+	}
+}
+
+// snapshot returns a deep copy of the instances of key, sorted by ID.
+func (st *inprocState) snapshot(key ServiceKey) []Instance {
+	st.mu.Lock()
+	m := st.services[key]
+	list := make([]Instance, 0, len(m))
+	for _, in := range m {
+		list = append(list, in.Clone())
+	}
+	st.mu.Unlock()
+	sortByID(list)
+	return list
+}
+
+func (r *Inproc) isClosed() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Register adds in to the registry, replacing the instance with the same key
+// and ID if there is one.
+func (r *Inproc) Register(ctx context.Context, in Instance) error {
+	if r.isClosed() {
+		return ErrClosed
+	}
+	if err := in.Validate(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	in = in.Clone()
+	st := r.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	m := st.services[in.Key]
+	if m == nil {
+		m = make(map[string]Instance)
+		st.services[in.Key] = m
+	}
+	old, had := m[in.ID]
+	m[in.ID] = in
+	if !had || !sameInstance(old, in) {
+		st.notifyLocked(in.Key)
+	}
+	return nil
+}
+
+// Deregister removes the instance with in.Key and in.ID; the other fields of
+// in are ignored.
+func (r *Inproc) Deregister(ctx context.Context, in Instance) error {
+	if r.isClosed() {
+		return ErrClosed
+	}
+	if err := validateRef(in); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st := r.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	m := st.services[in.Key]
+	if _, ok := m[in.ID]; !ok {
+		return nil
+	}
+	delete(m, in.ID)
+	if len(m) == 0 {
+		delete(st.services, in.Key)
+	}
+	st.notifyLocked(in.Key)
+	return nil
+}
+
+// Discover returns the instances registered for key, sorted by ID.
+func (r *Inproc) Discover(ctx context.Context, key ServiceKey) ([]Instance, error) {
+	if r.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := key.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return r.st.snapshot(key), nil
+}
+
+// Watch starts watching key; see [Watcher]. When ctx is done, Next returns
+// ctx.Err() from then on.
+func (r *Inproc) Watch(ctx context.Context, key ServiceKey) (Watcher, error) {
+	if r.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := key.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	w := &inprocWatcher{h: r, key: key, ctx: ctx, dirty: make(chan struct{}, 1), done: make(chan struct{})}
+	// Adding w to both sets under r.mu means Close either sees w or has
+	// already refused it.
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	r.watchers[w] = struct{}{}
+	r.st.mu.Lock()
+	ws := r.st.watchers[key]
+	if ws == nil {
+		ws = make(map[*inprocWatcher]struct{})
+		r.st.watchers[key] = ws
+	}
+	ws[w] = struct{}{}
+	r.st.mu.Unlock()
+	r.mu.Unlock()
+
+	// AfterFunc starts no goroutine until ctx is done.
+	stopCtx := context.AfterFunc(ctx, func() { w.stop(ctx.Err()) })
+	w.mu.Lock()
+	if w.err != nil {
+		w.mu.Unlock()
+		stopCtx()
+	} else {
+		w.stopCtx = stopCtx
+		w.mu.Unlock()
+	}
+	return w, nil
+}
+
+// Close closes this handle: from now on its methods return ErrClosed and its
+// watchers are stopped. The registry itself, the instances registered through
+// this handle and the other handles are not affected. Closing a closed handle
+// returns ErrClosed.
+func (r *Inproc) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.closed = true
+	close(r.done)
+	ws := r.watchers
+	r.watchers = nil
+	r.mu.Unlock()
+	for w := range ws {
+		w.stop(ErrClosed)
+	}
+	return nil
+}
+
+type inprocWatcher struct {
+	h     *Inproc
+	key   ServiceKey
+	ctx   context.Context // the Watch context; the watch ends with it
+	dirty chan struct{}   // 1-buffered; a value means "the list may have changed"
+	done  chan struct{}   // closed when the watch ends
+
+	mu      sync.Mutex
+	err     error       // why the watch ended; set before done is closed
+	stopCtx func() bool // unregisters the context.AfterFunc
+
+	// Only used by Next, which is never called concurrently.
+	started bool
+	last    []Instance
+}
+
+// stop ends the watch with err (the first call wins) and unregisters it.
+func (w *inprocWatcher) stop(err error) {
+	w.mu.Lock()
+	if w.err != nil {
+		w.mu.Unlock()
+		return
+	}
+	w.err = err
+	stopCtx := w.stopCtx
+	w.stopCtx = nil
+	close(w.done)
+	w.mu.Unlock()
+	if stopCtx != nil {
+		stopCtx()
+	}
+	h, st := w.h, w.h.st
+	h.mu.Lock()
+	delete(h.watchers, w)
+	h.mu.Unlock()
+	st.mu.Lock()
+	if ws := st.watchers[w.key]; ws != nil {
+		delete(ws, w)
+		if len(ws) == 0 {
+			delete(st.watchers, w.key)
+		}
+	}
+	st.mu.Unlock()
+}
+
+func (w *inprocWatcher) endErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func (w *inprocWatcher) Next(ctx context.Context) ([]Instance, error) {
+	for {
+		if err := w.ctx.Err(); err != nil {
+			// The AfterFunc may not have run yet; end the watch now so
+			// that Next is deterministic once the cancel func returned.
+			w.stop(err)
+		}
+		select {
+		case <-w.done:
+			return nil, w.endErr()
+		default:
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if !w.started {
+			w.started = true
+			w.last = w.h.st.snapshot(w.key)
+			return cloneList(w.last), nil
+		}
+		select {
+		case <-w.done:
+			return nil, w.endErr()
+		case <-w.ctx.Done():
+			// Loop: stop the watch and return its end error.
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-w.dirty:
+			if list := w.h.st.snapshot(w.key); !sameList(list, w.last) {
+				w.last = list
+				return cloneList(list), nil
+			}
+		}
+	}
+}
+
+func (w *inprocWatcher) Stop() {
+	w.stop(ErrClosed)
+}
