@@ -1,0 +1,25 @@
+// Package runtime is what generated Storks code calls into: the wire framing,
+// the server that exports service implementations, and the client whose
+// references discover providers in a registry and pick one per call.
+//
+// A provider exports and serves:
+//
+//	srv := runtime.NewServer(runtime.WithRegistry(reg))
+//	if _, err := greeterv1.RegisterGreeterServer(srv, &greeter{}); err != nil { ... }
+//	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+//	go srv.Serve(lis)
+//	defer srv.Shutdown(ctx)
+//
+// A consumer refers and calls:
+//
+//	cli := runtime.NewClient(runtime.WithRegistry(reg))
+//	ref, _ := cli.Refer(ctx, greeterv1.Greeter_ServiceName)
+//	greeter := greeterv1.NewGreeterClient(ref)
+//	reply, err := greeter.SayHello(ctx, &greeterv1.HelloRequest{Name: "storks"})
+//
+// Many concurrent calls share one TCP connection per provider and are matched
+// by request ID; the format is described in docs/protocol.md.
+//
+// Concurrency: Server, Client and Reference are safe for concurrent use.
+// Close stops every goroutine they started.
+package runtime

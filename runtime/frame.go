@@ -1,0 +1,319 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// The wire format, version 1. See docs/protocol.md for the full description.
+//
+//	offset size field
+//	0      2    magic 0x53 0x4B ("SK")
+//	2      1    version (1)
+//	3      1    frame type
+//	4      8    request ID, big endian
+//	12     4    body length, big endian
+//	16     n    body
+const (
+	magic0     = 'S'
+	magic1     = 'K'
+	version1   = 1
+	headerSize = 16
+)
+
+type frameType uint8
+
+const (
+	frameRequest  frameType = 1 // body: request header, then payload
+	frameResponse frameType = 2 // body: payload
+	frameError    frameType = 3 // body: uvarint code, then UTF-8 message
+	framePing     frameType = 4 // body: empty; answered with a pong of the same ID
+	framePong     frameType = 5 // body: empty
+	frameCancel   frameType = 6 // body: empty; cancels the request with this ID
+	frameGoAway   frameType = 7 // body: empty; the server takes no new requests on this connection
+)
+
+func (t frameType) String() string {
+	switch t {
+	case frameRequest:
+		return "request"
+	case frameResponse:
+		return "response"
+	case frameError:
+		return "error"
+	case framePing:
+		return "ping"
+	case framePong:
+		return "pong"
+	case frameCancel:
+		return "cancel"
+	case frameGoAway:
+		return "goaway"
+	}
+	return fmt.Sprintf("frame type %d", uint8(t))
+}
+
+// maxMetadataPairs bounds the metadata a request may carry, independent of
+// the byte limit, so a small frame cannot make the decoder build a huge map.
+const maxMetadataPairs = 1024
+
+// frameHeader is the fixed 16-byte part of a frame.
+type frameHeader struct {
+	typ frameType
+	id  uint64
+	len int
+}
+
+// FrameError is a protocol violation found while decoding. The connection it
+// arrived on cannot be trusted any more and is closed.
+type FrameError struct {
+	Reason string
+}
+
+func (e *FrameError) Error() string { return "storks protocol: " + e.Reason }
+
+// TooLargeError reports a frame whose body is larger than the limit. It is
+// detected from the header, before anything is allocated for the body.
+type TooLargeError struct {
+	Size, Limit int
+	ID          uint64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("message larger than max (%d vs. %d)", e.Size, e.Limit)
+}
+
+func (e *TooLargeError) Unwrap() error { return ErrMessageTooLarge }
+
+// appendHeader appends a frame header with a body length of n.
+func appendHeader(b []byte, t frameType, id uint64, n int) []byte {
+	b = append(b, magic0, magic1, version1, byte(t))
+	b = binary.BigEndian.AppendUint64(b, id)
+	return binary.BigEndian.AppendUint32(b, uint32(n))
+}
+
+// setBodyLen patches the body length of the frame starting at b[0].
+func setBodyLen(b []byte) {
+	binary.BigEndian.PutUint32(b[12:16], uint32(len(b)-headerSize))
+}
+
+// parseHeader validates the fixed header. limit is the largest body accepted.
+func parseHeader(h []byte, limit int) (frameHeader, error) {
+	if h[0] != magic0 || h[1] != magic1 {
+		return frameHeader{}, &FrameError{Reason: fmt.Sprintf("bad magic 0x%02x%02x (want 0x534b): not a Storks peer", h[0], h[1])}
+	}
+	if h[2] != version1 {
+		return frameHeader{}, &FrameError{Reason: fmt.Sprintf("unsupported protocol version %d (this peer speaks 1)", h[2])}
+	}
+	fh := frameHeader{
+		typ: frameType(h[3]),
+		id:  binary.BigEndian.Uint64(h[4:12]),
+	}
+	n := binary.BigEndian.Uint32(h[12:16])
+	if fh.typ < frameRequest || fh.typ > frameGoAway {
+		return frameHeader{}, &FrameError{Reason: fmt.Sprintf("unknown frame type %d", h[3])}
+	}
+	if uint64(n) > uint64(limit) {
+		return fh, &TooLargeError{Size: int(n), Limit: limit, ID: fh.id}
+	}
+	fh.len = int(n)
+	return fh, nil
+}
+
+// readFrame reads one frame. The body is read into a buffer from the pool;
+// the caller owns it and returns it with putBuf. Nothing is allocated for a
+// body that is over the limit.
+func readFrame(r *bufio.Reader, limit int) (frameHeader, *[]byte, error) {
+	var hb [headerSize]byte
+	if _, err := io.ReadFull(r, hb[:]); err != nil {
+		return frameHeader{}, nil, err
+	}
+	fh, err := parseHeader(hb[:], limit)
+	if err != nil {
+		return fh, nil, err
+	}
+	body := getBuf(fh.len)
+	*body = (*body)[:fh.len]
+	if _, err := io.ReadFull(r, *body); err != nil {
+		putBuf(body)
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fh, nil, err
+	}
+	return fh, body, nil
+}
+
+// requestHeader is the decoded start of a request body. Its byte slices
+// alias the frame body.
+type requestHeader struct {
+	key      []byte // canonical service key, ServiceKey.String()
+	method   []byte // method name without the service
+	timeout  time.Duration
+	metadata Metadata
+	payload  []byte
+}
+
+// appendRequestHeader appends everything of a request body but the payload.
+func appendRequestHeader(b []byte, key, method string, timeout time.Duration, md Metadata) []byte {
+	b = appendString(b, key)
+	b = appendString(b, method)
+	var us uint64
+	if timeout > 0 {
+		us = uint64((timeout + time.Microsecond - 1) / time.Microsecond)
+	}
+	b = binary.AppendUvarint(b, us)
+	b = binary.AppendUvarint(b, uint64(len(md)))
+	for k, v := range md {
+		b = appendString(b, k)
+		b = appendString(b, v)
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// parseRequest decodes a request body. Every length is checked against what
+// is left of the body before it is used.
+func parseRequest(body []byte) (requestHeader, error) {
+	var rh requestHeader
+	var err error
+	d := decoder{b: body}
+	if rh.key, err = d.bytes("service key"); err != nil {
+		return rh, err
+	}
+	if len(rh.key) == 0 {
+		return rh, &FrameError{Reason: "request has an empty service key"}
+	}
+	if rh.method, err = d.bytes("method"); err != nil {
+		return rh, err
+	}
+	if len(rh.method) == 0 {
+		return rh, &FrameError{Reason: "request has an empty method name"}
+	}
+	us, err := d.uvarint("timeout")
+	if err != nil {
+		return rh, err
+	}
+	const maxTimeoutUS = uint64(1<<63-1) / uint64(time.Microsecond)
+	if us > maxTimeoutUS {
+		us = maxTimeoutUS
+	}
+	rh.timeout = time.Duration(us) * time.Microsecond
+	n, err := d.uvarint("metadata count")
+	if err != nil {
+		return rh, err
+	}
+	if n > maxMetadataPairs {
+		return rh, &FrameError{Reason: fmt.Sprintf("request has %d metadata pairs (limit %d)", n, maxMetadataPairs)}
+	}
+	// Each pair needs at least two bytes, so a count that the rest of the
+	// body cannot hold is rejected before the map is made.
+	if n > uint64(len(d.b))/2 {
+		return rh, &FrameError{Reason: fmt.Sprintf("metadata count %d runs past the end of the frame", n)}
+	}
+	if n > 0 {
+		rh.metadata = make(Metadata, n)
+		for i := uint64(0); i < n; i++ {
+			k, err := d.bytes("metadata key")
+			if err != nil {
+				return rh, err
+			}
+			v, err := d.bytes("metadata value")
+			if err != nil {
+				return rh, err
+			}
+			rh.metadata[string(k)] = string(v)
+		}
+	}
+	rh.payload = d.b
+	return rh, nil
+}
+
+func appendErrorBody(b []byte, e *Error) []byte {
+	b = binary.AppendUvarint(b, uint64(e.Code))
+	return append(b, e.Message...)
+}
+
+func parseErrorBody(body []byte) (*Error, error) {
+	d := decoder{b: body}
+	c, err := d.uvarint("error code")
+	if err != nil {
+		return nil, err
+	}
+	if c > 1<<31 {
+		return nil, &FrameError{Reason: fmt.Sprintf("error code %d out of range", c)}
+	}
+	e := &Error{Code: Code(c), Message: string(d.b)}
+	switch e.Code {
+	case CodeDeadlineExceeded:
+		e.cause = context.DeadlineExceeded
+	case CodeCanceled:
+		e.cause = context.Canceled
+	}
+	return e, nil
+}
+
+type decoder struct{ b []byte }
+
+func (d *decoder) uvarint(what string) (uint64, error) {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		return 0, &FrameError{Reason: "malformed " + what + " length"}
+	}
+	d.b = d.b[n:]
+	return v, nil
+}
+
+func (d *decoder) bytes(what string) ([]byte, error) {
+	n, err := d.uvarint(what)
+	if err != nil {
+		return nil, err
+	}
+	if n > uint64(len(d.b)) {
+		return nil, &FrameError{Reason: fmt.Sprintf("%s length %d runs past the end of the frame (%d bytes left)", what, n, len(d.b))}
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v, nil
+}
+
+// Buffer pool. Buffers up to maxPooled bytes are reused; larger ones are
+// left to the garbage collector so one big message does not pin memory.
+const (
+	minPooled = 1 << 10
+	maxPooled = 64 << 10
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, minPooled); return &b }}
+
+// getBuf returns an empty buffer with room for at least n bytes.
+func getBuf(n int) *[]byte {
+	if n > maxPooled {
+		b := make([]byte, 0, n)
+		return &b
+	}
+	bp := bufPool.Get().(*[]byte)
+	if cap(*bp) < n {
+		*bp = make([]byte, 0, max(n, 2*cap(*bp)))
+	}
+	*bp = (*bp)[:0]
+	return bp
+}
+
+func putBuf(bp *[]byte) {
+	if bp == nil || cap(*bp) > maxPooled {
+		return
+	}
+	*bp = (*bp)[:0]
+	bufPool.Put(bp)
+}

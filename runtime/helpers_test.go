@@ -1,0 +1,170 @@
+package runtime_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/runtime"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// The test service: "test.Echo" with hand-written descriptors over
+// well-known wrapper messages, so the runtime is tested without generated
+// code (the generated examples are tested end to end elsewhere).
+const echoService = "test.Echo"
+
+type echoServer interface {
+	Echo(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error)
+}
+
+type echoImpl struct {
+	name  string
+	calls atomic.Int64
+	// hook, if set, runs instead of the default echo.
+	hook func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error)
+}
+
+func (e *echoImpl) Echo(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	e.calls.Add(1)
+	if e.hook != nil {
+		return e.hook(ctx, in)
+	}
+	return wrapperspb.String(e.name + ":" + in.GetValue()), nil
+}
+
+var echoDesc = runtime.ServiceDesc{
+	ServiceName: echoService,
+	HandlerType: (*echoServer)(nil),
+	Methods: []runtime.MethodDesc{{
+		Name:       "Echo",
+		NewRequest: func() any { return new(wrapperspb.StringValue) },
+		Handler: func(srv any, ctx context.Context, req any) (any, error) {
+			return srv.(echoServer).Echo(ctx, req.(*wrapperspb.StringValue))
+		},
+	}},
+}
+
+const echoMethod = "/" + echoService + "/Echo"
+
+func callEcho(ctx context.Context, inv runtime.Invoker, s string, opts ...runtime.CallOption) (string, error) {
+	out, err := inv.Invoke(ctx, echoMethod, wrapperspb.String(s), new(wrapperspb.StringValue), opts...)
+	if err != nil {
+		return "", err
+	}
+	return out.(*wrapperspb.StringValue).GetValue(), nil
+}
+
+func newRegistry(t testing.TB) registry.Registry {
+	t.Helper()
+	r := registry.NewInproc()
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// logBuffer captures what the runtime logs.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// countingListener counts accepted connections.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// startProvider exports impl on a new server on 127.0.0.1 and serves it.
+func startProvider(t testing.TB, reg registry.Registry, impl echoServer, sopts []runtime.ServerOption, eopts ...runtime.ExportOption) (*runtime.Server, *countingListener) {
+	t.Helper()
+	srv := runtime.NewServer(append([]runtime.ServerOption{runtime.WithRegistry(reg), runtime.WithShutdownWait(50 * time.Millisecond)}, sopts...)...)
+	if _, err := srv.Export(&echoDesc, impl, eopts...); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: l}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(cl) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	waitFor(t, func() bool { return srv.Addr() != "" })
+	return srv, cl
+}
+
+// refer refers the echo service over the network: the providers run in this
+// test process, so without WithRemote every call would be a local call.
+func refer(t testing.TB, reg registry.Registry, copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference) {
+	t.Helper()
+	return referMaybeLocal(t, reg, copts, append([]runtime.ReferOption{runtime.WithRemote()}, ropts...)...)
+}
+
+func referMaybeLocal(t testing.TB, reg registry.Registry, copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference) {
+	t.Helper()
+	cli := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(reg)}, copts...)...)
+	t.Cleanup(func() { cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ref, err := cli.Refer(ctx, echoService, ropts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cli, ref
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func wantCode(t testing.TB, err error, code runtime.Code, substr string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want %v error containing %q, got nil", code, substr)
+	}
+	if got := runtime.CodeOf(err); got != code {
+		t.Fatalf("code = %v, want %v (err: %v)", got, code, err)
+	}
+	if !strings.Contains(err.Error(), substr) {
+		t.Fatalf("error %q does not contain %q", err, substr)
+	}
+}

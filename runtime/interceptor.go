@@ -1,0 +1,70 @@
+package runtime
+
+import "context"
+
+// UnaryHandler runs a decoded request against the implementation.
+type UnaryHandler func(ctx context.Context, req any) (any, error)
+
+// UnaryServerInfo describes the call a server interceptor sees.
+type UnaryServerInfo struct {
+	// Server is the exported implementation.
+	Server any
+	// FullMethod is "/package.Service/Method".
+	FullMethod string
+	// Key is the service key the call was addressed to.
+	Key ServiceKey
+}
+
+// UnaryServerInterceptor wraps the handling of every call on a server,
+// remote or local. It must call handler to run the method, or return an error
+// instead.
+type UnaryServerInterceptor func(ctx context.Context, req any, info *UnaryServerInfo, handler UnaryHandler) (any, error)
+
+// UnaryInvoker performs the call, remote or local.
+type UnaryInvoker func(ctx context.Context, method string, req, reply any) (any, error)
+
+// UnaryClientInterceptor wraps every call made through a Client's references.
+// It must call invoker to make the call, or return an error instead.
+type UnaryClientInterceptor func(ctx context.Context, method string, req, reply any, invoker UnaryInvoker) (any, error)
+
+func chainServer(in []UnaryServerInterceptor) UnaryServerInterceptor {
+	switch len(in) {
+	case 0:
+		return nil
+	case 1:
+		return in[0]
+	}
+	return func(ctx context.Context, req any, info *UnaryServerInfo, handler UnaryHandler) (any, error) {
+		return in[0](ctx, req, info, serverNext(in, 1, info, handler))
+	}
+}
+
+func serverNext(in []UnaryServerInterceptor, i int, info *UnaryServerInfo, final UnaryHandler) UnaryHandler {
+	if i == len(in) {
+		return final
+	}
+	return func(ctx context.Context, req any) (any, error) {
+		return in[i](ctx, req, info, serverNext(in, i+1, info, final))
+	}
+}
+
+func chainClient(in []UnaryClientInterceptor) UnaryClientInterceptor {
+	switch len(in) {
+	case 0:
+		return nil
+	case 1:
+		return in[0]
+	}
+	return func(ctx context.Context, method string, req, reply any, invoker UnaryInvoker) (any, error) {
+		return in[0](ctx, method, req, reply, clientNext(in, 1, invoker))
+	}
+}
+
+func clientNext(in []UnaryClientInterceptor, i int, final UnaryInvoker) UnaryInvoker {
+	if i == len(in) {
+		return final
+	}
+	return func(ctx context.Context, method string, req, reply any) (any, error) {
+		return in[i](ctx, method, req, reply, clientNext(in, i+1, final))
+	}
+}
