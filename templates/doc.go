@@ -1,0 +1,25 @@
+// Package templates holds the shapes of the Go code Storks generates for
+// protobuf services, written as jennifer (github.com/dave/jennifer/jen)
+// builders, and the one place where generated identifiers are named.
+//
+// The package is driven by a protogen.Plugin, so the same code serves both
+// protoc-gen-storks (run by protoc) and any tool that compiles .proto files
+// in-process and builds a protogen.Plugin itself: both produce byte-identical
+// output for the same descriptors.
+//
+// For every .proto file with at least one service, [Generate] writes
+// <name>.storks.go next to protoc-gen-go's <name>.pb.go, in the same Go
+// package. Per service it contains:
+//
+//   - <Svc>_ServiceName and <Svc>_<Method>_FullMethodName constants;
+//   - the <Svc>Client interface and New<Svc>Client, which wraps a
+//     runtime.Invoker;
+//   - the <Svc>Server interface, Unimplemented<Svc>Server (to be embedded by
+//     value), Unsafe<Svc>Server and Register<Svc>Server;
+//   - <Svc>_ServiceDesc, a runtime.ServiceDesc with reflection-free handlers.
+//
+// Streaming methods are skipped, with a comment saying so. Every identifier
+// comes from [Names], which appends "_" to any name already taken in the Go
+// package (by protoc-gen-go or by an earlier Storks service), so the output
+// always compiles next to the .pb.go files.
+package templates

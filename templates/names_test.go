@@ -1,0 +1,125 @@
+package templates
+
+import (
+	"reflect"
+	"testing"
+
+	"google.golang.org/protobuf/compiler/protogen"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/pluginpb"
+)
+
+// newPlugin returns a protogen.Plugin for hand-built files, all of which are
+// to be generated.
+func newPlugin(t *testing.T, files ...*descriptorpb.FileDescriptorProto) *protogen.Plugin {
+	t.Helper()
+	req := &pluginpb.CodeGeneratorRequest{ProtoFile: files}
+	for _, f := range files {
+		req.FileToGenerate = append(req.FileToGenerate, f.GetName())
+	}
+	gen, err := protogen.Options{}.New(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gen
+}
+
+func file(name, pkg, goPackage string, messages []string, services ...*descriptorpb.ServiceDescriptorProto) *descriptorpb.FileDescriptorProto {
+	f := &descriptorpb.FileDescriptorProto{
+		Name:    proto.String(name),
+		Package: proto.String(pkg),
+		Syntax:  proto.String("proto3"),
+		Options: &descriptorpb.FileOptions{GoPackage: proto.String(goPackage)},
+		Service: services,
+	}
+	for _, m := range messages {
+		f.MessageType = append(f.MessageType, &descriptorpb.DescriptorProto{Name: proto.String(m)})
+	}
+	return f
+}
+
+func service(name string, methods ...string) *descriptorpb.ServiceDescriptorProto {
+	s := &descriptorpb.ServiceDescriptorProto{Name: proto.String(name)}
+	for _, m := range methods {
+		s.Method = append(s.Method, &descriptorpb.MethodDescriptorProto{
+			Name:       proto.String(m),
+			InputType:  proto.String(".a.M"),
+			OutputType: proto.String(".a.M"),
+		})
+	}
+	return s
+}
+
+func TestServiceNames(t *testing.T) {
+	// b.proto shares a.proto's Go package and declares FooClient; Storks
+	// must see it when naming a.proto's service Foo.
+	gen := newPlugin(t,
+		file("a.proto", "a", "example.com/p;p", []string{"M"}, service("Foo", "Get", "get")),
+		file("b.proto", "b", "example.com/p;p", []string{"FooClient", "NewFooClient_"}),
+	)
+	sn := NewNames(gen).Service(gen.FilesByPath["a.proto"].Services[0])
+	want := ServiceNames{
+		Service:          sn.Service,
+		Base:             "Foo",
+		ServiceNameConst: "Foo_ServiceName",
+		Client:           "FooClient_",
+		ClientImpl:       "fooClient",
+		NewClient:        "NewFooClient",
+		Server:           "FooServer",
+		Unimplemented:    "UnimplementedFooServer",
+		Unsafe:           "UnsafeFooServer",
+		Register:         "RegisterFooServer",
+		Desc:             "Foo_ServiceDesc",
+		MustEmbed:        "mustEmbedUnimplementedFooServer",
+	}
+	got := *sn
+	got.Methods = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("names\n got %+v\nwant %+v", got, want)
+	}
+	if len(sn.Methods) != 2 {
+		t.Fatalf("%d methods", len(sn.Methods))
+	}
+	for i, w := range []struct{ goName, constant string }{
+		{"Get", "Foo_Get_FullMethodName"},
+		{"Get_", "Foo_Get__FullMethodName"},
+	} {
+		m := sn.Methods[i]
+		if m.GoName != w.goName || m.FullMethodNameConst != w.constant {
+			t.Errorf("method %d: %q, %q; want %q, %q", i, m.GoName, m.FullMethodNameConst, w.goName, w.constant)
+		}
+	}
+}
+
+func TestImports(t *testing.T) {
+	gen := newPlugin(t,
+		file("a.proto", "a", "example.com/p;p", []string{"M"}),
+		file("ctx.proto", "ctx", "example.com/ctx;context", []string{"C"}),
+		file("in.proto", "in", "example.com/in/v1;in", []string{"I"}),
+		file("x.proto", "x", "example.com/x/v1;xv1", []string{"X"}),
+		// The generated file is for package y, which declares fooClient
+		// (the client struct of Foo); z is a package named fooClient.
+		file("y.proto", "y", "example.com/y;y", nil, service("Foo")),
+		file("z.proto", "z", "example.com/z;fooClient", []string{"Z"}),
+	)
+	got := NewNames(gen).Imports("example.com/y", []string{
+		"example.com/x/v1", "example.com/in/v1", runtimePackage, "example.com/ctx", contextPackage, "example.com/z",
+	})
+	want := map[string]Import{
+		contextPackage:      {Name: "context"},
+		runtimePackage:      {Name: "runtime"},
+		"example.com/ctx":   {Name: "context1", Alias: true}, // after the standard library's
+		"example.com/in/v1": {Name: "in1", Alias: true},      // in is a parameter name
+		"example.com/x/v1":  {Name: "xv1", Alias: true},      // not the last path element
+		"example.com/z":     {Name: "fooClient1", Alias: true},
+	}
+	for path, w := range want {
+		if got[path] != w {
+			t.Errorf("%s: got %+v, want %+v", path, got[path], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d imports, want %d", len(got), len(want))
+	}
+}
