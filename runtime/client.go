@@ -263,7 +263,13 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 		}
 	}
 	if ic := r.cl.interceptor; ic != nil {
-		return ic(ctx, method, req, reply, r.invoker)
+		out, err := ic(ctx, method, req, reply, r.invoker)
+		if err == nil && out == nil {
+			// Generated clients assert the reply's type; a nil reply with
+			// no error would make them panic.
+			return nil, Errorf(CodeInternal, "call %s: a client interceptor returned no reply and no error", method)
+		}
+		return out, err
 	}
 	return r.invoke(ctx, method, req, reply)
 }

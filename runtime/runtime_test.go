@@ -535,3 +535,13 @@ func TestCallsAfterCloseFail(t *testing.T) {
 	_, err = cli.Refer(context.Background(), echoService)
 	wantCode(t, err, runtime.CodeCanceled, "client is closed")
 }
+
+func TestInterceptorWithoutReplyIsAnError(t *testing.T) {
+	reg := newRegistry(t)
+	startProvider(t, reg, &echoImpl{}, nil)
+	_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithClientInterceptor(func(ctx context.Context, method string, req, reply any, inv runtime.UnaryInvoker) (any, error) {
+		return nil, nil
+	})})
+	_, err := callEcho(context.Background(), ref, "x")
+	wantCode(t, err, runtime.CodeInternal, "returned no reply and no error")
+}
