@@ -1,0 +1,106 @@
+// Command consumer refers the example Greeter service through a registry and
+// calls it, printing which provider answered each call.
+//
+//	consumer -registry etcd://127.0.0.1:2379/storks -calls 9 -selector roundrobin
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/registry"
+	_ "github.com/storks-rpc/storks/registry/all"
+	"github.com/storks-rpc/storks/runtime"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "consumer:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	regURL := flag.String("registry", "", "registry URL (etcd://, consul://, zookeeper://, static://, direct://)")
+	calls := flag.Int("calls", 9, "number of calls to make")
+	interval := flag.Duration("interval", 0, "pause between calls")
+	selector := flag.String("selector", "roundrobin", "instance selector: roundrobin or random")
+	name := flag.String("name", "storks", "name to greet")
+	providers := flag.Int("wait-providers", 1, "wait until this many providers are known before calling")
+	waitFor := flag.Duration("wait", 30*time.Second, "how long to wait for the providers")
+	timeout := flag.Duration("timeout", 2*time.Second, "deadline of each call")
+	version := flag.String("version", "", "service version")
+	group := flag.String("group", "", "service group")
+	flag.Parse()
+	if *regURL == "" {
+		return errors.New("-registry is required")
+	}
+	var sel runtime.Selector
+	switch *selector {
+	case "roundrobin":
+		sel = runtime.RoundRobin()
+	case "random":
+		sel = runtime.Random()
+	default:
+		return fmt.Errorf("-selector %q: want roundrobin or random", *selector)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	reg, err := registry.Open(ctx, *regURL)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	defer cli.Close()
+	ref, err := cli.Refer(ctx, greeterv1.Greeter_ServiceName,
+		runtime.WithVersion(*version), runtime.WithGroup(*group), runtime.WithSelector(sel))
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(*waitFor)
+	for len(ref.Providers()) < *providers {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d providers of %s appeared within %v", len(ref.Providers()), *providers, ref.Key(), *waitFor)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	fmt.Printf("consumer: %d providers of %s\n", len(ref.Providers()), ref.Key())
+	greeter := greeterv1.NewGreeterClient(ref)
+	failed := 0
+	for i := 1; i <= *calls; i++ {
+		cctx, cancel := context.WithTimeout(ctx, *timeout)
+		start := time.Now()
+		reply, err := greeter.SayHello(cctx, &greeterv1.HelloRequest{Name: *name})
+		cancel()
+		if err != nil {
+			failed++
+			fmt.Printf("call %d: error: %v\n", i, err)
+		} else {
+			fmt.Printf("call %d: %q from %s in %v\n", i, reply.GetMessage(), reply.GetProvider(), time.Since(start).Round(time.Microsecond))
+		}
+		if *interval > 0 && i < *calls {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(*interval):
+			}
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d calls failed", failed, *calls)
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+// Package impl holds the implementations of the example services, shared by
+// the provider program and the end-to-end tests.
+package impl
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	commonv1 "github.com/storks-rpc/storks/examples/gen/common/v1"
+	echov1 "github.com/storks-rpc/storks/examples/gen/echo/v1"
+	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/runtime"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Greeter answers SayHello with a greeting and its own name, so callers can
+// see which provider served them.
+type Greeter struct {
+	greeterv1.UnimplementedGreeterServer
+	// Name identifies the provider in replies.
+	Name string
+	// Calls counts the SayHello calls served.
+	Calls atomic.Int64
+}
+
+// SayHello greets in.Name.
+func (g *Greeter) SayHello(ctx context.Context, in *greeterv1.HelloRequest) (*greeterv1.HelloReply, error) {
+	g.Calls.Add(1)
+	if in.GetName() == "" {
+		return nil, runtime.Errorf(runtime.CodeInvalidArgument, "name is required")
+	}
+	return &greeterv1.HelloReply{Message: "Hello, " + in.GetName(), Provider: g.Name}, nil
+}
+
+// Fail fails with the code and message of the request.
+func (g *Greeter) Fail(ctx context.Context, in *greeterv1.FailRequest) (*greeterv1.FailReply, error) {
+	return nil, runtime.NewError(runtime.Code(in.GetCode()), in.GetMessage())
+}
+
+// Echo implements the echo service over the shared common messages.
+type Echo struct {
+	echov1.UnimplementedEchoServer
+	Name string
+}
+
+// Echo returns its input.
+func (e *Echo) Echo(ctx context.Context, in *commonv1.Text) (*commonv1.Text, error) {
+	return &commonv1.Text{Body: in.GetBody()}, nil
+}
+
+// Now returns the provider's clock.
+func (e *Echo) Now(ctx context.Context, _ *emptypb.Empty) (*timestamppb.Timestamp, error) {
+	return timestamppb.Now(), nil
+}
+
+// Stamp returns its input with the provider's name and clock.
+func (e *Echo) Stamp(ctx context.Context, in *commonv1.Text) (*commonv1.Stamped, error) {
+	return &commonv1.Stamped{Text: in, Provider: e.Name, Time: timestamppb.New(time.Now())}, nil
+}
+
+// String describes the provider.
+func (g *Greeter) String() string { return fmt.Sprintf("greeter %s", g.Name) }

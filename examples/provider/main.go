@@ -1,0 +1,98 @@
+// Command provider exports the example Greeter and Echo services on a TCP
+// listener and registers them in a registry, until SIGINT or SIGTERM, when
+// it shuts down gracefully (deregister, wait, drain).
+//
+//	provider -registry etcd://127.0.0.1:2379/storks -listen 127.0.0.1:0 -name p1
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	echov1 "github.com/storks-rpc/storks/examples/gen/echo/v1"
+	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/examples/impl"
+	"github.com/storks-rpc/storks/registry"
+	_ "github.com/storks-rpc/storks/registry/all"
+	"github.com/storks-rpc/storks/runtime"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "provider:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	regURL := flag.String("registry", "", "registry URL (etcd://, consul://, zookeeper://, static://, direct://)")
+	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
+	advertise := flag.String("advertise", "", "address to register instead of the bound one")
+	name := flag.String("name", "", "provider name shown in replies (default: the bound address)")
+	version := flag.String("version", "", "service version")
+	group := flag.String("group", "", "service group")
+	weight := flag.Int("weight", 0, "registry weight (default 100)")
+	wait := flag.Duration("shutdown-wait", time.Second, "how long to wait after deregistering before refusing calls")
+	flag.Parse()
+	if *regURL == "" {
+		return errors.New("-registry is required")
+	}
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	reg, err := registry.Open(ctx, *regURL)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	if *name == "" {
+		*name = lis.Addr().String()
+	}
+	opts := []runtime.ServerOption{runtime.WithRegistry(reg), runtime.WithShutdownWait(*wait)}
+	if *advertise != "" {
+		opts = append(opts, runtime.WithAdvertiseAddr(*advertise))
+	}
+	srv := runtime.NewServer(opts...)
+	eopts := []runtime.ExportOption{runtime.WithVersion(*version), runtime.WithGroup(*group), runtime.WithWeight(*weight),
+		runtime.WithMetadata(map[string]string{"name": *name})}
+	if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: *name}, eopts...); err != nil {
+		return err
+	}
+	if _, err := echov1.RegisterEchoServer(srv, &impl.Echo{Name: *name}, eopts...); err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	slog.Info("provider serving", "name", *name, "addr", lis.Addr().String(), "registry", *regURL)
+	fmt.Printf("READY %s %s\n", *name, lis.Addr())
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("provider shutting down", "name", *name)
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	<-served
+	slog.Info("provider stopped", "name", *name)
+	return nil
+}
