@@ -1,0 +1,69 @@
+# Storks: the two commands a newcomer needs are `make demo` and `make test`.
+# Both install what they need on a fresh Debian machine (apt-get as root, and
+# Go tools through the module proxy).
+
+GO       ?= go
+BIN      := $(CURDIR)/bin
+REGISTRY ?=
+# Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
+FUZZTIME ?= 15s
+
+.PHONY: all build demo test test-go vet fmt-check check-gen gen fuzz bench deps deps-protoc deps-zookeeper deps-consul clean
+
+all: build
+
+## build: compile everything and the example programs into bin/
+build:
+	$(GO) build ./...
+	$(GO) build -o $(BIN)/ ./examples/provider ./examples/consumer ./examples/demo ./cmd/protoc-gen-storks
+
+## demo: three providers and a consumer on 127.0.0.1, round-robin
+demo: build
+	$(BIN)/demo -bin $(BIN) $(if $(REGISTRY),-registry '$(REGISTRY)')
+
+## test: every test (runtime under -race), generated-code freshness, fuzzing
+test: deps fmt-check vet check-gen test-go fuzz
+
+test-go:
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+## gen: regenerate examples/gen with protoc + protoc-gen-go + protoc-gen-storks
+gen: deps-protoc
+	scripts/gen.sh
+
+## check-gen: fail if examples/gen is not what the generators produce
+check-gen: deps-protoc
+	scripts/check-gen.sh
+
+## fuzz: run every fuzz target for FUZZTIME each
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./runtime
+
+## bench: unary call benchmarks over loopback
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./runtime
+
+deps: deps-protoc deps-zookeeper deps-consul
+
+# protoc 3.21 from Debian (only the golden test against examples/gen needs it).
+deps-protoc:
+	@command -v protoc >/dev/null || scripts/apt-install.sh protobuf-compiler
+
+# ZooKeeper from Debian, for the real-ZooKeeper registry tests.
+deps-zookeeper:
+	@[ -x /usr/share/zookeeper/bin/zkServer.sh ] || scripts/apt-install.sh zookeeper
+
+# Consul is not in Debian: it builds from the module proxy as a tool of
+# tools/go.mod (about 5 minutes the first time, cached afterwards).
+deps-consul:
+	cd tools && $(GO) tool consul version >/dev/null
+
+clean:
+	rm -rf $(BIN)
