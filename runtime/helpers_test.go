@@ -168,3 +168,12 @@ func wantCode(t testing.TB, err error, code runtime.Code, substr string) {
 		t.Fatalf("error %q does not contain %q", err, substr)
 	}
 }
+
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}

@@ -1,0 +1,61 @@
+package runtime_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/examples/impl"
+	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/runtime"
+)
+
+// A provider exports the generated Greeter service and serves it on
+// loopback; a consumer refers it through the same registry and calls it.
+func Example() {
+	ctx := context.Background()
+	reg := registry.NewInproc()
+	defer reg.Close()
+
+	// Provider: export, then serve (Serve registers the bound address).
+	srv := runtime.NewServer(runtime.WithRegistry(reg))
+	if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: "provider-1"}, runtime.WithVersion("v1")); err != nil {
+		panic(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go srv.Serve(lis)
+	defer srv.Shutdown(ctx)
+
+	// Consumer: refer the service key and call through the generated client.
+	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	defer cli.Close()
+	ref, err := cli.Refer(ctx, greeterv1.Greeter_ServiceName, runtime.WithVersion("v1"))
+	if err != nil {
+		panic(err)
+	}
+	waitProviders(ref, 1)
+	greeter := greeterv1.NewGreeterClient(ref)
+	reply, err := greeter.SayHello(ctx, &greeterv1.HelloRequest{Name: "storks"})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(reply.GetMessage(), "from", reply.GetProvider())
+
+	_, err = greeter.SayHello(ctx, &greeterv1.HelloRequest{})
+	fmt.Println(runtime.CodeOf(err), err)
+	// Output:
+	// Hello, storks from provider-1
+	// InvalidArgument storks: InvalidArgument: name is required
+}
+
+// waitProviders waits until the reference knows n providers: Serve registers
+// asynchronously.
+func waitProviders(ref *runtime.Reference, n int) {
+	for len(ref.Providers()) < n {
+		runtimeGosched()
+	}
+}
