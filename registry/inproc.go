@@ -217,6 +217,26 @@ func (r *Inproc) Discover(ctx context.Context, key ServiceKey) ([]Instance, erro
 	return r.st.snapshot(key), nil
 }
 
+// Services lists the keys with at least one instance; see [Lister].
+func (r *Inproc) Services(ctx context.Context) ([]ServiceKey, error) {
+	if r.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r.st.mu.Lock()
+	keys := make([]ServiceKey, 0, len(r.st.services))
+	for k, m := range r.st.services {
+		if len(m) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	r.st.mu.Unlock()
+	SortKeys(keys)
+	return keys, nil
+}
+
 // Watch starts watching key; see [Watcher]. When ctx is done, Next returns
 // ctx.Err() from then on.
 func (r *Inproc) Watch(ctx context.Context, key ServiceKey) (Watcher, error) {

@@ -1,11 +1,13 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -192,4 +194,21 @@ func (e *InputError) Error() string {
 		return fmt.Sprintf("registry: %s %q %s", e.Field, e.Value, e.Reason)
 	}
 	return fmt.Sprintf("registry: %s %s", e.Field, e.Reason)
+}
+
+// Lister is implemented by registries that can enumerate the service keys
+// that have at least one registered instance. It is optional: consumers never
+// need it, tools such as `storks registry ls` do. Fixed address lists
+// (direct://, static://) do not implement it, since they hold no keys.
+type Lister interface {
+	// Services returns every service key with at least one instance,
+	// sorted by service, version, then group.
+	Services(ctx context.Context) ([]ServiceKey, error)
+}
+
+// SortKeys sorts keys by service, version, then group.
+func SortKeys(keys []ServiceKey) {
+	slices.SortFunc(keys, func(a, b ServiceKey) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Version, b.Version), cmp.Compare(a.Group, b.Group))
+	})
 }

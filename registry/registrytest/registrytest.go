@@ -98,6 +98,7 @@ func Run(t *testing.T, h Harness) {
 		{"WatchContext", (*suite).testWatchContext},
 		{"Close", (*suite).testClose},
 		{"Concurrent", (*suite).testConcurrent},
+		{"Lister", (*suite).testLister},
 	}
 	run := func(t *testing.T) {
 		for _, tc := range tests {
@@ -896,4 +897,51 @@ func (s *suite) testConcurrent(t *testing.T) {
 	})
 	s.waitDiscover(t, cons, key)
 	w.until(t, false)
+}
+
+// testLister checks registry.Lister, for registries that implement it: a key
+// is listed while it has instances, and every version and group separately.
+func (s *suite) testLister(t *testing.T) {
+	prov, cons := s.pair(t)
+	l, ok := cons.(registry.Lister)
+	if !ok {
+		t.Skipf("%T does not implement registry.Lister", cons)
+	}
+	key := UniqueKey(t)
+	v2 := key
+	v2.Version, v2.Group = "v2", "blue"
+	a, b := inst(key, "a", 1), inst(v2, "b", 2)
+	s.register(t, prov, a, b)
+	listed := func(want ...registry.ServiceKey) func() error {
+		return func() error {
+			ctx, cancel := s.opCtx()
+			defer cancel()
+			keys, err := l.Services(ctx)
+			if err != nil {
+				return err
+			}
+			var mine []registry.ServiceKey
+			for _, k := range keys {
+				if k.Service == key.Service {
+					mine = append(mine, k)
+				}
+			}
+			sorted := slices.Clone(mine)
+			registry.SortKeys(sorted)
+			if !slices.Equal(mine, sorted) {
+				return fmt.Errorf("Services is not sorted: %v", mine)
+			}
+			if !slices.Equal(mine, want) {
+				return fmt.Errorf("Services lists %v for %s, want %v", mine, key.Service, want)
+			}
+			return nil
+		}
+	}
+	want := []registry.ServiceKey{key, v2}
+	registry.SortKeys(want)
+	Eventually(t, s.h.Settle, listed(want...))
+	s.deregister(t, prov, a)
+	Eventually(t, s.h.Settle, listed(v2))
+	s.deregister(t, prov, b)
+	Eventually(t, s.h.Settle, listed())
 }
