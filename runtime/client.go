@@ -79,6 +79,7 @@ type Reference struct {
 	watcher registry.Watcher
 	cancel  context.CancelFunc
 	once    sync.Once
+	closed  atomic.Bool
 }
 
 type refState struct {
@@ -234,6 +235,7 @@ func (r *Reference) Key() ServiceKey { return r.key }
 // connections. Calls after Close fail with ErrClientClosed.
 func (r *Reference) Close() error {
 	r.once.Do(func() {
+		r.closed.Store(true)
 		r.cancel()
 		r.watcher.Stop()
 		c := r.cl
@@ -284,30 +286,43 @@ func (r *Reference) invoke(ctx context.Context, method string, req, reply any) (
 			return exp.invokeLocal(ctx, method, short, req)
 		}
 	}
-	st := r.state.Load()
-	if st == nil || len(st.instances) == 0 {
-		if st != nil && st.eps == nil && r.closed() {
-			return nil, wrapError(CodeCanceled, ErrClientClosed, "call %s: reference is closed", method)
+	// A call that provably did not run (never sent on a connection that
+	// was closing, refused by a provider that is shutting down, connect
+	// refused) goes to another instance: safe for any method, and what
+	// makes a graceful restart lose no call.
+	var err error
+	for attempt := 0; ; attempt++ {
+		st := r.state.Load()
+		if st == nil || len(st.instances) == 0 {
+			if r.closed.Load() {
+				return nil, wrapError(CodeCanceled, ErrClientClosed, "call %s: reference is closed", method)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return nil, wrapError(CodeUnavailable, ErrNoProvider, "no provider for %s", r.keyStr)
 		}
-		return nil, wrapError(CodeUnavailable, ErrNoProvider, "no provider for %s", r.keyStr)
+		i := r.selector.Select(ctx, method, st.instances)
+		if i < 0 || i >= len(st.instances) {
+			return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.instances), r.keyStr)
+		}
+		var out any
+		retry := false
+		cc, cerr := st.eps[i].conn(ctx, r.cl)
+		if cerr != nil {
+			err, retry = cerr, ctx.Err() == nil
+		} else {
+			out, err, retry = cc.invoke(ctx, r.keyStr, method, short, req, reply)
+		}
+		if !retry || attempt+1 >= max(2, min(len(st.instances), maxAttempts)) || ctx.Err() != nil {
+			return out, err
+		}
 	}
-	i := r.selector.Select(ctx, method, st.instances)
-	if i < 0 || i >= len(st.instances) {
-		return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.instances), r.keyStr)
-	}
-	cc, err := st.eps[i].conn(ctx, r.cl)
-	if err != nil {
-		return nil, err
-	}
-	return cc.invoke(ctx, r.keyStr, method, short, req, reply)
 }
 
-func (r *Reference) closed() bool {
-	r.cl.mu.Lock()
-	defer r.cl.mu.Unlock()
-	_, ok := r.cl.refs[r]
-	return !ok
-}
+// maxAttempts bounds how many instances one call tries when a provider
+// provably did not run it.
+const maxAttempts = 3
 
 // Close closes every reference and connection of the client and stops every
 // goroutine it started. Calls in flight fail with CodeUnavailable.
@@ -478,31 +493,34 @@ type call struct {
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
-func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req, reply any) (any, error) {
+// invoke makes one call on the connection. retry reports that the request
+// provably did not run (it was never sent, or the server answered that the
+// handler never ran), so it may be sent to another instance.
+func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req, reply any) (out any, err error, retry bool) {
 	var timeout time.Duration
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
-			return nil, ctxError(ctx, "call "+method)
+			return nil, ctxError(ctx, "call "+method), false
 		}
 	} else if err := ctx.Err(); err != nil {
-		return nil, ctxError(ctx, "call "+method)
+		return nil, ctxError(ctx, "call "+method), false
 	}
 	codec := cc.cl.cfg.codec
 	id := cc.nextID.Add(1)
 	buf := getBuf(headerSize + 1024)
 	b := appendHeader(*buf, frameRequest, id, 0)
 	b = appendRequestHeader(b, key, short, timeout, OutgoingMetadata(ctx))
-	b, err := codec.MarshalAppend(b, req)
+	b, err = codec.MarshalAppend(b, req)
 	if err != nil {
 		*buf = b
 		putBuf(buf)
-		return nil, Errorf(CodeInternal, "encode request of %s: %v", method, err)
+		return nil, Errorf(CodeInternal, "encode request of %s: %v", method, err), false
 	}
 	if n, limit := len(b)-headerSize, cc.cl.cfg.maxMessageSize; n > limit {
 		*buf = b
 		putBuf(buf)
-		return nil, &Error{Code: CodeResourceExhausted, Message: "call " + method + ": " + (&TooLargeError{Size: n, Limit: limit}).Error(), cause: ErrMessageTooLarge}
+		return nil, &Error{Code: CodeResourceExhausted, Message: "call " + method + ": " + (&TooLargeError{Size: n, Limit: limit}).Error(), cause: ErrMessageTooLarge}, false
 	}
 	setBodyLen(b)
 
@@ -514,7 +532,7 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 		callPool.Put(cl)
 		*buf = b
 		putBuf(buf)
-		return nil, e
+		return nil, e, true // never sent
 	}
 	cc.pending[id] = cl
 	cc.mu.Unlock()
@@ -541,35 +559,35 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 				cc.w.write(appendHeader(fb[:0], frameCancel, id, 0))
 			}
 			cc.maybeClose()
-			return nil, ctxError(ctx, "call "+method)
+			return nil, ctxError(ctx, "call "+method), false
 		}
 		cc.mu.Unlock()
 		<-cl.done // the reply is being delivered; take it and drop it
 		putBuf(cl.body)
 		cl.body, cl.err = nil, nil
 		callPool.Put(cl)
-		return nil, ctxError(ctx, "call "+method)
+		return nil, ctxError(ctx, "call "+method), false
 	}
 
 	typ, body, cerr := cl.typ, cl.body, cl.err
 	cl.body, cl.err = nil, nil
 	callPool.Put(cl)
 	if cerr != nil {
-		return nil, cerr
+		return nil, cerr, false
 	}
 	defer putBuf(body)
 	switch typ {
 	case frameResponse:
 		if err := codec.Unmarshal(*body, reply); err != nil {
-			return nil, Errorf(CodeInternal, "decode response of %s from %s: %v", method, cc.addr, err)
+			return nil, Errorf(CodeInternal, "decode response of %s from %s: %v", method, cc.addr, err), false
 		}
-		return reply, nil
+		return reply, nil, false
 	default:
-		e, err := parseErrorBody(*body)
+		e, flags, err := parseErrorBody(*body)
 		if err != nil {
-			return nil, Errorf(CodeInternal, "bad error frame for %s from %s: %v", method, cc.addr, err)
+			return nil, Errorf(CodeInternal, "bad error frame for %s from %s: %v", method, cc.addr, err), false
 		}
-		return nil, e
+		return nil, e, flags&errNotExecuted != 0 && (e.Code == CodeUnavailable || e.Code == CodeUnimplemented)
 	}
 }
 

@@ -239,28 +239,38 @@ func parseRequest(body []byte) (requestHeader, error) {
 	return rh, nil
 }
 
-func appendErrorBody(b []byte, e *Error) []byte {
+// errNotExecuted is set in an error frame's flags when the handler never ran
+// (unknown service or method, server shutting down, undecodable request), so
+// the client may safely send the call to another instance.
+const errNotExecuted = 1
+
+func appendErrorBody(b []byte, e *Error, flags byte) []byte {
 	b = binary.AppendUvarint(b, uint64(e.Code))
+	b = append(b, flags)
 	return append(b, e.Message...)
 }
 
-func parseErrorBody(body []byte) (*Error, error) {
+func parseErrorBody(body []byte) (*Error, byte, error) {
 	d := decoder{b: body}
 	c, err := d.uvarint("error code")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if c > 1<<31 {
-		return nil, &FrameError{Reason: fmt.Sprintf("error code %d out of range", c)}
+		return nil, 0, &FrameError{Reason: fmt.Sprintf("error code %d out of range", c)}
 	}
-	e := &Error{Code: Code(c), Message: string(d.b)}
+	if len(d.b) == 0 {
+		return nil, 0, &FrameError{Reason: "error frame has no flags byte"}
+	}
+	flags := d.b[0]
+	e := &Error{Code: Code(c), Message: string(d.b[1:])}
 	switch e.Code {
 	case CodeDeadlineExceeded:
 		e.cause = context.DeadlineExceeded
 	case CodeCanceled:
 		e.cause = context.Canceled
 	}
-	return e, nil
+	return e, flags, nil
 }
 
 type decoder struct{ b []byte }

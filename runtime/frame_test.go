@@ -41,10 +41,13 @@ func TestRequestRoundTrip(t *testing.T) {
 }
 
 func TestErrorBodyRoundTrip(t *testing.T) {
-	b := appendErrorBody(nil, &Error{Code: CodeNotFound, Message: "no such thing"})
-	e, err := parseErrorBody(b)
-	if err != nil || e.Code != CodeNotFound || e.Message != "no such thing" {
-		t.Fatalf("got %v, %v", e, err)
+	b := appendErrorBody(nil, &Error{Code: CodeNotFound, Message: "no such thing"}, errNotExecuted)
+	e, flags, err := parseErrorBody(b)
+	if err != nil || e.Code != CodeNotFound || e.Message != "no such thing" || flags != errNotExecuted {
+		t.Fatalf("got %v, %d, %v", e, flags, err)
+	}
+	if _, _, err := parseErrorBody([]byte{5}); err == nil || !strings.Contains(err.Error(), "no flags byte") {
+		t.Fatalf("missing flags: %v", err)
 	}
 }
 
@@ -118,7 +121,7 @@ func decodeAll(data []byte, limit int) (int, error) {
 				panic("metadata limit not enforced")
 			}
 		case frameError:
-			if _, err := parseErrorBody(*body); err != nil {
+			if _, _, err := parseErrorBody(*body); err != nil {
 				return n, err
 			}
 		}
@@ -130,7 +133,7 @@ func decodeAll(data []byte, limit int) (int, error) {
 func FuzzDecodeFrame(f *testing.F) {
 	f.Add(encodeRequest(1, "g/svc.S:v1", "Do", time.Second, Metadata{"k": "v"}, []byte("payload")))
 	f.Add(appendHeader(nil, framePing, 3, 0))
-	f.Add(append(appendHeader(nil, frameError, 3, 5), appendErrorBody(nil, &Error{Code: 5, Message: "nope"})...))
+	f.Add(append(appendHeader(nil, frameError, 3, 5), appendErrorBody(nil, &Error{Code: 5, Message: "nope"}, 0)...))
 	huge := appendHeader(nil, frameRequest, 1, 0)
 	binary.BigEndian.PutUint32(huge[12:], 0xFFFFFFF0)
 	f.Add(huge)

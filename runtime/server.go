@@ -667,7 +667,7 @@ func (sc *serverConn) readFailed(fh frameHeader, err error) {
 		// Goaway first, so the client sends nothing more on a connection
 		// that is about to close.
 		sc.goAway()
-		sc.writeError(tl.ID, Errorf(CodeResourceExhausted, "received message larger than max (%d vs. %d)", tl.Size, tl.Limit))
+		sc.writeError(tl.ID, Errorf(CodeResourceExhausted, "received message larger than max (%d vs. %d)", tl.Size, tl.Limit), errNotExecuted)
 	case errors.As(err, &fe):
 		log.Warn("storks: closing connection: "+fe.Reason, "remote", remote)
 		sc.goAway()
@@ -693,7 +693,7 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 	if s.refusing.Load() {
 		s.inflight.Add(-1)
 		putBuf(body)
-		sc.writeError(id, wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()))
+		sc.writeError(id, wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()), errNotExecuted)
 		return true
 	}
 	exp := s.lookup(rh.key)
@@ -701,7 +701,7 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 		s.inflight.Add(-1)
 		e := Errorf(CodeUnimplemented, "service %s is not exported by %s", rh.key, s.Addr())
 		putBuf(body)
-		sc.writeError(id, e)
+		sc.writeError(id, e, errNotExecuted)
 		return true
 	}
 	m := exp.methods[string(rh.method)]
@@ -709,7 +709,7 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 		s.inflight.Add(-1)
 		e := Errorf(CodeUnimplemented, "unknown method %s for service %s", rh.method, exp.keyStr)
 		putBuf(body)
-		sc.writeError(id, e)
+		sc.writeError(id, e, errNotExecuted)
 		return true
 	}
 	go sc.handle(id, m, rh, body)
@@ -742,12 +742,12 @@ func (sc *serverConn) handle(id uint64, m *method, rh requestHeader, body *[]byt
 	err := s.cfg.codec.Unmarshal(rh.payload, req)
 	putBuf(body)
 	if err != nil {
-		sc.writeError(id, Errorf(CodeInvalidArgument, "decode request for %s: %v", m.info.FullMethod, err))
+		sc.writeError(id, Errorf(CodeInvalidArgument, "decode request for %s: %v", m.info.FullMethod, err), errNotExecuted)
 		return
 	}
 	resp, err := s.call(ctx, m, req)
 	if err != nil {
-		sc.writeError(id, toError(err))
+		sc.writeError(id, toError(err), 0)
 		return
 	}
 	buf := getBuf(headerSize + 1024)
@@ -759,7 +759,7 @@ func (sc *serverConn) handle(id uint64, m *method, rh requestHeader, body *[]byt
 	if err != nil {
 		*buf = b
 		putBuf(buf)
-		sc.writeError(id, toError(fmt.Errorf("encode response of %s: %w", m.info.FullMethod, err)))
+		sc.writeError(id, toError(fmt.Errorf("encode response of %s: %w", m.info.FullMethod, err)), 0)
 		return
 	}
 	setBodyLen(b)
@@ -768,10 +768,10 @@ func (sc *serverConn) handle(id uint64, m *method, rh requestHeader, body *[]byt
 	putBuf(buf)
 }
 
-func (sc *serverConn) writeError(id uint64, e *Error) {
+func (sc *serverConn) writeError(id uint64, e *Error, flags byte) {
 	buf := getBuf(headerSize + 16 + len(e.Message))
 	b := appendHeader(*buf, frameError, id, 0)
-	b = appendErrorBody(b, e)
+	b = appendErrorBody(b, e, flags)
 	setBodyLen(b)
 	sc.w.write(b)
 	*buf = b
