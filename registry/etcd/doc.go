@@ -1,0 +1,101 @@
+// Package etcd is the etcd v3 adapter of the Storks service registry. Importing
+// it adds the "etcd" scheme to registry.Open:
+//
+//	import _ "github.com/storks-rpc/storks/registry/etcd"
+//
+//	r, err := registry.Open(ctx, "etcd://10.0.0.1:2379,10.0.0.2:2379/storks?ttl=10s")
+//
+// Programs that prefer code to URLs call [New] with a [Config].
+//
+// # URL
+//
+//	etcd://host:port[,host:port...][/base-path][?ttl=D&dial-timeout=D]
+//
+// The parts are:
+//
+//   - host:port: the client endpoints of the etcd members, comma-separated
+//     (host names, IPv4, or one bracketed IPv6 address; registry.Open parses
+//     the URL with net/url, which does not accept a list of IPv6 hosts: use
+//     [New] for that). At least one; each needs a port from 1 to 65535.
+//   - base-path: the key prefix of every instance, default /storks. No
+//     empty, "." or ".." segments; a trailing slash is ignored.
+//   - ttl: the lease TTL, a Go duration that is a whole number of seconds
+//     from 1s to 1h, default 10s. It is how long the instances of a process
+//     that died (or that lost the server) stay visible.
+//   - dial-timeout: a positive Go duration up to 5m, default 5s. Open fails
+//     if no member answers a read within it; it also bounds each attempt to
+//     connect to a member.
+//
+// Any other query parameter, user info, fragment, empty host, bad port or bad
+// duration is rejected with a *registry.InputError naming the part. TLS and
+// etcd authentication are not supported yet.
+//
+// # Data layout
+//
+// Each instance is one key,
+//
+//	<base-path>/<url.PathEscape(key.String())>/<url.PathEscape(instance ID)>
+//
+// for example /storks/blue%2Fhelloworld.Greeter:1.0.0/node-1, whose value is
+// a JSON object: {"service", "version", "group", "id", "addr", "weight",
+// "metadata", "registered"} (empty fields left out; "registered" is the
+// RFC 3339 time of the Register call). Values that do not decode, or that
+// name another service or ID than their key, are logged once and ignored.
+//
+// # Registrations and leases
+//
+// A Registry holds one lease, shared by all the instances it registers: it
+// is granted on the first Register and kept alive with KeepAlive. One lease
+// per client rather than one per instance because the instances of a process
+// live and die with that process, so they should expire together; because
+// etcd's cost is per lease (one keepalive per lease every TTL/3), and a
+// provider exporting many services should not multiply it; and because a
+// single keeper can then restore everything in one pass. All instances of a
+// Registry share its TTL.
+//
+// A keeper goroutine owns the lease. When the KeepAlive channel closes (the
+// lease expired or was revoked, or no keepalive answer came for a whole TTL
+// because the server was unreachable) or a put answers "requested lease not
+// found", it grants a new lease and puts every registration again. Every
+// TTL (at most every 30s) it also asks the server which keys are attached to
+// the lease (LeaseTimeToLive with keys), and puts back those that were
+// deleted behind its back while the lease lived. It retries every failure with capped,
+// jittered exponential backoff (100ms doubling up to TTL/3, at most 5s),
+// forever, until Deregister or Close: unlike the keepers of kratos#3883 or
+// rpcx#420 it never gives up. After the server comes back, instances are
+// registered again within about one backoff step (the gRPC reconnect
+// backoff is capped the same way, instead of gRPC's 2 minutes).
+//
+// Register returns once the key is written; Deregister deletes it (whichever
+// client registered it; if its owner is still running, it stops keeping it
+// only when it deregisters it too, otherwise it puts it back within a TTL).
+// Register, Deregister and the keeper's writes are serialized, so a re-put
+// never resurrects an instance being deregistered. Close stops the keeper
+// without revoking the lease: the server deletes the instances one TTL
+// later, which is also what happens when the process dies.
+//
+// # Discovery and watches
+//
+// Discover is one linearizable range read of the service's prefix. Watch
+// reads the prefix before it returns (and fails if it cannot, bounded by its
+// context and Config.RequestTimeout), so the first Next returns that list at
+// once; then it watches the prefix from the next revision (with
+// clientv3.WithRequireLeader, so that a member cut off from its cluster
+// cancels the watch instead of leaving it silently stale). On any watch
+// error, cancellation by the server, compaction (ErrCompacted) or closed
+// channel, the watcher keeps its last list, reads the prefix again with
+// backoff and watches from the new revision; it never ends by itself. A
+// changed list is delivered once the re-read succeeds; an unchanged one is
+// not delivered at all. While the connection is down the client resumes
+// the watch by itself, from where it was, once it is back. Failures (and
+// the loss of the connection) are logged once when they start and once when
+// they end (Config.Logger, default slog.Default()).
+//
+// # Timeouts and concurrency
+//
+// Every method is safe for concurrent use and takes a context; calls whose
+// context has no deadline are bounded by Config.RequestTimeout (10s). A
+// Watcher's Next may be called from one goroutine at a time, Stop from any.
+// Every goroutine the package starts (the keeper, a connection monitor and
+// one per watch) ends with Close, which also closes the connection.
+package etcd

@@ -1,0 +1,296 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/storks-rpc/storks/registry"
+)
+
+// Watch lists the instances of key and then watches their prefix from the
+// next revision. The first list is read before Watch returns (bounded by
+// ctx and RequestTimeout), so the first Next returns it at once; Watch
+// fails if it cannot be read. From then on the watch never gives up: on any
+// watch error, server-side cancellation, compaction or lost leader it keeps
+// the last list, lists again with backoff and resumes watching from the new
+// list's revision. It lives until Stop, Close or the end of ctx.
+func (r *Registry) Watch(ctx context.Context, key registry.ServiceKey) (registry.Watcher, error) {
+	if r.isClosed() {
+		return nil, registry.ErrClosed
+	}
+	if err := key.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	prefix := servicePrefix(r.cfg.BasePath, key)
+	lctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	resp, err := r.cli.Get(lctx, prefix, clientv3.WithPrefix())
+	cancel()
+	if err != nil {
+		return nil, r.opErr("watch "+key.String(), err)
+	}
+	w := &watcher{
+		r:       r,
+		key:     key,
+		prefix:  prefix,
+		wctx:    ctx,
+		changed: make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		state:   r.decodeAll(resp.Kvs, prefix, key),
+	}
+	w.cur = sortedList(w.state)
+	w.ctx, w.cancel = context.WithCancel(r.ctx)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		w.cancel()
+		return nil, registry.ErrClosed
+	}
+	r.watchers[w] = struct{}{}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go w.run(resp.Header.Revision)
+
+	// AfterFunc starts no goroutine until ctx is done.
+	stop := context.AfterFunc(ctx, func() { w.end(ctx.Err()) })
+	w.mu.Lock()
+	if w.err != nil {
+		w.mu.Unlock()
+		stop()
+	} else {
+		w.stopAfter = stop
+		w.mu.Unlock()
+	}
+	return w, nil
+}
+
+// watcher implements registry.Watcher. Its goroutine (run) owns state and
+// publishes each new list in cur; Next compares cur with the list it
+// returned last, so changes between two calls are coalesced.
+type watcher struct {
+	r      *Registry
+	key    registry.ServiceKey
+	prefix string
+	wctx   context.Context // the context given to Watch
+
+	ctx    context.Context // the goroutine's; canceled by end
+	cancel context.CancelFunc
+
+	changed chan struct{} // 1-buffered; a value means "cur may have changed"
+	done    chan struct{} // closed by end
+
+	relists atomic.Int64 // how many times the watch listed again (for tests)
+
+	mu        sync.Mutex
+	cur       []registry.Instance // never modified, only replaced
+	err       error               // why the watch ended; set before done is closed
+	stopAfter func() bool
+
+	state map[string]registry.Instance // by etcd key; only run uses it
+
+	// Only Next uses these; it is not called concurrently.
+	started bool
+	last    []registry.Instance
+}
+
+// end ends the watch with err; the first call wins.
+func (w *watcher) end(err error) {
+	w.mu.Lock()
+	if w.err != nil {
+		w.mu.Unlock()
+		return
+	}
+	w.err = err
+	close(w.done)
+	stop := w.stopAfter
+	w.stopAfter = nil
+	w.mu.Unlock()
+	w.cancel()
+	if stop != nil {
+		stop()
+	}
+	w.r.mu.Lock()
+	delete(w.r.watchers, w)
+	w.r.mu.Unlock()
+}
+
+func (w *watcher) endErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func (w *watcher) snapshot() []registry.Instance {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cur
+}
+
+// Next implements registry.Watcher.
+func (w *watcher) Next(ctx context.Context) ([]registry.Instance, error) {
+	for {
+		if err := w.wctx.Err(); err != nil {
+			// The AfterFunc may not have run yet; end the watch now so
+			// that Next is deterministic once the cancel func returned.
+			w.end(err)
+		}
+		select {
+		case <-w.done:
+			return nil, w.endErr()
+		default:
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if !w.started {
+			w.started = true
+			w.last = w.snapshot()
+			return cloneList(w.last), nil
+		}
+		select {
+		case <-w.done:
+			return nil, w.endErr()
+		case <-w.wctx.Done():
+			// Loop: end the watch and return its error.
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-w.changed:
+			if list := w.snapshot(); !sameList(list, w.last) {
+				w.last = list
+				return cloneList(list), nil
+			}
+		}
+	}
+}
+
+// Stop implements registry.Watcher.
+func (w *watcher) Stop() { w.end(registry.ErrClosed) }
+
+// publish makes the current state the list Next returns.
+func (w *watcher) publish() {
+	list := sortedList(w.state)
+	w.mu.Lock()
+	w.cur = list
+	w.mu.Unlock()
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+// run watches from rev+1 and, whenever the watch breaks, lists again and
+// watches from the new revision, until the watch ends.
+func (w *watcher) run(rev int64) {
+	defer w.r.wg.Done()
+	log := w.r.log.With("key", w.key.String())
+	bo := w.r.newBackoff()
+	failing := false
+	for {
+		start := time.Now()
+		err := w.watchFrom(rev + 1)
+		if w.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > w.r.retryCap {
+			bo.reset()
+		}
+		switch {
+		case failing:
+			log.Debug("etcd registry: watch interrupted again", "error", err)
+		case errors.Is(err, rpctypes.ErrCompacted):
+			log.Info("etcd registry: watch fell behind a compaction; listing again", "error", err)
+		default:
+			log.Warn("etcd registry: watch interrupted; keeping the last list and listing again with backoff", "error", err)
+			failing = true
+		}
+		for {
+			if !sleep(w.ctx, bo.next()) {
+				return
+			}
+			newRev, err := w.relist()
+			if err == nil {
+				rev = newRev
+				break
+			}
+			if w.ctx.Err() != nil {
+				return
+			}
+			if !failing {
+				log.Warn("etcd registry: listing for a watch failed; keeping the last list and retrying with backoff", "error", err)
+				failing = true
+			} else {
+				log.Debug("etcd registry: listing for a watch failed again", "error", err)
+			}
+		}
+		w.relists.Add(1)
+		if failing {
+			log.Info("etcd registry: watch resumed")
+			failing = false
+		}
+	}
+}
+
+// watchFrom watches the prefix from rev and applies the events to the
+// state until the watch breaks, and says why.
+func (w *watcher) watchFrom(rev int64) error {
+	// WithRequireLeader: a member cut off from the leader cancels the watch
+	// (ErrNoLeader) instead of leaving it silently stale.
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
+	defer cancel()
+	wch := w.r.cli.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			return fmt.Errorf("%w (compacted up to revision %d, watching from %d)", rpctypes.ErrCompacted, resp.CompactRevision, rev)
+		}
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		if resp.Canceled {
+			return errors.New("the server canceled the watch")
+		}
+		changed := false
+		for _, ev := range resp.Events {
+			k := string(ev.Kv.Key)
+			if ev.Type == clientv3.EventTypePut {
+				in, err := decode(k, ev.Kv.Value, w.prefix, w.key)
+				if err == nil {
+					w.state[k] = in
+					changed = true
+					continue
+				}
+				w.r.logBad(k, ev.Kv.ModRevision, err)
+			}
+			if _, had := w.state[k]; had {
+				delete(w.state, k)
+				changed = true
+			}
+		}
+		if changed {
+			w.publish()
+		}
+	}
+	return errors.New("the watch channel closed")
+}
+
+// relist reads the whole prefix again, publishes it and returns its
+// revision.
+func (w *watcher) relist() (int64, error) {
+	ctx, cancel := context.WithTimeout(w.ctx, w.r.bgTimeout)
+	defer cancel()
+	resp, err := w.r.cli.Get(ctx, w.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	w.state = w.r.decodeAll(resp.Kvs, w.prefix, w.key)
+	w.publish()
+	return resp.Header.Revision, nil
+}
