@@ -1,0 +1,110 @@
+// Package consul is the Storks registry adapter for HashiCorp Consul. It
+// registers providers as services of a Consul agent and finds them with
+// blocking queries on the agent's health endpoint. Importing it adds the
+// consul:// scheme to registry.Open:
+//
+//	import _ "github.com/storks-rpc/storks/registry/consul"
+//
+//	r, err := registry.Open(ctx, "consul://127.0.0.1:8500?ttl=10s")
+//
+// [New] builds a registry from a [Config] instead. The registry also
+// implements registry.Lister (Services lists the keys that have passing
+// instances).
+//
+// # URL
+//
+//	consul://host:port[?token=T&ttl=10s&deregister-after=1m&tcp-check=true&dial-timeout=5s&resync-grace=12s]
+//
+// host:port is the HTTP API of the Consul agent to talk to, normally the
+// agent on the provider's or consumer's own machine; "consul://" alone means
+// 127.0.0.1:8500 and a missing port means 8500. The query parameters, each
+// optional and given at most once, are:
+//
+//	token             the ACL token sent with every request (X-Consul-Token). It is
+//	                  never printed: errors and logs name the agent's address only,
+//	                  and Registry.String shows token=redacted. Without it the
+//	                  Consul client's CONSUL_HTTP_TOKEN(_FILE) environment variables apply.
+//	ttl               the TTL of the check that keeps each instance passing (default
+//	                  10s, at least 1s); see Guarantees
+//	deregister-after  the check's DeregisterCriticalServiceAfter: the agent removes an
+//	                  instance that has been critical this long (default and minimum 1m,
+//	                  Consul's minimum)
+//	tcp-check         true adds a TCP check on the instance address, every ttl
+//	dial-timeout      bounds connecting to the agent and Open's check that it answers
+//	                  (default 5s)
+//	resync-grace      how long a watch that resynchronises after a failure keeps the
+//	                  instances that have not come back yet (default ttl+2s; 0 turns it off)
+//
+// User info, a path or a fragment are errors, as are unknown parameters.
+// Open fails, naming the address, when the agent does not answer within
+// dial-timeout. Every problem with the URL is a *registry.InputError naming
+// the part that is wrong.
+//
+// # How instances are stored
+//
+// Each instance is one agent service:
+//
+//   - Name: [ServiceName] of the proto service name: lower-cased, every
+//     character but letters, digits and '-' replaced by '-', so that Consul's
+//     DNS interface can serve it ("helloworld.Greeter" is registered as
+//     "helloworld-greeter"); names longer than 63 characters are cut and end
+//     with a hash. Several proto names may share a Consul name; the exact key
+//     is in the meta and Discover and Watch filter on it.
+//   - ID: [ServiceID]: the Consul name, a readable form of the instance ID
+//     and a hash of the exact key and instance ID, so IDs never collide
+//     across keys and any instance ID (slashes, spaces, unicode) is safe.
+//   - Address and Port: the instance address; Weights.Passing: its weight
+//     (at most 65535, Consul's limit; the exact weight is in the meta).
+//   - Tags: "storks", "version=V" and "group=G" (when not empty), for
+//     operators to filter on (for example /v1/health/service/NAME?tag=version=1.0.0).
+//   - Meta: storks-service, storks-version, storks-group (the exact key),
+//     storks-weight, storks-id (the exact instance ID), and the instance
+//     metadata: each entry whose key is a valid Consul meta key
+//     ([A-Za-z0-9_-], at most 128 characters, not starting with "storks-" or
+//     "consul-") and whose value is at most 512 bytes as it is, the others
+//     as a JSON object in storks-meta. Long values are split into 512-byte
+//     parts (storks-id, storks-id-1, ...). Consul allows 64 meta entries;
+//     Register rejects metadata that needs more, and metadata or IDs that
+//     are not valid UTF-8.
+//   - Checks: a TTL check (service:<ID>:ttl) that the adapter passes every
+//     ttl/3, registered passing, and with tcp-check a TCP check
+//     (service:<ID>:tcp); both with DeregisterCriticalServiceAfter.
+//
+// # Guarantees
+//
+//   - Registrations live as long as the provider: a goroutine per instance
+//     passes its TTL check every ttl/3; when that fails for any reason (the
+//     agent restarted and lost its state, an operator deregistered it, the
+//     agent was unreachable), it registers the instance again, retrying
+//     with capped (ttl/3, at most 10s), jittered backoff until Deregister
+//     or Close. An instance is back within about ttl/3 of its agent
+//     answering again.
+//   - A provider that dies or is partitioned stops passing its TTL: its
+//     instances turn critical after ttl and drop out of Discover and of
+//     every watch (they are passing-only), and the agent removes them after
+//     deregister-after. Close does the same on purpose: it stops the TTL
+//     updates without deregistering.
+//   - Deregister is synchronous, bounded by its context, and returns the
+//     agent's error if it fails.
+//   - Watches use blocking queries on /v1/health/service/NAME?passing with
+//     Consul's documented index rules (reset to 0 when the index goes
+//     backwards or after an error, never below 1 afterwards) and a token
+//     bucket (burst 2, then one query per second under churn), so a quiet
+//     watch costs one long-poll per 5 minutes and a churning one cannot
+//     spin. A watch never returns a transient error and never gives up: on
+//     failure it keeps the last list, logs once (and once on recovery),
+//     retries with capped, jittered backoff and delivers the resynchronised
+//     list. For resync-grace after a failure it delays removals, so that an
+//     agent restart, after which the providers need a moment to register
+//     again, does not show consumers an empty list.
+//   - Lists are sorted by instance ID and deep copies; Next coalesces
+//     changes and returns only lists that differ from the previous one.
+//
+// # Concurrency
+//
+// A Registry and its methods are safe for concurrent use; calls on the same
+// instance ID are serialised. Every goroutine it starts (one per registered
+// instance, one per watch) is owned by a context that Close cancels, and
+// Close waits for them and closes the idle connections. Watcher.Next may be
+// called from one goroutine at a time; Stop from any.
+package consul
