@@ -5,3 +5,9 @@
 //
 // Programs that use one backend should import only its adapter instead.
 package all
+
+import (
+	// The networked adapters register their URL schemes in init.
+	_ "github.com/storks-rpc/storks/registry/consul"
+	_ "github.com/storks-rpc/storks/registry/etcd"
+)
