@@ -1,0 +1,109 @@
+// Package zookeeper is the Apache ZooKeeper adapter of the Storks service
+// registry: providers announce their instances as ephemeral znodes and
+// consumers discover and watch them, through [registry.Registry].
+//
+// Import it for its side effect to make the "zookeeper" URL scheme available
+// to [registry.Open]:
+//
+//	import _ "github.com/storks-rpc/storks/registry/zookeeper"
+//
+//	r, err := registry.Open(ctx, "zookeeper://10.0.0.1:2181,10.0.0.2:2181/storks?session-timeout=10s")
+//
+// or build a registry from a [Config] with [New].
+//
+// # URL
+//
+//	zookeeper://host:port[,host:port...][/base-path][?session-timeout=D&dial-timeout=D]
+//
+// where
+//
+//   - host:port: the servers of the ensemble, comma-separated; the port
+//     defaults to 2181. IPv6 addresses need brackets, and since Go's URL
+//     parser rejects several bracketed hosts in one URL, list IPv6 servers
+//     through [Config] instead.
+//   - base-path: the znode under which everything is stored; "" or "/"
+//     means /storks ([DefaultBasePath]). It may not be under /zookeeper.
+//   - session-timeout: the ZooKeeper session timeout requested from the
+//     server, a Go duration (default 10s). The server clamps it to its
+//     [minSessionTimeout, maxSessionTimeout], by default 2 to 20 ticks. It is
+//     the time after which the instances of a provider that died (or lost
+//     its network) disappear.
+//   - dial-timeout: how long Open waits for the first session, and how long
+//     a call (Register, Deregister, Discover) waits for the servers when its
+//     context has no deadline (default 5s).
+//
+// Any other query parameter, a user-info part or a fragment is an error.
+//
+// # Layout
+//
+// Instance ID in of service key k lives at
+//
+//	<base>/<escape(k.String())>/providers/<escape(ID)>
+//
+// as an ephemeral znode whose data is the instance as JSON:
+//
+//	{"key":{"service":"helloworld.Greeter","version":"1.0","group":"blue"},
+//	 "id":"host-1:8080","addr":"10.0.0.5:8080","weight":100,"metadata":{"zone":"a"}}
+//
+// escape keeps ASCII letters, digits and "-_.~:@" and writes every other byte
+// as %XX, so any ID fits in one path segment. The parent znodes are created
+// as persistent nodes when needed and are never deleted by the adapter.
+//
+// # Guarantees
+//
+//   - Registrations live as long as the Registry that made them: the
+//     ephemeral node belongs to the registry's session. When the session
+//     expires (a long network partition, or the server expired it) the
+//     client opens a new session and every registration is re-created in it
+//     with capped, jittered backoff, until Deregister or Close. A node of the
+//     same instance ID left behind by an older session (a restarted
+//     provider whose old session has not timed out yet, or one of this
+//     registry's own earlier sessions) is replaced atomically (delete and
+//     create in one multi-op), so consumers never see a gap.
+//   - Registering an ID again replaces its data in place. A node deleted by
+//     another client while this registry's session lives (a Deregister from
+//     elsewhere) is taken as a deliberate removal and not re-created;
+//     neither is a node that another session took over by registering the
+//     same ID (the last Register wins).
+//   - If Register returns an error, the previous state is restored in the
+//     background: a new instance is removed again (only if its node is this
+//     registry's), an update goes back to the previous data. A Deregister
+//     that returned an error keeps trying to delete the node in the
+//     background until Close.
+//   - Watches never give up: a watch keeps its last list while the servers
+//     are unreachable or the session is being replaced, re-reads everything
+//     when the connection or the session comes back and delivers the list
+//     if it changed. Next never returns a transient error. Child watches on
+//     the providers node and data watches on every instance node are re-armed
+//     after every event, so data updates are seen as well as arrivals and
+//     departures.
+//   - Discover reads the servers. If they cannot be reached and this
+//     registry has seen the key before (an earlier Discover or a watch), it
+//     returns that last known list after waiting up to a second (less if
+//     its context expires first) instead of an error; otherwise it retries
+//     until its context is done (or the dial timeout passed) and returns an
+//     error naming the servers.
+//   - Registry also implements [registry.Lister]: Services lists the keys
+//     under the base path that have at least one instance node.
+//   - Nothing blocks forever: New is bounded by its context and the dial
+//     timeout and names the servers it could not reach; every call is
+//     bounded by its context (and by the dial timeout when the context has
+//     none).
+//   - Close stops every goroutine of the registry and of its ZooKeeper
+//     client and closes the session, so the server removes this registry's
+//     instances at once. (A provider that dies without Close disappears
+//     after the session timeout.)
+//
+// Failures are logged through the [Config.Logger] (slog.Default() if nil)
+// once per change of state (connection lost, reconnected, session replaced,
+// a registration or watch failing and recovering), never once per retry. The
+// ZooKeeper client library's own log lines go to the same logger at Debug
+// level.
+//
+// # Concurrency
+//
+// A Registry is safe for concurrent use. It holds one ZooKeeper session.
+// Each registration and each watch has one goroutine, and one more follows
+// the session state; all of them end when Close returns. A watcher's Next
+// may be called from one goroutine at a time and Stop from any.
+package zookeeper
