@@ -25,6 +25,7 @@ var realRegistries = []struct {
 }{
 	{"etcd", func(t *testing.T) string { return testservers.EtcdRegistryURL(t, 2*time.Second) }},
 	{"consul", func(t *testing.T) string { return testservers.ConsulRegistryURL(t, 2*time.Second) }},
+	{"zookeeper", func(t *testing.T) string { return testservers.ZooKeeperRegistryURL(t, 2*time.Second) }},
 }
 
 func openURL(t *testing.T, url string) registry.Registry {
