@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"net"
+	goruntime "runtime"
 	"sync"
 )
 
@@ -38,6 +39,12 @@ func (w *connWriter) write(frame []byte) error {
 		return nil
 	}
 	w.writing = true
+	// Let goroutines that are ready to run queue their frames first: under
+	// load one write then carries many frames; when nothing else is
+	// runnable, Gosched returns at once.
+	w.mu.Unlock()
+	goruntime.Gosched()
+	w.mu.Lock()
 	for len(w.queue) > 0 {
 		b := w.queue
 		w.queue = w.spare[:0]
