@@ -1,12 +1,15 @@
 // Command demo runs the Storks demo: three provider processes and one
-// consumer process on 127.0.0.1 that find each other through a registry. The
-// consumer calls round-robin and prints which provider answered each call;
-// then the providers are stopped gracefully.
+// consumer process on 127.0.0.1 that find each other through a real
+// registry. The consumer calls round-robin and prints which provider
+// answered each call; then the providers are stopped gracefully (SIGTERM:
+// deregister, wait, drain).
 //
 //	demo -bin bin [-registry URL]
 //
-// Without -registry the demo gives the providers fixed free ports and the
-// consumer a static:// list of them.
+// Without -registry (or $REGISTRY) the demo starts an embedded etcd on a free
+// loopback port, the same server `storks dev` runs, so nothing needs to be
+// installed. Any other registry URL works too: consul://127.0.0.1:8500,
+// zookeeper://127.0.0.1:2181/storks, etcd://127.0.0.1:2379/storks.
 package main
 
 import (
@@ -16,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +26,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/storks-rpc/storks/internal/devetcd"
 )
 
 func main() {
@@ -35,55 +39,61 @@ func main() {
 
 func run() error {
 	bin := flag.String("bin", "bin", "directory holding the provider and consumer binaries")
-	regURL := flag.String("registry", os.Getenv("REGISTRY"), "registry URL (default: a static list of the providers)")
+	regURL := flag.String("registry", os.Getenv("REGISTRY"), "registry URL (default: an embedded etcd)")
 	n := flag.Int("providers", 3, "number of provider processes")
 	calls := flag.Int("calls", 9, "number of calls the consumer makes")
 	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
 
-	listens := make([]string, *n)
-	for i := range listens {
-		listens[i] = "127.0.0.1:0"
-	}
 	if *regURL == "" {
-		addrs, err := freeAddrs(*n)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		etcd, err := devetcd.Start(ctx, devetcd.Config{Listen: "127.0.0.1:0", BasePath: "/storks-demo"})
+		cancel()
 		if err != nil {
-			return err
+			return fmt.Errorf("starting the embedded etcd: %w", err)
 		}
-		copy(listens, addrs)
-		*regURL = "static://" + strings.Join(addrs, ",")
+		defer etcd.Close()
+		*regURL = etcd.URL()
+		fmt.Printf("demo: started an embedded etcd; registry %s\n", *regURL)
+	} else {
+		fmt.Printf("demo: registry %s\n", *regURL)
 	}
-	fmt.Printf("demo: registry %s\n", *regURL)
 
 	var out sync.Mutex
-	providers := make([]*exec.Cmd, *n)
+	var providers []*proc
 	ready := make(chan string, *n)
-	for i := range providers {
+	for i := range *n {
 		name := fmt.Sprintf("provider-%d", i+1)
-		cmd := exec.Command(filepath.Join(*bin, "provider"), "-registry", *regURL, "-listen", listens[i], "-name", name, "-shutdown-wait", "300ms")
-		if err := start(cmd, name, &out, ready); err != nil {
+		p, err := start(name, &out, ready, filepath.Join(*bin, "provider"),
+			"-registry", *regURL, "-listen", "127.0.0.1:0", "-name", name, "-shutdown-wait", "500ms")
+		if err != nil {
 			stopAll(providers)
 			return err
 		}
-		providers[i] = cmd
+		providers = append(providers, p)
 	}
-	defer stopAll(providers)
 	timeout := time.After(30 * time.Second)
 	for range *n {
 		select {
 		case <-ready:
 		case <-timeout:
+			stopAll(providers)
 			return errors.New("providers did not become ready within 30s")
 		}
 	}
 
-	consumer := exec.Command(filepath.Join(*bin, "consumer"), "-registry", *regURL, "-calls", fmt.Sprint(*calls),
-		"-wait-providers", fmt.Sprint(*n), "-selector", "roundrobin")
-	if err := start(consumer, "consumer", &out, nil); err != nil {
+	consumer, err := start("consumer", &out, nil, filepath.Join(*bin, "consumer"), "-registry", *regURL,
+		"-calls", fmt.Sprint(*calls), "-wait-providers", fmt.Sprint(*n), "-selector", "roundrobin")
+	if err != nil {
+		stopAll(providers)
 		return err
 	}
-	cerr := consumer.Wait()
+	<-consumer.done
+	cerr := consumer.err
 
-	fmt.Println("demo: stopping providers gracefully (SIGTERM)")
+	fmt.Println("demo: stopping the providers gracefully (SIGTERM)")
 	if err := stopAll(providers); err != nil {
 		return err
 	}
@@ -94,15 +104,26 @@ func run() error {
 	return nil
 }
 
-// start runs cmd with its output prefixed by name. A line starting with
-// READY is sent on ready.
-func start(cmd *exec.Cmd, name string, out *sync.Mutex, ready chan<- string) error {
+// proc is a child process whose output is relayed with a name prefix.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited and its output is relayed
+	err  error         // the exit error, valid after done
+}
+
+// start runs the program with its output prefixed by name. A line starting
+// with READY is sent on ready.
+func start(name string, out *sync.Mutex, ready chan<- string, path string, args ...string) (*proc, error) {
+	p := &proc{name: name, cmd: exec.Command(path, args...), done: make(chan struct{})}
 	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", name, err)
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
+	relayed := make(chan struct{})
 	go func() {
+		defer close(relayed)
 		s := bufio.NewScanner(pr)
 		for s.Scan() {
 			line := s.Text()
@@ -115,50 +136,34 @@ func start(cmd *exec.Cmd, name string, out *sync.Mutex, ready chan<- string) err
 		}
 	}()
 	go func() {
-		cmd.Wait()
+		p.err = p.cmd.Wait()
 		pw.Close()
+		<-relayed
+		close(p.done)
 	}()
-	return nil
+	return p, nil
 }
 
-// stopAll sends SIGTERM to every running provider and waits for each to exit.
-func stopAll(cmds []*exec.Cmd) error {
-	var errs []error
-	for _, c := range cmds {
-		if c != nil && c.Process != nil && c.ProcessState == nil {
-			c.Process.Signal(syscall.SIGTERM)
-		}
+// stopAll sends SIGTERM to every provider and waits for each to exit,
+// killing those that take longer than 30s.
+func stopAll(ps []*proc) error {
+	for _, p := range ps {
+		p.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, c := range cmds {
-		if c == nil || c.Process == nil {
+	var errs []error
+	deadline := time.After(30 * time.Second)
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		case <-deadline:
+			p.cmd.Process.Kill()
+			<-p.done
+			errs = append(errs, fmt.Errorf("%s did not stop within 30s", p.name))
 			continue
 		}
-		for c.ProcessState == nil {
-			if ctx.Err() != nil {
-				c.Process.Kill()
-				errs = append(errs, fmt.Errorf("%s did not stop in time", c.Path))
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if c.ProcessState != nil && !c.ProcessState.Success() {
-			errs = append(errs, fmt.Errorf("%s exited with %v", c.Args[len(c.Args)-5], c.ProcessState))
+		if p.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p.name, p.err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func freeAddrs(n int) ([]string, error) {
-	addrs := make([]string, n)
-	for i := range addrs {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		addrs[i] = l.Addr().String()
-		defer l.Close()
-	}
-	return addrs, nil
 }
