@@ -1,0 +1,367 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/storks-rpc/storks/internal/gen"
+	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/runtime"
+)
+
+type callFlags struct {
+	registry     string
+	addr         string
+	importPaths  []string
+	protos       []string
+	timeout      time.Duration
+	headers      []string
+	version      string
+	group        string
+	selector     string
+	emitDefaults bool
+}
+
+func newCallCmd() *cobra.Command {
+	var f callFlags
+	cmd := &cobra.Command{
+		Use:   "call (--registry URL | --addr HOST:PORT) --proto FILE.proto [flags] package.Service/Method [JSON]",
+		Short: "Call a method of a running service, with JSON in and out",
+		Long: `call compiles the .proto file that declares the service (no generated code is
+needed), builds the request message from JSON, calls the method through the
+Storks runtime and prints the reply as JSON.
+
+The providers come from a registry (--registry URL, or $STORKS_REGISTRY), with
+the service key's --version and --group, and --selector picks one per call; or
+--addr HOST:PORT calls one provider directly (it is short for
+--registry direct://HOST:PORT).
+
+The method is package.Service/Method or /package.Service/Method. JSON is the
+request in protobuf's JSON mapping: '{}' when left out, "-" to read it from
+standard input, "@FILE" to read it from a file. -H key=value sends call
+metadata. A failed call prints the Storks error code and message:
+
+  storks: call failed: NotFound: no user "bob"`,
+		Example: `  # One provider, by address:
+  storks call --addr 127.0.0.1:8972 -I examples/proto --proto greeter/v1/greeter.proto \
+      storks.examples.greeter.v1.Greeter/SayHello '{"name": "storks"}'
+
+  # Whatever provider the registry has for version v1, with metadata and a deadline:
+  storks call --registry etcd://127.0.0.1:2379/storks --version v1 \
+      -I examples/proto --proto greeter/v1/greeter.proto \
+      -H trace=abc --timeout 2s \
+      /storks.examples.greeter.v1.Greeter/SayHello '{"name": "storks"}'
+
+  # The request from a file:
+  storks call --addr 127.0.0.1:8972 -I proto --proto hello/v1/hello.proto \
+      hello.v1.Greeter/SayHello @request.json`,
+		Args: rangeArgs(1, 2, "the method (package.Service/Method) and optionally the request JSON"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runCall(cmd, f, args)
+		},
+	}
+	fl := cmd.Flags()
+	registryFlag(cmd, &f.registry)
+	fl.StringVar(&f.addr, "addr", "", "call the provider at `HOST:PORT` directly (short for --registry direct://HOST:PORT)")
+	fl.StringArrayVarP(&f.importPaths, "proto_path", "I", nil, "`directory` to resolve imports in (repeatable; default: the current directory)")
+	fl.StringArrayVar(&f.protos, "proto", nil, "`FILE.proto` that declares the service (repeatable)")
+	fl.DurationVar(&f.timeout, "timeout", 10*time.Second, "deadline of the whole call, registry lookup included (0: none)")
+	fl.StringArrayVarP(&f.headers, "header", "H", nil, "call metadata `key=value` (repeatable)")
+	fl.StringVar(&f.version, "version", "", "version of the service key")
+	fl.StringVar(&f.group, "group", "", "group of the service key")
+	fl.StringVar(&f.selector, "selector", "round-robin", "how to pick a provider: round-robin or random")
+	fl.BoolVar(&f.emitDefaults, "emit-defaults", false, "print fields of the reply that have their default value too")
+	return cmd
+}
+
+func runCall(cmd *cobra.Command, f callFlags, args []string) error {
+	// Everything that can be checked without the network is checked
+	// first.
+	regURL, err := callRegistryURL(cmd, f)
+	if err != nil {
+		return err
+	}
+	md, err := parseHeaders(f.headers)
+	if err != nil {
+		return usagef("%v%s", err, helpHint(cmd))
+	}
+	sel, err := parseSelector(f.selector)
+	if err != nil {
+		return usagef("%v%s", err, helpHint(cmd))
+	}
+	if f.timeout < 0 {
+		return usagef("--timeout must not be negative%s", helpHint(cmd))
+	}
+	if len(f.protos) == 0 {
+		return usagef("--proto is required: name the .proto file that declares the service%s", helpHint(cmd))
+	}
+	serviceName, methodName, err := parseMethod(args[0])
+	if err != nil {
+		return usagef("%v", err)
+	}
+	key := registry.ServiceKey{Service: serviceName, Version: f.version, Group: f.group}
+	if err := key.Validate(); err != nil {
+		return usagef("%v", err)
+	}
+	data := []byte("{}")
+	if len(args) == 2 {
+		if data, err = readRequest(cmd, args[1]); err != nil {
+			return err
+		}
+	}
+
+	ctx := cmd.Context()
+	res, err := gen.Compile(ctx, gen.Config{
+		ImportPaths: splitImportPaths(f.importPaths),
+		Warn:        func(string) {}, // unused imports are not the caller's business
+	}, f.protos)
+	if err != nil {
+		return err
+	}
+	resolver := res.Linked.AsResolver()
+	method, err := findMethod(res, serviceName, methodName)
+	if err != nil {
+		return err
+	}
+	req := dynamicpb.NewMessage(method.Input())
+	if err := (protojson.UnmarshalOptions{Resolver: resolver}).Unmarshal(data, req); err != nil {
+		return fmt.Errorf("request JSON for %s: %s", method.Input().FullName(), trimProto(err))
+	}
+
+	if f.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+	}
+	reg, err := openRegistry(ctx, regURL, f.timeout)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	cli := runtime.NewClient(
+		runtime.WithRegistry(reg),
+		runtime.WithLogger(slog.New(slog.DiscardHandler)),
+	)
+	defer cli.Close()
+	ref, err := cli.Refer(ctx, serviceName,
+		runtime.WithVersion(f.version), runtime.WithGroup(f.group),
+		runtime.WithSelector(sel), runtime.WithRemote())
+	if err != nil {
+		return callError(err, key, f)
+	}
+	full := "/" + serviceName + "/" + methodName
+	var opts []runtime.CallOption
+	if len(md) > 0 {
+		opts = append(opts, runtime.WithCallMetadata(md))
+	}
+	got, err := ref.Invoke(ctx, full, req, dynamicpb.NewMessage(method.Output()), opts...)
+	if err != nil {
+		return callError(err, key, f)
+	}
+	reply, ok := got.(proto.Message)
+	if !ok {
+		return fmt.Errorf("call %s: the reply is a %T, not a protobuf message", full, got)
+	}
+	b, err := protojson.MarshalOptions{
+		EmitUnpopulated: f.emitDefaults,
+		Resolver:        resolver,
+	}.Marshal(reply)
+	if err != nil {
+		return fmt.Errorf("printing the reply as JSON: %s", trimProto(err))
+	}
+	// protojson varies its whitespace on purpose; indent it ourselves, so
+	// that the output is stable.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return fmt.Errorf("printing the reply as JSON: %w", err)
+	}
+	b = out.Bytes()
+	_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
+	return err
+}
+
+// trimProto returns the message of a protobuf error without its "proto:"
+// prefix (which protojson writes with a varying space).
+func trimProto(err error) string {
+	return strings.TrimSpace(strings.TrimPrefix(err.Error(), "proto:"))
+}
+
+// callRegistryURL returns the registry URL of --registry or --addr.
+func callRegistryURL(cmd *cobra.Command, f callFlags) (string, error) {
+	regSet := cmd.Flags().Changed("registry")
+	switch {
+	case f.addr != "" && regSet:
+		return "", usagef("give either --registry or --addr, not both%s", helpHint(cmd))
+	case f.addr != "":
+		// --addr wins over $STORKS_REGISTRY.
+		if err := registry.ValidateAddr(f.addr); err != nil {
+			return "", usagef("--addr: %s", strings.TrimPrefix(err.Error(), "registry: "))
+		}
+		return "direct://" + f.addr, nil
+	case f.registry != "":
+		return f.registry, nil
+	}
+	return "", usagef("no provider to call: give --registry URL (or set $STORKS_REGISTRY) or --addr HOST:PORT%s", helpHint(cmd))
+}
+
+// callError renders a failed call as "call failed: Code: message".
+func callError(err error, key registry.ServiceKey, f callFlags) error {
+	var re *runtime.Error
+	if !errors.As(err, &re) {
+		return fmt.Errorf("call failed: %s: %v", runtime.CodeOf(err), err)
+	}
+	msg := fmt.Sprintf("call failed: %s: %s", re.Code, re.Message)
+	if errors.Is(err, runtime.ErrNoProvider) && f.addr == "" {
+		msg += fmt.Sprintf(" (is a provider of %s running? see storks registry ls %s)", key, key.Service)
+	}
+	return errors.New(msg)
+}
+
+// parseMethod splits "package.Service/Method" or "/package.Service/Method".
+func parseMethod(s string) (service, method string, err error) {
+	t := strings.TrimPrefix(s, "/")
+	i := strings.LastIndexByte(t, '/')
+	if i <= 0 || i == len(t)-1 || strings.Count(t, "/") != 1 {
+		return "", "", fmt.Errorf("method %q is not package.Service/Method (or /package.Service/Method)", s)
+	}
+	return t[:i], t[i+1:], nil
+}
+
+// parseHeaders turns -H key=value flags into call metadata.
+func parseHeaders(hs []string) (runtime.Metadata, error) {
+	md := make(runtime.Metadata, len(hs))
+	for _, h := range hs {
+		k, v, ok := strings.Cut(h, "=")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("-H %q is not key=value", h)
+		}
+		md[strings.TrimSpace(k)] = v
+	}
+	return md, nil
+}
+
+// parseSelector returns the selector named by --selector.
+func parseSelector(s string) (runtime.Selector, error) {
+	switch strings.ToLower(s) {
+	case "round-robin", "roundrobin", "rr":
+		return runtime.RoundRobin(), nil
+	case "random":
+		return runtime.Random(), nil
+	}
+	return nil, fmt.Errorf("--selector %q is not round-robin or random", s)
+}
+
+// readRequest returns the request JSON of the argument: the JSON itself,
+// "-" for standard input or "@FILE".
+func readRequest(cmd *cobra.Command, arg string) ([]byte, error) {
+	switch {
+	case arg == "-":
+		b, err := io.ReadAll(cmd.InOrStdin())
+		if err != nil {
+			return nil, fmt.Errorf("reading the request from standard input: %w", err)
+		}
+		return b, nil
+	case strings.HasPrefix(arg, "@"):
+		b, err := os.ReadFile(arg[1:])
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return nil, fmt.Errorf("reading the request from %s: %w", arg[1:], err)
+		}
+		return b, nil
+	}
+	return []byte(arg), nil
+}
+
+// findMethod looks the method up in the compiled files and their imports.
+func findMethod(res *gen.Result, serviceName, methodName string) (protoreflect.MethodDescriptor, error) {
+	var services []string
+	for _, fd := range res.Linked {
+		for i := 0; i < fd.Services().Len(); i++ {
+			services = append(services, string(fd.Services().Get(i).FullName()))
+		}
+	}
+	d, err := res.Linked.AsResolver().FindDescriptorByName(protoreflect.FullName(serviceName))
+	if err != nil {
+		return nil, unknownService(serviceName, services, res.Files)
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a service%s", serviceName, serviceHint(services))
+	}
+	md := sd.Methods().ByName(protoreflect.Name(methodName))
+	if md == nil {
+		var names []string
+		for i := 0; i < sd.Methods().Len(); i++ {
+			names = append(names, string(sd.Methods().Get(i).Name()))
+		}
+		return nil, fmt.Errorf("service %s has no method %q (it has %s)", serviceName, methodName, strings.Join(names, ", "))
+	}
+	if md.IsStreamingClient() || md.IsStreamingServer() {
+		return nil, fmt.Errorf("%s/%s is a streaming method; Storks calls unary methods only", serviceName, methodName)
+	}
+	return md, nil
+}
+
+func unknownService(name string, services, files []string) error {
+	// A name without its package: say which one was meant.
+	var matches []string
+	for _, s := range services {
+		if strings.HasSuffix(s, "."+name) {
+			matches = append(matches, s)
+		}
+	}
+	if len(matches) > 0 {
+		return fmt.Errorf("unknown service %q (did you mean %s?)", name, strings.Join(matches, " or "))
+	}
+	return fmt.Errorf("unknown service %q: %s does not declare it%s", name, strings.Join(files, ", "), serviceHint(services))
+}
+
+func serviceHint(services []string) string {
+	if len(services) == 0 {
+		return " (and declares no service)"
+	}
+	slices.Sort(services)
+	return " (services: " + strings.Join(services, ", ") + ")"
+}
+
+// openRegistry opens the registry of rawURL, bounded by ctx, whose deadline
+// comes from a --timeout of timeout.
+func openRegistry(ctx context.Context, rawURL string, timeout time.Duration) (registry.Registry, error) {
+	reg, err := registry.Open(ctx, rawURL)
+	if err != nil {
+		var ie *registry.InputError
+		if errors.As(err, &ie) && ie.Field == "URL scheme" && strings.Contains(ie.Reason, "not registered") {
+			// The adapter's hint (an import to add) is for programs, not
+			// for users of this one.
+			return nil, fmt.Errorf("registry: URL scheme %q is not supported by this storks binary (supported: %s)",
+				ie.Value, strings.Join(registry.Schemes(), ", "))
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "registry") {
+			msg = "registry: " + msg
+		}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			msg += fmt.Sprintf(" (no answer within --timeout %v)", timeout)
+		}
+		return nil, errors.New(msg)
+	}
+	return reg, nil
+}

@@ -1,0 +1,442 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/storks-rpc/storks/registry"
+	_ "github.com/storks-rpc/storks/registry/all"
+	"github.com/storks-rpc/storks/runtime"
+)
+
+// newInproc returns the URL of an in-process registry of this test and a
+// handle onto it. Commands run in-process (runInProcess, run) see what is
+// registered through the handle; in-process registries are Listers.
+func newInproc(t *testing.T) (string, registry.Registry) {
+	t.Helper()
+	u := "inproc://" + strings.NewReplacer("/", "-", " ", "_", "#", "_").Replace(t.Name())
+	reg, err := registry.Open(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	if _, ok := reg.(registry.Lister); !ok {
+		t.Fatalf("%T does not implement registry.Lister", reg)
+	}
+	return u, reg
+}
+
+// runInProcess runs the command line in this process, as the binary would.
+func runInProcess(ctx context.Context, args ...string) result {
+	var out, errOut syncBuffer
+	code := run(ctx, args, strings.NewReader(""), &out, &errOut)
+	return result{stdout: out.String(), stderr: errOut.String(), code: code}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func mustRegister(t *testing.T, r registry.Registry, ins ...registry.Instance) {
+	t.Helper()
+	for _, in := range ins {
+		if err := r.Register(context.Background(), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func inst(service, version, group, id, addr string, md map[string]string) registry.Instance {
+	return registry.Instance{
+		Key: registry.ServiceKey{Service: service, Version: version, Group: group},
+		ID:  id, Addr: addr, Metadata: md,
+	}
+}
+
+// tableRows returns the rows of a table printed by ls, split into fields.
+func tableRows(t *testing.T, out string) [][]string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "SERVICE") {
+		t.Fatalf("no table header:\n%s", out)
+	}
+	var rows [][]string
+	for _, l := range lines[1:] {
+		rows = append(rows, strings.Fields(l))
+	}
+	return rows
+}
+
+func TestLsWithLister(t *testing.T) {
+	u, reg := newInproc(t)
+	mustRegister(t, reg,
+		inst("a.Greeter", "v1", "", "g1", "10.0.0.1:1", map[string]string{"zone": "b", "name": "p1"}),
+		inst("a.Greeter", "v1", "", "g2", "10.0.0.2:1", nil),
+		inst("a.Greeter", "v2", "blue", "g3", "10.0.0.3:1", nil),
+		inst("a.Echo", "", "", "e1", "10.0.0.4:1", nil),
+	)
+	ctx := context.Background()
+
+	r := runInProcess(ctx, "registry", "ls", "--registry", u)
+	mustSucceed(t, r)
+	want := [][]string{
+		{"a.Echo", "-", "-", "e1", "10.0.0.4:1", "100", "-"},
+		{"a.Greeter", "v1", "-", "g1", "10.0.0.1:1", "100", "name=p1,zone=b"},
+		{"a.Greeter", "v1", "-", "g2", "10.0.0.2:1", "100", "-"},
+		{"a.Greeter", "v2", "blue", "g3", "10.0.0.3:1", "100", "-"},
+	}
+	if got := tableRows(t, r.stdout); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("ls:\n%s\nwant rows %q", r.stdout, want)
+	}
+
+	// One service: every version and group.
+	r = runInProcess(ctx, "registry", "ls", "--registry", u, "a.Greeter")
+	mustSucceed(t, r)
+	if got := tableRows(t, r.stdout); !slices.EqualFunc(got, want[1:], slices.Equal) {
+		t.Errorf("ls a.Greeter:\n%s\nwant rows %q", r.stdout, want[1:])
+	}
+
+	// One key.
+	r = runInProcess(ctx, "registry", "ls", "--registry", u, "--version", "v2", "--group", "blue", "a.Greeter")
+	mustSucceed(t, r)
+	if got := tableRows(t, r.stdout); !slices.EqualFunc(got, want[3:], slices.Equal) {
+		t.Errorf("ls a.Greeter v2 blue:\n%s\nwant rows %q", r.stdout, want[3:])
+	}
+
+	// JSON.
+	r = runInProcess(ctx, "registry", "ls", "--registry", u, "-o", "json", "--version", "v1", "a.Greeter")
+	mustSucceed(t, r)
+	var got []struct {
+		Service, Version string
+		Instances        []struct {
+			ID, Addr string
+			Weight   int
+			Metadata map[string]string
+		}
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("ls -o json: %v\n%s", err, r.stdout)
+	}
+	if len(got) != 1 || got[0].Service != "a.Greeter" || got[0].Version != "v1" || len(got[0].Instances) != 2 ||
+		got[0].Instances[0].ID != "g1" || got[0].Instances[0].Metadata["zone"] != "b" || got[0].Instances[1].Weight != 100 {
+		t.Errorf("ls -o json:\n%s", r.stdout)
+	}
+
+	// Nothing there.
+	r = runInProcess(ctx, "registry", "ls", "--registry", u, "b.Nothing")
+	if r.code != 0 || r.stdout != "" || r.stderr != "storks: no instances of b.Nothing in any version or group\n" {
+		t.Errorf("ls of an unknown service: %s", r)
+	}
+}
+
+func TestLsWithoutLister(t *testing.T) {
+	// A static registry cannot list its services but discovers any key.
+	r := storks(t, "registry", "ls", "--registry", "static://10.0.0.1:80,10.0.0.2:80", "--version", "v1", "a.Greeter")
+	mustSucceed(t, r)
+	want := [][]string{
+		{"a.Greeter", "v1", "-", "10.0.0.1:80", "10.0.0.1:80", "100", "-"},
+		{"a.Greeter", "v1", "-", "10.0.0.2:80", "10.0.0.2:80", "100", "-"},
+	}
+	if got := tableRows(t, r.stdout); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("ls:\n%s\nwant rows %q", r.stdout, want)
+	}
+	r = storks(t, "registry", "ls", "--registry", "static://10.0.0.1:80")
+	checkOneLineError(t, r, 1, "this registry cannot list its services (it does not implement registry.Lister)")
+}
+
+// watchEvent is a line of "registry watch -o json".
+type watchEvent struct {
+	Key struct {
+		Service, Version, Group string
+	}
+	Instances, Added, Removed []struct {
+		ID, Addr string
+		Weight   int
+		Metadata map[string]string
+	}
+}
+
+func ids(list []struct {
+	ID, Addr string
+	Weight   int
+	Metadata map[string]string
+}) []string {
+	out := []string{}
+	for _, in := range list {
+		out = append(out, in.ID)
+	}
+	return out
+}
+
+// waitEvent waits for the JSON line after the first from lines of out and
+// decodes it.
+func waitEvent(t *testing.T, out *syncBuffer, from int) (watchEvent, int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		lines := strings.Split(out.String(), "\n")
+		// The last element is the unfinished line (or "").
+		if len(lines)-1 > from {
+			var ev watchEvent
+			if err := json.Unmarshal([]byte(lines[from]), &ev); err != nil {
+				t.Fatalf("watch line %q: %v", lines[from], err)
+			}
+			return ev, from + 1
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no watch event %d within 20s; output:\n%s", from+1, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestWatchInProcess(t *testing.T) {
+	u, reg := newInproc(t)
+	p1 := inst("a.Greeter", "v1", "", "p1", "10.0.0.1:1", nil)
+	mustRegister(t, reg, p1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"registry", "watch", "--registry", u, "--version", "v1", "-o", "json", "a.Greeter"},
+			strings.NewReader(""), &out, &errOut)
+	}()
+
+	ev, n := waitEvent(t, &out, 0)
+	if ev.Key.Service != "a.Greeter" || ev.Key.Version != "v1" ||
+		!slices.Equal(ids(ev.Instances), []string{"p1"}) || !slices.Equal(ids(ev.Added), []string{"p1"}) {
+		t.Errorf("first event %+v", ev)
+	}
+
+	mustRegister(t, reg, inst("a.Greeter", "v1", "", "p2", "10.0.0.2:1", nil))
+	ev, n = waitEvent(t, &out, n)
+	if !slices.Equal(ids(ev.Instances), []string{"p1", "p2"}) || !slices.Equal(ids(ev.Added), []string{"p2"}) || len(ev.Removed) != 0 {
+		t.Errorf("after adding p2: %+v", ev)
+	}
+
+	// A changed instance is removed and added.
+	p1.Metadata = map[string]string{"zone": "a"}
+	mustRegister(t, reg, p1)
+	ev, n = waitEvent(t, &out, n)
+	if !slices.Equal(ids(ev.Added), []string{"p1"}) || !slices.Equal(ids(ev.Removed), []string{"p1"}) || ev.Instances[0].Metadata["zone"] != "a" {
+		t.Errorf("after changing p1: %+v", ev)
+	}
+
+	if err := reg.Deregister(context.Background(), p1); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ = waitEvent(t, &out, n)
+	if !slices.Equal(ids(ev.Instances), []string{"p2"}) || !slices.Equal(ids(ev.Removed), []string{"p1"}) || len(ev.Added) != 0 {
+		t.Errorf("after removing p1: %+v", ev)
+	}
+
+	cancel() // as SIGINT does
+	select {
+	case code := <-done:
+		if code != 0 || errOut.String() != "" {
+			t.Errorf("watch ended with exit code %d, stderr %q; want 0 and nothing", code, errOut.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not end within 10s of its context")
+	}
+}
+
+func TestWatchTable(t *testing.T) {
+	u, reg := newInproc(t)
+	mustRegister(t, reg, inst("a.Greeter", "", "", "p1", "10.0.0.1:1", map[string]string{"name": "one"}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"registry", "watch", "--registry", u, "a.Greeter"}, strings.NewReader(""), &out, &errOut)
+	}()
+	waitOutput(t, &out, "(current list)")
+	mustRegister(t, reg, inst("a.Greeter", "", "", "p2", "10.0.0.2:1", nil))
+	waitOutput(t, &out, "(+1 -0)")
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("exit code %d", code)
+	}
+	lines := strings.Split(out.String(), "\n")
+	// first event: header and p1; second: header, "+ p2", p1, p2.
+	want := []string{
+		" a.Greeter: 1 instance (current list)",
+		"  p1  10.0.0.1:1  weight=100  name=one",
+		" a.Greeter: 2 instances (+1 -0)",
+		"+ p2  10.0.0.2:1  weight=100  -",
+		"  p1  10.0.0.1:1  weight=100  name=one",
+		"  p2  10.0.0.2:1  weight=100  -",
+		"",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	for i, w := range want {
+		if !strings.HasSuffix(lines[i], w) {
+			t.Errorf("line %d = %q, want it to end in %q", i+1, lines[i], w)
+		}
+	}
+}
+
+func waitOutput(t *testing.T, out *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the output within 20s:\n%s", want, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWatchSIGINT runs the binary against a static registry, whose list
+// never changes, and interrupts it.
+func TestWatchSIGINT(t *testing.T) {
+	cmd := storksCmd(context.Background(), "registry", "watch", "--registry", "static://10.0.0.1:80", "a.Greeter")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lr := newLineReader(stdout)
+	lr.waitFor(t, 0, "the current list", func(l string) bool { return strings.Contains(l, "10.0.0.1:80") })
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) || err != nil {
+			t.Errorf("after SIGINT: %v; stderr:\n%s", err, errOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("watch did not stop within 20s of SIGINT")
+	}
+}
+
+// TestRegistryEtcd runs ls, watch and call against "storks dev". It needs
+// the etcd adapter in the binary (registry/all importing registry/etcd)
+// and skips itself until then.
+func TestRegistryEtcd(t *testing.T) {
+	d := startDev(t)
+	ctx := context.Background()
+	reg, err := registry.Open(ctx, d.url+"?ttl=5s")
+	if err != nil {
+		var ie *registry.InputError
+		if errors.As(err, &ie) && ie.Field == "URL scheme" {
+			t.Skipf("registry/all does not link the etcd adapter in yet: %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer reg.Close()
+
+	p1 := startProvider(t, reg, "p1", runtime.WithVersion("v1"), runtime.WithMetadata(map[string]string{"name": "p1"}))
+	waitInstances(t, reg, registry.ServiceKey{Service: greeterService, Version: "v1"}, 1)
+
+	// ls of the exact key works with any registry.
+	r := storks(t, "registry", "ls", "--registry", d.url, "--version", "v1", greeterService)
+	mustSucceed(t, r)
+	rows := tableRows(t, r.stdout)
+	if len(rows) != 1 || rows[0][0] != greeterService || rows[0][1] != "v1" || rows[0][4] != p1.addr || rows[0][6] != "name=p1" {
+		t.Errorf("ls:\n%s", r.stdout)
+	}
+
+	// ls of everything (the etcd adapter is a registry.Lister).
+	r = storks(t, "registry", "ls", "--registry", d.url)
+	mustSucceed(t, r)
+	rows = tableRows(t, r.stdout)
+	if len(rows) != 2 || rows[0][0] != "storks.examples.echo.v1.Echo" || rows[1][0] != greeterService {
+		t.Errorf("ls:\n%s", r.stdout)
+	}
+
+	// call through the registry.
+	got := decodeJSON(t, storks(t, "call", "--registry", d.url, "--version", "v1", "-I", examplesProto,
+		"--proto", greeterProto, sayHello, `{"name":"etcd"}`))
+	if got["message"] != "Hello, etcd" || got["provider"] != "p1" {
+		t.Errorf("call: %v", got)
+	}
+
+	// watch follows a second provider coming and going.
+	cmd := storksCmd(ctx, "registry", "watch", "--registry", d.url, "--version", "v1", "-o", "json", greeterService)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lr := newLineReader(stdout)
+	n := lr.waitFor(t, 0, "the current list", func(l string) bool { return strings.Contains(l, p1.addr) })
+
+	reg2, err := registry.Open(ctx, d.url+"?ttl=5s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg2.Close()
+	in2 := inst(greeterService, "v1", "", "second", "127.0.0.1:9", nil)
+	mustRegister(t, reg2, in2)
+	n = lr.waitFor(t, n+1, "an added instance", func(l string) bool {
+		return strings.Contains(l, `"added":[{"id":"second"`)
+	})
+	if err := reg2.Deregister(ctx, in2); err != nil {
+		t.Fatal(err)
+	}
+	lr.waitFor(t, n+1, "a removed instance", func(l string) bool {
+		return strings.Contains(l, `"removed":[{"id":"second"`)
+	})
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("watch after SIGINT: %v", err)
+	}
+}
+
+func waitInstances(t *testing.T, reg registry.Registry, key registry.ServiceKey, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		list, err := reg.Discover(context.Background(), key)
+		if err == nil && len(list) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d instances after 20s (err %v), want %d", key, len(list), err, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
