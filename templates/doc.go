@@ -5,7 +5,8 @@
 // The package is driven by a protogen.Plugin, so the same code serves both
 // protoc-gen-storks (run by protoc) and any tool that compiles .proto files
 // in-process and builds a protogen.Plugin itself: both produce byte-identical
-// output for the same descriptors.
+// output for the same descriptors. [PluginOptions] and [GeneratePlugin] are
+// the whole of protoc-gen-storks, for both to call.
 //
 // For every .proto file with at least one service, [Generate] writes
 // <name>.storks.go next to protoc-gen-go's <name>.pb.go, in the same Go

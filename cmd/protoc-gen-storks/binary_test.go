@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/pluginpb"
 
+	"github.com/storks-rpc/storks/internal/gen"
 	"github.com/storks-rpc/storks/templates"
 )
 
@@ -119,7 +120,7 @@ func TestDirectInvocation(t *testing.T) {
 // the golden tests use) produces.
 func TestBinaryMatchesInProcess(t *testing.T) {
 	files := protoFiles(t, protoDir)
-	req := newRequest(files, "module="+goldenModule, compile(t, protoDir, files))
+	req := gen.NewRequest(files, "module="+goldenModule, compile(t, protoDir, files).Protos)
 	in, err := proto.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestBinaryMatchesInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := responseFiles(t, &resp)
-	want := responseFiles(t, runStorks(t, req))
+	want := responseFiles(t, gen.RunStorks(req))
 	if len(want) == 0 {
 		t.Fatal("in-process generator produced nothing")
 	}

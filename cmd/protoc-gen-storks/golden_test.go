@@ -19,8 +19,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under "+golden
 func goldenFiles(t *testing.T) map[string]string {
 	t.Helper()
 	files := protoFiles(t, protoDir)
-	req := newRequest(files, "module="+goldenModule, compile(t, protoDir, files))
-	return runGoAndStorks(t, req)
+	return runGoAndStorks(t, compile(t, protoDir, files), "module="+goldenModule)
 }
 
 // TestGolden compares the generated code for testdata/proto with
@@ -125,11 +124,11 @@ func TestGoldenGofmt(t *testing.T) {
 // change the output, collision suffixes included.
 func TestGoldenDeterministic(t *testing.T) {
 	files := protoFiles(t, protoDir)
-	first := runGoAndStorks(t, newRequest(files, "module="+goldenModule, compile(t, protoDir, files)))
+	first := runGoAndStorks(t, compile(t, protoDir, files), "module="+goldenModule)
 
 	reversed := slices.Clone(files)
 	slices.Reverse(reversed)
-	second := runGoAndStorks(t, newRequest(reversed, "module="+goldenModule, compile(t, protoDir, reversed)))
+	second := runGoAndStorks(t, compile(t, protoDir, reversed), "module="+goldenModule)
 
 	for _, name := range sortedKeys(first) {
 		if !strings.HasSuffix(name, ".storks.go") {

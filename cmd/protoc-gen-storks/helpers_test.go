@@ -9,14 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bufbuild/protocompile"
-	"github.com/bufbuild/protocompile/linker"
-	gengo "google.golang.org/protobuf/cmd/protoc-gen-go/internal_gengo"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/pluginpb"
+
+	"github.com/storks-rpc/storks/internal/gen"
 )
 
 // Test inputs and outputs.
@@ -55,92 +50,37 @@ func protoFiles(t *testing.T, dir string) []string {
 	return files
 }
 
-// compile compiles files (relative to importDir) with protocompile, keeping
-// comments, and returns them with all their dependencies (well-known types
+// compile compiles files (relative to importDir) as storks generate does,
+// with gen.Compile: comments kept, and every dependency (well-known types
 // included) in dependency order, as protoc puts them in a
 // CodeGeneratorRequest.
-func compile(t *testing.T, importDir string, files []string) []*descriptorpb.FileDescriptorProto {
+func compile(t *testing.T, importDir string, files []string) *gen.Result {
 	t.Helper()
-	c := protocompile.Compiler{
-		Resolver:       protocompile.WithStandardImports(&protocompile.SourceResolver{ImportPaths: []string{importDir}}),
-		SourceInfoMode: protocompile.SourceInfoStandard,
-	}
-	compiled, err := c.Compile(context.Background(), files...)
+	res, err := gen.Compile(context.Background(), gen.Config{ImportPaths: []string{importDir}}, files)
 	if err != nil {
 		t.Fatalf("compiling %v: %v", files, err)
 	}
-
-	var out []*descriptorpb.FileDescriptorProto
-	seen := make(map[string]bool)
-	var visit func(fd protoreflect.FileDescriptor)
-	visit = func(fd protoreflect.FileDescriptor) {
-		if seen[fd.Path()] {
-			return
-		}
-		seen[fd.Path()] = true
-		imports := fd.Imports()
-		for i := 0; i < imports.Len(); i++ {
-			visit(imports.Get(i).FileDescriptor)
-		}
-		if r, ok := fd.(linker.Result); ok {
-			out = append(out, proto.Clone(r.FileDescriptorProto()).(*descriptorpb.FileDescriptorProto))
-		} else {
-			// Standard imports are Go-generated descriptors.
-			out = append(out, protodesc.ToFileDescriptorProto(fd))
-		}
-	}
-	for _, f := range compiled {
-		visit(f)
-	}
-	return out
+	return res
 }
 
-// newRequest builds the request protoc would send for generating files,
-// whose descriptors and dependencies are protos, with parameter param.
-func newRequest(files []string, param string, protos []*descriptorpb.FileDescriptorProto) *pluginpb.CodeGeneratorRequest {
-	req := &pluginpb.CodeGeneratorRequest{
-		FileToGenerate: files,
-		ProtoFile:      protos,
-	}
-	if param != "" {
-		req.Parameter = proto.String(param)
-	}
-	return req
-}
-
-// runStorks runs the plugin's generator in-process, as protoc would run the
-// binary.
-func runStorks(t *testing.T, req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
+// runGoAndStorks runs protoc-gen-go and then Storks on the compiled files
+// with parameter param, in-process through gen.Generate (as storks generate
+// and protoc with --go_out and --storks_out do), and returns the generated
+// files by name.
+func runGoAndStorks(t *testing.T, res *gen.Result, param string) map[string]string {
 	t.Helper()
-	gen, err := newOptions().New(req)
-	if err != nil {
-		// protogen fails here on bad parameters; report it as the plugin
-		// would.
-		return &pluginpb.CodeGeneratorResponse{Error: proto.String(err.Error())}
-	}
-	if err := generate(gen); err != nil {
-		gen.Error(err)
-	}
-	return gen.Response()
-}
-
-// runGoAndStorks runs protoc-gen-go's generator and then Storks' on req,
-// in-process, and returns the generated files by name.
-func runGoAndStorks(t *testing.T, req *pluginpb.CodeGeneratorRequest) map[string]string {
-	t.Helper()
-	gen, err := newOptions().New(req)
+	generated, err := gen.Generate(res, []gen.Output{
+		{Plugin: gen.Go, Param: param},
+		{Plugin: gen.Storks, Param: param},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range gen.Files {
-		if f.Generate {
-			gengo.GenerateFile(gen, f)
-		}
+	files := make(map[string]string)
+	for _, f := range generated {
+		files[f.Name] = f.Content
 	}
-	if err := generate(gen); err != nil {
-		t.Fatal(err)
-	}
-	return responseFiles(t, gen.Response())
+	return files
 }
 
 // responseFiles returns the files of a successful response by name.

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
-
-	gengo "google.golang.org/protobuf/cmd/protoc-gen-go/internal_gengo"
-	"google.golang.org/protobuf/compiler/protogen"
 
 	"github.com/storks-rpc/storks/templates"
 )
@@ -39,26 +35,8 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 
 	// protogen reads the request from os.Stdin, writes the response to
 	// os.Stdout, and exits with status 1 if it cannot.
-	newOptions().Run(generate)
+	templates.PluginOptions().Run(templates.GeneratePlugin)
 	return 0
-}
-
-// newOptions returns the protogen options of the plugin. Parameters that
-// protogen does not handle itself (paths, module, M..., annotate_code) are
-// rejected: Storks has none yet.
-func newOptions() protogen.Options {
-	var flags flag.FlagSet
-	return protogen.Options{ParamFunc: flags.Set}
-}
-
-// generate generates the .storks.go files of gen.
-func generate(gen *protogen.Plugin) error {
-	// Declare exactly what protoc-gen-go declares, so that protoc never
-	// refuses a file because of Storks that protoc-gen-go accepts.
-	gen.SupportedFeatures = gengo.SupportedFeatures
-	gen.SupportedEditionsMinimum = gengo.SupportedEditionsMinimum
-	gen.SupportedEditionsMaximum = gengo.SupportedEditionsMaximum
-	return templates.Generate(gen)
 }
 
 // isTerminal reports whether f is a character device, as a terminal (or

@@ -7,6 +7,8 @@ import (
 
 	gengo "google.golang.org/protobuf/cmd/protoc-gen-go/internal_gengo"
 	"google.golang.org/protobuf/types/pluginpb"
+
+	"github.com/storks-rpc/storks/internal/gen"
 )
 
 // optionFiles are the test protos for the option tests: other.proto (a
@@ -17,7 +19,7 @@ var optionFiles = []string{"other/other.proto", "types/v1/types.proto"}
 // response.
 func generateWith(t *testing.T, param string) *pluginpb.CodeGeneratorResponse {
 	t.Helper()
-	return runStorks(t, newRequest(optionFiles, param, compile(t, protoDir, optionFiles)))
+	return gen.RunStorks(gen.NewRequest(optionFiles, param, compile(t, protoDir, optionFiles).Protos))
 }
 
 // TestOptions checks that the paths=, module= and M options place (and

@@ -84,25 +84,7 @@ func RunGo(req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
 
 // RunStorks does what the protoc-gen-storks binary does with req.
 func RunStorks(req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
-	return run(StorksOptions(), req, GenerateStorks)
-}
-
-// StorksOptions returns the protogen options of protoc-gen-storks. Parameters
-// that protogen does not handle itself (paths, module, M..., annotate_code)
-// are rejected: Storks has none yet.
-func StorksOptions() protogen.Options {
-	var flags flag.FlagSet
-	return protogen.Options{ParamFunc: flags.Set}
-}
-
-// GenerateStorks generates the .storks.go files of gen, declaring exactly
-// the features and editions protoc-gen-go declares, so that protoc never
-// refuses a file because of Storks that protoc-gen-go accepts.
-func GenerateStorks(gen *protogen.Plugin) error {
-	gen.SupportedFeatures = gengo.SupportedFeatures
-	gen.SupportedEditionsMinimum = gengo.SupportedEditionsMinimum
-	gen.SupportedEditionsMaximum = gengo.SupportedEditionsMaximum
-	return templates.Generate(gen)
+	return run(templates.PluginOptions(), req, templates.GeneratePlugin)
 }
 
 // run is protogen.Options.Run without the process: the request comes in as
