@@ -8,18 +8,22 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all build demo test test-go vet fmt-check check-gen gen fuzz bench deps deps-protoc deps-zookeeper deps-consul clean
+.PHONY: all build demo dev test test-go vet fmt-check check-gen gen fuzz bench deps deps-protoc deps-zookeeper deps-consul clean
 
 all: build
 
 ## build: compile everything and the example programs into bin/
 build:
 	$(GO) build ./...
-	$(GO) build -o $(BIN)/ ./examples/provider ./examples/consumer ./examples/demo ./cmd/protoc-gen-storks
+	$(GO) build -o $(BIN)/ ./examples/provider ./examples/consumer ./examples/demo ./cmd/protoc-gen-storks ./cmd/storks
 
 ## demo: three providers and a consumer on 127.0.0.1, round-robin
 demo: build
 	$(BIN)/demo -bin $(BIN) $(if $(REGISTRY),-registry '$(REGISTRY)')
+
+## dev: run an embedded etcd registry on 127.0.0.1 for local development
+dev: build
+	$(BIN)/storks dev
 
 ## test: every test (runtime under -race), generated-code freshness, fuzzing
 test: deps fmt-check vet check-gen test-go fuzz
@@ -34,12 +38,12 @@ fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-## gen: regenerate examples/gen with protoc + protoc-gen-go + protoc-gen-storks
-gen: deps-protoc
+## gen: regenerate examples/gen with storks generate (no protoc needed)
+gen:
 	scripts/gen.sh
 
 ## check-gen: fail if examples/gen is not what the generators produce
-check-gen: deps-protoc
+check-gen:
 	scripts/check-gen.sh
 
 ## fuzz: run every fuzz target for FUZZTIME each
@@ -52,7 +56,8 @@ bench:
 
 deps: deps-protoc deps-zookeeper deps-consul
 
-# protoc 3.21 from Debian (only the golden test against examples/gen needs it).
+# protoc 3.21 from Debian: only the tests that compare protoc's output with
+# storks generate's and examples/gen need it (make gen does not).
 deps-protoc:
 	@command -v protoc >/dev/null || scripts/apt-install.sh protobuf-compiler
 

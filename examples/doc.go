@@ -2,7 +2,9 @@
 // code generated for them.
 //
 // The .proto files are under examples/proto, and the Go code generated from
-// them, by protoc with protoc-gen-go and protoc-gen-storks, under
-// examples/gen. Regenerate it with scripts/gen.sh and check that it is up to
-// date with scripts/check-gen.sh (go test ./cmd/protoc-gen-storks does too).
+// them, by storks generate with protoc-gen-go and protoc-gen-storks
+// in-process, under examples/gen. Regenerate it with scripts/gen.sh (make
+// gen) and check that it is up to date with scripts/check-gen.sh (make
+// check-gen); go test ./cmd/protoc-gen-storks also checks that protoc
+// generates the same code.
 package examples
