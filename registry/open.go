@@ -108,7 +108,8 @@ func Schemes() []string {
 // Every malformed URL yields an [*InputError] whose Field names the part that
 // is wrong ("URL scheme", "URL host", "URL port", "URL path",
 // "URL query parameter", ...). Errors from networked adapters are returned as
-// they are. The caller owns the returned registry and must Close it.
+// they are. No error repeats the password or token of a URL (log URLs with
+// [RedactURL]). The caller owns the returned registry and must Close it.
 func Open(ctx context.Context, rawURL string) (Registry, error) {
 	name, rest, err := splitScheme(rawURL)
 	if err != nil {
@@ -174,18 +175,19 @@ func splitScheme(raw string) (name, rest string, err error) {
 	}
 	i := strings.IndexByte(raw, ':')
 	if i <= 0 {
-		return "", "", &InputError{Field: "URL scheme", Value: raw,
+		return "", "", &InputError{Field: "URL scheme", Value: RedactURL(raw),
 			Reason: "is missing; want scheme://..., for example inproc:// or direct://host:port"}
 	}
 	name, rest = raw[:i], raw[i+1:]
+	if rest != "" && strings.Trim(rest, "0123456789") == "" {
+		// "localhost:8080" parses as scheme "localhost", "127.0.0.1:8080"
+		// as an invalid one.
+		return "", "", &InputError{Field: "URL scheme", Value: raw,
+			Reason: "is missing; this looks like host:port, want for example direct://" + raw}
+	}
 	if !validScheme(name) {
 		return "", "", &InputError{Field: "URL scheme", Value: name,
 			Reason: "is not valid (want a letter followed by letters, digits, '+', '-' or '.')"}
-	}
-	if rest != "" && strings.Trim(rest, "0123456789") == "" {
-		// "localhost:8080" parses as scheme "localhost".
-		return "", "", &InputError{Field: "URL scheme", Value: raw,
-			Reason: "is missing; this looks like host:port, want for example direct://" + raw}
 	}
 	return strings.ToLower(name), rest, nil
 }
@@ -205,7 +207,7 @@ func unknownScheme(name string) error {
 // url.Parse. Nothing is unescaped.
 func splitURL(name, rest string) (*url.URL, error) {
 	if !strings.HasPrefix(rest, "//") {
-		return nil, &InputError{Field: "URL", Value: name + ":" + rest, Reason: "must start with " + name + "://"}
+		return nil, &InputError{Field: "URL", Value: RedactURL(name + ":" + rest), Reason: "must start with " + name + "://"}
 	}
 	rest = rest[2:]
 	u := &url.URL{Scheme: name}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,7 @@ type ConsulTB interface {
 type Consul struct {
 	bin     string
 	logPath string
+	opts    ConsulOptions
 	// Ports: HTTP API, server RPC, serf LAN and serf WAN.
 	httpPort, serverPort, lanPort, wanPort int
 
@@ -68,6 +70,24 @@ const consulStopTimeout = 15 * time.Second
 // showing the end of the agent's log.
 func StartConsul(t ConsulTB) *Consul {
 	t.Helper()
+	return StartConsulWith(t, ConsulOptions{})
+}
+
+// ConsulOptions configures an agent started with StartConsulWith. The zero
+// value is the agent of StartConsul.
+type ConsulOptions struct {
+	// ManagementToken, when not empty, enables Consul's ACL system with
+	// default policy "deny" and this secret (a UUID) as the initial
+	// management token, which the agent also uses for its own requests.
+	// Every request then needs a token that allows it; CreateToken makes
+	// tokens with narrower policies. The agent keeps no state across a
+	// restart, but the management token is configured again.
+	ManagementToken string
+}
+
+// StartConsulWith is StartConsul with options, such as ACLs.
+func StartConsulWith(t ConsulTB, opts ConsulOptions) *Consul {
+	t.Helper()
 	bin, err := consulBinary()
 	if err != nil {
 		consulFailOrSkip(t, "%v", err)
@@ -79,6 +99,7 @@ func StartConsul(t ConsulTB) *Consul {
 	for attempt := 1; ; attempt++ {
 		s, err = newConsul(bin, t.TempDir())
 		if err == nil {
+			s.opts = opts
 			err = s.Start()
 		}
 		if err == nil {
@@ -300,6 +321,11 @@ func (s *Consul) Start() error {
 		"-log-level", "info",
 		"-hcl", "disable_update_check = true",
 	)
+	if tok := s.opts.ManagementToken; tok != "" {
+		cmd.Args = append(cmd.Args, "-hcl", fmt.Sprintf(
+			"acl { enabled = true\n default_policy = \"deny\"\n enable_token_persistence = false\n tokens { initial_management = %q\n agent = %q } }",
+			tok, tok))
+	}
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.Env = consulEnv()
@@ -351,12 +377,40 @@ func (s *Consul) waitReady(exited <-chan struct{}) error {
 			last = err.Error()
 			continue
 		}
-		if leader != "" {
-			return nil
+		if leader == "" {
+			last = "no leader yet"
+			continue
 		}
-		last = "no leader yet"
+		if s.opts.ManagementToken != "" {
+			// The leader creates the management token shortly after
+			// its election.
+			if err := consulTokenReady(client, s.Addr(), s.opts.ManagementToken); err != nil {
+				last = err.Error()
+				continue
+			}
+		}
+		return nil
 	}
 	return fmt.Errorf("not ready within %v (%s)", consulStartTimeout, last)
+}
+
+// consulTokenReady checks that the agent accepts token.
+func consulTokenReady(client *http.Client, addr, token string) error {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/v1/acl/token/self", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Consul-Token", token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the management token is not ready: GET /v1/acl/token/self: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
 
 func consulLeader(client *http.Client, addr string) (string, error) {
@@ -498,4 +552,51 @@ func (s *Consul) LogTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// CreateToken creates, with the management token, an ACL policy with the
+// given rules (HCL, for example `service_prefix "" { policy = "write" }`)
+// and a token that has it, and returns the token's secret. The agent must
+// have been started with a ManagementToken.
+func (s *Consul) CreateToken(ctx context.Context, rules string) (string, error) {
+	if s.opts.ManagementToken == "" {
+		return "", errors.New("consul agent: CreateToken needs an agent started with ACLs (ConsulOptions.ManagementToken)")
+	}
+	name := fmt.Sprintf("storks-test-%d", time.Now().UnixNano())
+	if err := s.aclPut(ctx, "/v1/acl/policy", map[string]any{"Name": name, "Rules": rules}, nil); err != nil {
+		return "", fmt.Errorf("consul agent: creating policy: %w", err)
+	}
+	var tok struct{ SecretID string }
+	if err := s.aclPut(ctx, "/v1/acl/token", map[string]any{"Policies": []map[string]string{{"Name": name}}}, &tok); err != nil {
+		return "", fmt.Errorf("consul agent: creating token: %w", err)
+	}
+	if tok.SecretID == "" {
+		return "", errors.New("consul agent: the new token has no SecretID")
+	}
+	return tok.SecretID, nil
+}
+
+func (s *Consul) aclPut(ctx context.Context, path string, body, out any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+s.Addr()+path, bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Consul-Token", s.opts.ManagementToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("PUT %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
 }

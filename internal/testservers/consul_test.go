@@ -2,6 +2,7 @@ package testservers
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -40,5 +41,51 @@ func TestConsulRestart(t *testing.T) {
 	}
 	if !strings.Contains(s.LogTail(1000), "Consul agent running") {
 		t.Errorf("the log %s does not show the agent running:\n%s", s.LogPath(), s.LogTail(20))
+	}
+}
+
+// TestConsulACL checks an agent with ACLs: anonymous writes are refused,
+// CreateToken makes a token that may write, and a restart keeps the
+// management token working.
+func TestConsulACL(t *testing.T) {
+	const mgmt = "0b7c5b8e-2f5e-4c3a-9d1e-5c0de5c0de01"
+	s := StartConsulWith(t, ConsulOptions{ManagementToken: mgmt})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	put := func(token string) int {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+s.Addr()+"/v1/agent/service/register",
+			strings.NewReader(`{"Name":"acl-test","ID":"acl-test-1","Port":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("X-Consul-Token", token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put(""); code != http.StatusForbidden {
+		t.Errorf("anonymous register: HTTP %d, want 403", code)
+	}
+	tok, err := s.CreateToken(ctx, `service_prefix "acl-test" { policy = "write" }`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := put(tok); code != http.StatusOK {
+		t.Errorf("register with a write token: HTTP %d, want 200", code)
+	}
+	s.Stop()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if code := put(mgmt); code != http.StatusOK {
+		t.Errorf("register with the management token after a restart: HTTP %d, want 200", code)
+	}
+	if _, err := StartConsul(t).CreateToken(ctx, ""); err == nil {
+		t.Error("CreateToken on an agent without ACLs: no error")
 	}
 }

@@ -2,6 +2,7 @@ package testservers
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -36,10 +39,32 @@ type Etcd struct {
 	dir        string
 	clientPort int
 	peerPort   int
+	opts       EtcdOptions
+	tls        *etcdTLSFiles // nil unless opts.TLS or opts.ClientCertAuth
 
-	mu     sync.Mutex
-	e      *embed.Etcd // nil while stopped
-	closed bool
+	mu       sync.Mutex
+	e        *embed.Etcd // nil while stopped
+	closed   bool
+	rootPass string // the root user's password once EnableAuth succeeded
+}
+
+// EtcdOptions configures a server started with StartEtcdWith. The zero
+// value is the plain server of StartEtcd.
+type EtcdOptions struct {
+	// TLS serves clients over TLS only, with a server certificate (for
+	// 127.0.0.1 and localhost) signed by a CA generated for this server;
+	// CAFile names the CA's certificate and ClientTLS returns a client
+	// configuration that trusts it.
+	TLS bool
+	// ClientCertAuth makes the server require a client certificate signed
+	// by the same CA (it implies TLS). ClientCertFile and ClientKeyFile
+	// hold one, which ClientTLS uses.
+	ClientCertAuth bool
+	// AuthTokenTTL is the lifetime of the server's "simple" authentication
+	// tokens once authentication is enabled (EnableAuth); a token unused
+	// for this long expires. It is a whole number of seconds; zero means
+	// etcd's default, 5 minutes.
+	AuthTokenTTL time.Duration
 }
 
 // etcdStartTimeout bounds how long a start may take before it is reported
@@ -52,7 +77,14 @@ const etcdStartTimeout = 30 * time.Second
 // with a message saying what went wrong.
 func StartEtcd(t EtcdTB) *Etcd {
 	t.Helper()
-	s, err := LaunchEtcd()
+	return StartEtcdWith(t, EtcdOptions{})
+}
+
+// StartEtcdWith is StartEtcd with options: client TLS, client certificate
+// authentication, and the lifetime of authentication tokens.
+func StartEtcdWith(t EtcdTB, opts EtcdOptions) *Etcd {
+	t.Helper()
+	s, err := LaunchEtcdWith(opts)
 	if err != nil {
 		etcdFailOrSkip(t, "%v", err)
 		return nil
@@ -63,7 +95,13 @@ func StartEtcd(t EtcdTB) *Etcd {
 
 // LaunchEtcd starts an embedded etcd server outside of a test. The caller
 // must Close it, which also removes its data directory.
-func LaunchEtcd() (*Etcd, error) {
+func LaunchEtcd() (*Etcd, error) { return LaunchEtcdWith(EtcdOptions{}) }
+
+// LaunchEtcdWith is LaunchEtcd with options; see EtcdOptions.
+func LaunchEtcdWith(opts EtcdOptions) (*Etcd, error) {
+	if opts.AuthTokenTTL < 0 || opts.AuthTokenTTL%time.Second != 0 {
+		return nil, fmt.Errorf("embedded etcd: AuthTokenTTL %v is not a whole number of seconds", opts.AuthTokenTTL)
+	}
 	dir, err := os.MkdirTemp("", "storks-etcd-")
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd: creating a data directory: %w", err)
@@ -73,12 +111,28 @@ func LaunchEtcd() (*Etcd, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("embedded etcd: finding free loopback ports: %w", err)
 	}
-	s := &Etcd{dir: dir, clientPort: ports[0], peerPort: ports[1]}
+	s := &Etcd{dir: dir, clientPort: ports[0], peerPort: ports[1], opts: opts}
+	if opts.TLS || opts.ClientCertAuth {
+		// The data directory holds only etcd's member directory; the
+		// certificates live next to it.
+		s.tls, err = newEtcdTLSFiles(dir + "-tls")
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("embedded etcd: generating test certificates: %w", err)
+		}
+	}
 	if err := s.Start(); err != nil {
-		os.RemoveAll(dir)
+		s.removeFiles()
 		return nil, err
 	}
 	return s, nil
+}
+
+func (s *Etcd) removeFiles() {
+	os.RemoveAll(s.dir)
+	if s.tls != nil {
+		os.RemoveAll(s.tls.dir)
+	}
 }
 
 // etcdFailOrSkip fails the test under CI=true and skips it otherwise.
@@ -114,7 +168,26 @@ func (s *Etcd) config() *embed.Config {
 	cfg := embed.NewConfig()
 	cfg.Name = "storks-test"
 	cfg.Dir = s.dir
-	curl := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.clientPort))}
+	scheme := "http"
+	if s.tls != nil {
+		scheme = "https"
+		cfg.ClientTLSInfo = transport.TLSInfo{
+			CertFile:       s.tls.serverCert,
+			KeyFile:        s.tls.serverKey,
+			ClientCertAuth: s.opts.ClientCertAuth,
+		}
+		if s.opts.ClientCertAuth {
+			cfg.ClientTLSInfo.TrustedCAFile = s.tls.ca
+		}
+	}
+	if s.opts.AuthTokenTTL > 0 {
+		cfg.AuthTokenTTL = uint(s.opts.AuthTokenTTL / time.Second)
+	}
+	// bcrypt's minimum cost: every authentication hashes the password,
+	// which at the default cost takes a second or more under the race
+	// detector, in this process.
+	cfg.BcryptCost = 4
+	curl := url.URL{Scheme: scheme, Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.clientPort))}
 	purl := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(s.peerPort))}
 	cfg.ListenClientUrls = []url.URL{curl}
 	cfg.AdvertiseClientUrls = []url.URL{curl}
@@ -183,7 +256,7 @@ func (s *Etcd) Close() {
 	defer s.mu.Unlock()
 	if !s.closed {
 		s.closed = true
-		os.RemoveAll(s.dir)
+		s.removeFiles()
 	}
 }
 
@@ -205,13 +278,12 @@ func (s *Etcd) URL(base string) string {
 // Client returns a raw etcd client of the server, closed when t ends, for
 // inspecting the server or injecting faults (revoking leases, deleting keys,
 // compacting).
+//
+// Once EnableAuth has been called the client authenticates as root; on a
+// TLS server it uses ClientTLS.
 func (s *Etcd) Client(t EtcdTB) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{s.Endpoint()},
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
+	cli, err := clientv3.New(s.adminConfig(5 * time.Second))
 	if err != nil {
 		t.Fatalf("etcd client for %s: %v", s.Endpoint(), err)
 		return nil
@@ -239,7 +311,7 @@ func EtcdRegistryURL(t EtcdTB, ttl time.Duration) string {
 
 // Ping checks that the server answers a read within timeout.
 func (s *Etcd) Ping(ctx context.Context, timeout time.Duration) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint()}, Logger: zap.NewNop()})
+	cli, err := clientv3.New(s.adminConfig(timeout))
 	if err != nil {
 		return err
 	}
@@ -248,4 +320,115 @@ func (s *Etcd) Ping(ctx context.Context, timeout time.Duration) error {
 	defer cancel()
 	_, err = cli.Get(ctx, "ping")
 	return err
+}
+
+// adminConfig is the client configuration of Client and Ping: root's
+// credentials once auth is enabled, and the test CA on a TLS server.
+func (s *Etcd) adminConfig(dialTimeout time.Duration) clientv3.Config {
+	s.mu.Lock()
+	pass := s.rootPass
+	s.mu.Unlock()
+	cfg := clientv3.Config{
+		Endpoints:   []string{s.Endpoint()},
+		DialTimeout: dialTimeout,
+		Logger:      zap.NewNop(),
+		TLS:         s.ClientTLS(),
+	}
+	if pass != "" {
+		cfg.Username, cfg.Password = "root", pass
+	}
+	return cfg
+}
+
+// EnableAuth turns etcd's authentication on: it creates the user "root"
+// with rootPassword and the role "root", and enables auth. From then on
+// every request needs a user (or, with ClientCertAuth, a client
+// certificate whose common name names one); Client and Ping authenticate
+// as root. The setting survives Stop and Start.
+func (s *Etcd) EnableAuth(ctx context.Context, rootPassword string) error {
+	if rootPassword == "" {
+		return errors.New("embedded etcd: EnableAuth needs a root password")
+	}
+	cli, err := clientv3.New(s.adminConfig(5 * time.Second))
+	if err != nil {
+		return fmt.Errorf("embedded etcd: client: %w", err)
+	}
+	defer cli.Close()
+	if _, err := cli.UserAdd(ctx, "root", rootPassword); err != nil {
+		return fmt.Errorf("embedded etcd: adding the root user: %w", err)
+	}
+	if _, err := cli.RoleAdd(ctx, "root"); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
+		return fmt.Errorf("embedded etcd: adding the root role: %w", err)
+	}
+	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
+		return fmt.Errorf("embedded etcd: granting root the root role: %w", err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		return fmt.Errorf("embedded etcd: enabling auth: %w", err)
+	}
+	s.mu.Lock()
+	s.rootPass = rootPassword
+	s.mu.Unlock()
+	return nil
+}
+
+// AddUser creates user with password and a role of the same name that may
+// read and write every key under prefix (and only those). Call it after
+// EnableAuth.
+func (s *Etcd) AddUser(ctx context.Context, user, password, prefix string) error {
+	cli, err := clientv3.New(s.adminConfig(5 * time.Second))
+	if err != nil {
+		return fmt.Errorf("embedded etcd: client: %w", err)
+	}
+	defer cli.Close()
+	if _, err := cli.UserAdd(ctx, user, password); err != nil {
+		return fmt.Errorf("embedded etcd: adding user %q: %w", user, err)
+	}
+	if _, err := cli.RoleAdd(ctx, user); err != nil {
+		return fmt.Errorf("embedded etcd: adding role %q: %w", user, err)
+	}
+	if _, err := cli.RoleGrantPermission(ctx, user, prefix, clientv3.GetPrefixRangeEnd(prefix), clientv3.PermissionType(clientv3.PermReadWrite)); err != nil {
+		return fmt.Errorf("embedded etcd: granting role %q readwrite on %s: %w", user, prefix, err)
+	}
+	if _, err := cli.UserGrantRole(ctx, user, user); err != nil {
+		return fmt.Errorf("embedded etcd: granting user %q its role: %w", user, err)
+	}
+	return nil
+}
+
+// CAFile returns the PEM file of the CA that signed the server's (and the
+// client's) certificate, "" unless the server serves TLS.
+func (s *Etcd) CAFile() string {
+	if s.tls == nil {
+		return ""
+	}
+	return s.tls.ca
+}
+
+// ClientCertFile and ClientKeyFile return the PEM files of a client
+// certificate signed by the server's CA (common name "storks-client"), ""
+// unless the server serves TLS.
+func (s *Etcd) ClientCertFile() string {
+	if s.tls == nil {
+		return ""
+	}
+	return s.tls.clientCert
+}
+
+// ClientKeyFile: see ClientCertFile.
+func (s *Etcd) ClientKeyFile() string {
+	if s.tls == nil {
+		return ""
+	}
+	return s.tls.clientKey
+}
+
+// ClientTLS returns a client TLS configuration that trusts the server's CA
+// and presents the client certificate, or nil unless the server serves
+// TLS.
+func (s *Etcd) ClientTLS() *tls.Config {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.clientConfig()
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -107,11 +108,12 @@ type Registry struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	closed   bool
-	regs     map[string]*regEntry // by Consul service ID
-	watchers map[*watcher]struct{}
-	wg       sync.WaitGroup // every goroutine the registry started
+	mu          sync.Mutex
+	closed      bool
+	regs        map[string]*regEntry // by Consul service ID
+	watchers    map[*watcher]struct{}
+	aclFiltered map[string]bool // Consul service names whose reads the ACLs filtered, logged once
+	wg          sync.WaitGroup  // every goroutine the registry started
 }
 
 var (
@@ -275,6 +277,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
+// GoString is String, so that %#v does not print the token either.
+func (cfg Config) GoString() string { return "consul.Config(" + strconv.Quote(cfg.String()) + ")" }
+
+// LogValue logs the configuration as String does (see slog.LogValuer).
+func (cfg Config) LogValue() slog.Value { return slog.StringValue(cfg.String()) }
+
 // String returns the consul:// URL of the registry, with the token (if
 // any) replaced by "redacted".
 func (cfg Config) String() string {
@@ -336,20 +344,56 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		}
 		return nil, fmt.Errorf("consul: the agent at %s does not answer (dial-timeout %v): %w", cfg.Address, cfg.DialTimeout, err)
 	}
+	hasToken := cfg.Token != "" || os.Getenv(api.HTTPTokenEnvName) != "" || os.Getenv(api.HTTPTokenFileEnvName) != ""
+	if err := checkToken(pctx, client, hasToken); err != nil {
+		tr.CloseIdleConnections()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("consul: checking the ACL token with the agent at %s: %w", cfg.Address, ctx.Err())
+		}
+		return nil, fmt.Errorf("consul: the agent at %s: %w", cfg.Address, err)
+	}
 	r := &Registry{
-		cfg:       cfg,
-		client:    client,
-		transport: tr,
-		log:       cfg.Logger.With("registry", "consul", "agent", cfg.Address),
-		regs:      make(map[string]*regEntry),
-		watchers:  make(map[*watcher]struct{}),
+		cfg:         cfg,
+		client:      client,
+		transport:   tr,
+		log:         cfg.Logger.With("registry", "consul", "agent", cfg.Address),
+		regs:        make(map[string]*regEntry),
+		watchers:    make(map[*watcher]struct{}),
+		aclFiltered: make(map[string]bool),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	return r, nil
 }
 
+// checkToken asks the agent about the client's ACL token (Config.Token or
+// the environment's), so that a token the agent does not know fails New
+// rather than every later request. Reading one's own token needs no
+// permission. Without a token (the anonymous token may be all a client
+// needs) it does nothing; ACLs being disabled, or any other failure of the
+// check itself, is not an error: the requests will tell.
+func checkToken(ctx context.Context, client *api.Client, hasToken bool) error {
+	if !hasToken {
+		return nil
+	}
+	_, _, err := client.ACL().TokenReadSelf((&api.QueryOptions{}).WithContext(ctx))
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusForbidden && strings.Contains(se.Body, "ACL not found") {
+		// The body names no token; the token is not repeated either.
+		return errors.New("the agent does not know the ACL token (ACL not found): check ?token=, Config.Token or CONSUL_HTTP_TOKEN(_FILE)")
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
 // String returns the registry's URL with the token redacted.
 func (r *Registry) String() string { return r.cfg.String() }
+
+// GoString is like String, so that %#v does not print the token either.
+func (r *Registry) GoString() string {
+	return "&consul.Registry(" + strconv.Quote(r.cfg.String()) + ")"
+}
 
 // Client returns the Consul API client the registry uses.
 func (r *Registry) Client() *api.Client { return r.client }
@@ -547,11 +591,37 @@ func (r *Registry) Discover(ctx context.Context, key registry.ServiceKey) ([]reg
 	}
 	ctx, done := r.opCtx(ctx)
 	defer done()
-	entries, _, err := r.client.Health().Service(ServiceName(key.Service), "", true, (&api.QueryOptions{}).WithContext(ctx))
+	name := ServiceName(key.Service)
+	entries, meta, err := r.client.Health().Service(name, "", true, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, r.callErr(ctx, "discovering "+key.String(), err)
 	}
+	r.noteACLFilter(name, meta)
 	return r.decode(entries, key), nil
+}
+
+// noteACLFilter logs, once per Consul service, that the agent left entries
+// out of a read because the ACL token may not see them: with ACLs whose
+// default policy is "deny", a consumer without the right token silently
+// gets an empty list otherwise.
+func (r *Registry) noteACLFilter(name string, meta *api.QueryMeta) {
+	if meta == nil || !meta.ResultsFilteredByACLs {
+		return
+	}
+	r.mu.Lock()
+	first := !r.aclFiltered[name] && !r.closed
+	if first {
+		if len(r.aclFiltered) >= 1024 {
+			clear(r.aclFiltered)
+		}
+		r.aclFiltered[name] = true
+	}
+	r.mu.Unlock()
+	if first {
+		r.log.Warn("consul registry: the agent left out instances that the ACL token may not read; "+
+			"the token (?token=, Config.Token or CONSUL_HTTP_TOKEN) needs service:read on the service and node:read on the nodes of its instances",
+			"consul_service", name)
+	}
 }
 
 // Services lists the service keys with at least one passing instance,

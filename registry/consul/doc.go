@@ -20,10 +20,8 @@
 // 127.0.0.1:8500 and a missing port means 8500. The query parameters, each
 // optional and given at most once, are:
 //
-//	token             the ACL token sent with every request (X-Consul-Token). It is
-//	                  never printed: errors and logs name the agent's address only,
-//	                  and Registry.String shows token=redacted. Without it the
-//	                  Consul client's CONSUL_HTTP_TOKEN(_FILE) environment variables apply.
+//	token             the ACL token sent with every request (X-Consul-Token); see
+//	                  ACL tokens below
 //	ttl               the TTL of the check that keeps each instance passing (default
 //	                  10s, at least 1s); see Guarantees
 //	deregister-after  the check's DeregisterCriticalServiceAfter: the agent removes an
@@ -39,6 +37,27 @@
 // Open fails, naming the address, when the agent does not answer within
 // dial-timeout. Every problem with the URL is a *registry.InputError naming
 // the part that is wrong.
+//
+// # ACL tokens
+//
+// The token is, in order of precedence: ?token= or [Config.Token], then
+// the file named by CONSUL_HTTP_TOKEN_FILE, then CONSUL_HTTP_TOKEN (the
+// Consul API client's rules); without any, requests use the agent's
+// anonymous token. It is never printed: errors and logs name the agent's
+// address only, and Config and Registry print (String, %v, %#v, slog)
+// token=redacted; use registry.RedactURL to log a URL.
+//
+// A provider's token needs service:write on the Consul names of its
+// services (service_prefix "" { policy = "write" } for all), a consumer's
+// service:read on them and node:read on the nodes of their instances.
+// Open fails if the agent does not know the token ("ACL not found"); a
+// token that lacks a permission makes Register fail with the agent's
+// explanation ("Permission denied: token with AccessorID '...' lacks
+// permission 'service:write' on ..."; the accessor ID is not the secret).
+// A consumer whose token may read the service but not the nodes gets lists
+// without those instances, and the registry logs that once per service; one
+// whose token may not read the service at all gets empty lists, which
+// Consul does not distinguish from a service without instances.
 //
 // # How instances are stored
 //

@@ -190,6 +190,7 @@ func (w *watcher) run() {
 			index, resync = 0, true
 			continue
 		}
+		r.noteACLFilter(w.name, meta)
 		index = max(meta.LastIndex, 1)
 		now := time.Now()
 		if resync {

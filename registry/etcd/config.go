@@ -1,13 +1,17 @@
 package etcd
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path"
 	"slices"
 	"strconv"
@@ -56,7 +60,53 @@ type Config struct {
 	// operation starts failing and one when it recovers, never one per
 	// retry. Default slog.Default().
 	Logger *slog.Logger
+
+	// Username and Password authenticate the client to an etcd cluster
+	// that has authentication enabled; both or neither. The password never
+	// appears in errors, logs or String. The client exchanges them for a
+	// token when it connects and again whenever the server says the token
+	// expired or is invalid, so long-lived registries keep working.
+	Username string
+	Password string
+	// TLS, when not nil, makes the client talk TLS to every endpoint with
+	// this configuration (root CAs, a client certificate for clusters that
+	// require one, ServerName). New uses a clone.
+	TLS *tls.Config
 }
+
+// String returns the configuration as an etcd:// URL, with the password
+// replaced by "redacted" and TLS shown as tls=true; it is what %v prints.
+func (c Config) String() string {
+	u := url.URL{Scheme: "etcd", Host: strings.Join(c.Endpoints, ","), Path: c.BasePath}
+	if c.Username != "" || c.Password != "" {
+		if c.Password != "" {
+			u.User = url.UserPassword(c.Username, "redacted")
+		} else {
+			u.User = url.User(c.Username)
+		}
+	}
+	q := url.Values{}
+	if c.TTL != 0 {
+		q.Set(paramTTL, c.TTL.String())
+	}
+	if c.DialTimeout != 0 {
+		q.Set(paramDialTimeout, c.DialTimeout.String())
+	}
+	if c.TLS != nil {
+		q.Set(paramTLS, "true")
+		if c.TLS.ServerName != "" {
+			q.Set(paramServerName, c.TLS.ServerName)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// GoString is String, so that %#v does not print the password either.
+func (c Config) GoString() string { return "etcd.Config(" + strconv.Quote(c.String()) + ")" }
+
+// LogValue logs the configuration as String does (see slog.LogValuer).
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
 // normalize checks c and fills in the defaults. Errors are
 // *registry.InputError naming the field (prefixed with fieldPrefix, which is
@@ -102,6 +152,15 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if (c.Username == "") != (c.Password == "") {
+		return c, &registry.InputError{Field: "Config.Username and Config.Password", Reason: "must be given together"}
+	}
+	if strings.Contains(c.Username, ":") {
+		return c, &registry.InputError{Field: "Config.Username", Value: c.Username, Reason: "must not contain ':'"}
+	}
+	if c.TLS != nil {
+		c.TLS = c.TLS.Clone()
 	}
 	return c, nil
 }
@@ -152,7 +211,15 @@ func cleanBasePath(p, field string) (string, error) {
 const (
 	paramTTL         = "ttl"
 	paramDialTimeout = "dial-timeout"
+	paramTLS         = "tls"
+	paramCA          = "ca"
+	paramCert        = "cert"
+	paramKey         = "key"
+	paramServerName  = "server-name"
 )
+
+// urlParams are the query parameters etcd:// URLs accept, sorted.
+var urlParams = []string{paramCA, paramCert, paramDialTimeout, paramKey, paramServerName, paramTLS, paramTTL}
 
 // configFromURL parses an etcd:// URL as given by registry.Open (that is,
 // by url.Parse). Errors are *registry.InputError naming the part.
@@ -162,7 +229,12 @@ func configFromURL(u *url.URL) (Config, error) {
 		return c, &registry.InputError{Field: "URL", Value: u.Scheme + ":" + u.Opaque, Reason: "must start with etcd://"}
 	}
 	if u.User != nil {
-		return c, &registry.InputError{Field: "URL user info", Reason: "is not supported by etcd:// URLs"}
+		pass, ok := u.User.Password()
+		if u.User.Username() == "" || !ok || pass == "" {
+			// Never quote the user info: it may be a password.
+			return c, &registry.InputError{Field: "URL user info", Reason: "must be user:password (percent-encoded), as in etcd://user:password@host:2379/storks"}
+		}
+		c.Username, c.Password = u.User.Username(), pass
 	}
 	if u.Fragment != "" {
 		return c, &registry.InputError{Field: "URL fragment", Value: "#" + u.Fragment, Reason: "is not supported by etcd:// URLs"}
@@ -187,19 +259,42 @@ func configFromURL(u *url.URL) (Config, error) {
 	}
 	vals, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return c, &registry.InputError{Field: "URL query", Value: u.RawQuery, Reason: "is malformed: " + err.Error()}
+		// Neither the query nor url's error (which quotes the bad part) is
+		// repeated: a misplaced password may be in it.
+		return c, &registry.InputError{Field: "URL query", Reason: "is malformed (want name=value pairs joined by '&', with % escapes)"}
 	}
-	allowed := []string{paramDialTimeout, paramTTL}
+	var tlsp tlsParams
 	for _, k := range slices.Sorted(maps.Keys(vals)) {
-		if !slices.Contains(allowed, k) {
+		if !slices.Contains(urlParams, k) {
 			return c, &registry.InputError{Field: "URL query parameter", Value: k,
-				Reason: "is not supported by etcd:// URLs (supported: " + strings.Join(allowed, ", ") + ")"}
+				Reason: "is not supported by etcd:// URLs (supported: " + strings.Join(urlParams, ", ") + ")"}
 		}
 		if len(vals[k]) > 1 {
 			return c, &registry.InputError{Field: "URL query parameter", Value: k, Reason: "is given more than once"}
 		}
 		v := vals[k][0]
 		field := "URL query parameter " + k
+		switch k {
+		case paramTLS:
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return c, &registry.InputError{Field: field, Value: v, Reason: "must be true or false"}
+			}
+			tlsp.on, tlsp.set = b, true
+			continue
+		case paramCA:
+			tlsp.ca = v
+			continue
+		case paramCert:
+			tlsp.cert = v
+			continue
+		case paramKey:
+			tlsp.key = v
+			continue
+		case paramServerName:
+			tlsp.serverName = v
+			continue
+		}
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			return c, &registry.InputError{Field: field, Value: v, Reason: "is not a duration (for example 10s or 1m30s)"}
@@ -217,7 +312,66 @@ func configFromURL(u *url.URL) (Config, error) {
 			c.DialTimeout = d
 		}
 	}
+	if c.TLS, err = tlsp.config(); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// tlsParams are the TLS query parameters of a URL.
+type tlsParams struct {
+	on, set                   bool // tls=
+	ca, cert, key, serverName string
+}
+
+// config builds the client TLS configuration the parameters describe, nil
+// for none. Files are read now, so that a wrong path is reported by Open.
+func (p tlsParams) config() (*tls.Config, error) {
+	given := p.ca != "" || p.cert != "" || p.key != "" || p.serverName != ""
+	if p.set && !p.on {
+		if given {
+			return nil, &registry.InputError{Field: "URL query parameter " + paramTLS, Value: "false",
+				Reason: "contradicts the ca, cert, key or server-name parameter (they imply tls=true)"}
+		}
+		return nil, nil
+	}
+	if !p.on && !given {
+		return nil, nil
+	}
+	if (p.cert == "") != (p.key == "") {
+		return nil, &registry.InputError{Field: "URL query parameters cert and key", Reason: "must be given together (a client certificate and its private key, PEM files)"}
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: p.serverName}
+	if p.ca != "" {
+		pem, err := os.ReadFile(p.ca)
+		if err != nil {
+			return nil, &registry.InputError{Field: "URL query parameter " + paramCA, Value: p.ca, Reason: "cannot be read: " + pathErrReason(err)}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, &registry.InputError{Field: "URL query parameter " + paramCA, Value: p.ca, Reason: "holds no PEM certificate"}
+		}
+		cfg.RootCAs = pool
+	}
+	if p.cert != "" {
+		pair, err := tls.LoadX509KeyPair(p.cert, p.key)
+		if err != nil {
+			return nil, &registry.InputError{Field: "URL query parameters cert and key", Value: p.cert + ", " + p.key,
+				Reason: "are not a certificate and its key: " + pathErrReason(err)}
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// pathErrReason is the reason of a file error without the path, which the
+// caller names already.
+func pathErrReason(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // parseHostPort checks one "host:port" and returns it in canonical form

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -62,6 +64,9 @@ type Registry struct {
 	ops chan struct{}
 	// kick wakes the keeper (1-buffered; a value means "look again").
 	kick chan struct{}
+	// watchStream numbers the gRPC stream new watches use; see
+	// watcher.watchFrom.
+	watchStream atomic.Int64
 
 	mu        sync.Mutex
 	closed    bool
@@ -98,28 +103,45 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	}
 	eps := strings.Join(cfg.Endpoints, ",")
 	retryCap := min(max(cfg.TTL/3, 200*time.Millisecond), 5*time.Second)
+	dialOpts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		// gRPC's default reconnect backoff grows to 2 minutes: after a
+		// long outage the client would notice the server is back far
+		// later than one TTL. Keep it as short as our own retries.
+		Backoff: grpcbackoff.Config{
+			BaseDelay:  100 * time.Millisecond,
+			Multiplier: 1.6,
+			Jitter:     0.2,
+			MaxDelay:   retryCap,
+		},
+		MinConnectTimeout: cfg.DialTimeout,
+	})}
+	if cfg.TLS != nil && cfg.TLS.ServerName != "" {
+		// gRPC checks the server's certificate against the authority,
+		// the endpoint's host by default, and ignores TLS.ServerName.
+		dialOpts = append(dialOpts, grpc.WithAuthority(cfg.TLS.ServerName))
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            cfg.Endpoints,
+		Username:             cfg.Username,
+		Password:             cfg.Password,
+		TLS:                  cfg.TLS,
 		DialTimeout:          cfg.DialTimeout,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		// The adapter logs what matters through Config.Logger, once per
 		// state change; the client would log every retry.
-		Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			// gRPC's default reconnect backoff grows to 2 minutes: after a
-			// long outage the client would notice the server is back far
-			// later than one TTL. Keep it as short as our own retries.
-			Backoff: grpcbackoff.Config{
-				BaseDelay:  100 * time.Millisecond,
-				Multiplier: 1.6,
-				Jitter:     0.2,
-				MaxDelay:   retryCap,
-			},
-			MinConnectTimeout: cfg.DialTimeout,
-		})},
+		Logger:      zap.NewNop(),
+		DialOptions: dialOpts,
 	})
 	if err != nil {
+		// With credentials, clientv3.New authenticates (bounded by the
+		// dial timeout, not by ctx); its errors never hold the password.
+		if reason := authProblem(cfg, err); reason != "" {
+			return nil, fmt.Errorf("registry: etcd at %s: %s: %w", eps, reason, err)
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, unreachable(ctx, cfg, eps, err)
+		}
 		return nil, fmt.Errorf("registry: etcd client for %s: %w", eps, err)
 	}
 	// The client connects lazily; make sure a member answers, so that a
@@ -132,7 +154,10 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("registry: connecting to etcd at %s: %w", eps, ctx.Err())
 		}
-		return nil, fmt.Errorf("registry: etcd at %s did not answer within the dial timeout (%v): %w", eps, cfg.DialTimeout, err)
+		if reason := authProblem(cfg, err); reason != "" {
+			return nil, fmt.Errorf("registry: etcd at %s: %s: %w", eps, reason, err)
+		}
+		return nil, unreachable(ctx, cfg, eps, err)
 	}
 	r := &Registry{
 		cfg:       cfg,
@@ -152,6 +177,38 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	go r.keep()
 	go r.monitorConn()
 	return r, nil
+}
+
+// unreachable is the error of New when no member answered in time, with
+// what diagnose found out.
+func unreachable(ctx context.Context, cfg Config, eps string, err error) error {
+	if reason := diagnose(ctx, cfg); reason != "" {
+		return fmt.Errorf("registry: etcd at %s did not answer within the dial timeout (%v): %s: %w", eps, cfg.DialTimeout, reason, err)
+	}
+	return fmt.Errorf("registry: etcd at %s did not answer within the dial timeout (%v): %w", eps, cfg.DialTimeout, err)
+}
+
+// authProblem explains an error of the server that is about credentials or
+// permissions, or returns "" for any other error.
+func authProblem(cfg Config, err error) string {
+	switch {
+	case errors.Is(err, rpctypes.ErrAuthFailed):
+		return fmt.Sprintf("authentication as user %q failed (wrong user name or password)", cfg.Username)
+	case errors.Is(err, rpctypes.ErrUserEmpty):
+		if cfg.Username == "" {
+			return "the server requires authentication: give etcd://user:password@host:port/... or Config.Username and Config.Password"
+		}
+		return fmt.Sprintf("the server did not accept the token of user %q", cfg.Username)
+	case errors.Is(err, rpctypes.ErrPermissionDenied):
+		who := "this client (no user; with a client certificate, etcd takes its common name as the user)"
+		if cfg.Username != "" {
+			who = fmt.Sprintf("user %q", cfg.Username)
+		}
+		return fmt.Sprintf("%s may not read the keys under %s/ (grant it a role with readwrite permission on that prefix)", who, cfg.BasePath)
+	case errors.Is(err, rpctypes.ErrAuthNotEnabled):
+		return "the server has authentication disabled"
+	}
+	return ""
 }
 
 // monitorConn logs when the connection to the cluster is lost and when it is
@@ -177,6 +234,13 @@ func (r *Registry) monitorConn() {
 
 // Config returns the configuration of r, with the defaults filled in.
 func (r *Registry) Config() Config { return r.cfg }
+
+// String returns the registry's URL with the password redacted (see
+// Config.String); it is what %v prints.
+func (r *Registry) String() string { return r.cfg.String() }
+
+// GoString is like String, so that %#v does not print the password either.
+func (r *Registry) GoString() string { return "&etcd.Registry(" + strconv.Quote(r.cfg.String()) + ")" }
 
 func (r *Registry) newBackoff() *backoff {
 	return &backoff{base: min(100*time.Millisecond, r.retryCap), max: r.retryCap}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/storks-rpc/storks/registry"
 )
@@ -194,11 +197,19 @@ func (w *watcher) run(rev int64) {
 	log := w.r.log.With("key", w.key.String())
 	bo := w.r.newBackoff()
 	failing := false
+	var tokenRetry time.Time // when the watch was last retried at once after errStaleToken
 	for {
 		start := time.Now()
 		err := w.watchFrom(rev + 1)
 		if w.ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errStaleToken) && time.Since(tokenRetry) > w.r.retryCap {
+			// Nothing was missed: the watch was refused when it was
+			// created. Retry at once, on a new stream with a new token.
+			tokenRetry = time.Now()
+			log.Debug("etcd registry: the auth token of the watch stream expired; watching on a new stream", "error", err)
+			continue
 		}
 		if time.Since(start) > w.r.retryCap {
 			bo.reset()
@@ -244,7 +255,17 @@ func (w *watcher) run(rev int64) {
 func (w *watcher) watchFrom(rev int64) error {
 	// WithRequireLeader: a member cut off from the leader cancels the watch
 	// (ErrNoLeader) instead of leaving it silently stale.
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(w.ctx))
+	ctx := clientv3.WithRequireLeader(w.ctx)
+	// The client multiplexes the watches of equal contexts (metadata) on
+	// one gRPC stream, which keeps the auth token it was opened with: once
+	// that token has expired, the server refuses every new watch on the
+	// stream, forever. After such a refusal, watch on a new stream (the
+	// client authenticates again when it opens one).
+	stream := w.r.watchStream.Load()
+	if stream > 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, "storks-watch-stream", strconv.FormatInt(stream, 10))
+	}
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wch := w.r.cli.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 	for resp := range wch {
@@ -252,6 +273,10 @@ func (w *watcher) watchFrom(rev int64) error {
 			return fmt.Errorf("%w (compacted up to revision %d, watching from %d)", rpctypes.ErrCompacted, resp.CompactRevision, rev)
 		}
 		if err := resp.Err(); err != nil {
+			if staleToken(err) {
+				w.r.watchStream.CompareAndSwap(stream, stream+1)
+				return fmt.Errorf("%w: %w", errStaleToken, err)
+			}
 			return err
 		}
 		if resp.Canceled {
@@ -293,4 +318,19 @@ func (w *watcher) relist() (int64, error) {
 	w.state = w.r.decodeAll(resp.Kvs, w.prefix, w.key)
 	w.publish()
 	return resp.Header.Revision, nil
+}
+
+// errStaleToken marks a watch the server refused because the auth token of
+// its stream expired.
+var errStaleToken = errors.New("the auth token of the watch stream is no longer valid")
+
+// staleToken reports whether err says that the token a request carried is
+// no longer valid. The errors of canceled watches are made from the
+// server's text, so the text is compared too.
+func staleToken(err error) bool {
+	if errors.Is(err, rpctypes.ErrInvalidAuthToken) || errors.Is(err, rpctypes.ErrAuthOldRevision) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, rpctypes.ErrInvalidAuthToken.Error()) || strings.Contains(msg, rpctypes.ErrAuthOldRevision.Error())
 }

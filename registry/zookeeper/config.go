@@ -61,6 +61,19 @@ type Config struct {
 	// net.DialTimeout. Tests use it to inject network faults.
 	Dialer Dialer
 
+	// Username and Password, when set (both, or neither), authenticate
+	// the session with ZooKeeper's digest scheme, on every connection and
+	// in every new session, and the znodes the registry creates get an ACL
+	// that gives that identity every permission and everyone else only
+	// read permission (unless NoWorldRead). The password never appears in
+	// errors, logs or String. See the package documentation.
+	Username string
+	Password string
+	// NoWorldRead makes the znodes readable by the Username identity
+	// only: consumers then need the credentials too. It requires
+	// credentials.
+	NoWorldRead bool
+
 	// Background retry backoff bounds (tests shorten them).
 	minRetry, maxRetry time.Duration
 }
@@ -107,6 +120,15 @@ func (c Config) normalize() (Config, error) {
 	}
 	if c.Dialer == nil {
 		c.Dialer = net.DialTimeout
+	}
+	if (c.Username == "") != (c.Password == "") {
+		return c, &registry.InputError{Field: "username and password", Reason: "must be given together"}
+	}
+	if strings.Contains(c.Username, ":") {
+		return c, &registry.InputError{Field: "username", Value: c.Username, Reason: "must not contain ':' (ZooKeeper's digest scheme separates it from the password with one)"}
+	}
+	if c.NoWorldRead && c.Username == "" {
+		return c, &registry.InputError{Field: "world read", Reason: "can only be turned off with credentials (a username and a password)"}
 	}
 	if c.minRetry <= 0 {
 		c.minRetry = defaultMinRetry
@@ -193,7 +215,38 @@ func cleanBasePath(field, p string) (string, error) {
 	return p, nil
 }
 
-var queryParams = []string{"session-timeout", "dial-timeout"}
+// String returns the configuration as a zookeeper:// URL, with the
+// password replaced by "redacted"; it is what %v prints.
+func (c Config) String() string {
+	u := url.URL{Scheme: "zookeeper", Host: strings.Join(c.Servers, ","), Path: c.BasePath}
+	if c.Username != "" || c.Password != "" {
+		if c.Password != "" {
+			u.User = url.UserPassword(c.Username, "redacted")
+		} else {
+			u.User = url.User(c.Username)
+		}
+	}
+	q := url.Values{}
+	if c.SessionTimeout != 0 {
+		q.Set("session-timeout", c.SessionTimeout.String())
+	}
+	if c.DialTimeout != 0 {
+		q.Set("dial-timeout", c.DialTimeout.String())
+	}
+	if c.NoWorldRead {
+		q.Set("world-read", "false")
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// GoString is String, so that %#v does not print the password either.
+func (c Config) GoString() string { return "zookeeper.Config(" + strconv.Quote(c.String()) + ")" }
+
+// LogValue logs the configuration as String does (see slog.LogValuer).
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+var queryParams = []string{"session-timeout", "dial-timeout", "world-read"}
 
 // configFromURL builds a Config from a zookeeper:// URL.
 func configFromURL(u *url.URL) (Config, error) {
@@ -202,7 +255,12 @@ func configFromURL(u *url.URL) (Config, error) {
 		return c, &registry.InputError{Field: "URL", Reason: "must start with zookeeper:// (want zookeeper://host:port[,host:port...]/base-path)"}
 	}
 	if u.User != nil {
-		return c, &registry.InputError{Field: "URL user info", Reason: "is not supported by zookeeper:// URLs"}
+		pass, ok := u.User.Password()
+		if u.User.Username() == "" || !ok || pass == "" {
+			// Never quote the user info: it may be a password.
+			return c, &registry.InputError{Field: "URL user info", Reason: "must be user:password (percent-encoded), as in zookeeper://user:password@host:2181/storks"}
+		}
+		c.Username, c.Password = u.User.Username(), pass
 	}
 	if u.Fragment != "" {
 		return c, &registry.InputError{Field: "URL fragment", Value: u.Fragment, Reason: "is not supported by zookeeper:// URLs"}
@@ -224,7 +282,9 @@ func configFromURL(u *url.URL) (Config, error) {
 	c.BasePath = base
 	vals, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return c, &registry.InputError{Field: "URL query", Value: u.RawQuery, Reason: "is malformed: " + err.Error()}
+		// Neither the query nor url's error (which quotes the bad part) is
+		// repeated: a misplaced password may be in it.
+		return c, &registry.InputError{Field: "URL query", Reason: "is malformed (want name=value pairs joined by '&', with % escapes)"}
 	}
 	names := make([]string, 0, len(vals))
 	for k := range vals {
@@ -240,6 +300,14 @@ func configFromURL(u *url.URL) (Config, error) {
 			return c, &registry.InputError{Field: "URL query parameter", Value: k, Reason: "is given more than once"}
 		}
 		v := vals[k][0]
+		if k == "world-read" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return c, &registry.InputError{Field: "URL query parameter " + k, Value: v, Reason: "must be true or false"}
+			}
+			c.NoWorldRead = !b
+			continue
+		}
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			return c, &registry.InputError{Field: "URL query parameter " + k, Value: v, Reason: "must be a positive duration such as 10s or 500ms"}

@@ -13,7 +13,7 @@
 //
 // # URL
 //
-//	zookeeper://host:port[,host:port...][/base-path][?session-timeout=D&dial-timeout=D]
+//	zookeeper://[user:password@]host:port[,host:port...][/base-path][?session-timeout=D&dial-timeout=D&world-read=false]
 //
 // where
 //
@@ -31,8 +31,43 @@
 //   - dial-timeout: how long Open waits for the first session, and how long
 //     a call (Register, Deregister, Discover) waits for the servers when its
 //     context has no deadline (default 5s).
+//   - user:password: digest credentials ([Config.Username],
+//     [Config.Password]); see Credentials below. Percent-encode reserved
+//     characters; the user may not contain ':'.
+//   - world-read: false makes the znodes readable with the credentials
+//     only ([Config.NoWorldRead]); it needs credentials.
 //
-// Any other query parameter, a user-info part or a fragment is an error.
+// Any other query parameter, a user info without a password, or a fragment
+// is an error.
+//
+// # Credentials
+//
+// With credentials, the registry adds them to its session with
+// ZooKeeper's digest scheme (AddAuth("digest", "user:password")) before it
+// does anything else; the ZooKeeper client sends them again first thing on
+// every reconnection, and in every new session after an expiry, so the
+// registrations it re-creates there have the same identity (tested by
+// expiring sessions on a real server). Every znode the registry creates
+// (the instance nodes and their parents) gets the ACL
+//
+//	digest:user:base64(sha1(user:password)) with every permission
+//	world:anyone with read permission (unless world-read=false)
+//
+// so only clients with the same credentials can register under those
+// parents, update, delete or take over an instance, while consumers read
+// with or without them (with world-read=false, only with them). Without
+// credentials, znodes are created open to everyone (world:anyone, every
+// permission), as before. Parents that already exist keep their ACLs: a
+// tree created without credentials stays writable by everyone until an
+// administrator sets its ACLs (setAcl -R).
+//
+// ZooKeeper's digest scheme does not check a password when it is added:
+// a wrong password, like another user, is an identity that the ACLs do not
+// match. So it is found out when the servers refuse a request (zk.ErrNoAuth),
+// which the registry's errors and logs then explain, naming the user and
+// the base path. The password never appears in errors, logs, or when a
+// Config or Registry is printed (String, %v, %#v and slog show
+// "user:redacted@").
 //
 // # Layout
 //

@@ -198,7 +198,7 @@ func (e *entry) failed(gen uint64, err error) {
 			what = "deleting the instance fails; retrying"
 		}
 		e.r.log.Log(context.Background(), level, "zookeeper: "+what,
-			"servers", e.r.servers, "key", e.key.String(), "id", e.id, "error", err)
+			"servers", e.r.servers, "key", e.key.String(), "id", e.id, "error", e.r.explain(err))
 	}
 }
 

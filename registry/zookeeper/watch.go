@@ -173,7 +173,7 @@ func (w *watcher) failed(err error) {
 			level = slog.LevelDebug // the monitor logs the connection state
 		}
 		r.log.Log(context.Background(), level, "zookeeper: the watch cannot read the servers; keeping the last known list and retrying",
-			"servers", r.servers, "key", w.key.String(), "error", err)
+			"servers", r.servers, "key", w.key.String(), "error", r.explain(err))
 	}
 	w.mu.Lock()
 	ready := w.ready

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,7 +76,7 @@ func New(ctx context.Context, c Config) (*Registry, error) {
 		cfg:      c,
 		servers:  strings.Join(c.Servers, ","),
 		log:      c.Logger,
-		acl:      zk.WorldACL(zk.PermAll),
+		acl:      nodeACL(c),
 		ctx:      rctx,
 		cancel:   cancel,
 		sessKick: make(chan struct{}, 1),
@@ -116,6 +117,15 @@ func New(ctx context.Context, c Config) (*Registry, error) {
 			return nil, fmt.Errorf("zookeeper: no session with %s within the dial timeout of %v (last error: %s)", r.servers, c.DialTimeout, last)
 		}
 	}
+	if c.Username != "" {
+		if err := r.addAuth(dctx); err != nil {
+			r.shutdown()
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return nil, fmt.Errorf("zookeeper: adding the digest credentials of user %q at %s: %w", c.Username, r.servers, err)
+		}
+	}
 	r.sid = conn.SessionID()
 	r.wg.Add(1)
 	go r.monitor(r.connects.Load())
@@ -124,6 +134,73 @@ func New(ctx context.Context, c Config) (*Registry, error) {
 }
 
 func hexID(id int64) string { return fmt.Sprintf("0x%x", id) }
+
+// String returns the registry's URL with the password redacted (see
+// Config.String); it is what %v prints.
+func (r *Registry) String() string { return r.cfg.String() }
+
+// GoString is like String, so that %#v does not print the password either.
+func (r *Registry) GoString() string {
+	return "&zookeeper.Registry(" + strconv.Quote(r.cfg.String()) + ")"
+}
+
+// nodeACL is the ACL of the znodes the registry creates: with credentials,
+// every permission for their digest identity and read permission for
+// everyone (unless NoWorldRead); without, every permission for everyone.
+func nodeACL(c Config) []zk.ACL {
+	if c.Username == "" {
+		return zk.WorldACL(zk.PermAll)
+	}
+	acl := zk.DigestACL(zk.PermAll, c.Username, c.Password)
+	if !c.NoWorldRead {
+		acl = append(acl, zk.WorldACL(zk.PermRead)...)
+	}
+	return acl
+}
+
+// addAuth adds the digest credentials to the session. The client
+// remembers them once the server accepted them and sends them again first
+// thing on every later connection, in the same session or a new one, before
+// any queued request. (The digest scheme accepts any user and password: a
+// wrong password is only found out when an ACL does not match it.)
+func (r *Registry) addAuth(ctx context.Context) error {
+	auth := []byte(r.cfg.Username + ":" + r.cfg.Password)
+	for {
+		done := make(chan error, 1)
+		go func() { done <- r.conn.AddAuth("digest", auth) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			// shutdown closes the client, which ends AddAuth.
+			return ctx.Err()
+		}
+		if err == nil || !connectionError(err) {
+			return err
+		}
+		// The connection dropped before the answer: try again.
+		t := time.NewTimer(r.cfg.minRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+// explain adds what an error about permissions means to err.
+func (r *Registry) explain(err error) error {
+	if !errors.Is(err, zk.ErrNoAuth) {
+		return err
+	}
+	who := "this client, which has no credentials,"
+	if r.cfg.Username != "" {
+		who = fmt.Sprintf("the digest identity of user %q", r.cfg.Username)
+	}
+	return fmt.Errorf("%w: the ACL of a znode under %s does not allow %s to do this "+
+		"(ZooKeeper's digest scheme accepts any password; a wrong one only fails to match the ACL)", err, r.cfg.BasePath, who)
+}
 
 // dial opens a connection through the configured Dialer, tracks it so that
 // it is closed when no longer used, and remembers the last failure for
@@ -429,7 +506,7 @@ func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 		if errors.Is(err, registry.ErrClosed) {
 			return err
 		}
-		return fmt.Errorf("zookeeper: register %v instance %q at %s: %w", in.Key, in.ID, r.servers, err)
+		return fmt.Errorf("zookeeper: register %v instance %q at %s: %w", in.Key, in.ID, r.servers, r.explain(err))
 	}
 	return nil
 }
@@ -476,7 +553,7 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
 		if errors.Is(err, registry.ErrClosed) {
 			return err
 		}
-		return fmt.Errorf("zookeeper: deregister %v instance %q at %s: %w", in.Key, in.ID, r.servers, err)
+		return fmt.Errorf("zookeeper: deregister %v instance %q at %s: %w", in.Key, in.ID, r.servers, r.explain(err))
 	}
 	return nil
 }
@@ -569,8 +646,11 @@ func (r *Registry) Discover(ctx context.Context, key registry.ServiceKey) ([]reg
 		}
 		return cloneList(list), nil
 	}
-	if errors.Is(err, registry.ErrClosed) || permanent(err) || errors.Is(ctx.Err(), context.Canceled) {
+	if errors.Is(err, registry.ErrClosed) || errors.Is(ctx.Err(), context.Canceled) {
 		return nil, err
+	}
+	if permanent(err) {
+		return nil, fmt.Errorf("zookeeper: discover %v at %s: %w", key, r.servers, r.explain(err))
 	}
 	if cached, ok := r.lastKnown(key); ok {
 		if !r.discoverStale.Swap(true) {
@@ -729,7 +809,7 @@ func (r *Registry) Services(ctx context.Context) ([]registry.ServiceKey, error) 
 		if errors.Is(err, registry.ErrClosed) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("zookeeper: listing the services at %s: %w", r.servers, err)
+		return nil, fmt.Errorf("zookeeper: listing the services at %s: %w", r.servers, r.explain(err))
 	}
 	return keys, nil
 }

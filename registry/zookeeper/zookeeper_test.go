@@ -607,7 +607,7 @@ func TestOpenErrors(t *testing.T) {
 		{"zookeeper://h:1/x?session-timeout=abc", "session-timeout"},
 		{"zookeeper://h:1/x?dial-timeout=-1s", "dial-timeout"},
 		{"zookeeper://h:1/x?dial-timeout=1s&dial-timeout=2s", "URL query parameter"},
-		{"zookeeper://u:p@h:1/x", "URL user info"},
+		{"zookeeper://u@h:1/x", "URL user info"},
 		{"zookeeper://h:1/x#frag", "URL fragment"},
 	} {
 		r, err := registry.Open(ctx, tc.url)
