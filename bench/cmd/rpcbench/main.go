@@ -1,0 +1,370 @@
+// Command rpcbench is the Storks benchmark harness: it starts every peer
+// (Storks, grpc-go, rpcx, Kitex with long connections and with one mux
+// connection) and the plain-TCP reference rows in this process on
+// 127.0.0.1, runs every scenario (callers x payload size) with all rows
+// interleaved round by round after a warm-up, and writes RESULTS.md (medians
+// over the rounds, ratios, the targets), a throughput chart (SVG)
+// and CPU and allocation profiles of Storks.
+//
+//	go run ./cmd/rpcbench -mode quick   # 581 B at 1/64/1000 callers, 3 rounds of 1 s: under two minutes
+//	go run ./cmd/rpcbench -mode full    # 16 B, 581 B, 16 KiB at 1/64/1000 callers, 5 rounds of 2 s, 1 MiB smoke test
+//
+// Run it from bench/ (the output paths are relative). It exits non-zero if
+// any row had a failed call; such a row is reported as FAILED, never with
+// numbers.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/storks-rpc/storks/bench/internal/sysstat"
+	"github.com/storks-rpc/storks/bench/payload"
+	"github.com/storks-rpc/storks/bench/peers"
+)
+
+type config struct {
+	mode       string
+	callers    []int
+	sizes      []int
+	repeats    int
+	dur        time.Duration
+	warmup     time.Duration
+	smoke      bool // one round of 1 MiB at smokeCallers
+	procs      int
+	perf       string
+	only       []string
+	out        string
+	svg        string
+	jsonOut    string
+	profiles   string
+	profDur    time.Duration
+	profileRun bool
+}
+
+const smokeCallers = 8
+
+func main() {
+	var cfg config
+	var callers, sizes, only string
+	flag.StringVar(&cfg.mode, "mode", "full", "quick or full: sets the defaults of the flags below")
+	flag.StringVar(&callers, "callers", "", "comma-separated caller counts (default 1,64,1000)")
+	flag.StringVar(&sizes, "sizes", "", "comma-separated request sizes in bytes (default: quick 581; full 16,581,16384)")
+	flag.IntVar(&cfg.repeats, "repeats", 0, "rounds per scenario (default: quick 3, full 5)")
+	flag.DurationVar(&cfg.dur, "dur", 0, "measured time per cell (default: quick 1s, full 2s)")
+	flag.DurationVar(&cfg.warmup, "warmup", 0, "warm-up per row and scenario (default: quick 300ms, full 500ms)")
+	smoke := flag.String("smoke", "", "run the 1 MiB smoke test: true or false (default: full only)")
+	flag.IntVar(&cfg.procs, "procs", 2, "GOMAXPROCS")
+	flag.StringVar(&cfg.perf, "perf", "auto", "count every syscall with perf: auto, on or off")
+	flag.StringVar(&only, "peers", "", "comma-separated rows to run (default all)")
+	flag.StringVar(&cfg.out, "out", "RESULTS.md", "results file (empty: none)")
+	flag.StringVar(&cfg.svg, "svg", "throughput.svg", "throughput chart (empty: none)")
+	flag.StringVar(&cfg.jsonOut, "json", "", "also write every cell as JSON here")
+	flag.StringVar(&cfg.profiles, "profiles", "profiles", "directory for the Storks CPU and allocation profiles (empty: none)")
+	flag.DurationVar(&cfg.profDur, "profile-dur", 0, "profiled time (default: quick 2s, full 5s)")
+	flag.BoolVar(&cfg.profileRun, "profile-run", false, "internal: run only the profiled Storks cell (the parent starts this in a fresh process)")
+	flag.Parse()
+
+	quick := cfg.mode == "quick"
+	if !quick && cfg.mode != "full" {
+		fatalf("-mode must be quick or full")
+	}
+	cfg.callers = intList(callers, []int{1, 64, 1000})
+	cfg.sizes = intList(sizes, pick(quick, []int{payload.Rpcx}, []int{payload.Tiny, payload.Rpcx, payload.Medium}))
+	cfg.repeats = orInt(cfg.repeats, pick(quick, 3, 5))
+	cfg.dur = orDur(cfg.dur, pick(quick, time.Second, 2*time.Second))
+	cfg.warmup = orDur(cfg.warmup, pick(quick, 300*time.Millisecond, 500*time.Millisecond))
+	cfg.profDur = orDur(cfg.profDur, pick(quick, 2*time.Second, 5*time.Second))
+	cfg.smoke = !quick
+	if *smoke != "" {
+		b, err := strconv.ParseBool(*smoke)
+		if err != nil {
+			fatalf("-smoke: %v", err)
+		}
+		cfg.smoke = b
+	}
+	if only != "" {
+		cfg.only = strings.Split(only, ",")
+	}
+	runtime.GOMAXPROCS(cfg.procs)
+
+	if cfg.profileRun {
+		if err := profileRun(cfg); err != nil {
+			fatalf("profile run: %v", err)
+		}
+		return
+	}
+	os.Exit(run(cfg))
+}
+
+func run(cfg config) int {
+	began := time.Now()
+	usePerf := false
+	perfNote := "off (-perf=off)"
+	if cfg.perf != "off" {
+		if err := sysstat.PerfAvailable(); err != nil {
+			perfNote = "unavailable: " + err.Error()
+			if cfg.perf == "on" {
+				fatalf("perf: %v", err)
+			}
+		} else {
+			usePerf = true
+			perfNote = "perf stat -e raw_syscalls:sys_enter on this process, enabled for the measured window only"
+		}
+	}
+
+	var specs []peers.Spec
+	for _, s := range peers.All() {
+		if len(cfg.only) == 0 || slices.Contains(cfg.only, s.Name) {
+			specs = append(specs, s)
+		}
+	}
+	if len(specs) == 0 {
+		fatalf("no row selected")
+	}
+	rep := &report{cfg: cfg, specs: specs, began: began, perfNote: perfNote, loadBefore: loadavg()}
+
+	insts := make(map[string]peers.Instance)
+	for _, s := range specs {
+		inst, err := s.Start()
+		if err != nil {
+			fatalf("start %s: %v", s.Name, err)
+		}
+		insts[s.Name] = inst
+	}
+
+	type scen struct {
+		callers, size, rounds int
+		dur                   time.Duration
+		smoke                 bool
+	}
+	var scens []scen
+	for _, size := range cfg.sizes {
+		for _, c := range cfg.callers {
+			scens = append(scens, scen{c, size, cfg.repeats, cfg.dur, false})
+		}
+	}
+	if cfg.smoke {
+		scens = append(scens, scen{smokeCallers, payload.Large, 1, cfg.dur / 2, true})
+	}
+	payloads := map[int]*payload.Payload{}
+	broken := map[string]string{} // rows that hung: not run again
+	total := 0
+	for _, sc := range scens {
+		total += len(specs) * sc.rounds
+	}
+	fmt.Fprintf(os.Stderr, "rpcbench: %s mode, %d rows, %d scenarios, %d cells of %v (+ warm-up %v), GOMAXPROCS=%d, syscalls: %s\n",
+		cfg.mode, len(specs), len(scens), total, cfg.dur, cfg.warmup, cfg.procs, perfNote)
+	done := 0
+	for _, sc := range scens {
+		p := payloads[sc.size]
+		if p == nil {
+			var err error
+			if p, err = payload.New(sc.size); err != nil {
+				fatalf("%v", err)
+			}
+			payloads[sc.size] = p
+		}
+		s := &scenario{Callers: sc.callers, Size: sc.size, Smoke: sc.smoke, Rounds: sc.rounds}
+		hang := sc.dur + 60*time.Second
+		// Warm-up: every row once, unmeasured.
+		for _, spec := range specs {
+			if broken[spec.Name] != "" {
+				continue
+			}
+			w := runCell(spec, insts[spec.Name], p, sc.callers, cellOptions{dur: cfg.warmup, hangCap: hang})
+			if w.Err == errHung {
+				broken[spec.Name] = "hung in warm-up"
+			}
+		}
+		for r := 0; r < sc.rounds; r++ {
+			// Rotate the order every round so no row always runs first.
+			for k := range specs {
+				spec := specs[(k+r)%len(specs)]
+				var c cell
+				if why := broken[spec.Name]; why != "" {
+					c = cell{Peer: spec.Name, Callers: sc.callers, Size: sc.size, Err: why}
+				} else {
+					c = runCell(spec, insts[spec.Name], p, sc.callers, cellOptions{dur: sc.dur, perf: usePerf, hangCap: hang})
+					if c.Err == errHung {
+						broken[spec.Name] = "a call hung (no reply within the cell's time + 60 s)"
+						c.Err = broken[spec.Name]
+					}
+				}
+				c.Round = r + 1
+				s.Cells = append(s.Cells, c)
+				done++
+				progress(done, total, p, c)
+			}
+		}
+		rep.scenarios = append(rep.scenarios, s)
+	}
+	rep.loadAfter = loadavg()
+
+	if cfg.profiles != "" && (len(cfg.only) == 0 || slices.Contains(cfg.only, "storks")) {
+		fmt.Fprintf(os.Stderr, "rpcbench: profiling storks at 64 callers, 581 B for %v in a fresh process\n", cfg.profDur)
+		if err := startProfileRun(cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "rpcbench: profiles: %v\n", err)
+			rep.profileErr = err.Error()
+		}
+	}
+	rep.elapsed = time.Since(began)
+
+	failed := rep.compute()
+	if cfg.out != "" {
+		if err := os.WriteFile(cfg.out, []byte(rep.markdown()), 0o644); err != nil {
+			fatalf("%v", err)
+		}
+	}
+	if cfg.svg != "" {
+		if err := os.WriteFile(cfg.svg, []byte(rep.chart()), 0o644); err != nil {
+			fatalf("%v", err)
+		}
+	}
+	if cfg.jsonOut != "" {
+		var all []cell
+		for _, s := range rep.scenarios {
+			all = append(all, s.Cells...)
+		}
+		b, _ := json.MarshalIndent(all, "", "  ")
+		if err := os.WriteFile(cfg.jsonOut, b, 0o644); err != nil {
+			fatalf("%v", err)
+		}
+	}
+	fmt.Fprint(os.Stderr, rep.summary())
+	fmt.Fprintf(os.Stderr, "rpcbench: done in %v; wrote %s %s\n", rep.elapsed.Round(time.Second), cfg.out, cfg.svg)
+	// The instances are not closed: the process ends here, and closing
+	// Kitex's mux server makes its client log a recovered panic.
+	if failed {
+		fmt.Fprintln(os.Stderr, "rpcbench: some rows FAILED (see the tables): their numbers are not reported")
+		return 1
+	}
+	return 0
+}
+
+func progress(done, total int, p *payload.Payload, c cell) {
+	if !c.ok() {
+		fmt.Fprintf(os.Stderr, "[%3d/%d] %-7s c=%-4d r%d %-14s FAILED: %s\n", done, total, p.Name, c.Callers, c.Round, c.Peer, c.Err)
+		return
+	}
+	fmt.Fprintf(os.Stderr, "[%3d/%d] %-7s c=%-4d r%d %-14s %9.0f calls/s  p50 %-9v p99 %-9v %6.1f allocs/op %7.0f B/op %6.2f µs CPU/op %s\n",
+		done, total, p.Name, c.Callers, c.Round, c.Peer, c.Throughput, roundDur(c.P50), roundDur(c.P99), c.Allocs, c.Bytes, c.CPU, fmtSys(c.Syscalls, c.RWSyscalls))
+}
+
+func fmtSys(all, rw float64) string {
+	s := ""
+	if all >= 0 {
+		s = fmt.Sprintf("%.2f syscalls/op ", all)
+	}
+	if rw >= 0 {
+		s += fmt.Sprintf("(%.2f r+w)", rw)
+	}
+	return s
+}
+
+func roundDur(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	case d >= 10*time.Microsecond:
+		return d.Round(100 * time.Nanosecond)
+	}
+	return d.Round(10 * time.Nanosecond)
+}
+
+// startProfileRun re-runs this program as a child that profiles only
+// Storks, so the profiles hold nothing of the other rows.
+func startProfileRun(cfg config) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.profiles, 0o755); err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, "-profile-run", "-profiles", cfg.profiles, "-profile-dur", cfg.profDur.String(),
+		"-warmup", cfg.warmup.String(), "-procs", strconv.Itoa(cfg.procs), "-mode", cfg.mode)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return cmd.Run()
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func intList(s string, def []int) []int {
+	if s == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fatalf("bad number %q", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func pick[T any](quick bool, q, f T) T {
+	if quick {
+		return q
+	}
+	return f
+}
+
+func orInt(v, d int) int {
+	if v > 0 {
+		return v
+	}
+	return d
+}
+
+func orDur(v, d time.Duration) time.Duration {
+	if v > 0 {
+		return v
+	}
+	return d
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "rpcbench: "+format+"\n", args...)
+	os.Exit(2)
+}
+
+// moduleVersions returns the versions of the peers this binary was built
+// with.
+func moduleVersions() []string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return nil
+	}
+	want := []string{"google.golang.org/grpc", "github.com/smallnest/rpcx", "github.com/cloudwego/kitex", "github.com/cloudwego/netpoll", "google.golang.org/protobuf"}
+	var out []string
+	for _, w := range want {
+		for _, d := range bi.Deps {
+			if d.Path == w {
+				out = append(out, w+" "+d.Version)
+			}
+		}
+	}
+	return out
+}

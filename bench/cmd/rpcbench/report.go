@@ -1,0 +1,596 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/storks-rpc/storks/bench/payload"
+	"github.com/storks-rpc/storks/bench/peers"
+)
+
+type scenario struct {
+	Callers int
+	Size    int
+	Smoke   bool
+	Rounds  int
+	Cells   []cell
+
+	rows []*rowStat
+}
+
+// rowStat is one row of a scenario: medians over the rounds.
+type rowStat struct {
+	spec   peers.Spec
+	failed string
+
+	thr, p50, p99, p999, allocs, bytes, cpu, sys, rw float64
+	vsBest, vsMux                                    float64 // medians of per-round throughput ratios; NaN if none
+}
+
+type report struct {
+	cfg        config
+	specs      []peers.Spec
+	scenarios  []*scenario
+	began      time.Time
+	elapsed    time.Duration
+	perfNote   string
+	loadBefore string
+	loadAfter  string
+	profileErr string
+
+	targets []target
+}
+
+type target struct {
+	what, where, measured, need, result string
+}
+
+func (s *scenario) name() string {
+	n := fmt.Sprintf("%s, %d caller", payload.Name(s.Size), s.Callers)
+	if s.Callers != 1 {
+		n += "s"
+	}
+	if s.Smoke {
+		n += " (smoke test)"
+	}
+	return n
+}
+
+func (s *scenario) cells(peer string) []cell {
+	var out []cell
+	for _, c := range s.Cells {
+		if c.Peer == peer {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (s *scenario) cell(peer string, round int) *cell {
+	for i := range s.Cells {
+		if c := &s.Cells[i]; c.Peer == peer && c.Round == round {
+			return c
+		}
+	}
+	return nil
+}
+
+func (s *scenario) row(name string) *rowStat {
+	for _, r := range s.rows {
+		if r.spec.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// usable reports whether the row ran without a failed call in every round.
+func (s *scenario) usable(name string) bool {
+	r := s.row(name)
+	return r != nil && r.failed == ""
+}
+
+// bestPeer returns the peer (kind Peer, no failure) with the highest
+// throughput in round, or "".
+func (s *scenario) bestPeer(round int) string {
+	best, bestThr := "", 0.0
+	for _, r := range s.rows {
+		if r.spec.Kind != peers.Peer || r.failed != "" {
+			continue
+		}
+		if c := s.cell(r.spec.Name, round); c != nil && c.Throughput > bestThr {
+			best, bestThr = r.spec.Name, c.Throughput
+		}
+	}
+	return best
+}
+
+// roundRatio returns the median over rounds of f(round), skipping rounds
+// where f reports !ok.
+func (s *scenario) roundRatio(f func(round int) (float64, bool)) float64 {
+	var v []float64
+	for r := 1; r <= s.Rounds; r++ {
+		if x, ok := f(r); ok {
+			v = append(v, x)
+		}
+	}
+	return median(v)
+}
+
+func (s *scenario) thrRatio(name string, other func(round int) string) float64 {
+	if !s.usable(name) {
+		return math.NaN()
+	}
+	return s.roundRatio(func(r int) (float64, bool) {
+		o := other(r)
+		if o == "" || !s.usable(o) {
+			return 0, false
+		}
+		a, b := s.cell(name, r), s.cell(o, r)
+		if a == nil || b == nil || b.Throughput == 0 {
+			return 0, false
+		}
+		return a.Throughput / b.Throughput, true
+	})
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	v = slices.Clone(v)
+	sort.Float64s(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+func medianOf(cs []cell, f func(c cell) float64) float64 {
+	v := make([]float64, 0, len(cs))
+	for _, c := range cs {
+		x := f(c)
+		if x < 0 {
+			return -1 // not measured in some round
+		}
+		v = append(v, x)
+	}
+	return median(v)
+}
+
+// compute fills the rows and the targets. It reports whether any row failed.
+func (rep *report) compute() (failed bool) {
+	for _, s := range rep.scenarios {
+		for _, spec := range rep.specs {
+			r := &rowStat{spec: spec}
+			cs := s.cells(spec.Name)
+			for _, c := range cs {
+				if !c.ok() {
+					r.failed = fmt.Sprintf("round %d: %s", c.Round, c.Err)
+					failed = true
+					break
+				}
+			}
+			if r.failed == "" && len(cs) > 0 {
+				r.thr = medianOf(cs, func(c cell) float64 { return c.Throughput })
+				r.p50 = medianOf(cs, func(c cell) float64 { return float64(c.P50) })
+				r.p99 = medianOf(cs, func(c cell) float64 { return float64(c.P99) })
+				r.p999 = medianOf(cs, func(c cell) float64 { return float64(c.P999) })
+				r.allocs = medianOf(cs, func(c cell) float64 { return c.Allocs })
+				r.bytes = medianOf(cs, func(c cell) float64 { return c.Bytes })
+				r.cpu = medianOf(cs, func(c cell) float64 { return c.CPU })
+				r.sys = medianOf(cs, func(c cell) float64 { return c.Syscalls })
+				r.rw = medianOf(cs, func(c cell) float64 { return c.RWSyscalls })
+			} else if r.failed == "" {
+				r.failed = "not run"
+			}
+			s.rows = append(s.rows, r)
+		}
+		for _, r := range s.rows {
+			r.vsBest = s.thrRatio(r.spec.Name, s.bestPeer)
+			r.vsMux = s.thrRatio(r.spec.Name, func(int) string { return peers.MuxReference })
+		}
+	}
+	rep.computeTargets()
+	return failed
+}
+
+func (rep *report) find(callers, size int) *scenario {
+	for _, s := range rep.scenarios {
+		if s.Callers == callers && s.Size == size && !s.Smoke {
+			return s
+		}
+	}
+	return nil
+}
+
+func passMiss(ok bool) string {
+	if ok {
+		return "**PASS**"
+	}
+	return "**MISS**"
+}
+
+const notMeasured = "not measured"
+
+func (rep *report) computeTargets() {
+	add := func(what, where, measured, need string, ok bool, valid bool) {
+		res := passMiss(ok)
+		if !valid {
+			res = "—"
+			if measured == "" {
+				measured = notMeasured
+			}
+		}
+		rep.targets = append(rep.targets, target{what, where, measured, need, res})
+	}
+	thrTarget := func(callers int, need float64, what string) {
+		s := rep.find(callers, payload.Rpcx)
+		where := fmt.Sprintf("%d callers, 581 B", callers)
+		if callers == 1 {
+			where = "1 caller, 581 B"
+		}
+		if s == nil || !s.usable("storks") {
+			add(what, where, failedOr(s), fmt.Sprintf("≥ %.1f×", need), false, false)
+			return
+		}
+		r := s.row("storks").vsBest
+		add(what, where, fmtRatio(r)+" best peer"+bestPeersNote(s), fmt.Sprintf("≥ %.1f×", need), r >= need, !math.IsNaN(r))
+	}
+	thrTarget(64, 1.3, "Throughput vs the best peer")
+	if s := rep.find(64, payload.Rpcx); s != nil && s.usable("storks") && s.usable("grpc-go") {
+		r := s.thrRatio("storks", func(int) string { return "grpc-go" })
+		add("Throughput vs grpc-go", "64 callers, 581 B", fmtRatio(r)+" grpc-go", "≥ 2.0×", r >= 2, !math.IsNaN(r))
+	} else {
+		add("Throughput vs grpc-go", "64 callers, 581 B", failedOr(rep.find(64, payload.Rpcx)), "≥ 2.0×", false, false)
+	}
+	thrTarget(1, 1.2, "Throughput vs the best peer")
+	thrTarget(1000, 1.3, "Throughput vs the best peer")
+	if s := rep.find(1000, payload.Rpcx); s != nil && s.usable("storks") {
+		r := s.roundRatio(func(round int) (float64, bool) {
+			b := s.bestPeer(round)
+			if b == "" {
+				return 0, false
+			}
+			a, o := s.cell("storks", round), s.cell(b, round)
+			if a == nil || o == nil || o.P99 == 0 {
+				return 0, false
+			}
+			return float64(a.P99) / float64(o.P99), true
+		})
+		st := s.row("storks")
+		add("p99 latency vs the best peer's", "1000 callers, 581 B",
+			fmt.Sprintf("%s of the best peer's p99 (Storks %s)", fmtRatio(r), fmtDur(st.p99)), "≤ 1.0×", r <= 1, !math.IsNaN(r))
+	} else {
+		add("p99 latency vs the best peer's", "1000 callers, 581 B", failedOr(rep.find(1000, payload.Rpcx)), "≤ 1.0×", false, false)
+	}
+	// Allocations and bytes: the worst 581 B scenario.
+	var worstA, worstB float64 = -1, -1
+	var whereA, whereB []string
+	for _, s := range rep.scenarios {
+		if s.Size != payload.Rpcx || s.Smoke || !s.usable("storks") {
+			continue
+		}
+		st := s.row("storks")
+		worstA = math.Max(worstA, st.allocs)
+		worstB = math.Max(worstB, st.bytes)
+		whereA = append(whereA, fmt.Sprintf("%.1f at %d", st.allocs, s.Callers))
+		whereB = append(whereB, fmt.Sprintf("%.0f at %d", st.bytes, s.Callers))
+	}
+	add("Allocations per call (client + server)", "581 B, every caller count", "worst "+fmt.Sprintf("%.1f", worstA)+" ("+strings.Join(whereA, ", ")+")", "≤ 20", worstA <= 20, worstA >= 0)
+	add("Bytes allocated per call (client + server)", "581 B, every caller count", "worst "+fmt.Sprintf("%.0f B", worstB)+" ("+strings.Join(whereB, ", ")+")", "≤ 2048 B", worstB <= 2048, worstB >= 0)
+	if s := rep.find(64, payload.Rpcx); s != nil && s.usable("storks") && s.usable(peers.MuxReference) {
+		r := s.row("storks").vsMux
+		add("Share of the plain multiplexed TCP reference", "64 callers, 581 B", fmtRatio(r)+" tcp-mux", "≥ 0.5×", r >= 0.5, !math.IsNaN(r))
+	} else {
+		add("Share of the plain multiplexed TCP reference", "64 callers, 581 B", failedOr(rep.find(64, payload.Rpcx)), "≥ 0.5×", false, false)
+	}
+	if s := rep.find(64, payload.Rpcx); s != nil && s.usable("storks") {
+		st := s.row("storks")
+		switch {
+		case st.sys >= 0:
+			add("System calls per call (every syscall, perf)", "64 callers, 581 B", fmt.Sprintf("%.2f (%.2f of them read/write)", st.sys, st.rw), "≤ 1", st.sys <= 1, true)
+		case st.rw >= 0:
+			add("System calls per call (read+write only: perf unavailable, a lower bound)", "64 callers, 581 B", fmt.Sprintf("%.2f", st.rw), "≤ 1", st.rw <= 1, true)
+		default:
+			add("System calls per call", "64 callers, 581 B", "", "≤ 1", false, false)
+		}
+	} else {
+		add("System calls per call", "64 callers, 581 B", failedOr(rep.find(64, payload.Rpcx)), "≤ 1", false, false)
+	}
+}
+
+func failedOr(s *scenario) string {
+	if s == nil {
+		return notMeasured + " (scenario not in this run)"
+	}
+	if r := s.row("storks"); r != nil && r.failed != "" {
+		return "storks FAILED: " + r.failed
+	}
+	return notMeasured
+}
+
+// bestPeersNote names which peers were the best in the rounds.
+func bestPeersNote(s *scenario) string {
+	count := map[string]int{}
+	for r := 1; r <= s.Rounds; r++ {
+		if b := s.bestPeer(r); b != "" {
+			count[b]++
+		}
+	}
+	var names []string
+	for n := range count {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %d/%d", n, count[n], s.Rounds))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (best peer per round: " + strings.Join(parts, ", ") + ")"
+}
+
+func fmtRatio(r float64) string {
+	if math.IsNaN(r) {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", r)
+}
+
+func fmtDur(ns float64) string {
+	if math.IsNaN(ns) || ns < 0 {
+		return "—"
+	}
+	d := time.Duration(ns)
+	switch {
+	case d >= 100*time.Millisecond:
+		return fmt.Sprintf("%.0f ms", ns/1e6)
+	case d >= 10*time.Millisecond:
+		return fmt.Sprintf("%.1f ms", ns/1e6)
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.2f ms", ns/1e6)
+	case d >= 100*time.Microsecond:
+		return fmt.Sprintf("%.0f µs", ns/1e3)
+	}
+	return fmt.Sprintf("%.1f µs", ns/1e3)
+}
+
+func fmtInt(x float64) string {
+	s := fmt.Sprintf("%.0f", x)
+	var b strings.Builder
+	for i, ch := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(ch)
+	}
+	return b.String()
+}
+
+func fmtOpt(x float64, format string) string {
+	if x < 0 || math.IsNaN(x) {
+		return "—"
+	}
+	return fmt.Sprintf(format, x)
+}
+
+// cpuModel returns the model name from /proc/cpuinfo.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "?"
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// storksRevision reads the commit of the working tree (read-only git).
+func storksRevision() string {
+	out, err := exec.Command("git", "-C", "..", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	rev := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", "..", "status", "--porcelain", "--untracked-files=no", "--", "runtime", "registry", "go.mod").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		rev += " + uncommitted changes in runtime/registry"
+	}
+	return rev
+}
+
+func (rep *report) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	cfg := rep.cfg
+	w("# Storks benchmark results\n\n")
+	w("Written by `make bench` (`bench/cmd/rpcbench`); do not edit, rerun. Chart: [throughput.svg](throughput.svg). ")
+	w("How the harness works and how to read this: [README.md](README.md).\n\n")
+	w("## Run\n\n")
+	w("| | |\n|---|---|\n")
+	w("| date | %s |\n", rep.began.UTC().Format("2006-01-02 15:04 MST"))
+	w("| mode | %s: %d rounds per scenario, %v measured per cell, %v warm-up per row and scenario; rows interleaved, order rotated every round; figures are medians over the rounds |\n", cfg.mode, cfg.repeats, cfg.dur, cfg.warmup)
+	w("| machine | %s, %d logical CPUs, GOMAXPROCS=%d, Linux %s |\n", cpuModel(), runtime.NumCPU(), cfg.procs, kernel())
+	w("| load average | %s before, %s after (the machine is shared: expect noise) |\n", rep.loadBefore, rep.loadAfter)
+	w("| Go | %s |\n", runtime.Version())
+	w("| Storks | %s |\n", storksRevision())
+	w("| peers | %s |\n", strings.Join(moduleVersions(), ", "))
+	w("| syscalls/op | %s |\n", rep.perfNote)
+	w("| total time | %v |\n\n", rep.elapsed.Round(time.Second))
+
+	w("## Targets\n\n")
+	w("Storks against the issue's targets. Throughput ratios are the median over the rounds of the per-round ratio (both rows measured in the same round); the best peer is the fastest of grpc-go, rpcx, kitex and kitex-mux in that round.\n\n")
+	w("| target | scenario | measured | need | result |\n|---|---|---|---|---|\n")
+	for _, t := range rep.targets {
+		w("| %s | %s | %s | %s | %s |\n", t.what, t.where, t.measured, t.need, t.result)
+	}
+	w("\n")
+
+	w("## Results\n\n")
+	w("Per row: calls/s = completed calls / measured window; `× best peer` and `× tcp-mux` = this row's calls/s over the best peer's and over the plain multiplexed reference's, per round, median; ")
+	w("p50/p99/p99.9 from per-call timings; allocs/op and B/op = heap allocations (runtime.MemStats) of the whole process during the window / calls, so client and server together; ")
+	w("CPU µs/op = process user+system CPU (getrusage) / calls, both sides and the GC; syscalls/op = every system call of the process (perf); r+w/op = read and write system calls only (/proc/self/io). ")
+	w("The tcp-* rows are plain Go over the same loopback with the same bytes and no marshalling: physical limits, not frameworks. FAILED rows had a failed or wrong call and are not reported.\n\n")
+	order := slices.Clone(rep.scenarios)
+	sort.SliceStable(order, func(i, j int) bool {
+		ki, kj := sizeOrder(order[i]), sizeOrder(order[j])
+		if ki != kj {
+			return ki < kj
+		}
+		return order[i].Callers < order[j].Callers
+	})
+	for _, s := range order {
+		w("### %s\n\n", s.name())
+		w("| row | calls/s | × best peer | × tcp-mux | p50 | p99 | p99.9 | allocs/op | B/op | CPU µs/op | syscalls/op | r+w/op |\n")
+		w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, r := range s.rows {
+			name := r.spec.Name
+			if r.spec.Kind == peers.Subject {
+				name = "**" + name + "**"
+			}
+			if r.failed != "" {
+				w("| %s | FAILED: %s | | | | | | | | | | |\n", name, mdEscape(r.failed))
+				continue
+			}
+			w("| %s | %s | %s | %s | %s | %s | %s | %.1f | %s | %.2f | %s | %s |\n",
+				name, fmtInt(r.thr), fmtRatio(r.vsBest), fmtRatio(r.vsMux),
+				fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.p999), r.allocs, fmtInt(r.bytes), r.cpu,
+				fmtOpt(r.sys, "%.2f"), fmtOpt(r.rw, "%.2f"))
+		}
+		w("\n")
+		rep.ratioTable(&b, s)
+	}
+
+	w("## Rows\n\n| row | kind | configuration |\n|---|---|---|\n")
+	for _, sp := range rep.specs {
+		w("| %s | %s | %s |\n", sp.Name, sp.Kind, mdEscape(sp.Config))
+	}
+	w("\n## Profiles\n\n")
+	if rep.profileErr != "" {
+		w("Profiling failed: %s\n", mdEscape(rep.profileErr))
+	} else if cfg.profiles != "" {
+		dir := cfg.profiles
+		if !filepath.IsAbs(dir) {
+			dir = "bench/" + dir
+		}
+		w("CPU and allocation profiles of Storks alone at 64 callers, 581 B (%v, in a fresh process) are in `%s/` (not committed): ", cfg.profDur, dir)
+		w("`go tool pprof -top %s/storks-c64-581B-cpu.pprof`, `go tool pprof -sample_index=alloc_objects -top %s/storks-c64-581B-allocs.pprof`.\n", dir, dir)
+	} else {
+		w("Not taken in this run (-profiles=\"\").\n")
+	}
+	return b.String()
+}
+
+func sizeOrder(s *scenario) int {
+	switch {
+	case s.Smoke:
+		return 3
+	case s.Size == payload.Rpcx:
+		return 0
+	case s.Size < payload.Rpcx:
+		return 1
+	}
+	return 2
+}
+
+// ratioTable writes every figure of the scenario as a ratio to the best
+// peer's figure (the best value among the peers for that metric) and to
+// tcp-mux's.
+func (rep *report) ratioTable(b *strings.Builder, s *scenario) {
+	type metric struct {
+		name   string
+		get    func(r *rowStat) float64
+		higher bool // higher is better
+		noMux  bool // tcp-mux allocates nothing by construction: no ratio
+	}
+	ms := []metric{
+		{"calls/s", func(r *rowStat) float64 { return r.thr }, true, false},
+		{"p50", func(r *rowStat) float64 { return r.p50 }, false, false},
+		{"p99", func(r *rowStat) float64 { return r.p99 }, false, false},
+		{"p99.9", func(r *rowStat) float64 { return r.p999 }, false, false},
+		{"allocs/op", func(r *rowStat) float64 { return r.allocs }, false, true},
+		{"B/op", func(r *rowStat) float64 { return r.bytes }, false, true},
+		{"CPU/op", func(r *rowStat) float64 { return r.cpu }, false, false},
+		{"syscalls/op", func(r *rowStat) float64 { return r.sys }, false, false},
+	}
+	best := make([]float64, len(ms))
+	for i, m := range ms {
+		best[i] = math.NaN()
+		for _, r := range s.rows {
+			if r.spec.Kind != peers.Peer || r.failed != "" {
+				continue
+			}
+			v := m.get(r)
+			if v < 0 {
+				continue
+			}
+			if math.IsNaN(best[i]) || (m.higher && v > best[i]) || (!m.higher && v < best[i]) {
+				best[i] = v
+			}
+		}
+	}
+	mux := s.row(peers.MuxReference)
+	fmt.Fprintf(b, "<details><summary>Every figure as a ratio: to the best peer's value of that figure / to tcp-mux's (— for allocations: tcp-mux allocates nothing)</summary>\n\n| row |")
+	for _, m := range ms {
+		fmt.Fprintf(b, " %s |", m.name)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("--:|", len(ms)) + "\n")
+	ratio := func(a, d float64) string {
+		if a < 0 || d <= 0 || math.IsNaN(a) || math.IsNaN(d) {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f", a/d)
+	}
+	for _, r := range s.rows {
+		if r.failed != "" {
+			continue
+		}
+		fmt.Fprintf(b, "| %s |", r.spec.Name)
+		for i, m := range ms {
+			muxV := math.NaN()
+			if mux != nil && mux.failed == "" && !m.noMux {
+				muxV = m.get(mux)
+			}
+			fmt.Fprintf(b, " %s / %s |", ratio(m.get(r), best[i]), ratio(m.get(r), muxV))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n</details>\n\n")
+}
+
+func mdEscape(s string) string {
+	s = strings.ReplaceAll(s, "|", "\\|")
+	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// summary is the short version for the terminal.
+func (rep *report) summary() string {
+	var b strings.Builder
+	b.WriteString("\nTargets:\n")
+	for _, t := range rep.targets {
+		fmt.Fprintf(&b, "  %-8s %s, %s: %s (need %s)\n", strings.Trim(t.result, "*"), t.what, t.where, t.measured, t.need)
+	}
+	return b.String()
+}

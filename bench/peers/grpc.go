@@ -1,0 +1,75 @@
+package peers
+
+import (
+	"context"
+
+	"github.com/storks-rpc/storks/bench/gen/benchpb"
+	"github.com/storks-rpc/storks/bench/gen/grpcpb"
+	"github.com/storks-rpc/storks/bench/payload"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// grpc-go with its defaults: one grpc.NewServer, one ClientConn shared by
+// every caller (grpc-go multiplexes calls as HTTP/2 streams on it), insecure
+// transport credentials, no other option.
+func grpcSpec() Spec {
+	return Spec{
+		Name:   "grpc-go",
+		Kind:   Peer,
+		Config: "grpc v1.85.0 defaults; one ClientConn shared by all callers; insecure credentials",
+		Start:  startGRPC,
+	}
+}
+
+type grpcHello struct {
+	grpcpb.UnimplementedHelloServer
+}
+
+func (grpcHello) Say(_ context.Context, in *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error) {
+	payload.Handle(in)
+	return in, nil
+}
+
+type grpcInstance struct {
+	closers
+	client grpcpb.HelloClient
+}
+
+func startGRPC() (Instance, error) {
+	ln, err := listen()
+	if err != nil {
+		return nil, err
+	}
+	srv := grpc.NewServer()
+	grpcpb.RegisterHelloServer(srv, grpcHello{})
+	go srv.Serve(ln)
+	inst := &grpcInstance{closers: closers{func() error { srv.Stop(); return nil }}}
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		inst.Close()
+		return nil, err
+	}
+	inst.closers = append(inst.closers, conn.Close)
+	inst.client = grpcpb.NewHelloClient(conn)
+	return inst, nil
+}
+
+type grpcCaller struct {
+	noClose
+	c   grpcpb.HelloClient
+	p   *payload.Payload
+	req *benchpb.BenchmarkMessage
+}
+
+func (in *grpcInstance) NewCaller(p *payload.Payload) (Caller, error) {
+	return &grpcCaller{c: in.client, p: p, req: p.Request()}, nil
+}
+
+func (c *grpcCaller) Call(ctx context.Context) error {
+	out, err := c.c.Say(ctx, c.req)
+	if err != nil {
+		return err
+	}
+	return c.p.Check(out)
+}

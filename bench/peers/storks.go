@@ -1,0 +1,93 @@
+package peers
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/storks-rpc/storks/bench/gen/benchpb"
+	"github.com/storks-rpc/storks/bench/gen/storkspb"
+	"github.com/storks-rpc/storks/bench/payload"
+	"github.com/storks-rpc/storks/registry"
+	storks "github.com/storks-rpc/storks/runtime"
+)
+
+// Storks with its defaults: runtime.NewServer and runtime.NewClient with no
+// options but the registry, a static registry holding the server's address,
+// and WithRemote on the reference, because client and server share this
+// process and without it calls would take the in-process shortcut instead
+// of the network.
+func storksSpec() Spec {
+	return Spec{
+		Name:   "storks",
+		Kind:   Subject,
+		Config: "defaults; registry.NewStatic(addr); Refer(..., WithRemote()) so calls use TCP despite the in-process server",
+		Start:  startStorks,
+	}
+}
+
+type storksHello struct {
+	storkspb.UnimplementedHelloServer
+}
+
+func (storksHello) Say(_ context.Context, in *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error) {
+	payload.Handle(in)
+	return in, nil
+}
+
+type storksInstance struct {
+	closers
+	client storkspb.HelloClient
+	ref    *storks.Reference
+}
+
+func startStorks() (Instance, error) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := storks.NewServer(storks.WithLogger(quiet))
+	if _, err := storkspb.RegisterHelloServer(srv, storksHello{}); err != nil {
+		return nil, err
+	}
+	ln, err := listen()
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve(ln)
+	inst := &storksInstance{closers: closers{srv.Close}}
+	reg, err := registry.NewStatic(ln.Addr().String())
+	if err != nil {
+		inst.Close()
+		return nil, err
+	}
+	cli := storks.NewClient(storks.WithRegistry(reg), storks.WithLogger(quiet))
+	inst.closers = append(inst.closers, reg.Close, cli.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ref, err := cli.Refer(ctx, storkspb.Hello_ServiceName, storks.WithRemote())
+	if err != nil {
+		inst.Close()
+		return nil, err
+	}
+	inst.ref = ref
+	inst.client = storkspb.NewHelloClient(ref)
+	return inst, nil
+}
+
+type storksCaller struct {
+	noClose
+	c   storkspb.HelloClient
+	p   *payload.Payload
+	req *benchpb.BenchmarkMessage
+}
+
+func (in *storksInstance) NewCaller(p *payload.Payload) (Caller, error) {
+	return &storksCaller{c: in.client, p: p, req: p.Request()}, nil
+}
+
+func (c *storksCaller) Call(ctx context.Context) error {
+	out, err := c.c.Say(ctx, c.req)
+	if err != nil {
+		return err
+	}
+	return c.p.Check(out)
+}
