@@ -8,7 +8,7 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all build demo dev test test-go vet fmt-check check-gen gen fuzz bench deps deps-protoc deps-zookeeper deps-consul clean
+.PHONY: all build demo dev test test-go vet fmt-check check-gen gen fuzz bench bench-quick bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul clean
 
 all: build
 
@@ -47,12 +47,26 @@ check-gen:
 	scripts/check-gen.sh
 
 ## fuzz: run every fuzz target for FUZZTIME each
+# -fuzzminimizetime keeps minimising a large input from eating the whole run.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./runtime
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
 
-## bench: unary call benchmarks over loopback
+## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references (bench/, ~14 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
 bench:
+	cd bench && $(GO) run ./cmd/rpcbench -mode full
+
+## bench-quick: 581 B at 1/64/1000 callers, 3 rounds of 1 s (under two minutes once compiled)
+bench-quick:
+	cd bench && $(GO) run ./cmd/rpcbench -mode quick
+
+## bench-micro: the runtime's own go-test benchmarks
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./runtime
+
+## bench-test: every benchmark row answers correctly
+bench-test:
+	cd bench && $(GO) test -count=1 ./...
 
 deps: deps-protoc deps-zookeeper deps-consul
 
