@@ -19,4 +19,38 @@
 //	static://h1:p1,h2:p2   a fixed list of provider addresses
 //
 // Every adapter must pass the conformance suite in registry/registrytest.
+//
+// # Writing an adapter
+//
+// Every method of an adapter that takes a context starts with [Check], which
+// rejects a nil context with an [*InputError], a closed registry with
+// [ErrClosed] and invalid arguments with their validation error, and then
+// returns the context's error, in that order.
+//
+// An adapter's [Watcher] is a [Feed], or a type that embeds one: the adapter
+// only produces complete instance lists, and the Feed implements Next and
+// Stop. The rules:
+//
+//   - The adapter calls [NewFeed] with the context given to Watch; the feed
+//     ends with that context's error when it is done.
+//   - The adapter calls [Feed.Publish] with every new list: complete, sorted
+//     by ID, and never modified afterwards (nor the Metadata maps of its
+//     instances), since the Feed keeps it and copies it only on the way out.
+//     Publish never blocks, so a backend loop, or a writer holding a lock,
+//     may call it; an unchanged list may be published again. If the list is
+//     known when Watch returns, the adapter publishes it before returning,
+//     even if it is empty, and the first Next returns it at once; otherwise
+//     the first Next waits for the first Publish.
+//   - [Feed.End] ends the watch with an error, which Next returns from then
+//     on; the first End wins. Stop is End(ErrClosed), Close calls
+//     End(ErrClosed) on the watchers of the registry, and the end of the
+//     Watch context is End(ctx.Err()).
+//   - The adapter releases what a watch holds (its goroutine, its entry in
+//     the registry's set of watchers) in a function registered with
+//     [Feed.OnEnd] once the watch is registered; End calls it outside the
+//     Feed's lock. A backend goroutine can also select on [Feed.Done].
+//   - Next may be called from one goroutine at a time; every other method of
+//     a Feed is safe for concurrent use. Next returns the latest published
+//     list if it differs from the one it returned last, and otherwise
+//     blocks until it does, the feed ends or its own context is done.
 package registry

@@ -88,11 +88,13 @@ func openStatic(_ context.Context, u *url.URL) (Registry, error) {
 // addresses that is the provider list of every service key. It starts no
 // goroutines.
 type fixedRegistry struct {
-	scheme    string
-	addrs     []string // sorted, unique
-	weight    int
-	closeOnce sync.Once
-	closed    chan struct{}
+	scheme string
+	addrs  []string // sorted, unique
+	weight int
+
+	mu       sync.Mutex
+	closed   bool
+	watchers map[*Feed]struct{} // ended by Close
 }
 
 // newFixed sorts addrs and rejects duplicates, naming field in the error.
@@ -104,39 +106,24 @@ func newFixed(scheme, field string, addrs []string, weight int) (Registry, error
 			return nil, &InputError{Field: field, Value: addrs[i], Reason: "is listed more than once"}
 		}
 	}
-	return &fixedRegistry{scheme: scheme, addrs: addrs, weight: weight, closed: make(chan struct{})}, nil
+	return &fixedRegistry{scheme: scheme, addrs: addrs, weight: weight, watchers: make(map[*Feed]struct{})}, nil
 }
 
 func (r *fixedRegistry) isClosed() bool {
-	select {
-	case <-r.closed:
-		return true
-	default:
-		return false
-	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
 }
 
 // Register validates in and does nothing else: consumers of a fixed registry
 // already know every provider address.
 func (r *fixedRegistry) Register(ctx context.Context, in Instance) error {
-	if r.isClosed() {
-		return ErrClosed
-	}
-	if err := in.Validate(); err != nil {
-		return err
-	}
-	return ctx.Err()
+	return Check(ctx, r.isClosed(), in.Validate())
 }
 
 // Deregister validates in and does nothing else.
 func (r *fixedRegistry) Deregister(ctx context.Context, in Instance) error {
-	if r.isClosed() {
-		return ErrClosed
-	}
-	if err := validateRef(in); err != nil {
-		return err
-	}
-	return ctx.Err()
+	return Check(ctx, r.isClosed(), in.ValidateRef())
 }
 
 func (r *fixedRegistry) list(key ServiceKey) []Instance {
@@ -149,13 +136,7 @@ func (r *fixedRegistry) list(key ServiceKey) []Instance {
 
 // Discover returns one instance per address, whatever the key.
 func (r *fixedRegistry) Discover(ctx context.Context, key ServiceKey) ([]Instance, error) {
-	if r.isClosed() {
-		return nil, ErrClosed
-	}
-	if err := key.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
 	return r.list(key), nil
@@ -164,72 +145,45 @@ func (r *fixedRegistry) Discover(ctx context.Context, key ServiceKey) ([]Instanc
 // Watch returns a watcher whose first Next returns the same list as Discover
 // and whose later calls block until the watch ends: the list never changes.
 func (r *fixedRegistry) Watch(ctx context.Context, key ServiceKey) (Watcher, error) {
-	if r.isClosed() {
+	if err := Check(ctx, r.isClosed(), key.Validate()); err != nil {
+		return nil, err
+	}
+	f := NewFeed(ctx)
+	f.Publish(r.list(key))
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		f.End(ErrClosed)
 		return nil, ErrClosed
 	}
-	if err := key.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return &fixedWatcher{r: r, key: key, ctx: ctx, stopped: make(chan struct{})}, nil
+	r.watchers[f] = struct{}{}
+	r.mu.Unlock()
+	f.OnEnd(func() {
+		r.mu.Lock()
+		delete(r.watchers, f)
+		r.mu.Unlock()
+	})
+	return f, nil
 }
 
 // Close makes every method and every watcher return ErrClosed. Closing a
 // closed registry returns ErrClosed.
 func (r *fixedRegistry) Close() error {
-	err := ErrClosed
-	r.closeOnce.Do(func() {
-		close(r.closed)
-		err = nil
-	})
-	return err
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.closed = true
+	ws := r.watchers
+	r.watchers = nil
+	r.mu.Unlock()
+	for f := range ws {
+		f.End(ErrClosed)
+	}
+	return nil
 }
 
 func (r *fixedRegistry) String() string {
 	return r.scheme + "://" + strings.Join(r.addrs, ",")
-}
-
-type fixedWatcher struct {
-	r        *fixedRegistry
-	key      ServiceKey
-	ctx      context.Context // the Watch context; the watch ends with it
-	sent     bool            // the list was returned once
-	stopOnce sync.Once
-	stopped  chan struct{}
-}
-
-func (w *fixedWatcher) Next(ctx context.Context) ([]Instance, error) {
-	select {
-	case <-w.stopped:
-		return nil, ErrClosed
-	case <-w.r.closed:
-		return nil, ErrClosed
-	default:
-	}
-	if err := w.ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if !w.sent {
-		w.sent = true
-		return w.r.list(w.key), nil
-	}
-	select {
-	case <-w.stopped:
-		return nil, ErrClosed
-	case <-w.r.closed:
-		return nil, ErrClosed
-	case <-w.ctx.Done():
-		return nil, w.ctx.Err()
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (w *fixedWatcher) Stop() {
-	w.stopOnce.Do(func() { close(w.stopped) })
 }

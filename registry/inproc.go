@@ -118,20 +118,18 @@ func newInprocState() *inprocState {
 // notifyLocked marks every watcher of key as dirty without blocking.
 func (st *inprocState) notifyLocked(key ServiceKey) {
 	for w := range st.watchers[key] {
-		select {
-		case w.dirty <- struct{}{}:
-		default: // already dirty
-		}
+		w.changed()
 	}
 }
 
-// snapshot returns a deep copy of the instances of key, sorted by ID.
-func (st *inprocState) snapshot(key ServiceKey) []Instance {
+// list returns the instances of key, sorted by ID. They share their
+// metadata maps with the registry, which never modifies them.
+func (st *inprocState) list(key ServiceKey) []Instance {
 	st.mu.Lock()
 	m := st.services[key]
 	list := make([]Instance, 0, len(m))
 	for _, in := range m {
-		list = append(list, in.Clone())
+		list = append(list, in)
 	}
 	st.mu.Unlock()
 	sortByID(list)
@@ -150,13 +148,7 @@ func (r *Inproc) isClosed() bool {
 // Register adds in to the registry, replacing the instance with the same key
 // and ID if there is one.
 func (r *Inproc) Register(ctx context.Context, in Instance) error {
-	if r.isClosed() {
-		return ErrClosed
-	}
-	if err := in.Validate(); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := Check(ctx, r.isClosed(), in.Validate()); err != nil {
 		return err
 	}
 	in = in.Clone()
@@ -179,13 +171,7 @@ func (r *Inproc) Register(ctx context.Context, in Instance) error {
 // Deregister removes the instance with in.Key and in.ID; the other fields of
 // in are ignored.
 func (r *Inproc) Deregister(ctx context.Context, in Instance) error {
-	if r.isClosed() {
-		return ErrClosed
-	}
-	if err := validateRef(in); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := Check(ctx, r.isClosed(), in.ValidateRef()); err != nil {
 		return err
 	}
 	st := r.st
@@ -205,24 +191,15 @@ func (r *Inproc) Deregister(ctx context.Context, in Instance) error {
 
 // Discover returns the instances registered for key, sorted by ID.
 func (r *Inproc) Discover(ctx context.Context, key ServiceKey) ([]Instance, error) {
-	if r.isClosed() {
-		return nil, ErrClosed
-	}
-	if err := key.Validate(); err != nil {
+	if err := Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return r.st.snapshot(key), nil
+	return cloneList(r.st.list(key)), nil
 }
 
 // Services lists the keys with at least one instance; see [Lister].
 func (r *Inproc) Services(ctx context.Context) ([]ServiceKey, error) {
-	if r.isClosed() {
-		return nil, ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := Check(ctx, r.isClosed(), nil); err != nil {
 		return nil, err
 	}
 	r.st.mu.Lock()
@@ -240,21 +217,17 @@ func (r *Inproc) Services(ctx context.Context) ([]ServiceKey, error) {
 // Watch starts watching key; see [Watcher]. When ctx is done, Next returns
 // ctx.Err() from then on.
 func (r *Inproc) Watch(ctx context.Context, key ServiceKey) (Watcher, error) {
-	if r.isClosed() {
-		return nil, ErrClosed
-	}
-	if err := key.Validate(); err != nil {
+	if err := Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	w := &inprocWatcher{h: r, key: key, ctx: ctx, dirty: make(chan struct{}, 1), done: make(chan struct{})}
+	st := r.st
+	w := &inprocWatcher{Feed: newPullFeed(ctx, func() []Instance { return st.list(key) }), h: r, key: key}
 	// Adding w to both sets under r.mu means Close either sees w or has
 	// already refused it.
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		w.End(ErrClosed)
 		return nil, ErrClosed
 	}
 	r.watchers[w] = struct{}{}
@@ -267,17 +240,7 @@ func (r *Inproc) Watch(ctx context.Context, key ServiceKey) (Watcher, error) {
 	ws[w] = struct{}{}
 	r.st.mu.Unlock()
 	r.mu.Unlock()
-
-	// AfterFunc starts no goroutine until ctx is done.
-	stopCtx := context.AfterFunc(ctx, func() { w.stop(ctx.Err()) })
-	w.mu.Lock()
-	if w.err != nil {
-		w.mu.Unlock()
-		stopCtx()
-	} else {
-		w.stopCtx = stopCtx
-		w.mu.Unlock()
-	}
+	w.OnEnd(w.unregister)
 	return w, nil
 }
 
@@ -297,42 +260,21 @@ func (r *Inproc) Close() error {
 	r.watchers = nil
 	r.mu.Unlock()
 	for w := range ws {
-		w.stop(ErrClosed)
+		w.End(ErrClosed)
 	}
 	return nil
 }
 
+// inprocWatcher is a pull Feed, which the writers of its key mark as changed.
 type inprocWatcher struct {
-	h     *Inproc
-	key   ServiceKey
-	ctx   context.Context // the Watch context; the watch ends with it
-	dirty chan struct{}   // 1-buffered; a value means "the list may have changed"
-	done  chan struct{}   // closed when the watch ends
-
-	mu      sync.Mutex
-	err     error       // why the watch ended; set before done is closed
-	stopCtx func() bool // unregisters the context.AfterFunc
-
-	// Only used by Next, which is never called concurrently.
-	started bool
-	last    []Instance
+	*Feed
+	h   *Inproc
+	key ServiceKey
 }
 
-// stop ends the watch with err (the first call wins) and unregisters it.
-func (w *inprocWatcher) stop(err error) {
-	w.mu.Lock()
-	if w.err != nil {
-		w.mu.Unlock()
-		return
-	}
-	w.err = err
-	stopCtx := w.stopCtx
-	w.stopCtx = nil
-	close(w.done)
-	w.mu.Unlock()
-	if stopCtx != nil {
-		stopCtx()
-	}
+// unregister removes w from the sets of its handle and registry once the
+// watch has ended, so that it is not notified any more.
+func (w *inprocWatcher) unregister() {
 	h, st := w.h, w.h.st
 	h.mu.Lock()
 	delete(h.watchers, w)
@@ -345,50 +287,4 @@ func (w *inprocWatcher) stop(err error) {
 		}
 	}
 	st.mu.Unlock()
-}
-
-func (w *inprocWatcher) endErr() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
-}
-
-func (w *inprocWatcher) Next(ctx context.Context) ([]Instance, error) {
-	for {
-		if err := w.ctx.Err(); err != nil {
-			// The AfterFunc may not have run yet; end the watch now so
-			// that Next is deterministic once the cancel func returned.
-			w.stop(err)
-		}
-		select {
-		case <-w.done:
-			return nil, w.endErr()
-		default:
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if !w.started {
-			w.started = true
-			w.last = w.h.st.snapshot(w.key)
-			return cloneList(w.last), nil
-		}
-		select {
-		case <-w.done:
-			return nil, w.endErr()
-		case <-w.ctx.Done():
-			// Loop: stop the watch and return its end error.
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-w.dirty:
-			if list := w.h.st.snapshot(w.key); !sameList(list, w.last) {
-				w.last = list
-				return cloneList(list), nil
-			}
-		}
-	}
-}
-
-func (w *inprocWatcher) Stop() {
-	w.stop(ErrClosed)
 }

@@ -6,18 +6,6 @@ import (
 	"strings"
 )
 
-// validateRef checks the part of an instance that Deregister needs: a valid
-// key and a non-empty ID. The address, weight and metadata are ignored.
-func validateRef(in Instance) error {
-	if err := in.Key.Validate(); err != nil {
-		return err
-	}
-	if in.ID == "" {
-		return &InputError{Field: "instance ID", Reason: "must not be empty"}
-	}
-	return nil
-}
-
 // sortByID sorts list by instance ID, the order every list is returned in.
 func sortByID(list []Instance) {
 	slices.SortFunc(list, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })

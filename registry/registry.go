@@ -89,17 +89,27 @@ type Instance struct {
 // non-empty ID, a host:port address with a non-zero port and a non-negative
 // weight.
 func (in Instance) Validate() error {
-	if err := in.Key.Validate(); err != nil {
+	if err := in.ValidateRef(); err != nil {
 		return err
-	}
-	if in.ID == "" {
-		return &InputError{Field: "instance ID", Reason: "must not be empty"}
 	}
 	if err := ValidateAddr(in.Addr); err != nil {
 		return err
 	}
 	if in.Weight < 0 {
 		return &InputError{Field: "weight", Value: strconv.Itoa(in.Weight), Reason: "must not be negative"}
+	}
+	return nil
+}
+
+// ValidateRef reports whether in identifies an instance, which is all that
+// Deregister needs: a valid key and a non-empty ID. The address, weight and
+// metadata are not checked.
+func (in Instance) ValidateRef() error {
+	if err := in.Key.Validate(); err != nil {
+		return err
+	}
+	if in.ID == "" {
+		return &InputError{Field: "instance ID", Reason: "must not be empty"}
 	}
 	return nil
 }
@@ -194,6 +204,26 @@ func (e *InputError) Error() string {
 		return fmt.Sprintf("registry: %s %q %s", e.Field, e.Value, e.Reason)
 	}
 	return fmt.Sprintf("registry: %s %s", e.Field, e.Reason)
+}
+
+// Check is the preflight of every [Registry] method that takes a context.
+// It returns, in this order: an [*InputError] naming "context" if ctx is
+// nil, [ErrClosed] if closed (the registry was closed), validation if it is
+// not nil (the result of validating the method's arguments, such as
+// key.Validate()), and ctx.Err() otherwise. Adapters call it first, so that
+// every registry reports a bad call the same way and none panics on a nil
+// context.
+func Check(ctx context.Context, closed bool, validation error) error {
+	if ctx == nil {
+		return &InputError{Field: "context", Reason: "is nil"}
+	}
+	if closed {
+		return ErrClosed
+	}
+	if validation != nil {
+		return validation
+	}
+	return ctx.Err()
 }
 
 // Lister is implemented by registries that can enumerate the service keys

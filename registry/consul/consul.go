@@ -419,9 +419,12 @@ func (r *Registry) callErr(ctx context.Context, what string, err error) error {
 	return fmt.Errorf("consul: %s at agent %s: %w", what, r.cfg.Address, err)
 }
 
-// registration builds the agent registration of in.
+// registration validates in and builds its agent registration.
 func (r *Registry) registration(in registry.Instance) (*api.AgentServiceRegistration, error) {
-	host, portStr, _ := net.SplitHostPort(in.Addr) // in was validated
+	if err := in.Validate(); err != nil {
+		return nil, err
+	}
+	host, portStr, _ := net.SplitHostPort(in.Addr) // in is valid
 	port, _ := strconv.Atoi(portStr)
 	meta, err := encodeMeta(in)
 	if err != nil {
@@ -472,17 +475,8 @@ func (r *Registry) registration(in registry.Instance) (*api.AgentServiceRegistra
 // Register returns the error and nothing is kept (a previous registration of
 // the same instance stays as it was).
 func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
-	if r.isClosed() {
-		return registry.ErrClosed
-	}
-	if err := in.Validate(); err != nil {
-		return err
-	}
 	reg, err := r.registration(in)
-	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), err); err != nil {
 		return err
 	}
 	ctx, done := r.opCtx(ctx)
@@ -536,16 +530,7 @@ func (r *Registry) agentRegister(ctx context.Context, reg *api.AgentServiceRegis
 // Only instances registered with the agent this client talks to can be
 // removed; Consul does not let one agent remove another agent's services.
 func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
-	if r.isClosed() {
-		return registry.ErrClosed
-	}
-	if err := in.Key.Validate(); err != nil {
-		return err
-	}
-	if in.ID == "" {
-		return &registry.InputError{Field: "instance ID", Reason: "must not be empty"}
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), in.ValidateRef()); err != nil {
 		return err
 	}
 	ctx, done := r.opCtx(ctx)
@@ -580,13 +565,7 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
 // health endpoint of the agent (which forwards the read to the Consul
 // leader).
 func (r *Registry) Discover(ctx context.Context, key registry.ServiceKey) ([]registry.Instance, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := key.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
 	ctx, done := r.opCtx(ctx)
@@ -629,10 +608,7 @@ func (r *Registry) noteACLFilter(name string, meta *api.QueryMeta) {
 // the catalog's service list and then the passing instances of every
 // Consul service tagged "storks", so it costs one request per such service.
 func (r *Registry) Services(ctx context.Context) ([]registry.ServiceKey, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), nil); err != nil {
 		return nil, err
 	}
 	ctx, done := r.opCtx(ctx)
@@ -720,7 +696,7 @@ func (r *Registry) Close() error {
 	r.mu.Unlock()
 	r.cancel()
 	for w := range ws {
-		w.stop(registry.ErrClosed)
+		w.End(registry.ErrClosed)
 	}
 	r.wg.Wait()
 	r.transport.CloseIdleConnections()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"maps"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,27 +20,21 @@ import (
 // resynchronised list if it differs (see Config.ResyncGrace). The first Next
 // returns the list of the first successful query, normally at once.
 func (r *Registry) Watch(ctx context.Context, key registry.ServiceKey) (registry.Watcher, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := key.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
 	w := &watcher{
-		r:        r,
-		key:      key,
-		name:     ServiceName(key.Service),
-		watchCtx: ctx,
-		notify:   make(chan struct{}, 1),
+		Feed: registry.NewFeed(ctx),
+		r:    r,
+		key:  key,
+		name: ServiceName(key.Service),
 	}
 	w.ctx, w.cancel = context.WithCancel(ctx)
+	w.OnEnd(w.cancel)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		w.cancel()
+		w.End(registry.ErrClosed)
 		return nil, registry.ErrClosed
 	}
 	r.watchers[w] = struct{}{}
@@ -51,79 +44,22 @@ func (r *Registry) Watch(ctx context.Context, key registry.ServiceKey) (registry
 	return w, nil
 }
 
+// watcher implements registry.Watcher with a registry.Feed, to which its
+// goroutine (run) publishes the list of every successful query. The first
+// Next waits for the first list.
 type watcher struct {
-	r        *Registry
-	key      registry.ServiceKey
-	name     string          // the Consul service name
-	watchCtx context.Context // the caller's; the watch ends with it
-	ctx      context.Context // ends the watch: watchCtx, Stop or Close
-	cancel   context.CancelFunc
-	notify   chan struct{} // 1-buffered; a value means "the list changed"
+	*registry.Feed
+	r      *Registry
+	key    registry.ServiceKey
+	name   string          // the Consul service name
+	ctx    context.Context // ends the query loop: the Watch context, Stop or Close
+	cancel context.CancelFunc
 
 	queries atomic.Int64 // health queries made, for tests
 
-	mu   sync.Mutex
-	err  error // why the watch was stopped
-	have bool  // list holds the result of a successful query
+	// Only run uses these.
+	have bool // list holds the result of a successful query
 	list []registry.Instance
-
-	// Only used by Next, which is never called concurrently.
-	started bool
-	last    []registry.Instance
-}
-
-func (w *watcher) stop(err error) {
-	w.mu.Lock()
-	if w.err == nil {
-		w.err = err
-	}
-	w.mu.Unlock()
-	w.cancel()
-}
-
-// Stop ends the watch; Next then returns registry.ErrClosed.
-func (w *watcher) Stop() { w.stop(registry.ErrClosed) }
-
-// endErr is the error Next returns once the watch has ended.
-func (w *watcher) endErr() error {
-	w.mu.Lock()
-	err := w.err
-	w.mu.Unlock()
-	if err == nil {
-		err = w.watchCtx.Err()
-	}
-	if err == nil {
-		err = registry.ErrClosed
-	}
-	return err
-}
-
-// Next returns the first list at once (as soon as the first query has
-// answered), then blocks until the list differs from the last one it
-// returned.
-func (w *watcher) Next(ctx context.Context) ([]registry.Instance, error) {
-	for {
-		if w.ctx.Err() != nil {
-			return nil, w.endErr()
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		w.mu.Lock()
-		have, list := w.have, w.list
-		w.mu.Unlock()
-		if have && (!w.started || !sameList(list, w.last)) {
-			w.started = true
-			w.last = list // never modified: publish replaces the slice
-			return cloneList(list), nil
-		}
-		select {
-		case <-w.ctx.Done():
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-w.notify:
-		}
-	}
 }
 
 // watchRetryCap is the longest pause between two failed queries of a watch.
@@ -217,8 +153,6 @@ func (w *watcher) query(index uint64, wait time.Duration) ([]*api.ServiceEntry, 
 // a resync grace, instances missing from fresh are kept, until they are all
 // back or the grace is over.
 func (w *watcher) publish(fresh []registry.Instance, graceUntil *time.Time, now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	list := fresh
 	if !graceUntil.IsZero() {
 		if now.Before(*graceUntil) && w.have && !hasAllIDs(fresh, w.list) {
@@ -231,10 +165,7 @@ func (w *watcher) publish(fresh []registry.Instance, graceUntil *time.Time, now 
 		return
 	}
 	w.list, w.have = list, true
-	select {
-	case w.notify <- struct{}{}:
-	default: // already notified
-	}
+	w.Publish(list)
 }
 
 // hasAllIDs reports whether every ID of old is in list (both sorted by ID).
@@ -275,15 +206,6 @@ func sameInstance(a, b registry.Instance) bool {
 }
 
 func sameList(a, b []registry.Instance) bool { return slices.EqualFunc(a, b, sameInstance) }
-
-// cloneList deep-copies list; the result is never nil.
-func cloneList(list []registry.Instance) []registry.Instance {
-	out := make([]registry.Instance, len(list))
-	for i, in := range list {
-		out[i] = in.Clone()
-	}
-	return out
-}
 
 // tokenBucket rate-limits a loop: burst calls to take go through at once,
 // then one per interval.

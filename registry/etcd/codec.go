@@ -3,7 +3,6 @@ package etcd
 import (
 	"encoding/json"
 	"errors"
-	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -91,23 +90,6 @@ func sortedList(m map[string]registry.Instance) []registry.Instance {
 	}
 	slices.SortFunc(list, func(a, b registry.Instance) int { return strings.Compare(a.ID, b.ID) })
 	return list
-}
-
-func cloneList(list []registry.Instance) []registry.Instance {
-	out := make([]registry.Instance, len(list))
-	for i, in := range list {
-		out[i] = in.Clone()
-	}
-	return out
-}
-
-func sameInstance(a, b registry.Instance) bool {
-	return a.Key == b.Key && a.ID == b.ID && a.Addr == b.Addr &&
-		a.Weight == b.Weight && maps.Equal(a.Metadata, b.Metadata)
-}
-
-func sameList(a, b []registry.Instance) bool {
-	return slices.EqualFunc(a, b, sameInstance)
 }
 
 // parseServiceKey parses the escaped service key segment of an instance key

@@ -372,13 +372,7 @@ func (r *Registry) putLocked(ctx context.Context, reg *registration) (clientv3.L
 // or the key deleted, the keeper puts it back. Registering an ID again
 // replaces the instance.
 func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
-	if r.isClosed() {
-		return registry.ErrClosed
-	}
-	if err := in.Validate(); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), in.Validate()); err != nil {
 		return err
 	}
 	in = in.Clone()
@@ -414,16 +408,7 @@ func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 // and stops keeping it registered. If the delete fails, the registration
 // is kept as it was and the error returned.
 func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
-	if r.isClosed() {
-		return registry.ErrClosed
-	}
-	if err := in.Key.Validate(); err != nil {
-		return err
-	}
-	if in.ID == "" {
-		return &registry.InputError{Field: "instance ID", Reason: "must not be empty"}
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), in.ValidateRef()); err != nil {
 		return err
 	}
 	ctx, cancel := r.opContext(ctx)
@@ -453,13 +438,7 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
 
 // Discover lists the instances of key with one linearizable read.
 func (r *Registry) Discover(ctx context.Context, key registry.ServiceKey) ([]registry.Instance, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := key.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
 	ctx, cancel := r.opContext(ctx)
@@ -475,10 +454,7 @@ func (r *Registry) Discover(ctx context.Context, key registry.ServiceKey) ([]reg
 // Services lists the service keys with at least one instance, sorted; see
 // [registry.Lister]. It reads only the keys under BasePath, not their values.
 func (r *Registry) Services(ctx context.Context) ([]registry.ServiceKey, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), nil); err != nil {
 		return nil, err
 	}
 	ctx, cancel := r.opContext(ctx)
@@ -551,7 +527,7 @@ func (r *Registry) Close() error {
 	r.mu.Unlock()
 	r.cancel()
 	for w := range ws {
-		w.end(registry.ErrClosed)
+		w.End(registry.ErrClosed)
 	}
 	r.wg.Wait()
 	if err := r.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {

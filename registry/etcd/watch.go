@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,13 +24,7 @@ import (
 // the last list, lists again with backoff and resumes watching from the new
 // list's revision. It lives until Stop, Close or the end of ctx.
 func (r *Registry) Watch(ctx context.Context, key registry.ServiceKey) (registry.Watcher, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := key.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
 	prefix := servicePrefix(r.cfg.BasePath, key)
@@ -42,153 +35,55 @@ func (r *Registry) Watch(ctx context.Context, key registry.ServiceKey) (registry
 		return nil, r.opErr("watch "+key.String(), err)
 	}
 	w := &watcher{
-		r:       r,
-		key:     key,
-		prefix:  prefix,
-		wctx:    ctx,
-		changed: make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		state:   r.decodeAll(resp.Kvs, prefix, key),
+		Feed:   registry.NewFeed(ctx),
+		r:      r,
+		key:    key,
+		prefix: prefix,
+		state:  r.decodeAll(resp.Kvs, prefix, key),
 	}
-	w.cur = sortedList(w.state)
+	w.publish() // the first Next returns it at once
 	w.ctx, w.cancel = context.WithCancel(r.ctx)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
 		w.cancel()
+		w.End(registry.ErrClosed)
 		return nil, registry.ErrClosed
 	}
 	r.watchers[w] = struct{}{}
 	r.wg.Add(1)
 	r.mu.Unlock()
 	go w.run(resp.Header.Revision)
-
-	// AfterFunc starts no goroutine until ctx is done.
-	stop := context.AfterFunc(ctx, func() { w.end(ctx.Err()) })
-	w.mu.Lock()
-	if w.err != nil {
-		w.mu.Unlock()
-		stop()
-	} else {
-		w.stopAfter = stop
-		w.mu.Unlock()
-	}
+	w.OnEnd(w.unregister)
 	return w, nil
 }
 
-// watcher implements registry.Watcher. Its goroutine (run) owns state and
-// publishes each new list in cur; Next compares cur with the list it
-// returned last, so changes between two calls are coalesced.
+// watcher implements registry.Watcher with a registry.Feed. Its goroutine
+// (run) owns state and publishes each new list to the feed.
 type watcher struct {
+	*registry.Feed
 	r      *Registry
 	key    registry.ServiceKey
 	prefix string
-	wctx   context.Context // the context given to Watch
 
-	ctx    context.Context // the goroutine's; canceled by end
+	ctx    context.Context // the goroutine's; canceled when the feed ends
 	cancel context.CancelFunc
-
-	changed chan struct{} // 1-buffered; a value means "cur may have changed"
-	done    chan struct{} // closed by end
 
 	relists atomic.Int64 // how many times the watch listed again (for tests)
 
-	mu        sync.Mutex
-	cur       []registry.Instance // never modified, only replaced
-	err       error               // why the watch ended; set before done is closed
-	stopAfter func() bool
-
 	state map[string]registry.Instance // by etcd key; only run uses it
-
-	// Only Next uses these; it is not called concurrently.
-	started bool
-	last    []registry.Instance
 }
 
-// end ends the watch with err; the first call wins.
-func (w *watcher) end(err error) {
-	w.mu.Lock()
-	if w.err != nil {
-		w.mu.Unlock()
-		return
-	}
-	w.err = err
-	close(w.done)
-	stop := w.stopAfter
-	w.stopAfter = nil
-	w.mu.Unlock()
+// unregister stops the goroutine and forgets the watch once it has ended.
+func (w *watcher) unregister() {
 	w.cancel()
-	if stop != nil {
-		stop()
-	}
 	w.r.mu.Lock()
 	delete(w.r.watchers, w)
 	w.r.mu.Unlock()
 }
 
-func (w *watcher) endErr() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
-}
-
-func (w *watcher) snapshot() []registry.Instance {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.cur
-}
-
-// Next implements registry.Watcher.
-func (w *watcher) Next(ctx context.Context) ([]registry.Instance, error) {
-	for {
-		if err := w.wctx.Err(); err != nil {
-			// The AfterFunc may not have run yet; end the watch now so
-			// that Next is deterministic once the cancel func returned.
-			w.end(err)
-		}
-		select {
-		case <-w.done:
-			return nil, w.endErr()
-		default:
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if !w.started {
-			w.started = true
-			w.last = w.snapshot()
-			return cloneList(w.last), nil
-		}
-		select {
-		case <-w.done:
-			return nil, w.endErr()
-		case <-w.wctx.Done():
-			// Loop: end the watch and return its error.
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-w.changed:
-			if list := w.snapshot(); !sameList(list, w.last) {
-				w.last = list
-				return cloneList(list), nil
-			}
-		}
-	}
-}
-
-// Stop implements registry.Watcher.
-func (w *watcher) Stop() { w.end(registry.ErrClosed) }
-
 // publish makes the current state the list Next returns.
-func (w *watcher) publish() {
-	list := sortedList(w.state)
-	w.mu.Lock()
-	w.cur = list
-	w.mu.Unlock()
-	select {
-	case w.changed <- struct{}{}:
-	default:
-	}
-}
+func (w *watcher) publish() { w.Publish(sortedList(w.state)) }
 
 // run watches from rev+1 and, whenever the watch breaks, lists again and
 // watches from the new revision, until the watch ends.

@@ -93,6 +93,7 @@ func Run(t *testing.T, h Harness) {
 		{"IDCharacters", (*suite).testIDCharacters},
 		{"ReturnedCopies", (*suite).testReturnedCopies},
 		{"InvalidInput", (*suite).testInvalidInput},
+		{"NilContext", (*suite).testNilContext},
 		{"WatchStop", (*suite).testWatchStop},
 		{"NextContext", (*suite).testNextContext},
 		{"WatchContext", (*suite).testWatchContext},
@@ -670,6 +671,48 @@ func (s *suite) testInvalidInput(t *testing.T) {
 	}
 	s.register(t, prov, good)
 	s.waitDiscover(t, cons, key, good)
+}
+
+// testNilContext checks that every method given a nil context returns an
+// error instead of panicking, and does nothing.
+func (s *suite) testNilContext(t *testing.T) {
+	r := s.open(t)
+	key := UniqueKey(t)
+	a := inst(key, "a", 1)
+	var nilCtx context.Context
+	call := func(method string, f func() error) {
+		t.Helper()
+		var err error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%s with a nil context panicked: %v", method, p)
+					err = errors.New("panicked")
+				}
+			}()
+			err = f()
+		}()
+		if err == nil {
+			t.Errorf("%s with a nil context: no error", method)
+		}
+	}
+	call("Register", func() error { return r.Register(nilCtx, a) })
+	call("Deregister", func() error { return r.Deregister(nilCtx, a) })
+	call("Discover", func() error { _, err := r.Discover(nilCtx, key); return err })
+	call("Watch", func() error {
+		w, err := r.Watch(nilCtx, key)
+		if w != nil {
+			w.Stop()
+		}
+		return err
+	})
+	if l, ok := r.(registry.Lister); ok {
+		call("Services", func() error { _, err := l.Services(nilCtx); return err })
+	}
+	// Nothing was registered, and the client still works.
+	if list := s.discover(t, r, key); len(list) != 0 {
+		t.Errorf("after Register with a nil context: Discover = %s, want an empty list", Format(list))
+	}
 }
 
 func checkInputError(t *testing.T, what string, err error, field string) {

@@ -15,33 +15,27 @@ import (
 // watcher follows the providers node of one key with a goroutine (run) that
 // keeps a child watch on the providers node (or an exists watch while it is
 // missing) and a data watch on every instance node, each re-armed after it
-// fired, and publishes the list for Next.
+// fired, and publishes the list to its registry.Feed, which implements
+// registry.Watcher. The first Next waits for the first list.
 //
 // The client's event callback only records which paths changed (event) and
 // wakes the goroutine, which re-reads exactly those, or everything after a
 // reconnection or in a new session.
 type watcher struct {
+	*registry.Feed
 	r    *Registry
-	ctx  context.Context // the Watch context
 	key  registry.ServiceKey
 	dir  string
 	kick chan struct{} // 1-buffered
-	done chan struct{} // closed when the watch ends
 
 	mu      sync.Mutex
 	dirty   map[string]struct{} // paths with events since the last sync
 	refresh bool                // re-read everything, without re-arming what is armed
-	ready   bool                // list holds a list
-	list    []registry.Instance // never modified once published
-	changed chan struct{}       // closed and replaced when list changes
-	err     error               // why the watch ended
-
-	// Used by Next only.
-	started bool
-	last    []registry.Instance
 
 	// Used by the run goroutine only.
-	dirArmed int64 // session of the armed watch on dir; 0: none
+	ready    bool                // a list was published
+	list     []registry.Instance // the list published last
+	dirArmed int64               // session of the armed watch on dir; 0: none
 	kids     map[string]*kid
 	failing  bool
 }
@@ -54,15 +48,13 @@ type kid struct {
 
 func newWatcher(r *Registry, ctx context.Context, key registry.ServiceKey) *watcher {
 	w := &watcher{
-		r:       r,
-		ctx:     ctx,
-		key:     key,
-		dir:     r.providersDir(key),
-		kick:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		dirty:   make(map[string]struct{}),
-		changed: make(chan struct{}),
-		kids:    make(map[string]*kid),
+		Feed:  registry.NewFeed(ctx),
+		r:     r,
+		key:   key,
+		dir:   r.providersDir(key),
+		kick:  make(chan struct{}, 1),
+		dirty: make(map[string]struct{}),
+		kids:  make(map[string]*kid),
 	}
 	w.kick <- struct{}{}
 	return w
@@ -84,16 +76,6 @@ func (w *watcher) resync() {
 	signal(w.kick)
 }
 
-// end ends the watch with err; the first call wins.
-func (w *watcher) end(err error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err == nil {
-		w.err = err
-		close(w.done)
-	}
-}
-
 func (w *watcher) run() {
 	r := w.r
 	defer r.wg.Done()
@@ -110,13 +92,10 @@ func (w *watcher) run() {
 		select {
 		case <-w.kick:
 		case <-retry:
-		case <-w.done:
-			return
-		case <-w.ctx.Done():
-			w.end(w.ctx.Err())
+		case <-w.Done(): // Stop, Close or the end of the Watch context
 			return
 		case <-r.ctx.Done():
-			w.end(registry.ErrClosed)
+			w.End(registry.ErrClosed)
 			return
 		}
 		if timer != nil {
@@ -175,25 +154,20 @@ func (w *watcher) failed(err error) {
 		r.log.Log(context.Background(), level, "zookeeper: the watch cannot read the servers; keeping the last known list and retrying",
 			"servers", r.servers, "key", w.key.String(), "error", r.explain(err))
 	}
-	w.mu.Lock()
-	ready := w.ready
-	w.mu.Unlock()
-	if !ready {
+	if !w.ready {
 		if cached, ok := r.lastKnown(w.key); ok {
 			w.publish(cached)
 		}
 	}
 }
 
+// publish hands list to the feed unless it is the list published last.
 func (w *watcher) publish(list []registry.Instance) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.ready && sameList(list, w.list) {
 		return
 	}
 	w.ready, w.list = true, list
-	close(w.changed)
-	w.changed = make(chan struct{})
+	w.Publish(list)
 }
 
 // sync reads what changed (dirty), everything if refresh, and arms the
@@ -292,43 +266,4 @@ func (w *watcher) listDir(sid int64, plain bool) ([]string, error) {
 		// Created in between: list it.
 	}
 	return nil, errors.New("zookeeper: the providers node keeps appearing and disappearing")
-}
-
-// Next returns the current list the first time, then blocks until it
-// differs from the one it returned last.
-func (w *watcher) Next(ctx context.Context) ([]registry.Instance, error) {
-	for {
-		if err := w.ctx.Err(); err != nil {
-			w.end(err)
-		}
-		if w.r.ctx.Err() != nil {
-			w.end(registry.ErrClosed)
-		}
-		w.mu.Lock()
-		err, ready, list, ch := w.err, w.ready, w.list, w.changed
-		w.mu.Unlock()
-		if err != nil {
-			return nil, err
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if ready && (!w.started || !sameList(list, w.last)) {
-			w.started, w.last = true, list
-			return cloneList(list), nil
-		}
-		select {
-		case <-ch:
-		case <-w.done:
-		case <-w.ctx.Done():
-		case <-w.r.ctx.Done():
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
-
-// Stop ends the watch; Next then returns registry.ErrClosed.
-func (w *watcher) Stop() {
-	w.end(registry.ErrClosed)
 }

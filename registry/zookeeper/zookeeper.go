@@ -470,13 +470,7 @@ func (r *Registry) remember(key registry.ServiceKey, list []registry.Instance) {
 // session (an earlier run of the provider) still holds the node. If Register
 // fails, the previous state is restored.
 func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
-	if r.isClosed() {
-		return registry.ErrClosed
-	}
-	if err := in.Validate(); err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), in.Validate()); err != nil {
 		return err
 	}
 	data, err := encode(in)
@@ -516,16 +510,7 @@ func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 // error. If the servers cannot be reached in time it returns an error and
 // keeps trying in the background until Close.
 func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
-	if r.isClosed() {
-		return registry.ErrClosed
-	}
-	if err := in.Key.Validate(); err != nil {
-		return err
-	}
-	if in.ID == "" {
-		return &registry.InputError{Field: "instance ID", Reason: "must not be empty"}
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), in.ValidateRef()); err != nil {
 		return err
 	}
 	path := r.nodePath(in.Key, in.ID)
@@ -610,13 +595,7 @@ const staleGrace = time.Second
 // a second (less if ctx expires earlier) for them; otherwise it keeps trying
 // until ctx is done (or the dial timeout passed, when ctx has no deadline).
 func (r *Registry) Discover(ctx context.Context, key registry.ServiceKey) ([]registry.Instance, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := key.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
 	wctx, cancel := r.callContext(ctx)
@@ -699,19 +678,14 @@ func (r *Registry) readList(key registry.ServiceKey) ([]registry.Instance, error
 // soon as it has been read (or, if the servers cannot be reached, the last
 // list this registry saw for key).
 func (r *Registry) Watch(ctx context.Context, key registry.ServiceKey) (registry.Watcher, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := key.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
 	w := newWatcher(r, ctx, key)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		w.End(registry.ErrClosed)
 		return nil, registry.ErrClosed
 	}
 	ws := r.watchers[w.dir]
@@ -747,7 +721,16 @@ func (r *Registry) Close() error {
 		return registry.ErrClosed
 	}
 	r.closed = true
+	var watchers []*watcher
+	for _, ws := range r.watchers {
+		for w := range ws {
+			watchers = append(watchers, w)
+		}
+	}
 	r.mu.Unlock()
+	for _, w := range watchers {
+		w.End(registry.ErrClosed)
+	}
 	r.shutdown()
 	return nil
 }
@@ -789,10 +772,7 @@ var _ registry.Lister = (*Registry)(nil)
 // Services returns every service key with at least one instance node,
 // sorted by service, version, then group ([registry.Lister]).
 func (r *Registry) Services(ctx context.Context) ([]registry.ServiceKey, error) {
-	if r.isClosed() {
-		return nil, registry.ErrClosed
-	}
-	if err := ctx.Err(); err != nil {
+	if err := registry.Check(ctx, r.isClosed(), nil); err != nil {
 		return nil, err
 	}
 	wctx, cancel := r.callContext(ctx)

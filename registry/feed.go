@@ -1,0 +1,206 @@
+package registry
+
+import (
+	"context"
+	"sync"
+)
+
+// Feed is the consumer half of a [Watcher], for adapter authors: the adapter
+// publishes complete instance lists as it learns them (Publish) and ends the
+// watch with an error (End), and the Feed implements Next and Stop with the
+// semantics the Watcher contract requires: the first Next returns the first
+// published list (waiting for it if nothing was published yet), later calls
+// return only the latest list and only if it differs from the one returned
+// last, and each returns a copy. A *Feed is a Watcher: adapters return it, or
+// a type that embeds it. See "Writing an adapter" in the package
+// documentation for the rules.
+//
+// Publish, End, OnEnd, Done and Stop are safe for concurrent use; Next may be
+// called from one goroutine at a time. The zero Feed is not usable; make one
+// with NewFeed.
+type Feed struct {
+	ctx  context.Context // the Watch context; the feed ends with it
+	wake chan struct{}   // 1-buffered; a value means "the list may have changed"
+	done chan struct{}   // closed when the feed ends
+
+	mu      sync.Mutex
+	list    []Instance  // the current list; never modified, only replaced
+	have    bool        // a list was published
+	err     error       // why the feed ended; set before done is closed
+	stopCtx func() bool // unregisters the context.AfterFunc
+	onEnd   func()
+
+	// A pull feed (see newPullFeed) has a source instead of a publisher.
+	source func() []Instance
+	stale  bool // guarded by mu: source must be read again
+
+	// Only Next uses these; it is not called concurrently.
+	started bool
+	last    []Instance
+}
+
+var _ Watcher = (*Feed)(nil)
+
+// NewFeed returns a feed that ends with ctx.Err() when ctx, the context
+// given to Watch, is done. ctx must not be nil (Check rejects a nil one).
+// Until then it starts no goroutine: it uses [context.AfterFunc], and Next
+// also checks ctx, so that once ctx's cancel function has returned, Next
+// returns ctx.Err() (unless the feed had ended before).
+func NewFeed(ctx context.Context) *Feed {
+	return newPullFeed(ctx, nil)
+}
+
+// newPullFeed returns a feed that nothing publishes to: Next reads the list
+// from source (whose lists follow the rules of Publish) the first time and
+// after each call of changed, so that writers do O(1) work however long the
+// list is. The in-process registry uses it. With a nil source, it returns a
+// feed that is published to, as NewFeed does.
+func newPullFeed(ctx context.Context, source func() []Instance) *Feed {
+	f := &Feed{ctx: ctx, wake: make(chan struct{}, 1), done: make(chan struct{}), source: source, stale: source != nil}
+	stop := context.AfterFunc(ctx, func() { f.End(ctx.Err()) })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		stop() // ctx was done already and the feed has ended
+	} else {
+		f.stopCtx = stop
+	}
+	return f
+}
+
+// Publish makes list the current list and wakes Next. list must be complete
+// and sorted by ID, and neither it nor the Metadata maps of its instances may
+// be modified afterwards: the feed keeps it as it is and copies it only in
+// Next (the same list may be published to several feeds). A nil list is an
+// empty list. Publish never blocks and does not compare lists: publishing an
+// unchanged list only wakes Next, which returns nothing new. Publishing after
+// the feed has ended does nothing visible.
+func (f *Feed) Publish(list []Instance) {
+	f.mu.Lock()
+	f.list, f.have = list, true
+	f.mu.Unlock()
+	f.signal()
+}
+
+// changed tells a pull feed that the list of its source has changed, and
+// wakes Next. It never blocks.
+func (f *Feed) changed() {
+	f.mu.Lock()
+	f.stale = true
+	f.mu.Unlock()
+	f.signal()
+}
+
+func (f *Feed) signal() {
+	select {
+	case f.wake <- struct{}{}:
+	default: // already woken
+	}
+}
+
+// End ends the feed with err (ErrClosed if err is nil): Next returns err from
+// then on. Only the first call has an effect; it releases the waiting Next,
+// unregisters the feed from the Watch context and then calls the functions
+// registered with OnEnd, outside any lock of the feed.
+func (f *Feed) End(err error) {
+	if err == nil {
+		err = ErrClosed
+	}
+	f.mu.Lock()
+	if f.err != nil {
+		f.mu.Unlock()
+		return
+	}
+	f.err = err
+	close(f.done)
+	stop, onEnd := f.stopCtx, f.onEnd
+	f.stopCtx, f.onEnd = nil, nil
+	f.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	if onEnd != nil {
+		onEnd()
+	}
+}
+
+// OnEnd arranges for fn to be called when the feed ends, by the End call
+// that ends it (so before Stop, or an End called from Close, returns), or at
+// once if the feed has already ended. It is meant for releasing what the
+// watch holds: unregistering it, canceling its goroutine. Register it once
+// the watch is registered wherever fn undoes that, so that an End that comes
+// in between is not missed. Functions registered by several calls run in
+// the order of the calls.
+func (f *Feed) OnEnd(fn func()) {
+	f.mu.Lock()
+	if f.err != nil {
+		f.mu.Unlock()
+		fn()
+		return
+	}
+	if prev := f.onEnd; prev != nil {
+		f.onEnd = func() { prev(); fn() }
+	} else {
+		f.onEnd = fn
+	}
+	f.mu.Unlock()
+}
+
+// Done returns a channel that is closed when the feed has ended.
+func (f *Feed) Done() <-chan struct{} { return f.done }
+
+// Next implements [Watcher]: it returns a copy of the first published list
+// (waiting for it if need be), then blocks until the current list differs
+// from the one it returned last. It returns the feed's end error once the
+// feed has ended, ctx.Err() when ctx is done, and an [*InputError] if ctx is
+// nil.
+func (f *Feed) Next(ctx context.Context) ([]Instance, error) {
+	if ctx == nil {
+		return nil, Check(ctx, false, nil)
+	}
+	for {
+		if err := f.ctx.Err(); err != nil {
+			// The AfterFunc may not have run yet; end the feed now so
+			// that Next is deterministic once the cancel func returned.
+			f.End(err)
+		}
+		f.mu.Lock()
+		err, have, list := f.err, f.have, f.list
+		f.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if f.source != nil && f.takeStale() {
+			list, have = f.source(), true
+		}
+		if have && (!f.started || !sameList(list, f.last)) {
+			f.started, f.last = true, list
+			return cloneList(list), nil
+		}
+		select {
+		case <-f.wake:
+		case <-f.done:
+		case <-f.ctx.Done():
+			// Loop: end the feed and return its error.
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// takeStale reports whether a pull feed must read its source again, and
+// clears the mark.
+func (f *Feed) takeStale() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	stale := f.stale
+	f.stale = false
+	return stale
+}
+
+// Stop implements [Watcher]: it ends the feed with ErrClosed, unless it has
+// ended already.
+func (f *Feed) Stop() { f.End(ErrClosed) }
