@@ -447,6 +447,11 @@ func (rep *report) markdown() string {
 		w("| %s | %s | %s | %s | %s |\n", t.what, t.where, t.measured, t.need, t.result)
 	}
 	w("\n")
+	// The profile-backed reading of the targets is kept by hand in
+	// ANALYSIS.md, next to the numbers it explains.
+	if notes, err := os.ReadFile("ANALYSIS.md"); err == nil {
+		w("%s\n", notes)
+	}
 
 	w("## Results\n\n")
 	w("Per row: calls/s = completed calls / measured window; `× best peer` and `× tcp-mux` = this row's calls/s over the best peer's and over the plain multiplexed reference's, per round, median; ")
