@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +30,12 @@ type Client struct {
 	refs   map[*Reference]struct{}
 	closed bool
 	bg     sync.WaitGroup
+
+	// Every open connection, including draining ones no endpoint holds any
+	// more, so that Close can end the calls still waiting on them.
+	connsMu     sync.Mutex
+	conns       map[*clientConn]struct{}
+	connsClosed bool
 }
 
 // NewClient returns a client with the options applied.
@@ -52,6 +57,7 @@ func NewClient(opts ...ClientOption) *Client {
 	if cfg.dialTimeout <= 0 {
 		cfg.dialTimeout = 5 * time.Second
 	}
+	cfg.resilience.ejection = cfg.resilience.ejection.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{
 		cfg:         cfg,
@@ -60,6 +66,7 @@ func NewClient(opts ...ClientOption) *Client {
 		cancel:      cancel,
 		pool:        make(map[string]*endpoint),
 		refs:        make(map[*Reference]struct{}),
+		conns:       make(map[*clientConn]struct{}),
 	}
 }
 
@@ -75,6 +82,12 @@ type Reference struct {
 	remote   bool
 	invoker  UnaryInvoker
 
+	// Fail mode, default deadline and idempotent methods
+	// (options_resilience.go, failmode.go).
+	fail              FailMode
+	defaultTimeout    time.Duration
+	idempotentMethods map[string]bool
+
 	state   atomic.Pointer[refState]
 	watcher registry.Watcher
 	cancel  context.CancelFunc
@@ -85,6 +98,11 @@ type Reference struct {
 type refState struct {
 	instances []registry.Instance
 	eps       []*endpoint
+	// live and liveEps are what selectors choose from: the instances
+	// whose endpoint is not ejected (health.go). Without ejections they
+	// are instances and eps.
+	live    []registry.Instance
+	liveEps []*endpoint
 }
 
 // Refer subscribes to the providers of service (a fully qualified proto
@@ -138,6 +156,18 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 		cancel:   cancel,
 	}
 	r.invoker = r.invoke
+	r.fail = cfg.resilience.fail
+	if r.fail.kind == failUnset {
+		r.fail = c.cfg.resilience.fail
+	}
+	if r.fail.kind == failUnset {
+		r.fail = Failfast()
+	}
+	r.defaultTimeout = c.cfg.resilience.defaultTimeout
+	if cfg.resilience.timeoutSet {
+		r.defaultTimeout = cfg.resilience.defaultTimeout
+	}
+	r.idempotentMethods = normalizeMethods(service, cfg.resilience.idempotent)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -206,6 +236,7 @@ func (r *Reference) update(list []registry.Instance) {
 	for i, in := range list {
 		st.eps[i] = c.acquire(in.Addr)
 	}
+	c.filterLocked(st)
 	old := r.state.Swap(st)
 	if old != nil {
 		for _, ep := range old.eps {
@@ -253,8 +284,10 @@ func (r *Reference) Close() error {
 
 // Invoke calls method on a provider chosen by the reference's selector, or on
 // an in-process export of the same service key unless the reference was made
-// WithRemote. See Invoker.
+// WithRemote, with the reference's fail mode (or the one in opts). See
+// Invoker and FailMode.
 func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) (any, error) {
+	var cfg *callConfig // call options the invoker needs, nil if none
 	if len(opts) > 0 {
 		var cc callConfig
 		for _, o := range opts {
@@ -263,9 +296,25 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 		if cc.metadata != nil {
 			ctx = NewOutgoingContext(ctx, cc.metadata)
 		}
+		if cc.resilience.set() {
+			cfg = &cc
+		}
+	}
+	if r.defaultTimeout > 0 {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, r.defaultTimeout)
+			defer cancel()
+		}
 	}
 	if ic := r.cl.interceptor; ic != nil {
-		out, err := ic(ctx, method, req, reply, r.invoker)
+		inv := r.invoker
+		if cfg != nil {
+			inv = func(ctx context.Context, method string, req, reply any) (any, error) {
+				return r.call(ctx, method, req, reply, cfg)
+			}
+		}
+		out, err := ic(ctx, method, req, reply, inv)
 		if err == nil && out == nil {
 			// Generated clients assert the reply's type; a nil reply with
 			// no error would make them panic.
@@ -273,56 +322,8 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 		}
 		return out, err
 	}
-	return r.invoke(ctx, method, req, reply)
+	return r.call(ctx, method, req, reply, cfg)
 }
-
-func (r *Reference) invoke(ctx context.Context, method string, req, reply any) (any, error) {
-	if !strings.HasPrefix(method, r.prefix) || len(method) == len(r.prefix) {
-		return nil, Errorf(CodeInvalidArgument, "method %q does not belong to service %s", method, r.key.Service)
-	}
-	short := method[len(r.prefix):]
-	if !r.remote && localCount.Load() > 0 {
-		if exp := lookupLocal(r.keyStr); exp != nil {
-			return exp.invokeLocal(ctx, method, short, req)
-		}
-	}
-	// A call that provably did not run (never sent on a connection that
-	// was closing, refused by a provider that is shutting down, connect
-	// refused) goes to another instance: safe for any method, and what
-	// makes a graceful restart lose no call.
-	var err error
-	for attempt := 0; ; attempt++ {
-		st := r.state.Load()
-		if st == nil || len(st.instances) == 0 {
-			if r.closed.Load() {
-				return nil, wrapError(CodeCanceled, ErrClientClosed, "call %s: reference is closed", method)
-			}
-			if err != nil {
-				return nil, err
-			}
-			return nil, wrapError(CodeUnavailable, ErrNoProvider, "no provider for %s", r.keyStr)
-		}
-		i := r.selector.Select(ctx, method, st.instances)
-		if i < 0 || i >= len(st.instances) {
-			return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.instances), r.keyStr)
-		}
-		var out any
-		retry := false
-		cc, cerr := st.eps[i].conn(ctx, r.cl)
-		if cerr != nil {
-			err, retry = cerr, ctx.Err() == nil
-		} else {
-			out, err, retry = cc.invoke(ctx, r.keyStr, method, short, req, reply)
-		}
-		if !retry || attempt+1 >= max(2, min(len(st.instances), maxAttempts)) || ctx.Err() != nil {
-			return out, err
-		}
-	}
-}
-
-// maxAttempts bounds how many instances one call tries when a provider
-// provably did not run it.
-const maxAttempts = 3
 
 // Close closes every reference and connection of the client and stops every
 // goroutine it started. Calls in flight fail with CodeUnavailable.
@@ -344,10 +345,21 @@ func (c *Client) Close() error {
 	c.cancel()
 	c.mu.Lock()
 	for addr, ep := range c.pool {
+		ep.stopHealthLocked()
 		ep.closeConn()
 		delete(c.pool, addr)
 	}
 	c.mu.Unlock()
+	c.connsMu.Lock()
+	c.connsClosed = true
+	conns := make([]*clientConn, 0, len(c.conns))
+	for cc := range c.conns {
+		conns = append(conns, cc)
+	}
+	c.connsMu.Unlock()
+	for _, cc := range conns {
+		cc.close(wrapError(CodeCanceled, ErrClientClosed, "client closed"))
+	}
 	c.bg.Wait()
 	return nil
 }
@@ -360,6 +372,8 @@ type endpoint struct {
 	cc      atomic.Pointer[clientConn]
 	mu      sync.Mutex
 	dialing chan struct{}
+
+	health epHealth // health.go
 }
 
 // acquire returns the endpoint for addr with its reference count raised.
@@ -384,6 +398,7 @@ func (c *Client) release(ep *endpoint) {
 	if c.pool[ep.addr] == ep {
 		delete(c.pool, ep.addr)
 	}
+	ep.stopHealthLocked()
 	if cc := ep.cc.Swap(nil); cc != nil {
 		cc.drain()
 	}
@@ -420,6 +435,9 @@ func (ep *endpoint) conn(ctx context.Context, c *Client) (*clientConn, error) {
 		ep.mu.Unlock()
 
 		cc, err := c.dial(ctx, ep.addr)
+		if err == nil {
+			c.trackConn(cc)
+		}
 		ep.mu.Lock()
 		ep.dialing = nil
 		if err == nil {
@@ -445,6 +463,9 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
+	if nc, err = c.secure(ctx, nc, addr); err != nil { // TLS, if configured: tls.go
+		return nil, err
+	}
 	cc := &clientConn{cl: c, addr: addr, c: nc, w: connWriter{conn: nc}, pending: make(map[uint64]*call)}
 	c.mu.Lock()
 	if c.closed {
@@ -456,6 +477,25 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	c.mu.Unlock()
 	go cc.read()
 	return cc, nil
+}
+
+// trackConn adds a new connection to the set Close closes, or closes it if
+// Close has run.
+func (c *Client) trackConn(cc *clientConn) {
+	c.connsMu.Lock()
+	if c.connsClosed {
+		c.connsMu.Unlock()
+		cc.close(wrapError(CodeCanceled, ErrClientClosed, "client closed"))
+		return
+	}
+	c.conns[cc] = struct{}{}
+	c.connsMu.Unlock()
+}
+
+func (c *Client) untrackConn(cc *clientConn) {
+	c.connsMu.Lock()
+	delete(c.conns, cc)
+	c.connsMu.Unlock()
 }
 
 func ctxError(ctx context.Context, what string) *Error {
@@ -493,18 +533,19 @@ type call struct {
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
-// invoke makes one call on the connection. retry reports that the request
-// provably did not run (it was never sent, or the server answered that the
-// handler never ran), so it may be sent to another instance.
-func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req, reply any) (out any, err error, retry bool) {
+// invoke makes one call on the connection. The outcome says whether the
+// call provably did not run (it was never sent, or the server answered that
+// the handler never ran), so that it may be sent to another instance, and
+// whether the failure is a fault of the provider (see outcome).
+func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req, reply any) (out any, err error, o outcome) {
 	var timeout time.Duration
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
-			return nil, ctxError(ctx, "call "+method), false
+			return nil, ctxError(ctx, "call "+method), outLocal
 		}
 	} else if err := ctx.Err(); err != nil {
-		return nil, ctxError(ctx, "call "+method), false
+		return nil, ctxError(ctx, "call "+method), outLocal
 	}
 	codec := cc.cl.cfg.codec
 	id := cc.nextID.Add(1)
@@ -515,24 +556,30 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 	if err != nil {
 		*buf = b
 		putBuf(buf)
-		return nil, Errorf(CodeInternal, "encode request of %s: %v", method, err), false
+		return nil, Errorf(CodeInternal, "encode request of %s: %v", method, err), outLocal
 	}
 	if n, limit := len(b)-headerSize, cc.cl.cfg.maxMessageSize; n > limit {
 		*buf = b
 		putBuf(buf)
-		return nil, &Error{Code: CodeResourceExhausted, Message: "call " + method + ": " + (&TooLargeError{Size: n, Limit: limit}).Error(), cause: ErrMessageTooLarge}, false
+		return nil, &Error{Code: CodeResourceExhausted, Message: "call " + method + ": " + (&TooLargeError{Size: n, Limit: limit}).Error(), cause: ErrMessageTooLarge}, outLocal
 	}
 	setBodyLen(b)
 
 	cl := callPool.Get().(*call)
 	cc.mu.Lock()
-	if cc.err != nil {
+	if cc.err != nil || cc.draining.Load() {
+		// Never sent. A draining connection takes no new call: it may
+		// have found itself idle and be closing (maybeClose), and a call
+		// registered now would fail although it may have been sent.
 		e := cc.err
+		if e == nil {
+			e = wrapError(CodeUnavailable, ErrConnClosed, "connection to %s is closing", cc.addr)
+		}
 		cc.mu.Unlock()
 		callPool.Put(cl)
 		*buf = b
 		putBuf(buf)
-		return nil, e, true // never sent
+		return nil, e, outNotRun
 	}
 	cc.pending[id] = cl
 	cc.mu.Unlock()
@@ -559,36 +606,59 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 				cc.w.write(appendHeader(fb[:0], frameCancel, id, 0))
 			}
 			cc.maybeClose()
-			return nil, ctxError(ctx, "call "+method), false
+			return nil, ctxError(ctx, "call "+method), ctxOutcome(ctx)
 		}
 		cc.mu.Unlock()
 		<-cl.done // the reply is being delivered; take it and drop it
 		putBuf(cl.body)
 		cl.body, cl.err = nil, nil
 		callPool.Put(cl)
-		return nil, ctxError(ctx, "call "+method), false
+		return nil, ctxError(ctx, "call "+method), ctxOutcome(ctx)
 	}
 
 	typ, body, cerr := cl.typ, cl.body, cl.err
 	cl.body, cl.err = nil, nil
 	callPool.Put(cl)
 	if cerr != nil {
-		return nil, cerr, false
+		switch {
+		case errors.Is(cerr, ErrConnClosed):
+			o = outBroken
+		case errors.Is(cerr, ErrServerClosed):
+			o = outClosing
+		case errors.Is(cerr, ErrClientClosed):
+			o = outLocal
+		}
+		return nil, cerr, o
 	}
 	defer putBuf(body)
 	switch typ {
 	case frameResponse:
 		if err := codec.Unmarshal(*body, reply); err != nil {
-			return nil, Errorf(CodeInternal, "decode response of %s from %s: %v", method, cc.addr, err), false
+			return nil, Errorf(CodeInternal, "decode response of %s from %s: %v", method, cc.addr, err), outReply
 		}
-		return reply, nil, false
+		return reply, nil, outReply
 	default:
 		e, flags, err := parseErrorBody(*body)
 		if err != nil {
-			return nil, Errorf(CodeInternal, "bad error frame for %s from %s: %v", method, cc.addr, err), false
+			return nil, Errorf(CodeInternal, "bad error frame for %s from %s: %v", method, cc.addr, err), outReply
 		}
-		return nil, e, flags&errNotExecuted != 0 && (e.Code == CodeUnavailable || e.Code == CodeUnimplemented)
+		switch {
+		case flags&errNotExecuted != 0 && (e.Code == CodeUnavailable || e.Code == CodeUnimplemented):
+			o = outNotRun
+		case e.Code == CodeDeadlineExceeded:
+			o = outTimeout
+		}
+		return nil, e, o
 	}
+}
+
+// ctxOutcome is the outcome of a call abandoned because ctx is done: a
+// timeout (a fault of the provider it waited for) or a cancellation.
+func ctxOutcome(ctx context.Context) outcome {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return outTimeout
+	}
+	return outLocal
 }
 
 // read delivers replies until the connection breaks.
@@ -611,7 +681,7 @@ func (cc *clientConn) read() {
 			return
 		}
 		switch fh.typ {
-		case frameResponse, frameError:
+		case frameResponse, frameError, framePong:
 			cc.mu.Lock()
 			cl := cc.pending[fh.id]
 			delete(cc.pending, fh.id)
@@ -627,8 +697,6 @@ func (cc *clientConn) read() {
 			putBuf(body)
 			cc.draining.Store(true)
 			cc.maybeClose()
-		case framePong:
-			putBuf(body)
 		default:
 			putBuf(body)
 			cc.fail(Errorf(CodeInternal, "connection to %s: unexpected %s frame from server", cc.addr, fh.typ))
@@ -662,6 +730,7 @@ func (cc *clientConn) deliverErr(id uint64, e *Error) {
 // fail breaks the connection: every pending call gets e.
 func (cc *clientConn) fail(e *Error) {
 	cc.broken.Store(true)
+	cc.cl.untrackConn(cc)
 	cc.w.fail(e)
 	cc.mu.Lock()
 	if cc.err == nil {

@@ -106,6 +106,10 @@ func setBodyLen(b []byte) {
 // parseHeader validates the fixed header. limit is the largest body accepted.
 func parseHeader(h []byte, limit int) (frameHeader, error) {
 	if h[0] != magic0 || h[1] != magic1 {
+		if h[0] == 0x16 && h[1] == 0x03 {
+			// A TLS handshake record: the peer uses TLS, this side does not.
+			return frameHeader{}, &FrameError{Reason: "bad magic 0x1603 (want 0x534b): the peer speaks TLS but this side has no TLS config (WithTLSConfig)"}
+		}
 		return frameHeader{}, &FrameError{Reason: fmt.Sprintf("bad magic 0x%02x%02x (want 0x534b): not a Storks peer", h[0], h[1])}
 	}
 	if h[2] != version1 {
@@ -128,26 +132,68 @@ func parseHeader(h []byte, limit int) (frameHeader, error) {
 
 // readFrame reads one frame. The body is read into a buffer from the pool;
 // the caller owns it and returns it with putBuf. Nothing is allocated for a
-// body that is over the limit.
+// body that is over the limit, and a large body's buffer grows only as its
+// bytes arrive (see readBody).
 func readFrame(r *bufio.Reader, limit int) (frameHeader, *[]byte, error) {
-	var hb [headerSize]byte
-	if _, err := io.ReadFull(r, hb[:]); err != nil {
+	// The header is parsed where it lies in the reader's buffer: a local
+	// array passed to io.ReadFull would escape, costing an allocation per
+	// frame.
+	hb, err := r.Peek(headerSize)
+	if len(hb) < headerSize {
+		if err == io.EOF && len(hb) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		return frameHeader{}, nil, err
 	}
-	fh, err := parseHeader(hb[:], limit)
+	fh, err := parseHeader(hb, limit)
+	r.Discard(headerSize)
 	if err != nil {
 		return fh, nil, err
 	}
-	body := getBuf(fh.len)
-	*body = (*body)[:fh.len]
-	if _, err := io.ReadFull(r, *body); err != nil {
-		putBuf(body)
+	body, err := readBody(r, fh.len)
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return fh, nil, err
 	}
 	return fh, body, nil
+}
+
+// firstChunk is the buffer a body larger than maxPooled starts in.
+const firstChunk = 32 << 10
+
+// readBody reads an n-byte body. A body of up to maxPooled bytes is read into
+// a pooled buffer. A larger one is read into a buffer that starts at
+// firstChunk bytes and grows fourfold, never past n, each time it fills: a
+// peer that announces a large frame and sends it slowly, or not at all, pins
+// memory in proportion to what it sent, not to what it announced. A body
+// that does arrive costs a few more allocations and at most a third of its
+// size in copying.
+func readBody(r *bufio.Reader, n int) (*[]byte, error) {
+	if n <= maxPooled {
+		body := getBuf(n)
+		*body = (*body)[:n]
+		if _, err := io.ReadFull(r, *body); err != nil {
+			putBuf(body)
+			return nil, err
+		}
+		return body, nil
+	}
+	b := make([]byte, 0, firstChunk)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			nb := make([]byte, len(b), min(n, 4*cap(b)))
+			copy(nb, b)
+			b = nb
+		}
+		m, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err != nil && len(b) < n {
+			return nil, err
+		}
+	}
+	return &b, nil
 }
 
 // requestHeader is the decoded start of a request body. Its byte slices

@@ -39,6 +39,7 @@ type serverConfig struct {
 	shutdownWait   time.Duration
 	logger         *slog.Logger
 	codec          Codec
+	sec            serverSecurity // options_security.go
 }
 
 type clientConfig struct {
@@ -48,6 +49,8 @@ type clientConfig struct {
 	logger         *slog.Logger
 	codec          Codec
 	dialTimeout    time.Duration
+	tls            clientTLS        // options_security.go
+	resilience     clientResilience // options_resilience.go
 }
 
 type exportConfig struct {
@@ -62,10 +65,12 @@ type referConfig struct {
 	selector       Selector
 	remote         bool
 	registry       registry.Registry
+	resilience     referResilience // options_resilience.go
 }
 
 type callConfig struct {
-	metadata Metadata
+	metadata   Metadata
+	resilience callResilience // options_resilience.go
 }
 
 type registryOption struct{ r registry.Registry }

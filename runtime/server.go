@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -42,9 +43,15 @@ type Server struct {
 	addr      string // advertised address, set by the first Serve
 	closed    bool
 
+	handlers handlerPool  // goroutines that run requests
 	refusing atomic.Bool  // new calls get ErrServerClosed
 	inflight atomic.Int64 // calls being handled
 	bg       sync.WaitGroup
+
+	cfgErr   error        // an invalid option; Serve returns it
+	epoch    time.Time    // tick counts from here
+	tick     atomic.Int64 // coarse clock in ns since epoch, +1; see limits.go
+	watching bool         // the watchdog runs; guarded by mu
 }
 
 // NewServer returns a server with the options applied.
@@ -53,10 +60,12 @@ func NewServer(opts ...ServerOption) *Server {
 		maxMessageSize: DefaultMaxMessageSize,
 		shutdownWait:   DefaultShutdownWait,
 		codec:          ProtoCodec{},
+		sec:            defaultServerSecurity(),
 	}
 	for _, o := range opts {
 		o.applyServer(&cfg)
 	}
+	cfgErr := cfg.check()
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
@@ -64,7 +73,7 @@ func NewServer(opts ...ServerOption) *Server {
 		cfg.maxMessageSize = DefaultMaxMessageSize
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		cfg:         cfg,
 		interceptor: chainServer(cfg.interceptors),
 		ctx:         ctx,
@@ -73,7 +82,11 @@ func NewServer(opts ...ServerOption) *Server {
 		exporters:   make(map[*Exporter]struct{}),
 		listeners:   make(map[net.Listener]struct{}),
 		conns:       make(map[*serverConn]struct{}),
+		cfgErr:      cfgErr,
+		epoch:       time.Now(),
 	}
+	s.tick.Store(1)
+	return s
 }
 
 // export is an active export: what a request is dispatched to.
@@ -118,10 +131,14 @@ func (e *Exporter) Instance() registry.Instance {
 }
 
 // Export makes impl answer calls for desc's service. It returns an error if
-// desc or impl is unusable, if the service key is already exported on this
-// server, or if the server is serving and the registration fails. Without
-// WithDelay the export takes calls when Export returns.
+// the server's options are invalid, if desc or impl is unusable, if the
+// service key is already exported on this server, or if the server is
+// serving and the registration fails. Without WithDelay the export takes
+// calls when Export returns.
 func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exporter, error) {
+	if s.cfgErr != nil {
+		return nil, s.cfgErr
+	}
 	if desc == nil {
 		return nil, Errorf(CodeInvalidArgument, "export: service descriptor is nil")
 	}
@@ -309,8 +326,17 @@ func (s *Server) Addr() string {
 // Serve accepts connections on lis until the server is closed. The first
 // call to Serve fixes the server's advertised address and registers every
 // active export; if a registration fails, Serve closes lis and returns the
-// error. Serve returns ErrServerClosed (wrapped) after Shutdown or Close.
+// error. Serve returns ErrServerClosed (wrapped) after Shutdown or Close, and
+// a CodeInvalidArgument error naming the option if the server's options are
+// invalid.
 func (s *Server) Serve(lis net.Listener) error {
+	if lis == nil {
+		return Errorf(CodeInvalidArgument, "serve: listener is nil")
+	}
+	if s.cfgErr != nil {
+		lis.Close()
+		return s.cfgErr
+	}
 	s.mu.Lock()
 	if s.closed || s.refusing.Load() {
 		s.mu.Unlock()
@@ -327,6 +353,11 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.addr = addr
 	}
 	s.listeners[lis] = struct{}{}
+	if sec := &s.cfg.sec; !s.watching && (sec.frameTimeout > 0 || sec.idleTimeout > 0) {
+		s.watching = true
+		s.bg.Add(1)
+		go s.watch()
+	}
 	pending := make([]*Exporter, 0, len(s.exporters))
 	for ex := range s.exporters {
 		pending = append(pending, ex)
@@ -591,18 +622,38 @@ func isNil(v any) bool {
 // serverConn is one accepted connection.
 type serverConn struct {
 	s      *Server
-	c      net.Conn
+	c      net.Conn // as accepted; closing it ends the connection
+	rw     net.Conn // frames are read from and written to it: TLS over in, or c
+	in     connReader
 	w      connWriter
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	ready     atomic.Bool  // TLS handshake done (if any): frames may be written
+	closing   atomic.Bool  // closed by the watchdog, which logged why
+	started   atomic.Int64 // requests handed to a handler; written by the reader goroutine
+	finished  atomic.Int64 // of those, answered
+	readSince atomic.Int64 // see connReader
+	wd        struct {     // the watchdog's own state
+		seen     int64 // started at the last sweep
+		busy     int64 // tick when a request last ran or started
+		goAwayAt int64 // tick when goaway was sent for idleness
+	}
+
 	mu      sync.Mutex
-	running map[uint64]context.CancelFunc
+	running map[uint64]*callCtx // nil once the connection is closing
 }
 
 func (s *Server) newConn(c net.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(s.ctx)
-	sc := &serverConn{s: s, c: c, w: connWriter{conn: c}, ctx: ctx, cancel: cancel, running: make(map[uint64]context.CancelFunc)}
+	sc := &serverConn{s: s, c: c, ctx: ctx, cancel: cancel, running: make(map[uint64]*callCtx)}
+	sc.in = connReader{Conn: c, sc: sc}
+	sc.rw = c
+	if s.cfg.sec.tls != nil {
+		sc.rw = tls.Server(&sc.in, s.cfg.sec.tls)
+	}
+	sc.w = connWriter{conn: sc.rw, limit: maxQueuedReplies, clock: &s.tick}
+	sc.wd.busy = s.tick.Load()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -611,6 +662,7 @@ func (s *Server) newConn(c net.Conn) *serverConn {
 	}
 	s.conns[sc] = struct{}{}
 	s.bg.Add(1)
+	s.handlers.startJanitor(s)
 	return sc
 }
 
@@ -619,15 +671,30 @@ func (sc *serverConn) serve() {
 	defer s.bg.Done()
 	defer func() {
 		sc.cancel()
+		sc.cancelAll()
 		sc.c.Close()
 		s.mu.Lock()
 		delete(s.conns, sc)
 		s.mu.Unlock()
 	}()
-	r := bufio.NewReaderSize(sc.c, 32<<10)
+	if !sc.handshake() {
+		return
+	}
+	sc.ready.Store(true)
+	var src io.Reader = &sc.in
+	if sc.rw != sc.c {
+		src = sc.rw
+	}
+	r := bufio.NewReaderSize(src, 32<<10)
 	limit := s.cfg.maxMessageSize
 	for {
+		if _, err := r.Peek(1); err != nil {
+			sc.readFailed(frameHeader{}, err)
+			return
+		}
+		sc.in.frameStarted()
 		fh, body, err := readFrame(r, limit)
+		sc.in.frameDone()
 		if err != nil {
 			sc.readFailed(fh, err)
 			return
@@ -637,16 +704,21 @@ func (sc *serverConn) serve() {
 			if !sc.request(fh.id, body) {
 				return
 			}
+			if sc.w.congested.Load() {
+				// The client does not read its replies as fast as it sends
+				// requests: take no more until they flow.
+				sc.w.awaitRoom()
+			}
 		case framePing:
 			putBuf(body)
 			sc.writeEmpty(framePong, fh.id)
 		case frameCancel:
 			putBuf(body)
 			sc.mu.Lock()
-			cancel := sc.running[fh.id]
+			c := sc.running[fh.id]
 			sc.mu.Unlock()
-			if cancel != nil {
-				cancel()
+			if c != nil {
+				c.cancel(context.Canceled)
 			}
 		default:
 			putBuf(body)
@@ -671,7 +743,7 @@ func (sc *serverConn) readFailed(fh frameHeader, err error) {
 	case errors.As(err, &fe):
 		log.Warn("storks: closing connection: "+fe.Reason, "remote", remote)
 		sc.goAway()
-	case errors.Is(err, io.EOF), sc.ctx.Err() != nil, errors.Is(err, net.ErrClosed):
+	case sc.closing.Load(), errors.Is(err, io.EOF), sc.ctx.Err() != nil, errors.Is(err, net.ErrClosed):
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		log.Warn("storks: closing connection: truncated frame", "remote", remote)
 	default:
@@ -712,29 +784,39 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 		sc.writeError(id, e, errNotExecuted)
 		return true
 	}
-	go sc.handle(id, m, rh, body)
+	started := sc.started.Load()
+	if limit := s.cfg.sec.maxConcurrent; limit > 0 && started-sc.finished.Load() >= int64(limit) {
+		s.inflight.Add(-1)
+		putBuf(body)
+		sc.writeError(id, Errorf(CodeResourceExhausted, "%d requests are already running on this connection to %s, the limit (WithMaxConcurrentRequests)", limit, s.Addr()), errNotExecuted)
+		return true
+	}
+	sc.started.Store(started + 1)
+	c := newCallCtx(sc.ctx, rh.timeout)
+	c.sc, c.id, c.m, c.rh, c.body = sc, id, m, rh, body
+	s.dispatch(c)
 	return true
 }
 
-func (sc *serverConn) handle(id uint64, m *method, rh requestHeader, body *[]byte) {
+// dispatch runs a request on a handler goroutine; see handlerPool.
+func (s *Server) dispatch(c *callCtx) { s.handlers.run(s, c) }
+
+func (sc *serverConn) handle(cctx *callCtx) {
 	s := sc.s
+	id, m, rh, body := cctx.id, cctx.m, cctx.rh, cctx.body
+	cctx.m, cctx.rh.payload, cctx.rh.key, cctx.rh.method, cctx.body = nil, nil, nil, nil, nil
+	defer sc.finished.Add(1) // after the reply is queued: bounds the handlers waiting to write
 	defer s.inflight.Add(-1)
-	var ctx context.Context
-	var cancel context.CancelFunc
-	if rh.timeout > 0 {
-		ctx, cancel = context.WithTimeout(sc.ctx, rh.timeout)
-	} else {
-		ctx, cancel = context.WithCancel(sc.ctx)
-	}
 	sc.mu.Lock()
-	sc.running[id] = cancel
-	sc.mu.Unlock()
-	defer func() {
-		sc.mu.Lock()
-		delete(sc.running, id)
+	if sc.running == nil { // the connection is closing
 		sc.mu.Unlock()
-		cancel()
-	}()
+		cctx.cancel(context.Canceled)
+	} else {
+		sc.running[id] = cctx
+		sc.mu.Unlock()
+	}
+	defer sc.endCall(id, cctx)
+	var ctx context.Context = cctx
 	if rh.metadata != nil {
 		ctx = newIncomingContext(ctx, rh.metadata)
 	}
@@ -768,6 +850,28 @@ func (sc *serverConn) handle(id uint64, m *method, rh requestHeader, body *[]byt
 	putBuf(buf)
 }
 
+// endCall forgets a finished request and releases its context.
+func (sc *serverConn) endCall(id uint64, c *callCtx) {
+	sc.mu.Lock()
+	if sc.running != nil {
+		delete(sc.running, id)
+	}
+	sc.mu.Unlock()
+	c.cancel(context.Canceled)
+}
+
+// cancelAll ends the context of every running request: the connection is
+// closing.
+func (sc *serverConn) cancelAll() {
+	sc.mu.Lock()
+	running := sc.running
+	sc.running = nil
+	sc.mu.Unlock()
+	for _, c := range running {
+		c.cancel(context.Canceled)
+	}
+}
+
 func (sc *serverConn) writeError(id uint64, e *Error, flags byte) {
 	buf := getBuf(headerSize + 16 + len(e.Message))
 	b := appendHeader(*buf, frameError, id, 0)
@@ -783,7 +887,15 @@ func (sc *serverConn) writeEmpty(t frameType, id uint64) {
 	sc.w.write(appendHeader(b[:0], t, id, 0))
 }
 
-func (sc *serverConn) goAway() { sc.writeEmpty(frameGoAway, 0) }
+// goAway tells the client to take its calls elsewhere. It does not wait for
+// room in the write queue, and does nothing before the TLS handshake is done.
+func (sc *serverConn) goAway() {
+	if !sc.ready.Load() {
+		return
+	}
+	var b [headerSize]byte
+	sc.w.writeNoWait(appendHeader(b[:0], frameGoAway, 0, 0))
+}
 
 // The in-process export table, for local calls.
 var local struct {

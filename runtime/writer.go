@@ -4,6 +4,7 @@ import (
 	"net"
 	goruntime "runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // connWriter batches frames from many goroutines onto one connection without
@@ -14,20 +15,57 @@ import (
 type connWriter struct {
 	conn net.Conn
 
-	mu      sync.Mutex
-	queue   []byte
-	spare   []byte
-	writing bool
-	err     error
+	// limit, if positive, bounds the bytes queued behind a write in
+	// progress: a goroutine whose frame would take the queue past it waits
+	// until the writer has taken the queue (a frame larger than limit waits
+	// for an empty queue). A peer that does not read its replies thus holds
+	// at most about 2*limit bytes, not everything its requests produce.
+	limit int
+	// clock, if set, is the owner's coarse clock (never 0); busySince holds
+	// its value while a write to conn is in progress and 0 otherwise, so
+	// that the owner can find writes that are stuck.
+	clock     *atomic.Int64
+	busySince atomic.Int64
+	// congested is set while a goroutine waits for room in the queue.
+	congested atomic.Bool
+
+	mu       sync.Mutex
+	queue    []byte
+	spare    []byte
+	writing  bool
+	err      error
+	waiters  int        // goroutines waiting for room to queue a frame
+	sleepers int        // all goroutines waiting on room
+	room     *sync.Cond // made on first use; signalled when the queue is taken
 }
 
-// maxRetainedQueue is the largest queue buffer kept between batches.
-const maxRetainedQueue = 256 << 10
+// maxRetainedQueue is the largest queue buffer kept between batches: enough
+// for a batch of a thousand callers' small frames, so a busy connection does
+// not reallocate its queue on every batch.
+const maxRetainedQueue = 1 << 20
 
 // write queues the frame (copying it) and, if no other goroutine is writing,
-// writes the queue. It returns the connection's write error, if any.
-func (w *connWriter) write(frame []byte) error {
+// writes the queue. It returns the connection's write error, if any. With a
+// limit it may wait for room in the queue (see connWriter.limit).
+func (w *connWriter) write(frame []byte) error { return w.send(frame, true) }
+
+// writeNoWait is write without waiting for room in the queue, for small
+// control frames sent from goroutines that must not block on the peer.
+func (w *connWriter) writeNoWait(frame []byte) error { return w.send(frame, false) }
+
+func (w *connWriter) send(frame []byte, wait bool) error {
 	w.mu.Lock()
+	if wait && w.limit > 0 {
+		for w.err == nil && w.writing && len(w.queue) > 0 && len(w.queue)+len(frame) > w.limit {
+			w.waiters++
+			w.congested.Store(true)
+			w.sleep()
+			w.waiters--
+			if w.waiters == 0 {
+				w.congested.Store(false)
+			}
+		}
+	}
 	if w.err != nil {
 		err := w.err
 		w.mu.Unlock()
@@ -48,8 +86,17 @@ func (w *connWriter) write(frame []byte) error {
 	for len(w.queue) > 0 {
 		b := w.queue
 		w.queue = w.spare[:0]
+		if w.sleepers > 0 {
+			w.room.Broadcast()
+		}
 		w.mu.Unlock()
+		if w.clock != nil {
+			w.busySince.Store(w.clock.Load())
+		}
 		_, err := w.conn.Write(b)
+		if w.clock != nil {
+			w.busySince.Store(0)
+		}
 		w.mu.Lock()
 		if cap(b) <= maxRetainedQueue {
 			w.spare = b[:0]
@@ -63,6 +110,9 @@ func (w *connWriter) write(frame []byte) error {
 		}
 	}
 	w.writing = false
+	if w.sleepers > 0 {
+		w.room.Broadcast()
+	}
 	err := w.err
 	w.mu.Unlock()
 	return err
@@ -73,6 +123,30 @@ func (w *connWriter) fail(err error) {
 	w.mu.Lock()
 	if w.err == nil {
 		w.err = err
+	}
+	if w.sleepers > 0 {
+		w.room.Broadcast()
+	}
+	w.mu.Unlock()
+}
+
+// sleep waits for the queue to be taken or the writer to fail. w.mu is held.
+func (w *connWriter) sleep() {
+	if w.room == nil {
+		w.room = sync.NewCond(&w.mu)
+	}
+	w.sleepers++
+	w.room.Wait()
+	w.sleepers--
+}
+
+// awaitRoom returns once no goroutine waits for room in the queue, so that
+// a reader stops taking requests whose replies cannot be sent. Callers check
+// congested first, which costs nothing when the queue flows.
+func (w *connWriter) awaitRoom() {
+	w.mu.Lock()
+	for w.err == nil && w.writing && w.waiters > 0 {
+		w.sleep()
 	}
 	w.mu.Unlock()
 }

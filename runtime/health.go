@@ -1,0 +1,314 @@
+package runtime
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/storks-rpc/storks/registry"
+)
+
+// Passive health checking: see EjectionPolicy for the behaviour.
+//
+// Each endpoint (provider address, shared by every reference of a client
+// that lists it) counts consecutive faults without locking. Reaching the
+// threshold takes Client.mu, checks the ejection cap of every reference that
+// lists the address, marks it ejected and rebuilds those references' live
+// lists; selectors only ever see a live list, so a successful call pays one
+// atomic load (to see that there is no fault count to reset) and nothing
+// else. A timer probes an ejected endpoint with a ping frame when its
+// back-off ends.
+
+// epHealth is the health state of one endpoint.
+type epHealth struct {
+	fails atomic.Int32 // consecutive faults
+
+	// Guarded by Client.mu.
+	ejected    bool
+	ejections  int       // ejections since the last healthy period, for the back-off
+	readmitted time.Time // when it last took full traffic again
+	timer      *time.Timer
+}
+
+// outcome classifies how an attempt ended, for the fail mode and for the
+// endpoint's health.
+type outcome uint8
+
+const (
+	// outReply: the provider replied, with a response or with the
+	// handler's error. Healthy.
+	outReply outcome = iota
+	// outNotRun: the call provably did not run, and not because of a fault
+	// of the address: never written on a connection that had broken, or
+	// refused unexecuted by a provider that is shutting down or does not
+	// export the service.
+	outNotRun
+	// outNoConn: no connection could be made, so the call did not run. A
+	// fault.
+	outNoConn
+	// outBroken: the connection broke after the request was written: the
+	// call may have run. A fault.
+	outBroken
+	// outClosing: a provider that is shutting down closed the connection
+	// after the request was written: the call may have run. Not a fault.
+	outClosing
+	// outTimeout: the deadline passed while waiting for the provider (or
+	// for a connection to it), or the provider answered DeadlineExceeded.
+	// The call may have run. A fault.
+	outTimeout
+	// outLocal: the call failed on this side before anything was sent
+	// (context done, encoding, size, client closed). Final.
+	outLocal
+)
+
+// noteOutcome updates the endpoint's health after an attempt.
+func (c *Client) noteOutcome(ep *endpoint, o outcome) {
+	switch o {
+	case outReply:
+		if ep.health.fails.Load() != 0 {
+			ep.health.fails.Store(0)
+		}
+	case outNoConn, outBroken, outTimeout:
+		c.fault(ep)
+	}
+}
+
+// fault counts a fault of ep and ejects it when the count reaches the
+// threshold (and at every further multiple of it while the ejection cap
+// keeps it in rotation).
+func (c *Client) fault(ep *endpoint) {
+	p := &c.cfg.resilience.ejection
+	if p.ConsecutiveFailures < 0 {
+		return
+	}
+	n := int(ep.health.fails.Add(1))
+	if n < p.ConsecutiveFailures || n%p.ConsecutiveFailures != 0 {
+		return
+	}
+	c.mu.Lock()
+	ev, ok := c.ejectLocked(ep, time.Now())
+	c.mu.Unlock()
+	if ok {
+		c.observe(ev)
+	}
+}
+
+// ejectLocked ejects ep unless it is ejected already, no longer in use, or
+// its ejection would exceed the cap of a reference. c.mu must be held.
+func (c *Client) ejectLocked(ep *endpoint, now time.Time) (Event, bool) {
+	h := &ep.health
+	if c.closed || h.ejected || ep.refs <= 0 || c.pool[ep.addr] != ep {
+		return Event{}, false
+	}
+	pct := c.cfg.resilience.ejection.MaxEjectedPercent
+	for r := range c.refs {
+		st := r.state.Load()
+		if st == nil || !st.lists(ep) {
+			continue
+		}
+		if st.ejectedCount()+1 > maxEjected(len(st.eps), pct) {
+			return Event{}, false
+		}
+	}
+	h.ejected = true
+	return c.scheduleProbeLocked(ep, now), true
+}
+
+// scheduleProbeLocked starts the next back-off period of an ejected
+// endpoint and rebuilds the references that list it. c.mu must be held.
+func (c *Client) scheduleProbeLocked(ep *endpoint, now time.Time) Event {
+	h := &ep.health
+	p := &c.cfg.resilience.ejection
+	if !h.readmitted.IsZero() && now.Sub(h.readmitted) > p.MaxBackoff {
+		h.ejections = 0 // healthy for a while: start the back-off over
+	}
+	d := p.BaseBackoff << min(h.ejections, 30)
+	if d <= 0 || d > p.MaxBackoff {
+		d = p.MaxBackoff
+	}
+	d = d/2 + rand.N(d/2+1) // jitter: [d/2, d]
+	h.ejections++
+	h.readmitted = time.Time{}
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	h.timer = time.AfterFunc(d, func() { c.probe(ep) })
+	c.rebuildLocked(ep)
+	return Event{Kind: EventEjected, Addr: ep.addr, Backoff: d}
+}
+
+// maxEjected is how many of n instances may be out of rotation.
+func maxEjected(n, pct int) int { return n * pct / 100 }
+
+// probe pings an ejected endpoint at the end of its back-off period and
+// readmits it or starts the next period.
+func (c *Client) probe(ep *endpoint) {
+	c.mu.Lock()
+	if c.closed || !ep.health.ejected || c.pool[ep.addr] != ep {
+		c.mu.Unlock()
+		return
+	}
+	c.bg.Add(1)
+	c.mu.Unlock()
+	defer c.bg.Done()
+
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.resilience.ejection.ProbeTimeout)
+	err := ep.ping(ctx, c)
+	cancel()
+	c.observe(Event{Kind: EventProbe, Addr: ep.addr, Err: err})
+
+	now := time.Now()
+	c.mu.Lock()
+	if c.closed || !ep.health.ejected || c.pool[ep.addr] != ep {
+		c.mu.Unlock()
+		return
+	}
+	var ev Event
+	if err == nil {
+		h := &ep.health
+		h.ejected = false
+		h.fails.Store(0)
+		h.readmitted = now
+		h.timer = nil
+		c.rebuildLocked(ep)
+		ev = Event{Kind: EventReadmitted, Addr: ep.addr}
+	} else {
+		ev = c.scheduleProbeLocked(ep, now)
+	}
+	c.mu.Unlock()
+	c.observe(ev)
+}
+
+// stopHealthLocked stops probing an endpoint that is no longer used. c.mu
+// must be held.
+func (ep *endpoint) stopHealthLocked() {
+	if t := ep.health.timer; t != nil {
+		t.Stop()
+		ep.health.timer = nil
+	}
+}
+
+// rebuildLocked installs new live lists in every reference that lists ep.
+// c.mu must be held; it serializes every change of a reference's state.
+func (c *Client) rebuildLocked(ep *endpoint) {
+	for r := range c.refs {
+		st := r.state.Load()
+		if st == nil || !st.lists(ep) {
+			continue
+		}
+		next := &refState{instances: st.instances, eps: st.eps}
+		c.filterLocked(next)
+		r.state.Store(next)
+	}
+}
+
+// filterLocked sets st's live lists: the instances whose endpoint is not
+// ejected, plus, if more are ejected than the cap allows, the first ejected
+// ones. With nothing ejected, or everything, the live lists are the full
+// lists. c.mu must be held.
+func (c *Client) filterLocked(st *refState) {
+	st.live, st.liveEps = st.instances, st.eps
+	ejected := st.ejectedCount()
+	if ejected == 0 {
+		return
+	}
+	keep := ejected - maxEjected(len(st.eps), c.cfg.resilience.ejection.MaxEjectedPercent)
+	live := make([]registry.Instance, 0, len(st.eps)-max(ejected-keep, 0))
+	liveEps := make([]*endpoint, 0, cap(live))
+	for i, ep := range st.eps {
+		if ep.health.ejected {
+			if keep <= 0 {
+				continue
+			}
+			keep--
+		}
+		live = append(live, st.instances[i])
+		liveEps = append(liveEps, ep)
+	}
+	if len(live) == 0 {
+		return // MaxEjectedPercent 100: every instance rather than none
+	}
+	st.live, st.liveEps = live, liveEps
+}
+
+// lists reports whether ep is one of st's endpoints.
+func (st *refState) lists(ep *endpoint) bool {
+	for _, e := range st.eps {
+		if e == ep {
+			return true
+		}
+	}
+	return false
+}
+
+// ejectedCount counts st's ejected endpoints. Client.mu must be held.
+func (st *refState) ejectedCount() int {
+	n := 0
+	for _, ep := range st.eps {
+		if ep.health.ejected {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *Client) observe(ev Event) {
+	if f := c.cfg.resilience.observer; f != nil {
+		f(ev)
+	}
+}
+
+// ping sends a ping frame to the endpoint, connecting if needed, and waits
+// for the pong.
+func (ep *endpoint) ping(ctx context.Context, c *Client) error {
+	cc, err := ep.conn(ctx, c)
+	if err != nil {
+		return err
+	}
+	return cc.ping(ctx)
+}
+
+// ping sends a ping frame and waits for the pong.
+func (cc *clientConn) ping(ctx context.Context) error {
+	id := cc.nextID.Add(1)
+	cl := callPool.Get().(*call)
+	cc.mu.Lock()
+	if cc.err != nil {
+		e := cc.err
+		cc.mu.Unlock()
+		callPool.Put(cl)
+		return e
+	}
+	cc.pending[id] = cl
+	cc.mu.Unlock()
+	var fb [headerSize]byte
+	if err := cc.w.write(appendHeader(fb[:0], framePing, id, 0)); err != nil {
+		cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, err))
+	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		cc.mu.Lock()
+		if cc.pending[id] == cl {
+			delete(cc.pending, id)
+			cc.mu.Unlock()
+			callPool.Put(cl)
+			cc.maybeClose()
+			return ctxError(ctx, "ping "+cc.addr)
+		}
+		cc.mu.Unlock()
+		<-cl.done // the answer is being delivered
+	}
+	typ, body, cerr := cl.typ, cl.body, cl.err
+	cl.body, cl.err = nil, nil
+	callPool.Put(cl)
+	putBuf(body)
+	if cerr != nil {
+		return cerr
+	}
+	if typ != framePong {
+		return Errorf(CodeInternal, "ping %s: answered with a %s frame", cc.addr, typ)
+	}
+	return nil
+}

@@ -1,0 +1,757 @@
+package runtime_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/runtime"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// eventLog is an observer that keeps every event.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []runtime.Event
+}
+
+func (l *eventLog) add(e runtime.Event) {
+	l.mu.Lock()
+	l.evs = append(l.evs, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) option() runtime.ClientOption { return runtime.WithObserver(l.add) }
+
+// count counts the events of kind on addr ("" for any address) from the
+// index from on.
+func (l *eventLog) count(kind runtime.EventKind, addr string, from int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.evs[min(from, len(l.evs)):] {
+		if e.Kind == kind && (addr == "" || e.Addr == addr) {
+			n++
+		}
+	}
+	return n
+}
+
+// all returns the events of kind on addr.
+func (l *eventLog) all(kind runtime.EventKind, addr string) []runtime.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []runtime.Event
+	for _, e := range l.evs {
+		if e.Kind == kind && e.Addr == addr {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (l *eventLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.evs)
+}
+
+// index returns the index of the first event of kind on addr from from on,
+// or -1.
+func (l *eventLog) index(kind runtime.EventKind, addr string, from int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := min(from, len(l.evs)); i < len(l.evs); i++ {
+		if e := l.evs[i]; e.Kind == kind && e.Addr == addr {
+			return i
+		}
+	}
+	return -1
+}
+
+// referAddrs refers the echo service on a fixed list of addresses, which
+// calls try in order unless ropts sets a selector.
+func referAddrs(t testing.TB, addrs []string, copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference) {
+	t.Helper()
+	ropts = append([]runtime.ReferOption{runtime.WithSelector(preferSelector(addrs))}, ropts...)
+	return refer(t, mustOpen(t, "static://"+strings.Join(addrs, ",")), copts, ropts...)
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t testing.TB) string {
+	t.Helper()
+	l := listen(t)
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func withTimeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// A call whose connection breaks after the request was sent may have run:
+// Failfast (the default) does not send it again, and the error names the
+// service key and the attempts and wraps the cause.
+func TestFailfastDoesNotRetryACallThatMayHaveRun(t *testing.T) {
+	a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
+	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, nil, runtime.WithIdempotentMethods("Echo"))
+	_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+	wantCode(t, err, runtime.CodeUnavailable, "test.Echo failed after 1 attempt")
+	if !errors.Is(err, runtime.ErrConnClosed) {
+		t.Errorf("errors.Is(%v, ErrConnClosed) = false", err)
+	}
+	if a.requests.Load() != 1 || b.requests.Load() != 0 {
+		t.Errorf("requests: a %d, b %d; want 1, 0", a.requests.Load(), b.requests.Load())
+	}
+}
+
+// Failover sends an idempotent call that may have run to another instance;
+// a method is idempotent by WithIdempotentMethods (short or full name),
+// WithIdempotent on the call, or RegisterMethods; any other method is not
+// retried.
+func TestFailoverRetriesIdempotentCallsElsewhere(t *testing.T) {
+	idemDesc := echoDesc
+	idemDesc.ServiceName = "test.IdemEcho"
+	idemDesc.Methods = []runtime.MethodDesc{echoDesc.Methods[0]}
+	idemDesc.Methods[0].Idempotent = true
+	runtime.RegisterMethods(&idemDesc)
+
+	cases := []struct {
+		name    string
+		service string
+		ropts   []runtime.ReferOption
+		copts   []runtime.CallOption
+		retried bool
+	}{
+		{"not idempotent", echoService, nil, nil, false},
+		{"refer option, short name", echoService, []runtime.ReferOption{runtime.WithIdempotentMethods("Echo")}, nil, true},
+		{"refer option, full name", echoService, []runtime.ReferOption{runtime.WithIdempotentMethods(echoMethod)}, nil, true},
+		{"refer option, other method", echoService, []runtime.ReferOption{runtime.WithIdempotentMethods("Other")}, nil, false},
+		{"call option", echoService, nil, []runtime.CallOption{runtime.WithIdempotent()}, true},
+		{"registered desc", "test.IdemEcho", nil, nil, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
+			cli := runtime.NewClient(runtime.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
+			t.Cleanup(func() { cli.Close() })
+			ref, err := cli.Refer(context.Background(), tc.service, append([]runtime.ReferOption{runtime.Failover(2), runtime.WithSelector(preferSelector{a.addr(), b.addr()})}, tc.ropts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := ref.Invoke(withTimeout(t, 5*time.Second), "/"+tc.service+"/Echo", wrapperspb.String("x"), new(wrapperspb.StringValue), tc.copts...)
+			if tc.retried {
+				if err != nil || out.(*wrapperspb.StringValue).GetValue() != "b:x" {
+					t.Fatalf("got %v, %v; want b:x from the retry", out, err)
+				}
+				if a.requests.Load() != 1 || b.requests.Load() != 1 {
+					t.Errorf("requests: a %d, b %d; want 1, 1", a.requests.Load(), b.requests.Load())
+				}
+				return
+			}
+			wantCode(t, err, runtime.CodeUnavailable, "after 1 attempt")
+			if b.requests.Load() != 0 {
+				t.Errorf("a call that may have run was sent again to b")
+			}
+		})
+	}
+}
+
+// Generated code registers the idempotency of every method from the proto's
+// idempotency_level: Greeter.SayHello (NO_SIDE_EFFECTS) is retried, Fail
+// (no level) is not.
+func TestGeneratedMethodsCarryIdempotency(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		call    func(greeterv1.GreeterClient) error
+		retried bool
+	}{
+		{"SayHello", func(c greeterv1.GreeterClient) error {
+			r, err := c.SayHello(context.Background(), &greeterv1.HelloRequest{Name: "x"})
+			if err == nil && r.GetMessage() != "b:x" {
+				return errors.New("reply " + r.GetMessage())
+			}
+			return err
+		}, true},
+		{"Fail", func(c greeterv1.GreeterClient) error {
+			_, err := c.Fail(context.Background(), &greeterv1.FailRequest{Message: "x"})
+			return err
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
+			cli := runtime.NewClient(runtime.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
+			t.Cleanup(func() { cli.Close() })
+			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.Failover(1), runtime.WithSelector(preferSelector{a.addr(), b.addr()}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tc.call(greeterv1.NewGreeterClient(ref))
+			if tc.retried {
+				if err != nil {
+					t.Fatalf("idempotent call not retried: %v", err)
+				}
+			} else {
+				wantCode(t, err, runtime.CodeUnavailable, "after 1 attempt")
+			}
+			if got, want := b.requests.Load(), map[bool]int64{true: 1, false: 0}[tc.retried]; got != want {
+				t.Errorf("b got %d requests, want %d", got, want)
+			}
+		})
+	}
+}
+
+// Failtry retries on the same instance; Failover on another. The fail mode
+// of a call overrides the reference's, which overrides the client's.
+func TestFailtryRetriesTheSameInstance(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		copts []runtime.ClientOption
+		ropts []runtime.ReferOption
+		call  []runtime.CallOption
+		want  string
+	}{
+		{"failtry on the reference", nil, []runtime.ReferOption{runtime.Failtry(1)}, nil, "a:x"},
+		{"failover on the reference", nil, []runtime.ReferOption{runtime.Failover(1)}, nil, "b:x"},
+		{"failtry on the client", []runtime.ClientOption{runtime.Failtry(1)}, nil, nil, "a:x"},
+		{"call overrides reference", nil, []runtime.ReferOption{runtime.Failover(1)}, []runtime.CallOption{runtime.Failtry(1)}, "a:x"},
+		{"reference overrides client", []runtime.ClientOption{runtime.Failover(1)}, []runtime.ReferOption{runtime.Failtry(1)}, nil, "a:x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := startFake(t, "a", fakeDropOnce), startFake(t, "b", fakeAnswer)
+			_, ref := referAddrs(t, []string{a.addr(), b.addr()}, tc.copts, append(tc.ropts, runtime.WithIdempotentMethods("Echo"))...)
+			got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x", tc.call...)
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// When every attempt fails, the error is Unavailable, names the service key
+// and the number of attempts, and wraps the last cause.
+func TestEveryAttemptFailed(t *testing.T) {
+	t.Run("connections broke", func(t *testing.T) {
+		a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeDrop)
+		_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []runtime.ClientOption{runtime.WithoutEjection()},
+			runtime.Failover(3), runtime.WithIdempotentMethods("Echo"), runtime.WithVersion("v2"))
+		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		wantCode(t, err, runtime.CodeUnavailable, "call /test.Echo/Echo to test.Echo:v2 failed after 4 attempts; last: connection to ")
+		if !errors.Is(err, runtime.ErrConnClosed) || !errors.Is(err, &runtime.Error{Code: runtime.CodeUnavailable}) {
+			t.Errorf("errors.Is does not see the cause of %v", err)
+		}
+		if n := a.requests.Load() + b.requests.Load(); n != 4 {
+			t.Errorf("%d requests sent, want 4", n)
+		}
+	})
+	t.Run("connections refused", func(t *testing.T) {
+		_, ref := referAddrs(t, []string{closedAddr(t), closedAddr(t)}, nil, runtime.Failover(3))
+		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		wantCode(t, err, runtime.CodeUnavailable, "test.Echo failed after 2 attempts; last: connect to ")
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("errors.Is(%v, ECONNREFUSED) = false", err)
+		}
+	})
+	t.Run("no provider", func(t *testing.T) {
+		_, ref := refer(t, newRegistry(t), nil, runtime.Failover(3))
+		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		wantCode(t, err, runtime.CodeUnavailable, "no provider for test.Echo")
+		if !errors.Is(err, runtime.ErrNoProvider) {
+			t.Errorf("errors.Is(%v, ErrNoProvider) = false", err)
+		}
+	})
+	t.Run("handler errors are not wrapped", func(t *testing.T) {
+		reg := newRegistry(t)
+		startProvider(t, reg, &echoImpl{hook: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+			return nil, runtime.NewError(runtime.CodeNotFound, "no such thing")
+		}}, nil)
+		_, ref := refer(t, reg, nil, runtime.Failover(3), runtime.WithIdempotentMethods("Echo"))
+		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		if err == nil || err.Error() != "storks: NotFound: no such thing" {
+			t.Fatalf("got %v, want the handler's error as it is", err)
+		}
+	})
+}
+
+// The call's deadline bounds all its attempts: a provider that hangs uses
+// it up, and no other attempt follows.
+func TestRetriesStopAtTheDeadline(t *testing.T) {
+	a, b := startFake(t, "a", fakeHang), startFake(t, "b", fakeAnswer)
+	var log eventLog
+	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []runtime.ClientOption{log.option()},
+		runtime.Failover(3), runtime.WithIdempotentMethods("Echo"))
+	_, err := callEcho(withTimeout(t, 200*time.Millisecond), ref, "x")
+	wantCode(t, err, runtime.CodeDeadlineExceeded, "")
+	if n := log.count(runtime.EventAttempt, "", 0); n != 1 {
+		t.Errorf("%d attempts, want 1", n)
+	}
+	if b.requests.Load() != 0 {
+		t.Errorf("b got a request after the deadline")
+	}
+}
+
+// Failbackup sends a second request to another instance when the first has
+// not answered after the delay; the first reply wins and the other request
+// is cancelled, so its handler stops. Without idempotency there is no second
+// request.
+func TestFailbackup(t *testing.T) {
+	reg := newRegistry(t)
+	cancelled := make(chan error, 10)
+	slow := &echoImpl{hook: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		<-ctx.Done()
+		cancelled <- ctx.Err()
+		return nil, ctx.Err()
+	}}
+	srvA, _ := startProvider(t, reg, slow, nil)
+	fast := &echoImpl{name: "b"}
+	srvB, _ := startProvider(t, reg, fast, nil)
+	addrs := []string{srvA.Addr(), srvB.Addr()}
+
+	t.Run("hedged", func(t *testing.T) {
+		_, ref := referAddrs(t, addrs, nil, runtime.Failbackup(20*time.Millisecond), runtime.WithIdempotentMethods("Echo"))
+		reply := new(wrapperspb.StringValue)
+		out, err := ref.Invoke(withTimeout(t, 10*time.Second), echoMethod, wrapperspb.String("x"), reply)
+		if err != nil || out.(*wrapperspb.StringValue).GetValue() != "b:x" {
+			t.Fatalf("got %v, %v; want b:x", out, err)
+		}
+		if out == any(reply) {
+			t.Errorf("the backup's reply was decoded into the first request's reply value")
+		}
+		select {
+		case err := <-cancelled:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("the losing request's handler ended with %v, want a cancellation", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the losing request was not cancelled")
+		}
+	})
+	t.Run("first fails fast", func(t *testing.T) {
+		drop := startFake(t, "d", fakeDrop)
+		_, ref := referAddrs(t, []string{drop.addr(), srvB.Addr()}, nil, runtime.Failbackup(time.Hour), runtime.WithIdempotentMethods("Echo"))
+		got, err := callEcho(withTimeout(t, 10*time.Second), ref, "x")
+		if err != nil || got != "b:x" {
+			t.Fatalf("got %q, %v; want b:x at once", got, err)
+		}
+	})
+	t.Run("not idempotent", func(t *testing.T) {
+		before := fast.calls.Load()
+		_, ref := referAddrs(t, addrs, nil, runtime.Failbackup(10*time.Millisecond))
+		_, err := callEcho(withTimeout(t, 300*time.Millisecond), ref, "x")
+		wantCode(t, err, runtime.CodeDeadlineExceeded, "")
+		if fast.calls.Load() != before {
+			t.Errorf("a non-idempotent call was sent twice")
+		}
+		<-cancelled
+	})
+	t.Run("all fail", func(t *testing.T) {
+		d1, d2 := startFake(t, "d1", fakeDrop), startFake(t, "d2", fakeDrop)
+		_, ref := referAddrs(t, []string{d1.addr(), d2.addr()}, []runtime.ClientOption{runtime.WithoutEjection()},
+			runtime.Failbackup(0), runtime.WithIdempotentMethods("Echo"))
+		_, err := callEcho(withTimeout(t, 10*time.Second), ref, "x")
+		wantCode(t, err, runtime.CodeUnavailable, "test.Echo failed after ")
+		if !errors.Is(err, runtime.ErrConnClosed) {
+			t.Errorf("errors.Is(%v, ErrConnClosed) = false", err)
+		}
+	})
+}
+
+// WithDefaultTimeout gives calls without a deadline one, visible to client
+// interceptors; a deadline of the caller's own wins; a reference's setting
+// overrides the client's.
+func TestDefaultTimeout(t *testing.T) {
+	reg := newRegistry(t)
+	startProvider(t, reg, &echoImpl{name: "p"}, nil)
+	var seen atomic.Pointer[time.Time]
+	spy := runtime.WithClientInterceptor(func(ctx context.Context, method string, req, reply any, invoker runtime.UnaryInvoker) (any, error) {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			dl = time.Time{}
+		}
+		seen.Store(&dl)
+		return invoker(ctx, method, req, reply)
+	})
+	check := func(t *testing.T, ref *runtime.Reference, ctx context.Context, want time.Duration) {
+		t.Helper()
+		start := time.Now()
+		if _, err := callEcho(ctx, ref, "x"); err != nil {
+			t.Fatal(err)
+		}
+		dl := *seen.Load()
+		switch {
+		case want == 0 && !dl.IsZero():
+			t.Errorf("deadline %v, want none", time.Until(dl))
+		case want != 0 && (dl.Before(start.Add(want-time.Minute)) || dl.After(time.Now().Add(want))):
+			t.Errorf("deadline in %v, want %v", dl.Sub(start), want)
+		}
+	}
+	_, ref := refer(t, reg, []runtime.ClientOption{spy, runtime.WithDefaultTimeout(time.Hour)})
+	check(t, ref, context.Background(), time.Hour)
+	check(t, ref, withTimeout(t, 10*time.Hour), 10*time.Hour)
+	_, ref2 := refer(t, reg, []runtime.ClientOption{spy, runtime.WithDefaultTimeout(time.Hour)}, runtime.WithDefaultTimeout(2*time.Hour))
+	check(t, ref2, context.Background(), 2*time.Hour)
+	_, ref3 := refer(t, reg, []runtime.ClientOption{spy, runtime.WithDefaultTimeout(time.Hour)}, runtime.WithDefaultTimeout(0))
+	check(t, ref3, context.Background(), 0)
+
+	hang := startFake(t, "h", fakeHang)
+	_, ref4 := referAddrs(t, []string{hang.addr()}, []runtime.ClientOption{runtime.WithDefaultTimeout(100 * time.Millisecond)})
+	done := make(chan error, 1)
+	go func() {
+		_, err := callEcho(context.Background(), ref4, "x")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		wantCode(t, err, runtime.CodeDeadlineExceeded, "")
+	case <-time.After(5 * time.Second):
+		t.Fatal("a call without a deadline to a hung provider did not end at the default timeout")
+	}
+}
+
+// recordingSelector is round-robin and records the size of the lists it is
+// given.
+type recordingSelector struct {
+	rr   runtime.Selector
+	mu   sync.Mutex
+	lens []int
+}
+
+func (s *recordingSelector) Select(ctx context.Context, method string, in []registry.Instance) int {
+	s.mu.Lock()
+	s.lens = append(s.lens, len(in))
+	s.mu.Unlock()
+	return s.rr.Select(ctx, method, in)
+}
+
+// firstOfNextCall returns the size of the list the selector is given for
+// the first attempt of a call made by call.
+func (s *recordingSelector) firstOfNextCall(call func()) int {
+	s.mu.Lock()
+	s.lens = s.lens[:0]
+	s.mu.Unlock()
+	call()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lens[0]
+}
+
+// preferSelector picks the first address of its order that is in the list
+// (static registries sort their lists, so the tests choose this way which
+// instance a call tries first), or the first instance.
+type preferSelector []string
+
+func (p preferSelector) Select(_ context.Context, _ string, in []registry.Instance) int {
+	for _, addr := range p {
+		for i, inst := range in {
+			if inst.Addr == addr {
+				return i
+			}
+		}
+	}
+	return 0
+}
+
+// An address whose connections fail is ejected after ConsecutiveFailures
+// faults: selectors no longer see it and no call is sent to it.
+func TestEjectionTakesAFailingAddressOutOfRotation(t *testing.T) {
+	dead := closedAddr(t)
+	b, c := startFake(t, "b", fakeAnswer), startFake(t, "c", fakeAnswer)
+	var log eventLog
+	sel := &recordingSelector{rr: runtime.RoundRobin()}
+	_, ref := referAddrs(t, []string{dead, b.addr(), c.addr()},
+		[]runtime.ClientOption{log.option(), runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: 3, BaseBackoff: time.Hour})},
+		runtime.WithSelector(sel))
+	for i := range 30 {
+		if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	ej := log.index(runtime.EventEjected, dead, 0)
+	if ej < 0 {
+		t.Fatal("the dead address was never ejected")
+	}
+	if n := log.count(runtime.EventAttempt, dead, 0); n != 3 {
+		t.Errorf("%d attempts on the dead address, want 3 (then ejected)", n)
+	}
+	if n := log.count(runtime.EventAttempt, dead, ej); n != 0 {
+		t.Errorf("%d attempts on the dead address after its ejection", n)
+	}
+	if got := sel.firstOfNextCall(func() { callEcho(withTimeout(t, 5*time.Second), ref, "x") }); got != 2 {
+		t.Errorf("the selector sees %d instances, want 2", got)
+	}
+	if got := len(ref.Providers()); got != 3 {
+		t.Errorf("Providers lists %d, want all 3", got)
+	}
+}
+
+// At most MaxEjectedPercent of a reference's instances are out of rotation,
+// and a reference with one instance never loses it.
+func TestEjectionNeverTakesEveryInstance(t *testing.T) {
+	policy := runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour})
+	t.Run("two of three dead", func(t *testing.T) {
+		c := startFake(t, "c", fakeAnswer)
+		var log eventLog
+		sel := &recordingSelector{rr: runtime.RoundRobin()}
+		_, ref := referAddrs(t, []string{closedAddr(t), closedAddr(t), c.addr()}, []runtime.ClientOption{log.option(), policy}, runtime.WithSelector(sel))
+		for range 20 {
+			callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		}
+		if n := log.count(runtime.EventEjected, "", 0); n != 1 {
+			t.Errorf("%d ejections, want 1 (50%% of 3)", n)
+		}
+		if got := sel.firstOfNextCall(func() { callEcho(withTimeout(t, 5*time.Second), ref, "x") }); got != 2 {
+			t.Errorf("the selector sees %d instances, want 2", got)
+		}
+	})
+	t.Run("single instance", func(t *testing.T) {
+		var log eventLog
+		dead := closedAddr(t)
+		_, ref := referAddrs(t, []string{dead}, []runtime.ClientOption{log.option(), policy})
+		for range 10 {
+			callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		}
+		if n := log.count(runtime.EventEjected, "", 0); n != 0 {
+			t.Errorf("the only instance was ejected")
+		}
+		if n := log.count(runtime.EventAttempt, dead, 0); n < 10 {
+			t.Errorf("%d attempts, want every call to try the only instance", n)
+		}
+	})
+}
+
+// An ejected address that hangs is probed after each back-off and stays out
+// of rotation while the probes fail; once it answers pings it takes traffic
+// again.
+func TestEjectedAddressIsProbedAndReadmitted(t *testing.T) {
+	a, b := startFake(t, "a", fakeHang), startFake(t, "b", fakeAnswer)
+	a.pingOK.Store(false)
+	var log eventLog
+	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []runtime.ClientOption{log.option(), runtime.WithEjection(runtime.EjectionPolicy{
+		ConsecutiveFailures: 2, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 60 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
+	})})
+	waitFor(t, func() bool {
+		callEcho(withTimeout(t, 50*time.Millisecond), ref, "x")
+		return log.index(runtime.EventEjected, a.addr(), 0) >= 0
+	})
+	ej := log.index(runtime.EventEjected, a.addr(), 0)
+	// While a hangs, every call goes to b and succeeds; probes fail.
+	waitFor(t, func() bool {
+		if got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil || got != "b:x" {
+			t.Fatalf("call while a is ejected: %q, %v", got, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		return log.count(runtime.EventProbe, a.addr(), 0) >= 3
+	})
+	if n := log.count(runtime.EventAttempt, a.addr(), ej); n != 0 {
+		t.Errorf("%d calls sent to a while it was ejected", n)
+	}
+	if n := log.count(runtime.EventReadmitted, a.addr(), 0); n != 0 {
+		t.Errorf("a was readmitted although its probes failed")
+	}
+	if a.pings.Load() == 0 {
+		t.Errorf("no ping reached a")
+	}
+	// Each period is drawn from [d/2, d], d doubling from 20ms up to 60ms.
+	d := 20 * time.Millisecond
+	for i, ev := range log.all(runtime.EventEjected, a.addr()) {
+		if ev.Backoff < d/2 || ev.Backoff > d {
+			t.Errorf("ejection %d lasts %v, want within [%v, %v]", i+1, ev.Backoff, d/2, d)
+		}
+		d = min(2*d, 60*time.Millisecond)
+	}
+	a.mode.Store(fakeAnswer)
+	a.pingOK.Store(true)
+	waitFor(t, func() bool { return log.index(runtime.EventReadmitted, a.addr(), 0) >= 0 })
+	seenA := false
+	for range 4 {
+		got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seenA = seenA || got == "a:x"
+	}
+	if !seenA {
+		t.Error("a takes no traffic after its readmission")
+	}
+}
+
+// A real provider that went away is ejected and, once a provider serves on
+// its address again, the ping probe (answered with a pong by the server)
+// readmits it.
+func TestEjectedProviderIsReadmittedWhenItIsBack(t *testing.T) {
+	reg := newRegistry(t)
+	srvA, _ := startProvider(t, reg, &echoImpl{name: "a"}, nil)
+	srvB, _ := startProvider(t, reg, &echoImpl{name: "b"}, nil)
+	addrA := srvA.Addr()
+	var log eventLog
+	_, ref := referAddrs(t, []string{addrA, srvB.Addr()}, []runtime.ClientOption{log.option(), runtime.WithEjection(runtime.EjectionPolicy{
+		ConsecutiveFailures: 2, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+	})})
+	srvA.Close()
+	waitFor(t, func() bool {
+		if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
+			t.Fatal(err)
+		}
+		return log.index(runtime.EventEjected, addrA, 0) >= 0
+	})
+	srv := runtime.NewServer(runtime.WithShutdownWait(0))
+	if _, err := srv.Export(&echoDesc, &echoImpl{name: "a2"}); err != nil {
+		t.Fatal(err)
+	}
+	var lis interface{ Close() error }
+	waitFor(t, func() bool {
+		l, err := net.Listen("tcp", addrA)
+		if err != nil {
+			return false
+		}
+		lis = l
+		go srv.Serve(l)
+		return true
+	})
+	t.Cleanup(func() { srv.Close(); lis.Close() })
+	waitFor(t, func() bool { return log.index(runtime.EventReadmitted, addrA, 0) >= 0 })
+	waitFor(t, func() bool {
+		got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		return err == nil && got == "a2:x"
+	})
+}
+
+// Close ends calls in flight, even calls without a deadline on a provider
+// that never answers.
+func TestCloseEndsCallsOnAHungProvider(t *testing.T) {
+	hang := startFake(t, "h", fakeHang)
+	cli, ref := referAddrs(t, []string{hang.addr()}, nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := callEcho(context.Background(), ref, "x")
+		done <- err
+	}()
+	waitFor(t, func() bool { return hang.requests.Load() == 1 })
+	closed := make(chan struct{})
+	go func() { cli.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs while a call waits for a hung provider")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the call succeeded")
+	}
+}
+
+// If the provider list shrinks so that more instances are ejected than the
+// cap allows, the reference calls some of them anyway rather than none.
+func TestEjectedInstancesReturnWhenTheListShrinks(t *testing.T) {
+	reg := newRegistry(t)
+	dead := closedAddr(t)
+	b := startFake(t, "b", fakeAnswer)
+	c := startFake(t, "c", fakeAnswer)
+	inst := func(id, addr string) registry.Instance {
+		return registry.Instance{Key: registry.ServiceKey{Service: echoService}, ID: id, Addr: addr}
+	}
+	ctx := context.Background()
+	for _, in := range []registry.Instance{inst("a", dead), inst("b", b.addr()), inst("c", c.addr())} {
+		if err := reg.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var log eventLog
+	_, ref := refer(t, reg, []runtime.ClientOption{log.option(), runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour})},
+		runtime.WithSelector(preferSelector{dead}))
+	waitFor(t, func() bool { return len(ref.Providers()) == 3 })
+	if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if log.index(runtime.EventEjected, dead, 0) < 0 {
+		t.Fatal("the dead address was not ejected")
+	}
+	// b and c leave: only the ejected instance is left, and calls try it.
+	reg.Deregister(ctx, inst("b", b.addr()))
+	reg.Deregister(ctx, inst("c", c.addr()))
+	waitFor(t, func() bool { return len(ref.Providers()) == 1 })
+	from := log.len()
+	_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+	wantCode(t, err, runtime.CodeUnavailable, "connect to "+dead)
+	if n := log.count(runtime.EventAttempt, dead, from); n == 0 {
+		t.Error("the only instance left is not called because it is ejected")
+	}
+}
+
+// With MaxEjectedPercent 100 every instance may be ejected; the reference
+// then calls them all rather than none.
+func TestEjectingEveryInstanceKeepsCalling(t *testing.T) {
+	var log eventLog
+	dead := closedAddr(t)
+	_, ref := referAddrs(t, []string{dead}, []runtime.ClientOption{log.option(),
+		runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour, MaxEjectedPercent: 100})})
+	for range 3 {
+		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		wantCode(t, err, runtime.CodeUnavailable, "connect to "+dead)
+	}
+	if log.index(runtime.EventEjected, dead, 0) < 0 {
+		t.Error("the instance was not ejected")
+	}
+}
+
+// A connection that drains (its provider left the list) takes no new call
+// once it decided to close: a call that raced with the close is refused
+// before it is sent, and goes elsewhere, so that no call, idempotent or
+// not, fails while providers come and go.
+func TestDrainingConnectionsLoseNoCall(t *testing.T) {
+	reg := newRegistry(t)
+	srvA, _ := startProvider(t, reg, &echoImpl{name: "a"}, nil)
+	startProvider(t, reg, &echoImpl{name: "b"}, nil)
+	_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithoutEjection()})
+	waitFor(t, func() bool { return len(ref.Providers()) == 2 })
+	a := ref.Providers()[0]
+	if a.Addr != srvA.Addr() {
+		a = ref.Providers()[1]
+	}
+	stop := make(chan struct{})
+	var calls, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				calls.Add(1)
+				if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	// A leaves and comes back, over and over: each time the reference
+	// drains its connection to A and later dials a new one.
+	ctx := context.Background()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); {
+		reg.Deregister(ctx, a)
+		time.Sleep(time.Millisecond)
+		reg.Register(ctx, a)
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d of %d calls failed while a provider came and went; first: %v", f, calls.Load(), firstErr.Load())
+	}
+}
