@@ -266,6 +266,14 @@ func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 		field("Methods", jen.Index().Qual(runtimePackage, "MethodDesc").Add(composite(methods...))),
 		field("Metadata", jen.Lit(file.Desc.Path())),
 	))
+
+	// Clients retry a call that may have run only for idempotent methods;
+	// they learn which methods are from this registration.
+	f.Line()
+	f.Func().Id("init").Params().Block(
+		jen.Comment("Tell clients in this process which methods of the service may be retried."),
+		jen.Qual(runtimePackage, "RegisterMethods").Call(jen.Op("&").Id(sn.Desc)),
+	)
 }
 
 // idempotent reports whether a method may be retried: its

@@ -23,4 +23,4 @@ const (
 // fail compilation against a runtime too old for it. Bump it (and add the
 // constant to runtime) when generated code starts to need something new from
 // the runtime.
-const runtimeSupportConst = "SupportPackageIsVersion1"
+const runtimeSupportConst = "SupportPackageIsVersion2"

@@ -15,7 +15,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Echo_ServiceName is the fully-qualified name of the storks.examples.echo.v1.Echo service.
 const Echo_ServiceName = "storks.examples.echo.v1.Echo"
@@ -158,4 +158,9 @@ var Echo_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "echo/v1/echo.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Echo_ServiceDesc)
 }

@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Greeter_ServiceName is the fully-qualified name of the storks.examples.greeter.v1.Greeter service.
 const Greeter_ServiceName = "storks.examples.greeter.v1.Greeter"
@@ -136,4 +136,9 @@ var Greeter_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "greeter/v1/greeter.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Greeter_ServiceDesc)
 }

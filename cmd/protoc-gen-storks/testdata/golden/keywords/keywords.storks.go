@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Chan_ServiceName is the fully-qualified name of the storks.test.keywords.chan service.
 const Chan_ServiceName = "storks.test.keywords.chan"
@@ -209,6 +209,11 @@ var Chan_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "keywords/keywords.proto",
 }
 
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Chan_ServiceDesc)
+}
+
 // Interface_ServiceName is the fully-qualified name of the storks.test.keywords.interface service.
 const Interface_ServiceName = "storks.test.keywords.interface"
 
@@ -297,4 +302,9 @@ var Interface_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "keywords/keywords.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Interface_ServiceDesc)
 }

@@ -14,7 +14,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Shadow_ServiceName is the fully-qualified name of the storks.test.shadow.Shadow service.
 const Shadow_ServiceName = "storks.test.shadow.Shadow"
@@ -104,4 +104,9 @@ var Shadow_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "shadow/shadow.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Shadow_ServiceDesc)
 }

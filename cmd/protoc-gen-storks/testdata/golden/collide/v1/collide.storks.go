@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Foo_ServiceName_ is the fully-qualified name of the storks.test.collide.v1.Foo service.
 const Foo_ServiceName_ = "storks.test.collide.v1.Foo"
@@ -190,6 +190,11 @@ var Foo_ServiceDesc_ = runtime.ServiceDesc{
 	Metadata: "collide/v1/collide.proto",
 }
 
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Foo_ServiceDesc_)
+}
+
 // Foo_ServiceName__ is the fully-qualified name of the storks.test.collide.v1.foo service.
 const Foo_ServiceName__ = "storks.test.collide.v1.foo"
 
@@ -282,6 +287,11 @@ var Foo_ServiceDesc__ = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "collide/v1/collide.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Foo_ServiceDesc__)
 }
 
 // Foo_Bar_ServiceName is the fully-qualified name of the storks.test.collide.v1.Foo_Bar service.
@@ -378,4 +388,9 @@ var Foo_Bar_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "collide/v1/collide.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Foo_Bar_ServiceDesc)
 }

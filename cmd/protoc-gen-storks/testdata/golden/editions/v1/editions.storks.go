@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Editor_ServiceName is the fully-qualified name of the storks.test.editions.v1.Editor service.
 const Editor_ServiceName = "storks.test.editions.v1.Editor"
@@ -102,4 +102,9 @@ var Editor_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "editions/v1/editions.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Editor_ServiceDesc)
 }

@@ -16,7 +16,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Alpha_ServiceName is the fully-qualified name of the storks.test.multi.v1.Alpha service.
 const Alpha_ServiceName = "storks.test.multi.v1.Alpha"
@@ -214,6 +214,11 @@ var Alpha_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "multi/v1/multi.proto",
 }
 
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Alpha_ServiceDesc)
+}
+
 // Beta_ServiceName is the fully-qualified name of the storks.test.multi.v1.Beta service.
 const Beta_ServiceName = "storks.test.multi.v1.Beta"
 
@@ -314,6 +319,11 @@ var Beta_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "multi/v1/multi.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Beta_ServiceDesc)
 }
 
 // Gamma_ServiceName is the fully-qualified name of the storks.test.multi.v1.Gamma service.
@@ -434,6 +444,11 @@ var Gamma_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "multi/v1/multi.proto",
 }
 
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Gamma_ServiceDesc)
+}
+
 // Empty_ServiceName is the fully-qualified name of the storks.test.multi.v1.Empty service.
 const Empty_ServiceName = "storks.test.multi.v1.Empty"
 
@@ -499,4 +514,9 @@ var Empty_ServiceDesc = runtime.ServiceDesc{
 	HandlerType: (*EmptyServer)(nil),
 	Methods:     []runtime.MethodDesc{},
 	Metadata:    "multi/v1/multi.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Empty_ServiceDesc)
 }

@@ -13,7 +13,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Lookup_ServiceName is the fully-qualified name of the storks.test.weird.name.Lookup service.
 const Lookup_ServiceName = "storks.test.weird.name.Lookup"
@@ -109,4 +109,9 @@ var Lookup_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "other/other.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Lookup_ServiceDesc)
 }

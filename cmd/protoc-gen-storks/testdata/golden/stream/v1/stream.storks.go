@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Streamer_ServiceName is the fully-qualified name of the storks.test.stream.v1.Streamer service.
 const Streamer_ServiceName = "storks.test.stream.v1.Streamer"
@@ -139,6 +139,11 @@ var Streamer_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "stream/v1/stream.proto",
 }
 
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Streamer_ServiceDesc)
+}
+
 // OnlyStreams_ServiceName is the fully-qualified name of the storks.test.stream.v1.OnlyStreams service.
 const OnlyStreams_ServiceName = "storks.test.stream.v1.OnlyStreams"
 
@@ -208,4 +213,9 @@ var OnlyStreams_ServiceDesc = runtime.ServiceDesc{
 	HandlerType: (*OnlyStreamsServer)(nil),
 	Methods:     []runtime.MethodDesc{},
 	Metadata:    "stream/v1/stream.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&OnlyStreams_ServiceDesc)
 }
