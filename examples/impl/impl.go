@@ -24,6 +24,35 @@ type Greeter struct {
 	Name string
 	// Calls counts the SayHello calls served.
 	Calls atomic.Int64
+	// Hooks, optional: see Hooks.
+	Hooks
+}
+
+// Hooks are optional behaviours of the example services for fault tests.
+type Hooks struct {
+	// OnCall, if set, is called with the method's name and the request's
+	// name (SayHello) or body (Echo) when the handler runs.
+	OnCall func(method, name string)
+	// Latency, if set, is how long SayHello and Echo take to answer; the
+	// call's context cuts it short.
+	Latency time.Duration
+}
+
+// run applies the hooks to one call.
+func (h *Hooks) run(ctx context.Context, method, name string) error {
+	if h.OnCall != nil {
+		h.OnCall(method, name)
+	}
+	if h.Latency > 0 {
+		t := time.NewTimer(h.Latency)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // SayHello greets in.Name.
@@ -31,6 +60,9 @@ func (g *Greeter) SayHello(ctx context.Context, in *greeterv1.HelloRequest) (*gr
 	g.Calls.Add(1)
 	if in.GetName() == "" {
 		return nil, runtime.Errorf(runtime.CodeInvalidArgument, "name is required")
+	}
+	if err := g.run(ctx, "SayHello", in.GetName()); err != nil {
+		return nil, err
 	}
 	return &greeterv1.HelloReply{Message: "Hello, " + in.GetName(), Provider: g.Name}, nil
 }
@@ -44,10 +76,15 @@ func (g *Greeter) Fail(ctx context.Context, in *greeterv1.FailRequest) (*greeter
 type Echo struct {
 	echov1.UnimplementedEchoServer
 	Name string
+	// Hooks, optional: see Hooks.
+	Hooks
 }
 
 // Echo returns its input.
 func (e *Echo) Echo(ctx context.Context, in *commonv1.Text) (*commonv1.Text, error) {
+	if err := e.run(ctx, "Echo", in.GetBody()); err != nil {
+		return nil, err
+	}
 	return &commonv1.Text{Body: in.GetBody()}, nil
 }
 

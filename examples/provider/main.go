@@ -41,6 +41,8 @@ func run() error {
 	group := flag.String("group", "", "service group")
 	weight := flag.Int("weight", 0, "registry weight (default 100)")
 	wait := flag.Duration("shutdown-wait", time.Second, "how long to wait after deregistering before refusing calls")
+	logRequests := flag.String("log-requests", "", "append \"<method> <name>\" to this file for every SayHello and Echo handler run, one write per line (for fault tests)")
+	latency := flag.Duration("latency", 0, "how long every SayHello and Echo call takes (for fault tests)")
 	flag.Parse()
 	if *regURL == "" {
 		return errors.New("-registry is required")
@@ -70,10 +72,20 @@ func run() error {
 	srv := runtime.NewServer(opts...)
 	eopts := []runtime.ExportOption{runtime.WithVersion(*version), runtime.WithGroup(*group), runtime.WithWeight(*weight),
 		runtime.WithMetadata(map[string]string{"name": *name})}
-	if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: *name}, eopts...); err != nil {
+	hooks := impl.Hooks{Latency: *latency}
+	if *logRequests != "" {
+		f, err := os.OpenFile(*logRequests, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		// Unbuffered: a provider killed with SIGKILL loses nothing it ran.
+		hooks.OnCall = func(method, name string) { f.WriteString(method + " " + name + "\n") }
+	}
+	if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: *name, Hooks: hooks}, eopts...); err != nil {
 		return err
 	}
-	if _, err := echov1.RegisterEchoServer(srv, &impl.Echo{Name: *name}, eopts...); err != nil {
+	if _, err := echov1.RegisterEchoServer(srv, &impl.Echo{Name: *name, Hooks: hooks}, eopts...); err != nil {
 		return err
 	}
 	served := make(chan error, 1)
