@@ -1,0 +1,354 @@
+package badinput_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/storks-rpc/storks/registry"
+	_ "github.com/storks-rpc/storks/registry/all"
+	"github.com/storks-rpc/storks/runtime"
+	"github.com/storks-rpc/storks/runtime/auth"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+type echoServer interface {
+	Echo(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error)
+}
+
+type echo struct{}
+
+func (echo) Echo(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	return in, nil
+}
+
+const service = "badinput.Echo"
+
+func desc() *runtime.ServiceDesc {
+	return &runtime.ServiceDesc{
+		ServiceName: service,
+		HandlerType: (*echoServer)(nil),
+		Methods: []runtime.MethodDesc{{
+			Name:       "Echo",
+			NewRequest: func() any { return new(wrapperspb.StringValue) },
+			Handler: func(srv any, ctx context.Context, req any) (any, error) {
+				return srv.(echoServer).Echo(ctx, req.(*wrapperspb.StringValue))
+			},
+		}},
+	}
+}
+
+// fixedAddrListener is a listener whose address is whatever the test says.
+type fixedAddrListener struct {
+	net.Listener
+	addr string
+}
+
+type fakeAddr string
+
+func (a fakeAddr) Network() string         { return "tcp" }
+func (a fakeAddr) String() string          { return string(a) }
+func (l fixedAddrListener) Addr() net.Addr { return fakeAddr(l.addr) }
+
+type badSelector int
+
+func (s badSelector) Select(context.Context, string, []registry.Instance) int { return int(s) }
+
+// env is what the cases share: a registry with one provider serving
+// badinput.Echo on 127.0.0.1.
+type env struct {
+	t   *testing.T
+	reg registry.Registry
+}
+
+func (e *env) listen() net.Listener {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l
+}
+
+// serve runs srv on lis, returning Serve's error if it fails at once.
+func (e *env) serve(srv *runtime.Server, lis net.Listener) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(2 * time.Second):
+		srv.Close()
+		<-done
+		return nil
+	}
+}
+
+func (e *env) refer(copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference, error) {
+	cli := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(e.reg)}, copts...)...)
+	e.t.Cleanup(func() { cli.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ref, err := cli.Refer(ctx, service, append([]runtime.ReferOption{runtime.WithRemote()}, ropts...)...)
+	return cli, ref, err
+}
+
+func (e *env) call(copts []runtime.ClientOption, ropts ...runtime.ReferOption) error {
+	_, ref, err := e.refer(copts, ropts...)
+	if err != nil {
+		return err
+	}
+	return invoke(ref, "/"+service+"/Echo")
+}
+
+func invoke(ref *runtime.Reference, method string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := ref.Invoke(ctx, method, wrapperspb.String("x"), new(wrapperspb.StringValue))
+	return err
+}
+
+func openURL(url string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := registry.Open(ctx, url)
+	if r != nil {
+		r.Close()
+	}
+	return err
+}
+
+func export(d *runtime.ServiceDesc, impl any, opts ...runtime.ExportOption) error {
+	srv := runtime.NewServer()
+	defer srv.Close()
+	_, err := srv.Export(d, impl, opts...)
+	return err
+}
+
+func serveWith(e *env, opts ...runtime.ServerOption) error {
+	return e.serve(runtime.NewServer(opts...), e.listen())
+}
+
+func TestBadInputIsRejectedNamingTheField(t *testing.T) {
+	reg := registry.NewInproc()
+	defer reg.Close()
+	e := &env{t: t, reg: reg}
+	provider := runtime.NewServer(runtime.WithRegistry(reg))
+	if _, err := provider.Export(desc(), echo{}); err != nil {
+		t.Fatal(err)
+	}
+	lis := e.listen()
+	go provider.Serve(lis)
+	defer provider.Close()
+	for provider.Addr() == "" {
+		time.Sleep(time.Millisecond)
+	}
+
+	var nilImpl *echo
+	inst := func(f func(*registry.Instance)) registry.Instance {
+		in := registry.Instance{Key: registry.ServiceKey{Service: service}, ID: "id", Addr: "127.0.0.1:1"}
+		f(&in)
+		return in
+	}
+	register := func(in registry.Instance) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return reg.Register(ctx, in)
+	}
+
+	cases := []struct {
+		name string
+		err  func() error
+		want []string // every one must appear in the error
+	}{
+		// Export.
+		{"export: nil descriptor", func() error { return export(nil, echo{}) }, []string{"service descriptor is nil"}},
+		{"export: nil implementation", func() error { return export(desc(), nil) }, []string{"implementation is nil"}},
+		{"export: typed nil implementation", func() error { return export(desc(), nilImpl) }, []string{"implementation is a nil *badinput_test.echo"}},
+		{"export: wrong implementation", func() error { return export(desc(), struct{}{}) }, []string{"does not implement badinput_test.echoServer"}},
+		{"export: empty service name", func() error { d := desc(); d.ServiceName = ""; return export(d, echo{}) }, []string{"service must not be empty"}},
+		{"export: service name with a space", func() error { d := desc(); d.ServiceName = "a b"; return export(d, echo{}) }, []string{"service", "contains ' '"}},
+		{"export: version with '/'", func() error { return export(desc(), echo{}, runtime.WithVersion("v/1")) }, []string{"version", "contains '/'"}},
+		{"export: group with ':'", func() error { return export(desc(), echo{}, runtime.WithGroup("g:1")) }, []string{"group", "contains ':'"}},
+		{"export: version of 300 bytes", func() error { return export(desc(), echo{}, runtime.WithVersion(strings.Repeat("v", 300))) }, []string{"version", "longer than 255 bytes"}},
+		{"export: negative weight", func() error { return export(desc(), echo{}, runtime.WithWeight(-1)) }, []string{"weight -1 must not be negative"}},
+		{"export: negative delay", func() error { return export(desc(), echo{}, runtime.WithDelay(-time.Second)) }, []string{"delay -1s must not be negative"}},
+		{"export: method without a name", func() error {
+			d := desc()
+			d.Methods[0].Name = ""
+			return export(d, echo{})
+		}, []string{"method 0", "needs a name"}},
+		{"export: method without a handler", func() error {
+			d := desc()
+			d.Methods[0].Handler = nil
+			return export(d, echo{})
+		}, []string{`method 0 ("Echo")`, "a handler"}},
+		{"export: method listed twice", func() error {
+			d := desc()
+			d.Methods = append(d.Methods, d.Methods[0])
+			return export(d, echo{})
+		}, []string{"method Echo is listed twice"}},
+		{"export: duplicate export", func() error {
+			srv := runtime.NewServer()
+			defer srv.Close()
+			if _, err := srv.Export(desc(), echo{}); err != nil {
+				return fmt.Errorf("first export: %w", err)
+			}
+			_, err := srv.Export(desc(), echo{})
+			return err
+		}, []string{"service key is already exported"}},
+		{"export: after Close", func() error {
+			srv := runtime.NewServer()
+			srv.Close()
+			_, err := srv.Export(desc(), echo{})
+			return err
+		}, []string{"server is shut down"}},
+
+		// Serve and server options.
+		{"serve: advertised port 0", func() error { return serveWith(e, runtime.WithAdvertiseAddr("127.0.0.1:0")) }, []string{"advertise address", "port must be 1-65535"}},
+		{"serve: advertised address without port", func() error { return serveWith(e, runtime.WithAdvertiseAddr("127.0.0.1")) }, []string{"advertise address", "is not host:port"}},
+		{"serve: listener on port 0", func() error {
+			return e.serve(runtime.NewServer(), fixedAddrListener{e.listen(), "127.0.0.1:0"})
+		}, []string{"listener address", "has port 0; set WithAdvertiseAddr"}},
+		{"serve: nil listener", func() error { return runtime.NewServer().Serve(nil) }, []string{"listener is nil"}},
+		{"serve: after Close", func() error {
+			srv := runtime.NewServer()
+			srv.Close()
+			return srv.Serve(e.listen())
+		}, []string{"server is shut down"}},
+		{"server: negative max message size", func() error { return serveWith(e, runtime.WithMaxMessageSize(-1)) }, []string{"WithMaxMessageSize", "-1 must not be negative"}},
+		{"server: negative frame timeout", func() error { return serveWith(e, runtime.WithFrameTimeout(-time.Second)) }, []string{"WithFrameTimeout", "must not be negative"}},
+		{"server: negative idle timeout", func() error { return serveWith(e, runtime.WithIdleTimeout(-time.Minute)) }, []string{"WithIdleTimeout", "must not be negative"}},
+		{"server: negative request cap", func() error { return serveWith(e, runtime.WithMaxConcurrentRequests(-1)) }, []string{"WithMaxConcurrentRequests", "must not be negative"}},
+		{"server: negative shutdown wait", func() error { return serveWith(e, runtime.WithShutdownWait(-time.Second)) }, []string{"WithShutdownWait", "must not be negative"}},
+		{"server: nil codec", func() error { return serveWith(e, runtime.WithCodec(nil)) }, []string{"WithCodec: codec is nil"}},
+		{"server: nil interceptor, export", func() error {
+			srv := runtime.NewServer(runtime.WithServerInterceptor(nil))
+			defer srv.Close()
+			_, err := srv.Export(desc(), echo{})
+			return err
+		}, []string{"WithServerInterceptor: interceptor 0 is nil"}},
+		{"server: nil TLS config", func() error { return serveWith(e, runtime.WithTLSConfig(nil)) }, []string{"WithTLSConfig", "nil"}},
+		{"server: TLS config without a certificate", func() error { return serveWith(e, runtime.WithTLSConfig(&tls.Config{})) }, []string{"WithTLSConfig", "no certificate"}},
+
+		// Refer and calls.
+		{"refer: empty service", func() error {
+			_, err := runtime.NewClient(runtime.WithRegistry(reg)).Refer(context.Background(), "")
+			return err
+		}, []string{"service must not be empty"}},
+		{"refer: bad version", func() error { _, _, err := e.refer(nil, runtime.WithVersion("a b")); return err }, []string{"version", "contains ' '"}},
+		{"refer: nil registry", func() error {
+			_, err := runtime.NewClient().Refer(context.Background(), service, runtime.WithRegistry(nil))
+			return err
+		}, []string{"no registry; pass WithRegistry"}},
+		{"refer: after Close", func() error {
+			cli := runtime.NewClient(runtime.WithRegistry(reg))
+			cli.Close()
+			_, err := cli.Refer(context.Background(), service)
+			return err
+		}, []string{"client is closed"}},
+		{"call: after the client's Close", func() error {
+			cli, ref, err := e.refer(nil)
+			if err != nil {
+				return fmt.Errorf("refer: %w", err)
+			}
+			cli.Close()
+			return invoke(ref, "/"+service+"/Echo")
+		}, []string{"closed"}},
+		{"call: after the reference's Close", func() error {
+			_, ref, err := e.refer(nil)
+			if err != nil {
+				return fmt.Errorf("refer: %w", err)
+			}
+			ref.Close()
+			return invoke(ref, "/"+service+"/Echo")
+		}, []string{"reference is closed"}},
+		{"call: method of another service", func() error {
+			_, ref, err := e.refer(nil)
+			if err != nil {
+				return fmt.Errorf("refer: %w", err)
+			}
+			return invoke(ref, "/other.Svc/Echo")
+		}, []string{`method "/other.Svc/Echo" does not belong to service badinput.Echo`}},
+		{"call: unknown method", func() error {
+			_, ref, err := e.refer(nil)
+			if err != nil {
+				return fmt.Errorf("refer: %w", err)
+			}
+			return invoke(ref, "/"+service+"/Nope")
+		}, []string{"unknown method Nope"}},
+		{"call: selector index out of range", func() error { return e.call(nil, runtime.WithSelector(badSelector(5))) }, []string{"selector returned index 5 for 1 providers"}},
+		{"call: negative selector index", func() error { return e.call(nil, runtime.WithSelector(badSelector(-1))) }, []string{"selector returned index -1"}},
+		{"client: nil TLS config", func() error { return e.call([]runtime.ClientOption{runtime.WithTLSConfig(nil)}) }, []string{"WithTLSConfig", "nil"}},
+
+		// Registries: instances and URLs of every scheme.
+		{"register: empty instance ID", func() error { return register(inst(func(in *registry.Instance) { in.ID = "" })) }, []string{"instance ID must not be empty"}},
+		{"register: port 0", func() error { return register(inst(func(in *registry.Instance) { in.Addr = "127.0.0.1:0" })) }, []string{"address", "port must be 1-65535"}},
+		{"register: negative weight", func() error { return register(inst(func(in *registry.Instance) { in.Weight = -3 })) }, []string{"weight", "must not be negative"}},
+		{"register: empty service", func() error { return register(inst(func(in *registry.Instance) { in.Key.Service = "" })) }, []string{"service must not be empty"}},
+		{"watch: empty service", func() error { _, err := reg.Watch(context.Background(), registry.ServiceKey{}); return err }, []string{"service must not be empty"}},
+		{"registry URL: empty", func() error { return openURL("") }, []string{"URL is empty"}},
+		{"registry URL: unknown scheme", func() error { return openURL("nope://127.0.0.1:1") }, []string{`URL scheme "nope" is not registered`}},
+		{"registry URL: host:port without scheme", func() error { return openURL("127.0.0.1:2379") }, []string{"URL scheme", "is missing"}},
+		{"registry URL: direct without host", func() error { return openURL("direct://") }, []string{"URL host is missing"}},
+		{"registry URL: direct without port", func() error { return openURL("direct://127.0.0.1") }, []string{"URL port is missing"}},
+		{"registry URL: direct port 0", func() error { return openURL("direct://127.0.0.1:0") }, []string{`URL port "0"`}},
+		{"registry URL: direct port 99999", func() error { return openURL("direct://127.0.0.1:99999") }, []string{`URL port "99999"`}},
+		{"registry URL: direct negative weight", func() error { return openURL("direct://127.0.0.1:1?weight=-1") }, []string{"URL query parameter weight", "non-negative"}},
+		{"registry URL: static empty entry", func() error { return openURL("static://127.0.0.1:1,,127.0.0.1:2") }, []string{"URL host list", "empty entry"}},
+		{"registry URL: inproc bad name", func() error { return openURL("inproc://bad name") }, []string{"URL host", "not a valid inproc registry name"}},
+		{"registry URL: etcd without host", func() error { return openURL("etcd://") }, []string{"URL host is missing"}},
+		{"registry URL: etcd port 0", func() error { return openURL("etcd://127.0.0.1:0/storks") }, []string{`URL port "0"`}},
+		{"registry URL: etcd negative TTL", func() error { return openURL("etcd://127.0.0.1:2379/storks?ttl=-5s") }, []string{"URL query parameter ttl", `"-5s"`}},
+		{"registry URL: etcd zero dial timeout", func() error { return openURL("etcd://127.0.0.1:2379/storks?dial-timeout=0s") }, []string{"URL query parameter dial-timeout", "must be positive"}},
+		{"registry URL: etcd unknown parameter", func() error { return openURL("etcd://127.0.0.1:2379/storks?bogus=1") }, []string{`URL query parameter "bogus"`}},
+		{"registry URL: etcd bad escape", func() error { return openURL("etcd://%zz") }, []string{"URL is malformed"}},
+		{"registry URL: consul negative TTL", func() error { return openURL("consul://127.0.0.1:8500?ttl=-1s") }, []string{`URL query parameter "ttl"`, `"-1s"`}},
+		{"registry URL: consul negative deregister-after", func() error { return openURL("consul://127.0.0.1:8500?deregister-after=-1m") }, []string{`"deregister-after"`}},
+		{"registry URL: consul path", func() error { return openURL("consul://127.0.0.1:8500/path") }, []string{"URL path"}},
+		{"registry URL: consul port 0", func() error { return openURL("consul://127.0.0.1:0") }, []string{`URL port "0"`}},
+		{"registry URL: zookeeper without host", func() error { return openURL("zookeeper://") }, []string{"URL host is missing"}},
+		{"registry URL: zookeeper negative session timeout", func() error { return openURL("zookeeper://127.0.0.1:2181/storks?session-timeout=-1s") }, []string{"URL query parameter session-timeout", `"-1s"`}},
+		{"registry URL: zookeeper reserved path", func() error { return openURL("zookeeper://127.0.0.1:2181/zookeeper") }, []string{"URL path", "reserves"}},
+		{"registry URL: zookeeper port 99999", func() error { return openURL("zookeeper://127.0.0.1:99999/storks") }, []string{"URL host", "bad port"}},
+
+		// Authentication interceptors.
+		{"auth: server without tokens", func() error { _, err := auth.NewServerInterceptor(); return err }, []string{"no tokens and no verifier"}},
+		{"auth: empty server token", func() error { _, err := auth.NewServerInterceptor(auth.WithTokens("")); return err }, []string{"WithTokens: a token is empty"}},
+		{"auth: empty client token", func() error { _, err := auth.NewClientInterceptor(""); return err }, []string{"token is empty"}},
+		{"auth: nil token source", func() error { _, err := auth.NewClientInterceptorFunc(nil); return err }, []string{"token source is nil"}},
+	}
+	rejected := 0
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var err error
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Fatalf("panic: %v", r)
+					}
+				}()
+				err = c.err()
+			}()
+			if c.want == nil {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted; want an error naming %q", c.want)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("error %q does not contain %q", err, w)
+				}
+			}
+			rejected++
+		})
+	}
+	t.Logf("%d bad inputs rejected with an error naming the field, none panicked", rejected)
+}
