@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/storks-rpc/storks/internal/devetcd"
+	"github.com/storks-rpc/storks/registry"
 )
 
 func main() {
@@ -58,7 +59,7 @@ func run() error {
 		*regURL = etcd.URL()
 		fmt.Printf("demo: started an embedded etcd; registry %s\n", *regURL)
 	} else {
-		fmt.Printf("demo: registry %s\n", *regURL)
+		fmt.Printf("demo: registry %s\n", registry.RedactURL(*regURL))
 	}
 
 	var out sync.Mutex

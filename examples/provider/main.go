@@ -90,7 +90,7 @@ func run() error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	slog.Info("provider serving", "name", *name, "addr", lis.Addr().String(), "registry", *regURL)
+	slog.Info("provider serving", "name", *name, "addr", lis.Addr().String(), "registry", registry.RedactURL(*regURL))
 	fmt.Printf("READY %s %s\n", *name, lis.Addr())
 
 	select {
