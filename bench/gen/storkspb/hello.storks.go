@@ -13,7 +13,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion1
+const _ = runtime.SupportPackageIsVersion2
 
 // Hello_ServiceName is the fully-qualified name of the bench.storkssvc.v1.Hello service.
 const Hello_ServiceName = "bench.storkssvc.v1.Hello"
@@ -103,4 +103,9 @@ var Hello_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "storkssvc/v1/hello.proto",
+}
+
+func init() {
+	// Tell clients in this process which methods of the service may be retried.
+	runtime.RegisterMethods(&Hello_ServiceDesc)
 }
