@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,37 +30,13 @@ const (
 
 var secrets = []string{rootPassword, userPassword, wrongPasswd}
 
-// secretLog is a logger that renders every record, Debug included, with
-// slog's text handler into a buffer, where the tests look for secrets.
-type secretLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *secretLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *secretLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *secretLog) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+// secretLog collects the adapter's log, where the tests look for secrets.
+type secretLog = registrytest.LogBuffer
 
 // checkNoSecret fails the test if s shows one of the passwords.
 func checkNoSecret(t *testing.T, what, s string) {
 	t.Helper()
-	for _, secret := range secrets {
-		if strings.Contains(s, secret) {
-			t.Errorf("%s shows a password: %s", what, strings.ReplaceAll(s, secret, "<PASSWORD>"))
-		}
-	}
+	registrytest.CheckNoSecret(t, what, s, secrets...)
 }
 
 // openErr opens rawURL (with a short dial timeout, logging to log) and
@@ -152,15 +127,15 @@ func TestAuth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Logger = logs.logger()
+		cfg.Logger = logs.Logger()
 		prov, err := New(ctx, cfg)
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
 		defer prov.Close()
-		cfg.Logger = (&secretLog{}).logger()
+		cfg.Logger = (&secretLog{}).Logger()
 		cons, err := New(ctx, Config{Endpoints: []string{ep}, BasePath: base, TTL: 2 * time.Second,
-			Username: "storks", Password: userPassword, Logger: logs.logger()})
+			Username: "storks", Password: userPassword, Logger: logs.Logger()})
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
@@ -208,7 +183,7 @@ func TestAuth(t *testing.T) {
 	t.Run("ServerDown", func(t *testing.T) {
 		var logs secretLog
 		r, err := New(ctx, Config{Endpoints: []string{ep}, BasePath: base, TTL: 2 * time.Second, DialTimeout: time.Second,
-			Username: "storks", Password: userPassword, Logger: logs.logger()})
+			Username: "storks", Password: userPassword, Logger: logs.Logger()})
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}

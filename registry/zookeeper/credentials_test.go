@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,43 +33,20 @@ const (
 
 var zkSecrets = []string{zkPassword, zkWrongPass, zkOtherPass}
 
-// secretLog renders every record, Debug included, with slog's text handler
-// into a buffer, where the tests look for secrets.
-type secretLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// secretLog collects the adapter's log, where the tests look for secrets.
+type secretLog = registrytest.LogBuffer
 
-func (l *secretLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *secretLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *secretLog) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
+// checkNoSecret fails the test if s shows one of the passwords.
 func checkNoSecret(t *testing.T, what, s string) {
 	t.Helper()
-	for _, secret := range zkSecrets {
-		if strings.Contains(s, secret) {
-			t.Errorf("%s shows a password: %s", what, strings.ReplaceAll(s, secret, "<PASSWORD>"))
-		}
-	}
+	registrytest.CheckNoSecret(t, what, s, zkSecrets...)
 }
 
 // withCreds returns a Config modifier that sets credentials and the log.
 func withCreds(user, pass string, logs *secretLog, more ...func(*Config)) func(*Config) {
 	return func(c *Config) {
 		c.Username, c.Password = user, pass
-		c.Logger = logs.logger()
+		c.Logger = logs.Logger()
 		for _, m := range more {
 			m(c)
 		}
@@ -123,7 +99,7 @@ func TestDigestAuth(t *testing.T) {
 		}
 	}
 
-	anon := openTest(t, srv, base, func(c *Config) { c.Logger = logs.logger() })
+	anon := openTest(t, srv, base, func(c *Config) { c.Logger = logs.Logger() })
 	wrong := openTest(t, srv, base, withCreds(zkTestUser, zkWrongPass, &logs))
 	other := openTest(t, srv, base, withCreds(zkOtherUser, zkOtherPass, &logs))
 	cons := openTest(t, srv, base, withCreds(zkTestUser, zkPassword, &logs))
@@ -243,7 +219,7 @@ func TestDigestAuthNoWorldRead(t *testing.T) {
 	cons := openTest(t, srv, base, withCreds(zkTestUser, zkPassword, &logs))
 	registrytest.WaitDiscover(t, cons, key, 5*time.Second, registrytest.HasIDs("a"))
 	for name, mod := range map[string]func(*Config){
-		"no credentials": func(c *Config) { c.Logger = logs.logger() },
+		"no credentials": func(c *Config) { c.Logger = logs.Logger() },
 		"wrong password": withCreds(zkTestUser, zkWrongPass, &logs),
 	} {
 		reader := openTest(t, srv, base, mod)
@@ -310,7 +286,7 @@ func TestCredentialErrors(t *testing.T) {
 	l.Close()
 	var logs secretLog
 	_, err = New(context.Background(), Config{Servers: []string{addr}, DialTimeout: 500 * time.Millisecond,
-		Username: zkTestUser, Password: zkPassword, Logger: logs.logger()})
+		Username: zkTestUser, Password: zkPassword, Logger: logs.Logger()})
 	if err == nil {
 		t.Fatal("New on a closed port: no error")
 	}
