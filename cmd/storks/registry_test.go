@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -355,10 +357,6 @@ func TestRegistryEtcd(t *testing.T) {
 	ctx := context.Background()
 	reg, err := registry.Open(ctx, d.url+"?ttl=5s")
 	if err != nil {
-		var ie *registry.InputError
-		if errors.As(err, &ie) && ie.Field == "URL scheme" {
-			t.Skipf("registry/all does not link the etcd adapter in yet: %v", err)
-		}
 		t.Fatal(err)
 	}
 	defer reg.Close()
@@ -438,5 +436,46 @@ func waitInstances(t *testing.T, reg registry.Registry, key registry.ServiceKey,
 			t.Fatalf("%s: %d instances after 20s (err %v), want %d", key, len(list), err, n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The demo's setup: three provider processes (examples/provider) register
+// in `storks dev`; `storks registry ls` shows all three.
+func TestRegistryLsShowsDemoProviders(t *testing.T) {
+	d := startDev(t)
+	bin := filepath.Join(t.TempDir(), "provider")
+	if out, err := exec.Command(goTool(), "build", "-o", bin, "../../examples/provider").CombinedOutput(); err != nil {
+		t.Fatalf("building the example provider: %v\n%s", err, out)
+	}
+	for i := 1; i <= 3; i++ {
+		cmd := exec.Command(bin, "-registry", d.url, "-name", fmt.Sprintf("provider-%d", i), "-shutdown-wait", "0s")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	}
+	var rows [][]string
+	var out string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := storks(t, "registry", "ls", "--registry", d.url, greeterService)
+		mustSucceed(t, r)
+		out, rows = r.stdout, tableRows(t, r.stdout)
+		if len(rows) == 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	names := map[string]bool{}
+	addrs := map[string]bool{}
+	for _, row := range rows {
+		if len(row) < 7 || row[0] != greeterService {
+			t.Fatalf("unexpected row %q in:\n%s", row, out)
+		}
+		addrs[row[4]] = true
+		names[row[6]] = true
+	}
+	if len(rows) != 3 || len(addrs) != 3 || !names["name=provider-1"] || !names["name=provider-2"] || !names["name=provider-3"] {
+		t.Fatalf("want the three demo providers, got:\n%s", out)
 	}
 }
