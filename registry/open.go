@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -287,35 +286,16 @@ func parseHostPort(s string) (string, error) {
 	if host == "" {
 		return "", &InputError{Field: "URL host", Reason: fmt.Sprintf("is missing in %q; want host:port", s)}
 	}
-	if strings.Trim(port, "0123456789") != "" || port == "" {
+	p, ok := ParsePort(port)
+	if !ok {
 		return "", &InputError{Field: "URL port", Value: port, Reason: fmt.Sprintf("in %q must be a number from 1 to 65535", s)}
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 {
-		return "", &InputError{Field: "URL port", Value: port, Reason: fmt.Sprintf("in %q must be a number from 1 to 65535", s)}
-	}
-	if strings.Contains(host, ":") {
-		// An IPv6 literal; in URLs its zone's '%' is written "%25".
-		host = strings.Replace(host, "%25", "%", 1)
-		if _, err := netip.ParseAddr(host); err != nil {
-			return "", &InputError{Field: "URL host", Value: host, Reason: "is not a valid IPv6 address"}
-		}
-	} else if !validHostname(host) {
+	host, ok = ValidHost(host)
+	if !ok && strings.Contains(host, ":") {
+		return "", &InputError{Field: "URL host", Value: host, Reason: "is not a valid IPv6 address"}
+	} else if !ok {
 		return "", &InputError{Field: "URL host", Value: host,
 			Reason: "is not a valid host name or IP address (letters, digits, '-', '_' and '.')"}
 	}
 	return net.JoinHostPort(host, strconv.Itoa(p)), nil
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 || h[0] == '.' || h[0] == '-' || strings.Contains(h, "..") {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }

@@ -127,8 +127,7 @@ func ValidateAddr(addr string) error {
 	if i := strings.IndexAny(host, "/ \t\r\n@?#"); i >= 0 {
 		return &InputError{Field: "address", Value: addr, Reason: fmt.Sprintf("host contains %q", host[i])}
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 || port[0] < '0' || port[0] > '9' {
+	if _, ok := ParsePort(port); !ok {
 		return &InputError{Field: "address", Value: addr, Reason: "port must be 1-65535"}
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -394,31 +393,16 @@ func parseHostPort(s, hostField, portField string) (string, error) {
 	if host == "" {
 		return "", &registry.InputError{Field: hostField, Reason: fmt.Sprintf("is missing in %q; want host:port", s)}
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || strings.Trim(port, "0123456789") != "" || p < 1 || p > 65535 {
+	p, ok := registry.ParsePort(port)
+	if !ok {
 		return "", &registry.InputError{Field: portField, Value: port, Reason: fmt.Sprintf("in %q must be a number from 1 to 65535", s)}
 	}
-	if strings.Contains(host, ":") {
-		host = strings.Replace(host, "%25", "%", 1)
-		if _, err := netip.ParseAddr(host); err != nil {
-			return "", &registry.InputError{Field: hostField, Value: host, Reason: "is not a valid IPv6 address"}
-		}
-	} else if !validHostname(host) {
+	host, ok = registry.ValidHost(host)
+	if !ok && strings.Contains(host, ":") {
+		return "", &registry.InputError{Field: hostField, Value: host, Reason: "is not a valid IPv6 address"}
+	} else if !ok {
 		return "", &registry.InputError{Field: hostField, Value: host,
 			Reason: "is not a valid host name or IP address (letters, digits, '-', '_' and '.')"}
 	}
 	return net.JoinHostPort(host, strconv.Itoa(p)), nil
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 || h[0] == '.' || h[0] == '-' || strings.Contains(h, "..") {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -157,31 +156,19 @@ func parseServer(field, s string) (string, error) {
 	if host == "" {
 		return "", &registry.InputError{Field: field, Value: s, Reason: "has no host; want host:port"}
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 || strings.Trim(port, "0123456789") != "" {
+	p, ok := registry.ParsePort(port)
+	if !ok {
 		return "", &registry.InputError{Field: field, Value: s, Reason: "has a bad port; want a number from 1 to 65535"}
 	}
-	if strings.Contains(host, ":") {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return "", &registry.InputError{Field: field, Value: s, Reason: "is not a valid IPv6 address"}
-		}
-	} else if !validHostname(host) {
+	// As for the other adapters, an IPv6 zone written "%25" (URL style)
+	// is unescaped.
+	host, ok = registry.ValidHost(host)
+	if !ok && strings.Contains(host, ":") {
+		return "", &registry.InputError{Field: field, Value: s, Reason: "is not a valid IPv6 address"}
+	} else if !ok {
 		return "", &registry.InputError{Field: field, Value: s, Reason: "has a bad host name (letters, digits, '-', '_' and '.')"}
 	}
 	return net.JoinHostPort(host, strconv.Itoa(p)), nil
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 || h[0] == '.' || h[0] == '-' || strings.Contains(h, "..") {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // cleanBasePath checks a base path and returns it without a trailing slash.
