@@ -565,60 +565,13 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 	}
 	setBodyLen(b)
 
-	cl := callPool.Get().(*call)
-	cc.mu.Lock()
-	if cc.err != nil || cc.draining.Load() {
-		// Never sent. A draining connection takes no new call: it may
-		// have found itself idle and be closing (maybeClose), and a call
-		// registered now would fail although it may have been sent.
-		e := cc.err
-		if e == nil {
-			e = wrapError(CodeUnavailable, ErrConnClosed, "connection to %s is closing", cc.addr)
-		}
-		cc.mu.Unlock()
-		callPool.Put(cl)
-		*buf = b
-		putBuf(buf)
-		return nil, e, outNotRun
-	}
-	cc.pending[id] = cl
-	cc.mu.Unlock()
-
-	werr := cc.w.write(b)
-	*buf = b
-	putBuf(buf)
-	if werr != nil {
-		cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, werr))
-	}
-
-	select {
-	case <-cl.done:
-	case <-ctx.Done():
-		cc.mu.Lock()
-		if cc.pending[id] == cl {
-			delete(cc.pending, id)
-			cc.mu.Unlock()
-			callPool.Put(cl)
-			if errors.Is(ctx.Err(), context.Canceled) {
-				// On a deadline the server's own timer ends the handler
-				// with DeadlineExceeded; only a cancellation is sent.
-				var fb [headerSize]byte
-				cc.w.write(appendHeader(fb[:0], frameCancel, id, 0))
-			}
-			cc.maybeClose()
-			return nil, ctxError(ctx, "call "+method), ctxOutcome(ctx)
-		}
-		cc.mu.Unlock()
-		<-cl.done // the reply is being delivered; take it and drop it
-		putBuf(cl.body)
-		cl.body, cl.err = nil, nil
-		callPool.Put(cl)
+	typ, body, cerr, ex := cc.exchange(ctx, id, b, buf, true)
+	switch ex {
+	case exNotSent:
+		return nil, cerr, outNotRun
+	case exCtxDone:
 		return nil, ctxError(ctx, "call "+method), ctxOutcome(ctx)
 	}
-
-	typ, body, cerr := cl.typ, cl.body, cl.err
-	cl.body, cl.err = nil, nil
-	callPool.Put(cl)
 	if cerr != nil {
 		switch {
 		case errors.Is(cerr, ErrConnClosed):
@@ -659,6 +612,82 @@ func ctxOutcome(ctx context.Context) outcome {
 		return outTimeout
 	}
 	return outLocal
+}
+
+// exchangeResult says how an exchange ended.
+type exchangeResult uint8
+
+const (
+	exAnswered exchangeResult = iota // an answer, or the connection broke after the frame was written
+	exNotSent                        // the connection takes no new frame; nothing was written
+	exCtxDone                        // ctx ended first; the answer, if any, is dropped
+)
+
+// exchange writes frame, whose request ID is id, and waits for the frame
+// that answers it. buf, if not nil, is the pooled buffer frame lies in: it
+// goes back to the pool once written, so a waiting call holds none. When
+// ctx is cancelled (not when its deadline passes: the server's own timer
+// handles that) and cancel is set, a cancel frame tells the server.
+//
+// It returns the answer's type and body, which the caller returns with
+// putBuf; or the error that broke the connection; or, with exNotSent, why
+// the connection took no new frame: a draining connection may have found
+// itself idle and be closing (maybeClose), and a frame registered now
+// would fail although it may have been sent.
+func (cc *clientConn) exchange(ctx context.Context, id uint64, frame []byte, buf *[]byte, cancel bool) (typ frameType, body *[]byte, cerr *Error, ex exchangeResult) {
+	release := func() {
+		if buf != nil {
+			*buf = frame
+			putBuf(buf)
+		}
+	}
+	cl := callPool.Get().(*call)
+	cc.mu.Lock()
+	if cc.err != nil || cc.draining.Load() {
+		e := cc.err
+		if e == nil {
+			e = wrapError(CodeUnavailable, ErrConnClosed, "connection to %s is closing", cc.addr)
+		}
+		cc.mu.Unlock()
+		callPool.Put(cl)
+		release()
+		return 0, nil, e, exNotSent
+	}
+	cc.pending[id] = cl
+	cc.mu.Unlock()
+
+	werr := cc.w.write(frame)
+	release()
+	if werr != nil {
+		cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, werr))
+	}
+
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		cc.mu.Lock()
+		if cc.pending[id] == cl {
+			delete(cc.pending, id)
+			cc.mu.Unlock()
+			callPool.Put(cl)
+			if cancel && errors.Is(ctx.Err(), context.Canceled) {
+				var fb [headerSize]byte
+				cc.w.write(appendHeader(fb[:0], frameCancel, id, 0))
+			}
+			cc.maybeClose()
+			return 0, nil, nil, exCtxDone
+		}
+		cc.mu.Unlock()
+		<-cl.done // the answer is being delivered; take it and drop it
+		putBuf(cl.body)
+		cl.body, cl.err = nil, nil
+		callPool.Put(cl)
+		return 0, nil, nil, exCtxDone
+	}
+	typ, body, cerr = cl.typ, cl.body, cl.err
+	cl.body, cl.err = nil, nil
+	callPool.Put(cl)
+	return typ, body, cerr, exAnswered
 }
 
 // read delivers replies until the connection breaks.

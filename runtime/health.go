@@ -272,42 +272,15 @@ func (ep *endpoint) ping(ctx context.Context, c *Client) error {
 // ping sends a ping frame and waits for the pong.
 func (cc *clientConn) ping(ctx context.Context) error {
 	id := cc.nextID.Add(1)
-	cl := callPool.Get().(*call)
-	cc.mu.Lock()
-	if cc.err != nil {
-		e := cc.err
-		cc.mu.Unlock()
-		callPool.Put(cl)
-		return e
-	}
-	cc.pending[id] = cl
-	cc.mu.Unlock()
 	var fb [headerSize]byte
-	if err := cc.w.write(appendHeader(fb[:0], framePing, id, 0)); err != nil {
-		cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, err))
-	}
-	select {
-	case <-cl.done:
-	case <-ctx.Done():
-		cc.mu.Lock()
-		if cc.pending[id] == cl {
-			delete(cc.pending, id)
-			cc.mu.Unlock()
-			callPool.Put(cl)
-			cc.maybeClose()
-			return ctxError(ctx, "ping "+cc.addr)
-		}
-		cc.mu.Unlock()
-		<-cl.done // the answer is being delivered
-	}
-	typ, body, cerr := cl.typ, cl.body, cl.err
-	cl.body, cl.err = nil, nil
-	callPool.Put(cl)
+	typ, body, cerr, ex := cc.exchange(ctx, id, appendHeader(fb[:0], framePing, id, 0), nil, false)
 	putBuf(body)
-	if cerr != nil {
+	switch {
+	case ex == exCtxDone:
+		return ctxError(ctx, "ping "+cc.addr)
+	case cerr != nil:
 		return cerr
-	}
-	if typ != framePong {
+	case typ != framePong:
 		return Errorf(CodeInternal, "ping %s: answered with a %s frame", cc.addr, typ)
 	}
 	return nil
