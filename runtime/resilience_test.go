@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"github.com/storks-rpc/storks/internal/loadtest"
 	"net"
 	"strings"
 	"sync"
@@ -718,28 +719,10 @@ func TestDrainingConnectionsLoseNoCall(t *testing.T) {
 	if a.Addr != srvA.Addr() {
 		a = ref.Providers()[1]
 	}
-	stop := make(chan struct{})
-	var calls, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				calls.Add(1)
-				if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}
-		}()
-	}
+	load := loadtest.Start(32, 5*time.Second, 0, func(ctx context.Context) error {
+		_, err := callEcho(ctx, ref, "x")
+		return err
+	})
 	// A leaves and comes back, over and over: each time the reference
 	// drains its connection to A and later dials a new one.
 	ctx := context.Background()
@@ -749,9 +732,7 @@ func TestDrainingConnectionsLoseNoCall(t *testing.T) {
 		reg.Register(ctx, a)
 		time.Sleep(time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		t.Fatalf("%d of %d calls failed while a provider came and went; first: %v", f, calls.Load(), firstErr.Load())
+	if res := load.Stop(); res.Failed > 0 {
+		t.Fatalf("%d of %d calls failed while a provider came and went; first: %v", res.Failed, res.Calls, res.FirstErr)
 	}
 }

@@ -2,9 +2,9 @@ package runtime_test
 
 import (
 	"context"
+	"github.com/storks-rpc/storks/internal/loadtest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,43 +94,21 @@ func TestGracefulShutdownUnderLoadLosesNoCall(t *testing.T) {
 	}
 	_, ref := refer(t, reg, nil)
 	waitFor(t, func() bool { return len(ref.Providers()) == 3 })
-	stop := make(chan struct{})
-	var calls, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				_, err := callEcho(ctx, ref, "x")
-				cancel()
-				calls.Add(1)
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}
-		}()
-	}
+	load := loadtest.Start(16, 5*time.Second, 0, func(ctx context.Context) error {
+		_, err := callEcho(ctx, ref, "x")
+		return err
+	})
 	time.Sleep(100 * time.Millisecond)
 	if err := srvs[1].Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		t.Fatalf("%d of %d calls failed during a graceful shutdown; first: %v", f, calls.Load(), firstErr.Load())
+	res := load.Stop()
+	if res.Failed > 0 {
+		t.Fatalf("%d of %d calls failed during a graceful shutdown; first: %v", res.Failed, res.Calls, res.FirstErr)
 	}
 	if len(ref.Providers()) != 2 {
 		t.Fatalf("consumer still lists %d providers", len(ref.Providers()))
 	}
-	t.Logf("%d calls, 0 failed, across a graceful shutdown of 1 of 3 providers", calls.Load())
+	t.Logf("%d calls, 0 failed, across a graceful shutdown of 1 of 3 providers", res.Calls)
 }

@@ -3,13 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/storks-rpc/storks/internal/loadtest"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,31 +84,10 @@ func TestRegistryOutageKeepsCallsWorking(t *testing.T) {
 			waitProviders(t, ref, 2)
 			c := greeterv1.NewGreeterClient(ref)
 
-			stop := make(chan struct{})
-			var calls, failed atomic.Int64
-			var firstErr atomic.Value
-			var wg sync.WaitGroup
-			for range 4 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case <-stop:
-							return
-						case <-time.After(time.Millisecond):
-						}
-						ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-						_, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "outage"})
-						cancel()
-						calls.Add(1)
-						if err != nil {
-							failed.Add(1)
-							firstErr.CompareAndSwap(nil, err)
-						}
-					}
-				}()
-			}
+			load := loadtest.Start(4, 2*time.Second, time.Millisecond, func(ctx context.Context) error {
+				_, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "outage"})
+				return err
+			})
 
 			srv.stop()
 			time.Sleep(3 * ttl)
@@ -137,12 +116,11 @@ func TestRegistryOutageKeepsCallsWorking(t *testing.T) {
 			reregistered := time.Since(back)
 			serveGreeter(t, srv.url, "c")
 			waitProviders(t, ref, 3)
-			close(stop)
-			wg.Wait()
-			if f := failed.Load(); f > 0 {
-				t.Fatalf("%d of %d calls failed across the registry outage; first: %v", f, calls.Load(), firstErr.Load())
+			res := load.Stop()
+			if res.Failed > 0 {
+				t.Fatalf("%d of %d calls failed across the registry outage; first: %v", res.Failed, res.Calls, res.FirstErr)
 			}
-			t.Logf("%s down %v: %d calls, 0 failed; providers registered again %v after restart", rs.name, 3*ttl, calls.Load(), reregistered.Round(time.Millisecond))
+			t.Logf("%s down %v: %d calls, 0 failed; providers registered again %v after restart", rs.name, 3*ttl, res.Calls, reregistered.Round(time.Millisecond))
 		})
 	}
 }

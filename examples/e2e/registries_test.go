@@ -3,9 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/storks-rpc/storks/internal/loadtest"
 	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,31 +86,10 @@ func TestRealRegistriesEndToEnd(t *testing.T) {
 				}
 			}
 
-			stop := make(chan struct{})
-			var calls, failed atomic.Int64
-			var firstErr atomic.Value
-			var wg sync.WaitGroup
-			for range 8 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-						_, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "load"})
-						cancel()
-						calls.Add(1)
-						if err != nil {
-							failed.Add(1)
-							firstErr.CompareAndSwap(nil, err)
-						}
-					}
-				}()
-			}
+			load := loadtest.Start(8, 5*time.Second, 0, func(ctx context.Context) error {
+				_, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "load"})
+				return err
+			})
 			time.Sleep(200 * time.Millisecond)
 			start := time.Now()
 			if err := ps[0].srv.Shutdown(context.Background()); err != nil {
@@ -119,10 +97,9 @@ func TestRealRegistriesEndToEnd(t *testing.T) {
 			}
 			shutdownTook := time.Since(start)
 			time.Sleep(200 * time.Millisecond)
-			close(stop)
-			wg.Wait()
-			if f := failed.Load(); f > 0 {
-				t.Fatalf("%d of %d calls failed while a provider shut down; first: %v", f, calls.Load(), firstErr.Load())
+			res := load.Stop()
+			if res.Failed > 0 {
+				t.Fatalf("%d of %d calls failed while a provider shut down; first: %v", res.Failed, res.Calls, res.FirstErr)
 			}
 			waitProviders(t, ref, 2)
 			before := ps[0].g.Calls.Load()
@@ -134,7 +111,7 @@ func TestRealRegistriesEndToEnd(t *testing.T) {
 			if ps[0].g.Calls.Load() != before {
 				t.Fatal("the stopped provider's handler ran")
 			}
-			t.Logf("%s: %d calls under load across a graceful shutdown (%v), 0 failed", rr.name, calls.Load(), shutdownTook.Round(time.Millisecond))
+			t.Logf("%s: %d calls under load across a graceful shutdown (%v), 0 failed", rr.name, res.Calls, shutdownTook.Round(time.Millisecond))
 		})
 	}
 }
