@@ -56,6 +56,6 @@ func Example() {
 // asynchronously.
 func waitProviders(ref *runtime.Reference, n int) {
 	for len(ref.Providers()) < n {
-		runtimeGosched()
+		pause()
 	}
 }

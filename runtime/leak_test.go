@@ -9,7 +9,7 @@ import (
 	"github.com/storks-rpc/storks/runtime"
 )
 
-func runtimeGosched() { time.Sleep(time.Millisecond) }
+func pause() { time.Sleep(time.Millisecond) }
 
 // Close on the client and the server stops every goroutine they started:
 // connection readers, registry watchers, delayed exports.

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,9 +21,24 @@ import (
 )
 
 type provider struct {
-	srv     *runtime.Server
-	greeter *impl.Greeter
-	export  *runtime.Exporter
+	srv      *runtime.Server
+	greeter  *impl.Greeter
+	export   *runtime.Exporter
+	accepted *atomic.Int64 // connections the server accepted
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	accepted atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
 }
 
 // startProviders starts n servers on 127.0.0.1, each exporting the greeter
@@ -40,14 +56,15 @@ func startProviders(t *testing.T, reg registry.Registry, n int) []*provider {
 		if _, err := echov1.RegisterEchoServer(srv, &impl.Echo{Name: g.Name}); err != nil {
 			t.Fatal(err)
 		}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		lis := &countingListener{Listener: l}
 		done := make(chan struct{})
 		go func() { srv.Serve(lis); close(done) }()
 		t.Cleanup(func() { srv.Close(); <-done })
-		ps[i] = &provider{srv: srv, greeter: g, export: ex}
+		ps[i] = &provider{srv: srv, greeter: g, export: ex, accepted: &lis.accepted}
 	}
 	// Serve registers asynchronously: wait until both services are listed.
 	deadline := time.Now().Add(10 * time.Second)
@@ -147,7 +164,7 @@ func TestRandomIsRoughlyUniform(t *testing.T) {
 
 func TestConcurrentCallsOverOneConnection(t *testing.T) {
 	reg := newRegistry(t)
-	startProviders(t, reg, 1)
+	ps := startProviders(t, reg, 1)
 	cli := runtime.NewClient(runtime.WithRegistry(reg))
 	defer cli.Close()
 	ref, err := cli.Refer(context.Background(), echov1.Echo_ServiceName, runtime.WithRemote())
@@ -175,6 +192,9 @@ func TestConcurrentCallsOverOneConnection(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+	if n := ps[0].accepted.Load(); n != 1 {
+		t.Fatalf("1000 concurrent calls used %d connections, want 1", n)
 	}
 	now, err := echo.Now(context.Background(), &emptypb.Empty{})
 	if err != nil || time.Since(now.AsTime()).Abs() > time.Minute {
