@@ -24,11 +24,7 @@ import (
 // ConsulTB is the part of testing.TB that StartConsul uses. *testing.T and
 // *testing.B implement it; a program (a demo) can pass its own.
 type ConsulTB interface {
-	Helper()
-	Cleanup(func())
-	Logf(format string, args ...any)
-	Fatalf(format string, args ...any)
-	Skipf(format string, args ...any)
+	TB
 	TempDir() string
 }
 
@@ -90,7 +86,7 @@ func StartConsulWith(t ConsulTB, opts ConsulOptions) *Consul {
 	t.Helper()
 	bin, err := consulBinary()
 	if err != nil {
-		consulFailOrSkip(t, "%v", err)
+		failOrSkip(t, "%v", err)
 		return nil
 	}
 	var s *Consul
@@ -133,7 +129,7 @@ func LaunchConsul(dir string) (*Consul, error) {
 }
 
 func newConsul(bin, dir string) (*Consul, error) {
-	ports, err := consulFreePorts(4)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, fmt.Errorf("consul agent: finding free loopback ports: %w", err)
 	}
@@ -145,33 +141,6 @@ func newConsul(bin, dir string) (*Consul, error) {
 		lanPort:    ports[2],
 		wanPort:    ports[3],
 	}, nil
-}
-
-// consulFailOrSkip fails the test under CI=true and skips it otherwise.
-func consulFailOrSkip(t ConsulTB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s", msg)
-		return
-	}
-	t.Skipf("%s; skipping (set CI=true to make this a failure)", msg)
-}
-
-// consulFreePorts returns n distinct TCP ports that were free on 127.0.0.1.
-func consulFreePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		// Keep every listener open until all ports are known, so that
-		// they are distinct.
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 var (

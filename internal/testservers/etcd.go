@@ -21,13 +21,7 @@ import (
 
 // EtcdTB is the part of testing.TB that StartEtcd uses. *testing.T and
 // *testing.B implement it; a program (a demo) can pass its own.
-type EtcdTB interface {
-	Helper()
-	Cleanup(func())
-	Logf(format string, args ...any)
-	Fatalf(format string, args ...any)
-	Skipf(format string, args ...any)
-}
+type EtcdTB = TB
 
 // Etcd is a single-member etcd server embedded in this process
 // (go.etcd.io/etcd/server/v3/embed), listening on free loopback ports with a
@@ -106,7 +100,7 @@ func LaunchEtcdWith(opts EtcdOptions) (*Etcd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd: creating a data directory: %w", err)
 	}
-	ports, err := etcdFreePorts(2)
+	ports, err := freePorts(2)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("embedded etcd: finding free loopback ports: %w", err)
@@ -138,30 +132,9 @@ func (s *Etcd) removeFiles() {
 // etcdFailOrSkip fails the test under CI=true and skips it otherwise.
 func etcdFailOrSkip(t EtcdTB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...) +
-		" (the etcd server is embedded from the Go module go.etcd.io/etcd/server/v3, which go.mod requires;" +
-		" no binary is needed, but two free loopback TCP ports and a writable temp directory are)"
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s", msg)
-		return
-	}
-	t.Skipf("%s; skipping (set CI=true to make this a failure)", msg)
-}
-
-// etcdFreePorts returns n distinct TCP ports that were free on 127.0.0.1.
-func etcdFreePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		// Keep every listener open until all ports are known, so that
-		// they are distinct.
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
+	failOrSkip(t, "%s%s", fmt.Sprintf(format, args...),
+		" (the etcd server is embedded from the Go module go.etcd.io/etcd/server/v3, which go.mod requires;"+
+			" no binary is needed, but two free loopback TCP ports and a writable temp directory are)")
 }
 
 func (s *Etcd) config() *embed.Config {

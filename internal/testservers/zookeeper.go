@@ -19,13 +19,7 @@ import (
 
 // ZooKeeperTB is the part of testing.TB that StartZooKeeper uses. *testing.T
 // and *testing.B implement it; a program (a demo) can pass its own.
-type ZooKeeperTB interface {
-	Helper()
-	Cleanup(func())
-	Logf(format string, args ...any)
-	Fatalf(format string, args ...any)
-	Skipf(format string, args ...any)
-}
+type ZooKeeperTB = TB
 
 // ZooKeeper is a standalone Apache ZooKeeper server run as a child process
 // (a JVM) on a free loopback port, with a data directory of its own. Stop,
@@ -75,7 +69,7 @@ func StartZooKeeper(t ZooKeeperTB) *ZooKeeper {
 	t.Helper()
 	s, err := LaunchZooKeeper()
 	if err != nil {
-		zooKeeperFailOrSkip(t, "%v", err)
+		failOrSkip(t, "%v", err)
 		return nil
 	}
 	t.Cleanup(s.Close)
@@ -96,12 +90,12 @@ func LaunchZooKeeper() (*ZooKeeper, error) {
 	// A port found free may be taken by someone else before the JVM binds
 	// it; try a few.
 	for attempt := 1; ; attempt++ {
-		port, err := zooKeeperFreePort()
+		ports, err := freePorts(1)
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("zookeeper: finding a free loopback port: %w", err)
 		}
-		s := &ZooKeeper{dir: dir, port: port, java: java, cp: cp}
+		s := &ZooKeeper{dir: dir, port: ports[0], java: java, cp: cp}
 		if err = s.writeConfig(); err == nil {
 			err = s.Start()
 		}
@@ -114,17 +108,6 @@ func LaunchZooKeeper() (*ZooKeeper, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-}
-
-// zooKeeperFailOrSkip fails the test under CI=true and skips it otherwise.
-func zooKeeperFailOrSkip(t ZooKeeperTB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s", msg)
-		return
-	}
-	t.Skipf("%s; skipping (set CI=true to make this a failure)", msg)
 }
 
 // zooKeeperCommand finds the java binary and the server's class path.
@@ -156,16 +139,6 @@ func zooKeeperCommand() (java, cp string, err error) {
 func zkFileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// zooKeeperFreePort returns a TCP port that was free on 127.0.0.1.
-func zooKeeperFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *ZooKeeper) configPath() string { return filepath.Join(s.dir, "zoo.cfg") }
