@@ -1,6 +1,7 @@
 # Storks: the two commands a newcomer needs are `make demo` and `make test`.
 # Both install what they need on a fresh Debian machine (apt-get as root, and
-# Go tools through the module proxy).
+# Go tools through the module proxy). `make help` lists every target: those
+# with a "## name: what it does" comment, which every target a user runs has.
 
 GO       ?= go
 BIN      := $(CURDIR)/bin
@@ -8,16 +9,22 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all build demo dev test test-go test-zk test-chaos vet fmt-check check-gen gen fuzz bench bench-quick bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul clean
+.PHONY: all help build demo dev test test-go test-zk test-chaos vet fmt-check check-gen gen fuzz bench bench-quick bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul clean
 
 all: build
+
+## help: list these targets with what they do
+help:
+	@awk '/^## [A-Za-z0-9_.-]+: / { t = substr($$0, 4); i = index(t, ": "); n++; \
+		name[n] = substr(t, 1, i - 1); text[n] = substr(t, i + 2); if (i - 1 > w) w = i - 1 } \
+		END { for (k = 1; k <= n; k++) printf("  %-" w "s  %s\n", name[k], text[k]) }' $(firstword $(MAKEFILE_LIST))
 
 ## build: compile everything and the example programs into bin/
 build:
 	$(GO) build ./...
 	$(GO) build -o $(BIN)/ ./examples/provider ./examples/consumer ./examples/demo ./cmd/protoc-gen-storks ./cmd/storks
 
-## demo: three providers and a consumer on 127.0.0.1, round-robin
+## demo: three providers and a consumer on 127.0.0.1, round-robin (REGISTRY=URL: another registry)
 demo: build
 	$(BIN)/demo -bin $(BIN) $(if $(REGISTRY),-registry '$(REGISTRY)')
 
@@ -33,9 +40,11 @@ test: deps fmt-check vet check-gen test-go test-zk test-chaos fuzz
 # code (lastZxid; go-zookeeper/zk#35) that the detector reports as a failure.
 # Everything else, the runtime included, runs under -race.
 
+## test-go: the Go tests under -race, but for those of test-zk and test-chaos
 test-go:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e '/registry/zookeeper$$' -e '/examples/e2e$$' -e '/internal/chaos$$')
 
+## test-zk: the Go tests whose ZooKeeper clients reconnect, without -race
 test-zk:
 	$(GO) test -count=1 -timeout 10m ./registry/zookeeper ./examples/e2e
 
@@ -44,9 +53,11 @@ test-chaos:
 	@out=$$(mktemp); $(GO) test -count=1 -timeout 10m -v ./internal/chaos >$$out 2>&1; s=$$?; \
 	if [ $$s -eq 0 ]; then grep -E -- '--- |figures:|^ok' $$out; else cat $$out; fi; rm -f $$out; exit $$s
 
+## vet: go vet ./...
 vet:
 	$(GO) vet ./...
 
+## fmt-check: fail if a Go file is not gofmt-formatted
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
@@ -59,7 +70,7 @@ gen:
 check-gen:
 	scripts/check-gen.sh
 
-## fuzz: run every fuzz target for FUZZTIME each
+## fuzz: run every fuzz target for FUZZTIME each (default 15s; FUZZTIME=10m for longer)
 # -fuzzminimizetime keeps minimising a large input from eating the whole run.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
@@ -81,21 +92,25 @@ bench-micro:
 bench-test:
 	cd bench && $(GO) test -count=1 ./...
 
+## deps: install what the tests need: protoc, ZooKeeper (as root, from Debian) and Consul
 deps: deps-protoc deps-zookeeper deps-consul
 
 # protoc 3.21 from Debian: only the tests that compare protoc's output with
 # storks generate's and examples/gen need it (make gen does not).
+## deps-protoc: install protoc from Debian (as root), unless it is on $PATH
 deps-protoc:
 	@command -v protoc >/dev/null || scripts/apt-install.sh protobuf-compiler
 
-# ZooKeeper from Debian, for the real-ZooKeeper registry tests.
+## deps-zookeeper: install ZooKeeper from Debian (as root), for the real-ZooKeeper tests
 deps-zookeeper:
 	@[ -x /usr/share/zookeeper/bin/zkServer.sh ] || scripts/apt-install.sh zookeeper
 
 # Consul is not in Debian: it builds from the module proxy as a tool of
 # tools/go.mod (about 5 minutes the first time, cached afterwards).
+## deps-consul: build Consul as a tool of tools/go.mod, for the real-Consul tests
 deps-consul:
 	cd tools && $(GO) tool consul version >/dev/null
 
+## clean: remove bin/
 clean:
 	rm -rf $(BIN)

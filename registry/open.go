@@ -172,23 +172,85 @@ func splitScheme(raw string) (name, rest string, err error) {
 	if raw == "" {
 		return "", "", &InputError{Field: "URL", Reason: "is empty; want scheme://..., for example inproc://"}
 	}
+	if reason, ok := hostPortAdvice(raw); ok {
+		// "localhost:2379" parses as scheme "localhost", "127.0.0.1:2379"
+		// as an invalid one.
+		return "", "", &InputError{Field: "URL scheme", Reason: reason}
+	}
 	i := strings.IndexByte(raw, ':')
 	if i <= 0 {
 		return "", "", &InputError{Field: "URL scheme", Value: RedactURL(raw),
 			Reason: "is missing; want scheme://..., for example inproc:// or direct://host:port"}
 	}
 	name, rest = raw[:i], raw[i+1:]
-	if rest != "" && strings.Trim(rest, "0123456789") == "" {
-		// "localhost:8080" parses as scheme "localhost", "127.0.0.1:8080"
-		// as an invalid one.
-		return "", "", &InputError{Field: "URL scheme", Value: raw,
-			Reason: "is missing; this looks like host:port, want for example direct://" + raw}
-	}
 	if !validScheme(name) {
 		return "", "", &InputError{Field: "URL scheme", Value: name,
 			Reason: "is not valid (want a letter followed by letters, digits, '+', '-' or '.')"}
 	}
 	return strings.ToLower(name), rest, nil
+}
+
+// Well-known client ports of the networked registries, from which
+// hostPortAdvice infers what a bare host:port is the address of.
+var registryPorts = map[int]struct{ what, scheme, path string }{
+	2379: {"an etcd server", "etcd", "/storks"},
+	8500: {"a Consul agent", "consul", ""},
+	2181: {"a ZooKeeper server", "zookeeper", "/storks"},
+}
+
+// hostPortAdvice says what to write instead of raw when raw is a bare
+// host:port (or a comma-separated list of them, with an optional path and
+// query) rather than a URL: most likely the address of a registry server,
+// told apart by its well-known port. direct:// is offered last, and only for
+// other ports: a registry address given to a provider as direct:// would
+// silently register nothing.
+func hostPortAdvice(raw string) (string, bool) {
+	if strings.Contains(raw, "://") {
+		return "", false
+	}
+	hosts, path := raw, ""
+	if i := strings.IndexAny(raw, "/?#"); i >= 0 {
+		hosts = raw[:i]
+		// The query is left out of the advice: it may hold a token.
+		path, _, _ = strings.Cut(raw[i:], "?")
+		path, _, _ = strings.Cut(path, "#")
+	}
+	port := 0
+	for _, hp := range strings.Split(hosts, ",") {
+		h, p, err := net.SplitHostPort(hp)
+		if err != nil || h == "" {
+			return "", false
+		}
+		n, ok := ParsePort(p)
+		if !ok {
+			return "", false
+		}
+		if _, ok := ValidHost(h); !ok {
+			return "", false
+		}
+		if port != 0 && port != n {
+			port = -1 // mixed ports: no inference
+		} else if port == 0 {
+			port = n
+		}
+	}
+	suggest := func(scheme, defaultPath string) string {
+		if path == "" || path == "/" {
+			return scheme + "://" + hosts + defaultPath
+		}
+		return scheme + "://" + hosts + path
+	}
+	given := strconv.Quote(hosts + path)
+	if r, ok := registryPorts[port]; ok {
+		return fmt.Sprintf("is missing from %s, which looks like the address of %s; want %s",
+			given, r.what, suggest(r.scheme, r.path)), true
+	}
+	fixed := "direct://" + hosts + " to call one provider"
+	if strings.Contains(hosts, ",") {
+		fixed = "static://" + hosts + " to call these providers"
+	}
+	return fmt.Sprintf("is missing from %s; want the URL of a registry, such as %s, %s or %s (or %s without a registry)",
+		given, suggest("etcd", "/storks"), suggest("consul", ""), suggest("zookeeper", "/storks"), fixed), true
 }
 
 func unknownScheme(name string) error {

@@ -21,7 +21,7 @@ func TestOpenBadURL(t *testing.T) {
 		{"", []string{"URL", "empty"}},
 		{"inproc", []string{"URL scheme", "missing"}},
 		{"://x", []string{"URL scheme", "missing"}},
-		{"localhost:8080", []string{"URL scheme", "missing", "direct://localhost:8080"}},
+		{"localhost:8080", []string{"URL scheme", "missing", "etcd://localhost:8080/storks", "direct://localhost:8080"}},
 		{"1nproc://", []string{"URL scheme", `"1nproc"`, "not valid"}},
 		{"in proc://", []string{"URL scheme", "not valid"}},
 		{"nosuch://x", []string{"URL scheme", `"nosuch"`, "not registered", "inproc"}},
@@ -81,6 +81,40 @@ func TestOpenBadURL(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("Open(%q): error %q does not mention %q", tc.url, err, w)
 				}
+			}
+		})
+	}
+}
+
+// TestOpenHostPort checks the advice for a bare host:port given where a
+// registry URL belongs: the registry its well-known port suggests, never
+// direct:// for a registry's port (a provider given direct:// registers
+// nothing), and the registry forms otherwise.
+func TestOpenHostPort(t *testing.T) {
+	const list = "want the URL of a registry, such as "
+	tests := []struct{ url, want string }{
+		{"127.0.0.1:2379", `registry: URL scheme is missing from "127.0.0.1:2379", which looks like the address of an etcd server; want etcd://127.0.0.1:2379/storks`},
+		{"localhost:2379/app", `registry: URL scheme is missing from "localhost:2379/app", which looks like the address of an etcd server; want etcd://localhost:2379/app`},
+		{"h1:2379,h2:2379?ttl=5s&token=s3cret", `registry: URL scheme is missing from "h1:2379,h2:2379", which looks like the address of an etcd server; want etcd://h1:2379,h2:2379/storks`},
+		{"localhost:8500", `registry: URL scheme is missing from "localhost:8500", which looks like the address of a Consul agent; want consul://localhost:8500`},
+		{"[::1]:2181/", `registry: URL scheme is missing from "[::1]:2181/", which looks like the address of a ZooKeeper server; want zookeeper://[::1]:2181/storks`},
+		{"10.0.0.1:9000", `registry: URL scheme is missing from "10.0.0.1:9000"; ` + list +
+			"etcd://10.0.0.1:9000/storks, consul://10.0.0.1:9000 or zookeeper://10.0.0.1:9000/storks (or direct://10.0.0.1:9000 to call one provider without a registry)"},
+		{"a:2379,b:2181", `registry: URL scheme is missing from "a:2379,b:2181"; ` + list +
+			"etcd://a:2379,b:2181/storks, consul://a:2379,b:2181 or zookeeper://a:2379,b:2181/storks (or static://a:2379,b:2181 to call these providers without a registry)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.url, func(t *testing.T) {
+			_, err := registry.Open(context.Background(), tc.url)
+			var ie *registry.InputError
+			if !errors.As(err, &ie) || ie.Field != "URL scheme" {
+				t.Fatalf("Open(%q): error %v (%T), want an *InputError for the URL scheme", tc.url, err, err)
+			}
+			if err.Error() != tc.want {
+				t.Errorf("Open(%q):\n got %s\nwant %s", tc.url, err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("Open(%q): error %q repeats the token", tc.url, err)
 			}
 		})
 	}

@@ -19,8 +19,10 @@
 //     value), Unsafe<Svc>Server and Register<Svc>Server;
 //   - <Svc>_ServiceDesc, a runtime.ServiceDesc with reflection-free handlers.
 //
-// Streaming methods are skipped, with a comment saying so. Every identifier
-// comes from [Names], which appends "_" to any name already taken in the Go
-// package (by protoc-gen-go or by an earlier Storks service), so the output
-// always compiles next to the .pb.go files.
+// Methods it cannot generate (streaming ones, for now) are skipped, with a
+// comment saying so. Every identifier comes from [Names], which appends "_"
+// to any name already taken in the Go package (by protoc-gen-go or by an
+// earlier Storks service), so the output always compiles next to the .pb.go
+// files. Each rename and each skipped method is reported as a [Diagnostic],
+// which the generator returns and its callers print as warnings.
 package templates

@@ -8,35 +8,45 @@ import (
 )
 
 // Generate writes a .storks.go file for every file of gen that is to be
-// generated and declares at least one service. It neither writes .pb.go
-// files (that is protoc-gen-go's job) nor sets gen's supported features.
-func Generate(gen *protogen.Plugin) error {
+// generated and declares at least one service, and returns the diagnostics
+// of those files, for the caller to print: it prints nothing itself. It
+// neither writes .pb.go files (that is protoc-gen-go's job) nor sets gen's
+// supported features.
+func Generate(gen *protogen.Plugin) ([]Diagnostic, error) {
 	names := NewNames(gen)
+	var diags []Diagnostic
 	for _, file := range gen.Files {
 		if !file.Generate {
 			continue
 		}
-		if _, err := GenerateFile(gen, file, names); err != nil {
-			return err
+		_, d, err := GenerateFile(gen, file, names)
+		diags = append(diags, d...)
+		if err != nil {
+			return diags, err
 		}
 	}
-	return nil
+	return diags, nil
 }
 
 // GenerateFile writes the .storks.go file for file, named after protogen's
 // GeneratedFilenamePrefix (so paths=, module= and M options apply as they do
-// to protoc-gen-go), and returns it. It returns nil, and writes nothing, if
+// to protoc-gen-go), and returns it with the diagnostics of its services
+// (see [ServiceNames.Diagnostics]). It returns nil, and writes nothing, if
 // file declares no services. names must have been made for gen.
-func GenerateFile(gen *protogen.Plugin, file *protogen.File, names *Names) (*protogen.GeneratedFile, error) {
+func GenerateFile(gen *protogen.Plugin, file *protogen.File, names *Names) (*protogen.GeneratedFile, []Diagnostic, error) {
 	if len(file.Services) == 0 {
-		return nil, nil
+		return nil, nil, nil
+	}
+	var diags []Diagnostic
+	for _, s := range file.Services {
+		diags = append(diags, names.Service(s).Diagnostics(file)...)
 	}
 	f := newFile(file, names)
 	g := gen.NewGeneratedFile(file.GeneratedFilenamePrefix+FileSuffix, file.GoImportPath)
 	if err := f.Render(g); err != nil {
-		return nil, fmt.Errorf("%s: rendering %s: %w", PluginName, file.Desc.Path(), err)
+		return nil, diags, fmt.Errorf("%s: rendering %s: %w", PluginName, file.Desc.Path(), err)
 	}
-	return g, nil
+	return g, diags, nil
 }
 
 // newFile builds the jennifer file for a .proto file with services.
@@ -74,7 +84,7 @@ func importPaths(file *protogen.File, services []*ServiceNames) []string {
 	seen := map[string]bool{contextPackage: true, runtimePackage: true}
 	paths := []string{contextPackage, runtimePackage}
 	for _, sn := range services {
-		for _, m := range sn.Unary() {
+		for _, m := range sn.Generated() {
 			for _, msg := range []*protogen.Message{m.Method.Input, m.Method.Output} {
 				ip := string(msg.GoIdent.GoImportPath)
 				if ip != string(file.GoImportPath) && !seen[ip] {

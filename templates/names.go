@@ -6,6 +6,7 @@ import (
 	"path"
 	"sort"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -18,12 +19,13 @@ import (
 // knows how those identifiers are spelled.
 //
 // A derived identifier that is already taken in the target Go package gets
-// "_" appended until it is free. Taken are the identifiers protoc-gen-go
-// declares for every file in the plugin request that has the same Go import
-// path (messages, nested messages, enums and their values and name/value
-// maps, oneof wrappers and interfaces, extensions, proto2 defaults, opaque
-// API builders and case constants, File_* descriptors), and the identifiers
-// of Storks services named before. Services are named in a fixed order: the
+// "_" appended until it is free; the ServiceNames record each such rename
+// with what took the name, for [ServiceNames.Diagnostics]. Taken are the
+// identifiers protoc-gen-go declares for every file in the plugin request
+// that has the same Go import path (messages, nested messages, enums and
+// their values and name/value maps, oneof wrappers and interfaces,
+// extensions, proto2 defaults, opaque API builders and case constants,
+// File_* descriptors), and the identifiers of Storks services named before. Services are named in a fixed order: the
 // package's files sorted by proto path, services in declaration order. The
 // result therefore depends only on the set of files of the package in the
 // request, not on the order protoc lists them in.
@@ -37,8 +39,15 @@ type Names struct {
 }
 
 type packageNames struct {
-	taken    map[string]bool
+	name     protogen.GoPackageName
+	taken    map[string]declaration
 	services map[protoreflect.FullName]*ServiceNames
+}
+
+// declaration describes what declares a taken identifier, for warnings.
+type declaration struct {
+	what string // "message FooClient", "the client interface of service Foo"
+	file string // the .proto file it comes from
 }
 
 // ServiceNames are the Go identifiers generated for one service.
@@ -64,18 +73,41 @@ type ServiceNames struct {
 	// derived from Unimplemented so two services never share it.
 	MustEmbed string
 
-	// Methods are the service's methods in declaration order, streaming ones
-	// included (they have Streaming set and no names).
+	// Methods are the service's methods in declaration order, those that
+	// cannot be generated included (they have Unsupported set and no
+	// names).
 	Methods []*MethodNames
+
+	// Renames are the identifiers of the service and of its methods that
+	// were taken, so that others were generated instead, in the order they
+	// were named.
+	Renames []Rename
+}
+
+// A Rename records a derived identifier that was already taken, and the
+// one generated instead.
+type Rename struct {
+	// Method is the method the identifier is for; nil for an identifier
+	// of the service.
+	Method *MethodNames
+	// Wanted is the derived identifier, Generated the one generated:
+	// Wanted followed by one or more "_".
+	Wanted, Generated string
+	// TakenBy says, for Wanted and each name tried after it, what had
+	// taken it: len(TakenBy) == len(Generated) - len(Wanted).
+	TakenBy []string
+	// Package is the Go package the identifier is declared in, or "" for
+	// a method of the client and server interfaces.
+	Package protogen.GoPackageName
 }
 
 // MethodNames are the Go identifiers generated for one method.
 type MethodNames struct {
 	Method *protogen.Method
 
-	// Streaming is set for client-, server- and bidi-streaming methods,
-	// for which nothing is generated yet.
-	Streaming bool
+	// Unsupported is why nothing is generated for the method, as a
+	// predicate ("is bidi-streaming"), or "" if it is generated.
+	Unsupported string
 
 	// GoName is the Go method name in the client and server interfaces:
 	// protogen's GoName, with "_" appended if an earlier method of the
@@ -112,7 +144,8 @@ func (n *Names) Service(service *protogen.Service) *ServiceNames {
 // Taken reports whether ident is declared in the Go package importPath by
 // protoc-gen-go or by Storks.
 func (n *Names) Taken(importPath protogen.GoImportPath, ident string) bool {
-	return n.pkg(importPath).taken[ident]
+	_, ok := n.pkg(importPath).taken[ident]
+	return ok
 }
 
 func (n *Names) fileOf(fd protoreflect.FileDescriptor) *protogen.File {
@@ -131,7 +164,7 @@ func (n *Names) pkg(importPath protogen.GoImportPath) *packageNames {
 		return p
 	}
 	p := &packageNames{
-		taken:    make(map[string]bool),
+		taken:    make(map[string]declaration),
 		services: make(map[protoreflect.FullName]*ServiceNames),
 	}
 	n.packages[importPath] = p
@@ -140,6 +173,7 @@ func (n *Names) pkg(importPath protogen.GoImportPath) *packageNames {
 	for _, f := range n.gen.Files {
 		if f.GoImportPath == importPath {
 			files = append(files, f)
+			p.name = f.GoPackageName
 		}
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Desc.Path() < files[j].Desc.Path() })
@@ -158,114 +192,173 @@ func (n *Names) pkg(importPath protogen.GoImportPath) *packageNames {
 // reserveProtocGenGo marks the package-level identifiers protoc-gen-go
 // declares for f. It errs on the side of reserving too much: every API level
 // (open, hybrid, opaque) is assumed.
-func reserveProtocGenGo(taken map[string]bool, f *protogen.File) {
-	taken[f.GoDescriptorIdent.GoName] = true
+func reserveProtocGenGo(taken map[string]declaration, f *protogen.File) {
+	r := reserver{taken: taken, file: f.Desc.Path(), pkg: f.Desc.Package()}
+	// Named after the file: a warning names the file when it is not the
+	// service's own.
+	r.take(f.GoDescriptorIdent.GoName, "the file descriptor")
 	for _, e := range f.Enums {
-		reserveEnum(taken, e)
+		r.enum(e)
 	}
 	for _, m := range f.Messages {
-		reserveMessage(taken, m)
+		r.message(m)
 	}
 	for _, x := range f.Extensions {
-		taken["E_"+x.GoIdent.GoName] = true
+		r.take("E_"+x.GoIdent.GoName, "extension "+r.name(x.Desc))
 	}
 }
 
-func reserveEnum(taken map[string]bool, e *protogen.Enum) {
-	taken[e.GoIdent.GoName] = true
-	taken[e.GoIdent.GoName+"_name"] = true
-	taken[e.GoIdent.GoName+"_value"] = true
+// reserver takes the identifiers protoc-gen-go declares for one file.
+type reserver struct {
+	taken map[string]declaration
+	file  string
+	pkg   protoreflect.FullName
+}
+
+func (r reserver) take(ident, what string) {
+	r.taken[ident] = declaration{what: what, file: r.file}
+}
+
+// name is d's full name without the proto package: "Foo.Kind".
+func (r reserver) name(d protoreflect.Descriptor) string {
+	full := string(d.FullName())
+	if r.pkg != "" {
+		full = strings.TrimPrefix(full, string(r.pkg)+".")
+	}
+	return full
+}
+
+func (r reserver) enum(e *protogen.Enum) {
+	name := r.name(e.Desc)
+	r.take(e.GoIdent.GoName, "enum "+name)
+	r.take(e.GoIdent.GoName+"_name", "the name map of enum "+name)
+	r.take(e.GoIdent.GoName+"_value", "the value map of enum "+name)
 	for _, v := range e.Values {
-		taken[v.GoIdent.GoName] = true
+		r.take(v.GoIdent.GoName, "value "+string(v.Desc.Name())+" of enum "+name)
 	}
 }
 
-func reserveMessage(taken map[string]bool, m *protogen.Message) {
-	name := m.GoIdent.GoName
-	taken[name] = true
-	taken[name+"_builder"] = true
+func (r reserver) message(m *protogen.Message) {
+	goName := m.GoIdent.GoName
+	name := r.name(m.Desc)
+	r.take(goName, "message "+name)
+	r.take(goName+"_builder", "the builder of message "+name)
 	for _, e := range m.Enums {
-		reserveEnum(taken, e)
+		r.enum(e)
 	}
 	for _, nested := range m.Messages {
-		reserveMessage(taken, nested)
+		r.message(nested)
 	}
 	for _, x := range m.Extensions {
-		taken["E_"+x.GoIdent.GoName] = true
+		r.take("E_"+x.GoIdent.GoName, "extension "+r.name(x.Desc))
 	}
 	for _, field := range m.Fields {
 		if field.Desc.HasDefault() {
-			taken["Default_"+name+"_"+field.GoName] = true
+			r.take("Default_"+goName+"_"+field.GoName, "the default of field "+r.name(field.Desc))
 		}
 	}
 	for _, o := range m.Oneofs {
 		if o.Desc.IsSynthetic() {
 			continue
 		}
-		taken["is"+o.GoIdent.GoName] = true
-		taken["is"+name+"_"+o.GoName] = true
-		taken["case_"+name+"_"+o.GoName] = true
-		taken[name+"_"+o.GoName+"_not_set_case"] = true
+		oneof := "oneof " + r.name(o.Desc)
+		r.take("is"+o.GoIdent.GoName, "the interface of "+oneof)
+		r.take("is"+goName+"_"+o.GoName, "the interface of "+oneof)
+		r.take("case_"+goName+"_"+o.GoName, "the case type of "+oneof)
+		r.take(goName+"_"+o.GoName+"_not_set_case", "a case constant of "+oneof)
 		for _, field := range o.Fields {
-			taken[field.GoIdent.GoName] = true
-			taken[name+"_"+field.GoName+"_case"] = true
+			r.take(field.GoIdent.GoName, "the wrapper of field "+r.name(field.Desc)+" of "+oneof)
+			r.take(goName+"_"+field.GoName+"_case", "a case constant of "+oneof)
 		}
 	}
 }
 
 // claim returns the first of name, name_, name__, ... that is not taken,
-// and takes it.
-func (p *packageNames) claim(name string) string {
-	for p.taken[name] {
+// and takes it for d. If name was taken it records a Rename in sn.
+func (p *packageNames) claim(sn *ServiceNames, m *MethodNames, name string, d declaration) string {
+	return sn.claim(p.taken, p.name, m, name, d)
+}
+
+// claim is packageNames.claim for any set of taken names; pkg is "" for
+// the names of interface methods.
+func (sn *ServiceNames) claim(taken map[string]declaration, pkg protogen.GoPackageName, m *MethodNames, name string, d declaration) string {
+	wanted := name
+	var takenBy []string
+	for {
+		prev, ok := taken[name]
+		if !ok {
+			break
+		}
+		what := prev.what
+		if prev.file != d.file {
+			what += " (" + prev.file + ")"
+		}
+		takenBy = append(takenBy, what)
 		name += "_"
 	}
-	p.taken[name] = true
+	taken[name] = d
+	if len(takenBy) > 0 {
+		sn.Renames = append(sn.Renames, Rename{Method: m, Wanted: wanted, Generated: name, TakenBy: takenBy, Package: pkg})
+	}
 	return name
 }
 
 func (p *packageNames) nameService(s *protogen.Service) *ServiceNames {
 	base := s.GoName
 	sn := &ServiceNames{Service: s, Base: base}
-	sn.ServiceNameConst = p.claim(base + "_ServiceName")
-	sn.Client = p.claim(base + "Client")
-	sn.ClientImpl = p.claim(unexport(base + "Client"))
-	sn.NewClient = p.claim("New" + base + "Client")
-	sn.Server = p.claim(base + "Server")
-	sn.Unimplemented = p.claim("Unimplemented" + base + "Server")
-	sn.Unsafe = p.claim("Unsafe" + base + "Server")
-	sn.Register = p.claim("Register" + base + "Server")
-	sn.Desc = p.claim(base + "_ServiceDesc")
+	file := s.Desc.ParentFile().Path()
+	of := func(role string) declaration {
+		return declaration{what: "the " + role + " of service " + string(s.Desc.Name()), file: file}
+	}
+	sn.ServiceNameConst = p.claim(sn, nil, base+"_ServiceName", of("name constant"))
+	sn.Client = p.claim(sn, nil, base+"Client", of("client interface"))
+	sn.ClientImpl = p.claim(sn, nil, unexport(base+"Client"), of("client type"))
+	sn.NewClient = p.claim(sn, nil, "New"+base+"Client", of("client constructor"))
+	sn.Server = p.claim(sn, nil, base+"Server", of("server interface"))
+	sn.Unimplemented = p.claim(sn, nil, "Unimplemented"+base+"Server", of("unimplemented server"))
+	sn.Unsafe = p.claim(sn, nil, "Unsafe"+base+"Server", of("unsafe server interface"))
+	sn.Register = p.claim(sn, nil, "Register"+base+"Server", of("registration function"))
+	sn.Desc = p.claim(sn, nil, base+"_ServiceDesc", of("service descriptor"))
 	sn.MustEmbed = "mustEmbed" + sn.Unimplemented
 
 	// Method names only need to be unique within the service's interfaces.
 	// They are exported (protogen capitalizes them), so they never clash
 	// with MustEmbed or TestEmbeddedByValue.
-	methods := make(map[string]bool)
+	methods := make(map[string]declaration)
 	for _, m := range s.Methods {
-		mn := &MethodNames{
-			Method:    m,
-			Streaming: m.Desc.IsStreamingClient() || m.Desc.IsStreamingServer(),
-		}
+		mn := &MethodNames{Method: m, Unsupported: unsupported(m)}
 		sn.Methods = append(sn.Methods, mn)
-		if mn.Streaming {
+		if mn.Unsupported != "" {
 			continue
 		}
-		goName := m.GoName
-		for methods[goName] {
-			goName += "_"
-		}
-		methods[goName] = true
-		mn.GoName = goName
-		mn.FullMethodNameConst = p.claim(base + "_" + goName + "_FullMethodName")
+		name := string(m.Desc.Name())
+		mn.GoName = sn.claim(methods, "", mn, m.GoName, declaration{what: "the Go name of method " + name, file: file})
+		mn.FullMethodNameConst = p.claim(sn, mn, base+"_"+mn.GoName+"_FullMethodName",
+			of("full method name constant of method "+name))
 	}
 	return sn
 }
 
-// Unary returns the service's unary methods.
-func (sn *ServiceNames) Unary() []*MethodNames {
+// unsupported says why the generator cannot produce m, as a predicate
+// ("is bidi-streaming"), or returns "" if it can. It is the one place that
+// decides which methods are generated.
+func unsupported(m *protogen.Method) string {
+	switch d := m.Desc; {
+	case d.IsStreamingClient() && d.IsStreamingServer():
+		return "is bidi-streaming"
+	case d.IsStreamingClient():
+		return "is client-streaming"
+	case d.IsStreamingServer():
+		return "is server-streaming"
+	}
+	return ""
+}
+
+// Generated returns the service's methods that are generated.
+func (sn *ServiceNames) Generated() []*MethodNames {
 	var out []*MethodNames
 	for _, m := range sn.Methods {
-		if !m.Streaming {
+		if m.Unsupported == "" {
 			out = append(out, m)
 		}
 	}
@@ -291,7 +384,6 @@ type Import struct {
 // appended. Paths are named in sorted order after context and the runtime,
 // so the result is deterministic.
 func (n *Names) Imports(importPath protogen.GoImportPath, paths []string) map[string]Import {
-	p := n.pkg(importPath)
 	used := make(map[string]bool)
 	for _, s := range types.Universe.Names() {
 		used[s] = true
@@ -321,7 +413,7 @@ func (n *Names) Imports(importPath protogen.GoImportPath, paths []string) map[st
 	for _, ip := range sorted {
 		pkgName := n.packageName(ip)
 		name := pkgName
-		for i := 1; used[name] || p.taken[name] || token.IsKeyword(name); i++ {
+		for i := 1; used[name] || n.Taken(importPath, name) || token.IsKeyword(name); i++ {
 			name = pkgName + strconv.Itoa(i)
 		}
 		used[name] = true

@@ -2,6 +2,7 @@ package templates
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/compiler/protogen"
@@ -74,7 +75,7 @@ func TestServiceNames(t *testing.T) {
 		MustEmbed:        "mustEmbedUnimplementedFooServer",
 	}
 	got := *sn
-	got.Methods = nil
+	got.Methods, got.Renames = nil, nil
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("names\n got %+v\nwant %+v", got, want)
 	}
@@ -89,6 +90,51 @@ func TestServiceNames(t *testing.T) {
 		if m.GoName != w.goName || m.FullMethodNameConst != w.constant {
 			t.Errorf("method %d: %q, %q; want %q, %q", i, m.GoName, m.FullMethodNameConst, w.goName, w.constant)
 		}
+	}
+}
+
+// TestDiagnostics checks the warnings for renamed identifiers (with what
+// took each name tried) and skipped methods, in declaration order.
+func TestDiagnostics(t *testing.T) {
+	foo := service("Foo", "Get", "get", "Chat")
+	foo.Method[2].ClientStreaming, foo.Method[2].ServerStreaming = proto.Bool(true), proto.Bool(true)
+	gen := newPlugin(t,
+		file("a.proto", "a", "example.com/p;p", []string{"M"}, foo, service("foo", "Get")),
+		file("b.proto", "b", "example.com/p;p", []string{"FooClient"}),
+	)
+	names := NewNames(gen)
+	a := gen.FilesByPath["a.proto"]
+	var got []string
+	var kinds []DiagnosticKind
+	for _, s := range a.Services {
+		for _, d := range names.Service(s).Diagnostics(a) {
+			got = append(got, d.Warning())
+			kinds = append(kinds, d.Kind)
+		}
+	}
+	want := []string{
+		"protoc-gen-storks: warning: a.proto: service Foo: FooClient collides with message FooClient (b.proto) in package p; generated as FooClient_",
+		"protoc-gen-storks: warning: a.proto: service Foo: method get: Get collides with the Go name of method Get; generated as Get_",
+		"protoc-gen-storks: warning: a.proto: service Foo: method Chat is bidi-streaming, which this version does not generate; skipped",
+		"protoc-gen-storks: warning: a.proto: service foo: Foo_ServiceName collides with the name constant of service Foo in package p; generated as Foo_ServiceName_",
+		"protoc-gen-storks: warning: a.proto: service foo: FooClient collides with message FooClient (b.proto), and FooClient_ with the client interface of service Foo, in package p; generated as FooClient__",
+	}
+	if len(got) < len(want) {
+		t.Fatalf("got %d diagnostics, want at least %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for i, w := range want {
+		if got[i] != w {
+			t.Errorf("diagnostic %d:\n got %s\nwant %s", i, got[i], w)
+		}
+	}
+	if !reflect.DeepEqual(kinds[:3], []DiagnosticKind{Renamed, Renamed, Skipped}) {
+		t.Errorf("kinds %v", kinds[:3])
+	}
+	// Every identifier of foo is renamed; the last is its method's
+	// constant.
+	if last := got[len(got)-1]; last != "protoc-gen-storks: warning: a.proto: service foo: method Get: Foo_Get_FullMethodName collides with "+
+		"the full method name constant of method Get of service Foo in package p; generated as Foo_Get_FullMethodName_" {
+		t.Errorf("last diagnostic: %s", last)
 	}
 }
 

@@ -20,8 +20,9 @@ func PluginOptions() protogen.Options {
 // exactly protoc-gen-go's SupportedFeatures and its range of editions
 // (SupportedEditionsMinimum to SupportedEditionsMaximum), so that protoc
 // never refuses a file because of Storks that protoc-gen-go accepts, and
-// writes the .storks.go files of gen with [Generate].
-func GeneratePlugin(gen *protogen.Plugin) error {
+// writes the .storks.go files of gen with [Generate], whose diagnostics it
+// returns for the caller to print.
+func GeneratePlugin(gen *protogen.Plugin) ([]Diagnostic, error) {
 	gen.SupportedFeatures = gengo.SupportedFeatures
 	gen.SupportedEditionsMinimum = gengo.SupportedEditionsMinimum
 	gen.SupportedEditionsMaximum = gengo.SupportedEditionsMaximum

@@ -36,14 +36,14 @@ func genConstants(f *jen.File, sn *ServiceNames) {
 	f.Add(doc(sn.ServiceNameConst + " is the fully-qualified name of the " + full + " service."))
 	f.Const().Id(sn.ServiceNameConst).Op("=").Lit(full)
 
-	unary := sn.Unary()
-	if len(unary) == 0 {
+	generated := sn.Generated()
+	if len(generated) == 0 {
 		return
 	}
 	f.Line()
 	f.Comment("Full method names of the " + full + " service, as passed to runtime.Invoker.")
 	f.Const().DefsFunc(func(g *jen.Group) {
-		for _, m := range unary {
+		for _, m := range generated {
 			name := "/" + full + "/" + string(m.Method.Desc.Name())
 			g.Id(m.FullMethodNameConst).Op("=").Lit(name)
 		}
@@ -69,23 +69,15 @@ func serverSignature(m *MethodNames) *jen.Statement {
 	).Params(jen.Op("*").Add(ident(m.Method.Output.GoIdent)), jen.Error())
 }
 
-// streamingNote is the comment left, in each interface, where a streaming
-// method would be.
-func streamingNote(m *MethodNames) jen.Code {
-	d := m.Method.Desc
-	kind := "bidi-streaming"
-	switch {
-	case !d.IsStreamingClient():
-		kind = "server-streaming"
-	case !d.IsStreamingServer():
-		kind = "client-streaming"
-	}
-	return jen.Comment("// Method " + string(d.Name()) + " is a " + kind +
-		" method; Storks does not generate code for streaming methods yet.")
+// skippedNote is the comment left, in each interface, where a method that
+// is not generated would be.
+func skippedNote(m *MethodNames) jen.Code {
+	return jen.Comment("// Method " + string(m.Method.Desc.Name()) + " " + m.Unsupported +
+		", which this version of " + PluginName + " does not generate.")
 }
 
 // interfaceMethods adds the methods of sn to an interface, each declared by
-// declare, with streaming notes in place of streaming methods. Blank lines
+// declare, with notes in place of the methods not generated. Blank lines
 // set runs of notes apart from methods, whose doc comments they would
 // otherwise become or look like. It reports whether the last item added is a
 // note.
@@ -93,11 +85,11 @@ func interfaceMethods(g *jen.Group, sn *ServiceNames, declare func(*MethodNames)
 	const none, method, note = 0, 1, 2
 	prev := none
 	for _, m := range sn.Methods {
-		if m.Streaming {
+		if m.Unsupported != "" {
 			if prev == method {
 				g.Empty()
 			}
-			g.Add(streamingNote(m))
+			g.Add(skippedNote(m))
 			prev = note
 			continue
 		}
@@ -141,7 +133,7 @@ func genClient(f *jen.File, sn *ServiceNames) {
 		jen.Return(jen.Op("&").Id(sn.ClientImpl).Values(jen.Id("inv").Op(":").Id("inv"))),
 	)
 
-	for _, m := range sn.Unary() {
+	for _, m := range sn.Generated() {
 		out := ident(m.Method.Output.GoIdent)
 		f.Line()
 		f.Add(doc(deprecatedIf(methodDeprecated(m))))
@@ -185,7 +177,7 @@ func genServer(f *jen.File, sn *ServiceNames) {
 	))
 	f.Type().Id(sn.Unimplemented).Struct()
 	f.Line()
-	for _, m := range sn.Unary() {
+	for _, m := range sn.Generated() {
 		f.Func().Params(jen.Id(sn.Unimplemented)).Add(serverSignature(m)).Block(
 			jen.Return(jen.Nil(), jen.Qual(runtimePackage, "Errorf").Call(
 				jen.Qual(runtimePackage, "CodeUnimplemented"),
@@ -233,7 +225,7 @@ func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 	svc := sn.Service
 
 	var methods []jen.Code
-	for _, m := range sn.Unary() {
+	for _, m := range sn.Generated() {
 		in := ident(m.Method.Input.GoIdent)
 		fields := []jen.Code{
 			field("Name", jen.Lit(string(m.Method.Desc.Name()))),

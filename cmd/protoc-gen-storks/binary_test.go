@@ -117,7 +117,7 @@ func TestDirectInvocation(t *testing.T) {
 
 // TestBinaryMatchesInProcess feeds the binary the request protoc would send
 // and checks that it answers exactly what the in-process generator (which
-// the golden tests use) produces.
+// the golden tests use) produces, and writes its warnings to stderr.
 func TestBinaryMatchesInProcess(t *testing.T) {
 	files := protoFiles(t, protoDir)
 	req := gen.NewRequest(files, "module="+goldenModule, compile(t, protoDir, files).Protos)
@@ -126,15 +126,19 @@ func TestBinaryMatchesInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdout, stderr, code := runBinary(t, in)
-	if code != 0 || stderr != "" {
-		t.Fatalf("exit %d, stderr %q", code, stderr)
+	wantResp, diags := gen.RunStorks(req)
+	if len(diags) == 0 {
+		t.Fatal("no warnings for the golden protos")
+	}
+	if wantStderr := strings.Join(warningLines(diags), "\n") + "\n"; code != 0 || stderr != wantStderr {
+		t.Fatalf("exit %d, stderr:\n%s\nwant 0 and:\n%s", code, stderr, wantStderr)
 	}
 	var resp pluginpb.CodeGeneratorResponse
 	if err := proto.Unmarshal([]byte(stdout), &resp); err != nil {
 		t.Fatal(err)
 	}
 	got := responseFiles(t, &resp)
-	want := responseFiles(t, gen.RunStorks(req))
+	want := responseFiles(t, wantResp)
 	if len(want) == 0 {
 		t.Fatal("in-process generator produced nothing")
 	}
@@ -145,6 +149,70 @@ func TestBinaryMatchesInProcess(t *testing.T) {
 		if d := diff(want[name], got[name]); d != "" {
 			t.Errorf("%s:\n%s", name, d)
 		}
+	}
+}
+
+// TestBinaryWarnings runs the binary on the colliding and streaming protos:
+// the warnings go to stderr, and stdout stays a CodeGeneratorResponse with
+// the generated files and no error.
+func TestBinaryWarnings(t *testing.T) {
+	files := []string{"collide/v1/collide.proto", "collide/v1/collide_types.proto", "stream/v1/stream.proto"}
+	req := gen.NewRequest(files, "module="+goldenModule, compile(t, protoDir, files).Protos)
+	in, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runBinary(t, in)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: FooClient collides with message FooClient (collide/v1/collide_types.proto) in package collidev1; generated as FooClient_\n",
+		"protoc-gen-storks: warning: stream/v1/stream.proto: service Streamer: method Chat is bidi-streaming, which this version does not generate; skipped\n",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr does not contain %q:\n%s", want, stderr)
+		}
+	}
+	var resp pluginpb.CodeGeneratorResponse
+	if err := proto.Unmarshal([]byte(stdout), &resp); err != nil {
+		t.Fatalf("stdout is not a CodeGeneratorResponse: %v", err)
+	}
+	got := responseFiles(t, &resp)
+	if _, ok := got["collide/v1/collide.storks.go"]; !ok || len(got) != 2 {
+		t.Errorf("generated %q, want collide/v1/collide.storks.go and stream/v1/stream.storks.go", sortedKeys(got))
+	}
+}
+
+// TestProtocPassesWarnings runs protoc with the binary: protoc passes the
+// warnings through to its stderr and succeeds. Without protoc the test is
+// skipped, except on CI (CI=true), where it fails.
+func TestProtocPassesWarnings(t *testing.T) {
+	if _, err := exec.LookPath("protoc"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("protoc is required on CI: %v", err)
+		}
+		t.Skipf("protoc not found: %v", err)
+	}
+	out := t.TempDir()
+	cmd := exec.Command("protoc", "-I", protoDir, "--plugin=protoc-gen-storks="+pluginBinary(t),
+		"--storks_out="+out, "--storks_opt=module="+goldenModule, "stream/v1/stream.proto")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("protoc: %v\n%s", err, stderr.String())
+	}
+	var want []string
+	for _, w := range goldenWarnings {
+		if strings.Contains(w, "stream/v1/stream.proto") {
+			want = append(want, w+"\n")
+		}
+	}
+	if got := stderr.String(); got != strings.Join(want, "") || stdout.Len() != 0 {
+		t.Errorf("protoc stdout %q, stderr:\n%s\nwant no stdout and:\n%s", stdout.String(), got, strings.Join(want, ""))
+	}
+	if _, err := os.Stat(filepath.Join(out, "stream/v1/stream.storks.go")); err != nil {
+		t.Error(err)
 	}
 }
 

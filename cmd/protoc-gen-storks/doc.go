@@ -11,6 +11,16 @@
 // default) or paths=source_relative, module=<prefix>, and
 // M<file.proto>=<import path> mappings, passed as --storks_opt=... .
 //
+// It writes a warning to stderr, which protoc passes through, for every
+// generated identifier it renames because the name is taken in the Go
+// package, and for every method it cannot generate and skips:
+//
+//	protoc-gen-storks: warning: greeter/v1/greeter.proto: service Greeter: GreeterClient collides with message GreeterClient in package greeterv1; generated as GreeterClient_
+//	protoc-gen-storks: warning: chat/v1/chat.proto: service Chat: method Talk is bidi-streaming, which this version does not generate; skipped
+//
+// Warnings do not fail the run; stdout carries only the
+// CodeGeneratorResponse. storks generate prints the same warnings.
+//
 // Run directly, it only answers --version; anything else is an error,
 // because its input is a CodeGeneratorRequest that protoc writes to stdin.
 package main

@@ -160,3 +160,48 @@ func TestGoldenVet(t *testing.T) {
 		t.Fatalf("go vet %s: %v\n%s", pattern, err, out)
 	}
 }
+
+// goldenWarnings are the warnings for testdata/proto, in the order of the
+// files in the request (sorted here), each service's in declaration order.
+var goldenWarnings = []string{
+	// Foo's identifiers taken by protoc-gen-go's declarations of
+	// collide_types.proto, a file of the same Go package.
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: Foo_ServiceName collides with value ServiceName of enum Foo.Kind (collide/v1/collide_types.proto) in package collidev1; generated as Foo_ServiceName_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: FooClient collides with message FooClient (collide/v1/collide_types.proto) in package collidev1; generated as FooClient_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: UnimplementedFooServer collides with message UnimplementedFooServer (collide/v1/collide_types.proto) in package collidev1; generated as UnimplementedFooServer_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: RegisterFooServer collides with enum RegisterFooServer (collide/v1/collide_types.proto) in package collidev1; generated as RegisterFooServer_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: Foo_ServiceDesc collides with value ServiceDesc of enum Foo.Kind (collide/v1/collide_types.proto) in package collidev1; generated as Foo_ServiceDesc_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: method Bar: Foo_Bar_FullMethodName collides with the wrapper of field Foo.Bar_FullMethodName of oneof Foo.choice (collide/v1/collide_types.proto) in package collidev1; generated as Foo_Bar_FullMethodName_",
+	// get and Get are both Get in Go.
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: method Get: Get collides with the Go name of method get; generated as Get_",
+	// foo is Foo in Go: every identifier is Foo's, some of them renamed
+	// already.
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: Foo_ServiceName collides with value ServiceName of enum Foo.Kind (collide/v1/collide_types.proto), and Foo_ServiceName_ with the name constant of service Foo, in package collidev1; generated as Foo_ServiceName__",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: FooClient collides with message FooClient (collide/v1/collide_types.proto), and FooClient_ with the client interface of service Foo, in package collidev1; generated as FooClient__",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: fooClient collides with the client type of service Foo in package collidev1; generated as fooClient_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: NewFooClient collides with the client constructor of service Foo in package collidev1; generated as NewFooClient_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: FooServer collides with the server interface of service Foo in package collidev1; generated as FooServer_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: UnimplementedFooServer collides with message UnimplementedFooServer (collide/v1/collide_types.proto), and UnimplementedFooServer_ with the unimplemented server of service Foo, in package collidev1; generated as UnimplementedFooServer__",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: UnsafeFooServer collides with the unsafe server interface of service Foo in package collidev1; generated as UnsafeFooServer_",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: RegisterFooServer collides with enum RegisterFooServer (collide/v1/collide_types.proto), and RegisterFooServer_ with the registration function of service Foo, in package collidev1; generated as RegisterFooServer__",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: Foo_ServiceDesc collides with value ServiceDesc of enum Foo.Kind (collide/v1/collide_types.proto), and Foo_ServiceDesc_ with the service descriptor of service Foo, in package collidev1; generated as Foo_ServiceDesc__",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service foo: method Bar: Foo_Bar_FullMethodName collides with the wrapper of field Foo.Bar_FullMethodName of oneof Foo.choice (collide/v1/collide_types.proto), and Foo_Bar_FullMethodName_ with the full method name constant of method Bar of service Foo, in package collidev1; generated as Foo_Bar_FullMethodName__",
+	"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo_Bar: method Baz: Foo_Bar_Baz_FullMethodName collides with the full method name constant of method Bar_Baz of service Foo in package collidev1; generated as Foo_Bar_Baz_FullMethodName_",
+	// Methods not generated.
+	"protoc-gen-storks: warning: stream/v1/stream.proto: service Streamer: method Watch is server-streaming, which this version does not generate; skipped",
+	"protoc-gen-storks: warning: stream/v1/stream.proto: service Streamer: method Upload is client-streaming, which this version does not generate; skipped",
+	"protoc-gen-storks: warning: stream/v1/stream.proto: service Streamer: method Chat is bidi-streaming, which this version does not generate; skipped",
+	"protoc-gen-storks: warning: stream/v1/stream.proto: service OnlyStreams: method Chat is bidi-streaming, which this version does not generate; skipped",
+}
+
+// TestGoldenWarnings checks the exact warnings for the golden protos: one
+// per renamed identifier, saying what took the name, and one per skipped
+// method; none for the protos whose identifiers are all free (keywords,
+// shadow, multi, ...).
+func TestGoldenWarnings(t *testing.T) {
+	files := protoFiles(t, protoDir)
+	_, got := runGoAndStorksWarnings(t, compile(t, protoDir, files), "module="+goldenModule)
+	if !slices.Equal(got, goldenWarnings) {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(goldenWarnings, "\n"))
+	}
+}

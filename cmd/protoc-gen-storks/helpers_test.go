@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/pluginpb"
 
 	"github.com/storks-rpc/storks/internal/gen"
+	"github.com/storks-rpc/storks/templates"
 )
 
 // Test inputs and outputs.
@@ -69,7 +70,15 @@ func compile(t *testing.T, importDir string, files []string) *gen.Result {
 // files by name.
 func runGoAndStorks(t *testing.T, res *gen.Result, param string) map[string]string {
 	t.Helper()
-	generated, err := gen.Generate(res, []gen.Output{
+	files, _ := runGoAndStorksWarnings(t, res, param)
+	return files
+}
+
+// runGoAndStorksWarnings is runGoAndStorks that also returns the warnings,
+// as the plugin binary writes them to stderr (without the newlines).
+func runGoAndStorksWarnings(t *testing.T, res *gen.Result, param string) (map[string]string, []string) {
+	t.Helper()
+	generated, diags, err := gen.Generate(res, []gen.Output{
 		{Plugin: gen.Go, Param: param},
 		{Plugin: gen.Storks, Param: param},
 	})
@@ -80,7 +89,16 @@ func runGoAndStorks(t *testing.T, res *gen.Result, param string) map[string]stri
 	for _, f := range generated {
 		files[f.Name] = f.Content
 	}
-	return files
+	return files, warningLines(diags)
+}
+
+// warningLines returns the lines the plugin writes to stderr for diags.
+func warningLines(diags []templates.Diagnostic) []string {
+	var lines []string
+	for _, d := range diags {
+		lines = append(lines, d.Warning())
+	}
+	return lines
 }
 
 // responseFiles returns the files of a successful response by name.

@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 
+	"google.golang.org/protobuf/compiler/protogen"
+
 	"github.com/storks-rpc/storks/templates"
 )
 
@@ -34,8 +36,16 @@ func run(args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	}
 
 	// protogen reads the request from os.Stdin, writes the response to
-	// os.Stdout, and exits with status 1 if it cannot.
-	templates.PluginOptions().Run(templates.GeneratePlugin)
+	// os.Stdout, and exits with status 1 if it cannot. Warnings go to
+	// stderr, which protoc passes through; stdout carries only the
+	// response.
+	templates.PluginOptions().Run(func(gen *protogen.Plugin) error {
+		diags, err := templates.GeneratePlugin(gen)
+		for _, d := range diags {
+			fmt.Fprintln(stderr, d.Warning())
+		}
+		return err
+	})
 	return 0
 }
 

@@ -143,9 +143,9 @@ func TestStreamingSkipped(t *testing.T) {
 		}
 	}
 	for _, note := range []string{
-		"// Method Watch is a server-streaming method; Storks does not generate code for streaming methods yet.",
-		"// Method Upload is a client-streaming method; Storks does not generate code for streaming methods yet.",
-		"// Method Chat is a bidi-streaming method; Storks does not generate code for streaming methods yet.",
+		"// Method Watch is server-streaming, which this version of protoc-gen-storks does not generate.",
+		"// Method Upload is client-streaming, which this version of protoc-gen-storks does not generate.",
+		"// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.",
 	} {
 		// Once in each of StreamerClient and StreamerServer, and for Chat
 		// in OnlyStreamsClient and OnlyStreamsServer too.

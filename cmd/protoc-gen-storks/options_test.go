@@ -19,7 +19,8 @@ var optionFiles = []string{"other/other.proto", "types/v1/types.proto"}
 // response.
 func generateWith(t *testing.T, param string) *pluginpb.CodeGeneratorResponse {
 	t.Helper()
-	return gen.RunStorks(gen.NewRequest(optionFiles, param, compile(t, protoDir, optionFiles).Protos))
+	resp, _ := gen.RunStorks(gen.NewRequest(optionFiles, param, compile(t, protoDir, optionFiles).Protos))
+	return resp
 }
 
 // TestOptions checks that the paths=, module= and M options place (and

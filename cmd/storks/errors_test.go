@@ -95,8 +95,12 @@ func TestBadInput(t *testing.T) {
 		{"unreachable provider", append(call, sayHello, `{"name":"x"}`), 1, "call failed: Unavailable: "},
 
 		// Registries.
-		{"bad registry URL", []string{"registry", "ls", "--registry", "localhost:2379", "a.B"}, 1,
-			`URL scheme "localhost:2379" is missing; this looks like host:port, want for example direct://localhost:2379`},
+		// A bare host:port: the advice names the registry its port suggests
+		// (the whole line, so nothing such as direct:// follows).
+		{"host:port as registry", []string{"registry", "ls", "--registry", "127.0.0.1:2379"}, 1,
+			"storks: registry: URL scheme is missing from \"127.0.0.1:2379\", which looks like the address of an etcd server; want etcd://127.0.0.1:2379/storks\n"},
+		{"host:port as registry, watch", []string{"registry", "watch", "--registry", "localhost:8500", "a.B"}, 1,
+			"which looks like the address of a Consul agent; want consul://localhost:8500\n"},
 		{"unknown scheme", []string{"registry", "ls", "--registry", "foo://x", "a.B"}, 1, `URL scheme "foo" is not supported by this storks binary`},
 		{"bad etcd URL", []string{"registry", "ls", "--registry", "etcd://127.0.0.1:2379/storks?ttl=soon", "a.B"}, 1, "ttl"},
 		{"unreachable registry", []string{"registry", "ls", "--registry", "etcd://" + closed + "/storks", "--timeout", "1s"}, 1,

@@ -44,7 +44,9 @@ the current directory is the import directory, as for protoc.
 (paths=source_relative, module=PREFIX, Mfile.proto=import/path); they may be
 repeated, or given protoc-style as --go_out=OPTIONS:DIR. Output directories are
 created if needed. Nothing is written unless every file compiles and both
-generators succeed.`,
+generators succeed. The warnings of protoc-gen-storks (an identifier renamed
+because its name is taken in the Go package, a method it cannot generate) are
+printed on stderr as protoc prints them, and do not fail the command.`,
 		Example: `  # What protoc --go_out=gen --storks_out=gen would do:
   storks generate -I proto --go_out=gen --storks_out=gen proto/hello/v1/hello.proto
 
@@ -121,7 +123,12 @@ func runGenerate(cmd *cobra.Command, f generateFlags, files []string) error {
 	if err != nil {
 		return err
 	}
-	generated, err := gen.Generate(res, outputs)
+	generated, warnings, err := gen.Generate(res, outputs)
+	// The generators' warnings, as protoc would pass them through from
+	// the plugins' stderr.
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, w.Warning())
+	}
 	if err != nil {
 		return err
 	}

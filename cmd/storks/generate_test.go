@@ -200,7 +200,8 @@ func protocAndPlugins(t *testing.T) (protoc, dir string) {
 // TestGenerateMatchesProtoc runs protoc (with protoc-gen-go and
 // protoc-gen-storks) and storks generate with the same arguments and checks
 // that they write the same files, byte for byte but for the protoc version
-// line of .pb.go files.
+// line of .pb.go files, and the same warnings (which protoc passes through
+// from protoc-gen-storks's stderr).
 func TestGenerateMatchesProtoc(t *testing.T) {
 	protoc, plugins := protocAndPlugins(t)
 
@@ -245,10 +246,15 @@ func TestGenerateMatchesProtoc(t *testing.T) {
 			}, outFlags(protocOut)...)
 			cmd := exec.Command(protoc, append(args, tc.args...)...)
 			cmd.Dir = moduleRoot
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("protoc: %v\n%s", err, out)
+			var protocStderr strings.Builder
+			cmd.Stderr = &protocStderr
+			if out, err := cmd.Output(); err != nil || len(out) > 0 {
+				t.Fatalf("protoc: %v\n%s%s", err, out, protocStderr.String())
 			}
-			mustSucceed(t, storks(t, append(append([]string{"generate"}, outFlags(storksOut)...), tc.args...)...))
+			r := storks(t, append(append([]string{"generate"}, outFlags(storksOut)...), tc.args...)...)
+			if r.code != 0 || r.stdout != "" || r.stderr != protocStderr.String() {
+				t.Fatalf("want success and protoc's stderr:\n%s\ngot %s", protocStderr.String(), r)
+			}
 			compareTrees(t, readTree(t, protocOut), readTree(t, storksOut), true)
 		})
 	}
@@ -268,14 +274,58 @@ func TestGenerateMatchesExamples(t *testing.T) {
 
 // TestGenerateMatchesGolden checks that storks generate reproduces the
 // golden files of protoc-gen-storks, editions included, byte for byte: they
-// are generated in-process without a compiler version too.
+// are generated in-process without a compiler version too. The golden
+// protos rename identifiers and skip streaming methods: every line of
+// stderr is a warning of protoc-gen-storks (TestGenerateStorksWarnings and
+// the golden tests of cmd/protoc-gen-storks check their text).
 func TestGenerateMatchesGolden(t *testing.T) {
 	out := t.TempDir()
 	args := []string{"generate", "-I", goldenProto,
 		"--go_out=" + out, "--go_opt=module=" + goldenModule,
 		"--storks_out=" + out, "--storks_opt=module=" + goldenModule}
-	mustSucceed(t, storks(t, append(args, protoFiles(t, goldenProto)...)...))
+	r := storks(t, append(args, protoFiles(t, goldenProto)...)...)
+	if r.code != 0 || r.stdout != "" {
+		t.Fatalf("want success, got %s", r)
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "protoc-gen-storks: warning: ") {
+			t.Errorf("stderr line %q is not a warning of protoc-gen-storks", l)
+		}
+	}
+	if len(lines) != 22 {
+		t.Errorf("%d warnings, want 22:\n%s", len(lines), r.stderr)
+	}
 	compareTrees(t, readTree(t, filepath.Join(moduleRoot, goldenGen)), readTree(t, out), false)
+}
+
+// TestGenerateStorksWarnings checks that storks generate prints the
+// warnings of protoc-gen-storks, as protoc passes them through from the
+// plugin's stderr, and succeeds.
+func TestGenerateStorksWarnings(t *testing.T) {
+	out := t.TempDir()
+	r := storks(t, "generate", "-I", goldenProto, "--storks_out="+out, "--storks_opt=module="+goldenModule,
+		"collide/v1/collide.proto", "collide/v1/collide_types.proto", "stream/v1/stream.proto")
+	if r.code != 0 || r.stdout != "" {
+		t.Fatalf("want success, got %s", r)
+	}
+	for _, want := range []string{
+		"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: FooClient collides with message FooClient (collide/v1/collide_types.proto) in package collidev1; generated as FooClient_\n",
+		"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: method Get: Get collides with the Go name of method get; generated as Get_\n",
+		"protoc-gen-storks: warning: stream/v1/stream.proto: service Streamer: method Watch is server-streaming, which this version does not generate; skipped\n" +
+			"protoc-gen-storks: warning: stream/v1/stream.proto: service Streamer: method Upload is client-streaming, which this version does not generate; skipped\n" +
+			"protoc-gen-storks: warning: stream/v1/stream.proto: service Streamer: method Chat is bidi-streaming, which this version does not generate; skipped\n" +
+			"protoc-gen-storks: warning: stream/v1/stream.proto: service OnlyStreams: method Chat is bidi-streaming, which this version does not generate; skipped\n",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not contain\n%s\ngot %s", want, r)
+		}
+	}
+	for _, f := range []string{"collide/v1/collide.storks.go", "stream/v1/stream.storks.go"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 // TestGenerateWritesNothingOnFailure checks that a failing generator leaves

@@ -10,6 +10,10 @@
 // loopback port, the same server `storks dev` runs, so nothing needs to be
 // installed. Any other registry URL works too: consul://127.0.0.1:8500,
 // zookeeper://127.0.0.1:2181/storks, etcd://127.0.0.1:2379/storks.
+//
+// A provider that exits before the demo stops it (a malformed or
+// unreachable registry, say) fails the demo at once: the error names the
+// provider, its exit status and the last lines of its stderr.
 package main
 
 import (
@@ -75,13 +79,37 @@ func run() error {
 		}
 		providers = append(providers, p)
 	}
-	timeout := time.After(30 * time.Second)
-	for range *n {
+	// A provider that exits before the demo stops it fails the demo at
+	// once (a bad registry URL, say), instead of after the readiness
+	// timeout.
+	exited := make(chan *proc, len(providers))
+	for _, p := range providers {
+		go func() { <-p.done; exited <- p }()
+	}
+	notReady := map[string]bool{}
+	for _, p := range providers {
+		notReady[p.name] = true
+	}
+	timeout := time.After(readyTimeout)
+	for len(notReady) > 0 {
 		select {
-		case <-ready:
-		case <-timeout:
+		case line := <-ready:
+			// "READY name addr"
+			if f := strings.Fields(line); len(f) > 1 {
+				delete(notReady, f[1])
+			}
+		case p := <-exited:
 			stopAll(providers)
-			return errors.New("providers did not become ready within 30s")
+			return p.exitError("before it was ready")
+		case <-timeout:
+			var errs []error
+			for _, p := range providers {
+				if notReady[p.name] {
+					errs = append(errs, p.tailError(fmt.Sprintf("did not become ready within %v", readyTimeout)))
+				}
+			}
+			stopAll(providers)
+			return errors.Join(errs...)
 		}
 	}
 
@@ -91,19 +119,32 @@ func run() error {
 		stopAll(providers)
 		return err
 	}
-	<-consumer.done
-	cerr := consumer.err
+	select {
+	case <-consumer.done:
+	case p := <-exited:
+		stopAll([]*proc{consumer})
+		stopAll(providers)
+		return p.exitError("while the consumer ran")
+	}
 
 	fmt.Println("demo: stopping the providers gracefully (SIGTERM)")
-	if err := stopAll(providers); err != nil {
-		return err
+	stopErr := stopAll(providers)
+	if consumer.err != nil {
+		return errors.Join(consumer.exitError(""), stopErr)
 	}
-	if cerr != nil {
-		return fmt.Errorf("consumer: %w", cerr)
+	if stopErr != nil {
+		return stopErr
 	}
 	fmt.Println("demo: done")
 	return nil
 }
+
+// readyTimeout bounds the wait for the providers to print READY.
+const readyTimeout = 30 * time.Second
+
+// tailLines is how many of its last stderr lines a failed process is
+// reported with.
+const tailLines = 5
 
 // proc is a child process whose output is relayed with a name prefix.
 type proc struct {
@@ -111,41 +152,81 @@ type proc struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited and its output is relayed
 	err  error         // the exit error, valid after done
+
+	mu   sync.Mutex
+	tail []string // the last tailLines lines of its stderr
 }
 
-// start runs the program with its output prefixed by name. A line starting
-// with READY is sent on ready.
+// exitError describes the exit of p, which has exited, with the last lines
+// of its stderr; when says when it happened, if it is worth saying.
+func (p *proc) exitError(when string) error {
+	what := "exited (" + p.cmd.ProcessState.String() + ")"
+	if when != "" {
+		what += " " + when
+	}
+	return p.tailError(what)
+}
+
+// tailError is an error "name what", followed by the last lines of the
+// stderr of p, indented.
+func (p *proc) tailError(what string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	msg := p.name + " " + what
+	if len(p.tail) == 0 {
+		return errors.New(msg + "; it wrote nothing on stderr")
+	}
+	return errors.New(msg + "; the last lines of its stderr:\n    " + strings.Join(p.tail, "\n    "))
+}
+
+// start runs the program with its stdout and stderr relayed, each line
+// prefixed by name. A line of stdout starting with READY is sent on ready.
 func start(name string, out *sync.Mutex, ready chan<- string, path string, args ...string) (*proc, error) {
 	p := &proc{name: name, cmd: exec.Command(path, args...), done: make(chan struct{})}
-	pr, pw := io.Pipe()
-	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	stdoutR, stdoutW := io.Pipe()
+	stderrR, stderrW := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = stdoutW, stderrW
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	relayed := make(chan struct{})
-	go func() {
-		defer close(relayed)
-		s := bufio.NewScanner(pr)
+	var relayed sync.WaitGroup
+	relay := func(r io.Reader, onLine func(string)) {
+		defer relayed.Done()
+		s := bufio.NewScanner(r)
 		for s.Scan() {
 			line := s.Text()
-			if ready != nil && strings.HasPrefix(line, "READY ") {
-				ready <- line
-			}
+			onLine(line)
 			out.Lock()
 			fmt.Printf("%-11s| %s\n", name, line)
 			out.Unlock()
 		}
-	}()
+		io.Copy(io.Discard, r) // a line too long for the scanner
+	}
+	relayed.Add(2)
+	go relay(stdoutR, func(line string) {
+		if ready != nil && strings.HasPrefix(line, "READY ") {
+			ready <- line
+		}
+	})
+	go relay(stderrR, func(line string) {
+		p.mu.Lock()
+		p.tail = append(p.tail, line)
+		if len(p.tail) > tailLines {
+			p.tail = p.tail[len(p.tail)-tailLines:]
+		}
+		p.mu.Unlock()
+	})
 	go func() {
 		p.err = p.cmd.Wait()
-		pw.Close()
-		<-relayed
+		stdoutW.Close()
+		stderrW.Close()
+		relayed.Wait()
 		close(p.done)
 	}()
 	return p, nil
 }
 
-// stopAll sends SIGTERM to every provider and waits for each to exit,
+// stopAll sends SIGTERM to every process and waits for each to exit,
 // killing those that take longer than 30s.
 func stopAll(ps []*proc) error {
 	for _, p := range ps {

@@ -39,8 +39,9 @@ type Plugin struct {
 	Name string
 	// Run generates the response for req. Failures, bad parameters
 	// included, are reported in the response's Error, as a plugin binary
-	// would.
-	Run func(req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse
+	// would. The warnings a plugin binary would write to stderr are
+	// returned, for the caller to print.
+	Run func(req *pluginpb.CodeGeneratorRequest) (*pluginpb.CodeGeneratorResponse, []templates.Diagnostic)
 }
 
 // Go is protoc-gen-go of the google.golang.org/protobuf version this module
@@ -54,7 +55,7 @@ var Storks = Plugin{Name: "storks", Run: RunStorks}
 // parameters (paths=, module=, M..., annotate_code, and protoc-gen-go's own
 // plugins= and experimental_strip_nonfunctional_codegen) and the same
 // output.
-func RunGo(req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
+func RunGo(req *pluginpb.CodeGeneratorRequest) (*pluginpb.CodeGeneratorResponse, []templates.Diagnostic) {
 	// This mirrors the main function of
 	// google.golang.org/protobuf/cmd/protoc-gen-go.
 	var (
@@ -66,9 +67,9 @@ func RunGo(req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
 		ParamFunc:                    flags.Set,
 		InternalStripForEditionsDiff: experimentalStripNonFunctionalCodegen,
 	}
-	return run(opts, req, func(gen *protogen.Plugin) error {
+	return run(opts, req, func(gen *protogen.Plugin) ([]templates.Diagnostic, error) {
 		if *plugins != "" {
-			return errors.New("protoc-gen-go: plugins are not supported; use 'protoc --go-grpc_out=...' to generate gRPC")
+			return nil, errors.New("protoc-gen-go: plugins are not supported; use 'protoc --go-grpc_out=...' to generate gRPC")
 		}
 		for _, f := range gen.Files {
 			if f.Generate {
@@ -78,26 +79,28 @@ func RunGo(req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
 		gen.SupportedFeatures = gengo.SupportedFeatures
 		gen.SupportedEditionsMinimum = gengo.SupportedEditionsMinimum
 		gen.SupportedEditionsMaximum = gengo.SupportedEditionsMaximum
-		return nil
+		return nil, nil
 	})
 }
 
-// RunStorks does what the protoc-gen-storks binary does with req.
-func RunStorks(req *pluginpb.CodeGeneratorRequest) *pluginpb.CodeGeneratorResponse {
+// RunStorks does what the protoc-gen-storks binary does with req, and
+// returns the warnings it writes to stderr.
+func RunStorks(req *pluginpb.CodeGeneratorRequest) (*pluginpb.CodeGeneratorResponse, []templates.Diagnostic) {
 	return run(templates.PluginOptions(), req, templates.GeneratePlugin)
 }
 
 // run is protogen.Options.Run without the process: the request comes in as
-// a value and the response goes out as one.
-func run(opts protogen.Options, req *pluginpb.CodeGeneratorRequest, f func(*protogen.Plugin) error) *pluginpb.CodeGeneratorResponse {
+// a value and the response and the warnings go out as values.
+func run(opts protogen.Options, req *pluginpb.CodeGeneratorRequest, f func(*protogen.Plugin) ([]templates.Diagnostic, error)) (*pluginpb.CodeGeneratorResponse, []templates.Diagnostic) {
 	gen, err := opts.New(req)
 	if err != nil {
-		return &pluginpb.CodeGeneratorResponse{Error: proto.String(err.Error())}
+		return &pluginpb.CodeGeneratorResponse{Error: proto.String(err.Error())}, nil
 	}
-	if err := f(gen); err != nil {
+	diags, err := f(gen)
+	if err != nil {
 		// protogen reports the error in the response, with the supported
 		// features, as the binary does.
 		gen.Error(err)
 	}
-	return gen.Response()
+	return gen.Response(), diags
 }

@@ -29,9 +29,9 @@ const (
 type StreamerClient interface {
 	Unary(ctx context.Context, in *Msg, opts ...runtime.CallOption) (*Msg, error)
 
-	// Method Watch is a server-streaming method; Storks does not generate code for streaming methods yet.
-	// Method Upload is a client-streaming method; Storks does not generate code for streaming methods yet.
-	// Method Chat is a bidi-streaming method; Storks does not generate code for streaming methods yet.
+	// Method Watch is server-streaming, which this version of protoc-gen-storks does not generate.
+	// Method Upload is client-streaming, which this version of protoc-gen-storks does not generate.
+	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
 
 	Last(ctx context.Context, in *Msg, opts ...runtime.CallOption) (*Msg, error)
 }
@@ -71,9 +71,9 @@ func (c *streamerClient) Last(ctx context.Context, in *Msg, opts ...runtime.Call
 type StreamerServer interface {
 	Unary(context.Context, *Msg) (*Msg, error)
 
-	// Method Watch is a server-streaming method; Storks does not generate code for streaming methods yet.
-	// Method Upload is a client-streaming method; Storks does not generate code for streaming methods yet.
-	// Method Chat is a bidi-streaming method; Storks does not generate code for streaming methods yet.
+	// Method Watch is server-streaming, which this version of protoc-gen-storks does not generate.
+	// Method Upload is client-streaming, which this version of protoc-gen-storks does not generate.
+	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
 
 	Last(context.Context, *Msg) (*Msg, error)
 	mustEmbedUnimplementedStreamerServer()
@@ -151,7 +151,7 @@ const OnlyStreams_ServiceName = "storks.test.stream.v1.OnlyStreams"
 //
 // OnlyStreams has no unary method.
 type OnlyStreamsClient interface {
-	// Method Chat is a bidi-streaming method; Storks does not generate code for streaming methods yet.
+	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
 }
 
 type onlyStreamsClient struct {
@@ -171,7 +171,7 @@ func NewOnlyStreamsClient(inv runtime.Invoker) OnlyStreamsClient {
 //
 // OnlyStreams has no unary method.
 type OnlyStreamsServer interface {
-	// Method Chat is a bidi-streaming method; Storks does not generate code for streaming methods yet.
+	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
 
 	mustEmbedUnimplementedOnlyStreamsServer()
 }
