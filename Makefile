@@ -8,7 +8,7 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all build demo dev test test-go test-zk test-chaos vet fmt-check check-gen gen fuzz bench bench-quick bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul clean
+.PHONY: all build demo dev test test-go test-zk test-chaos vet fmt-check check-gen gen fuzz bench bench-quick bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint clean
 
 all: build
 
@@ -81,7 +81,7 @@ bench-micro:
 bench-test:
 	cd bench && $(GO) test -count=1 ./...
 
-deps: deps-protoc deps-zookeeper deps-consul
+deps: deps-protoc deps-zookeeper deps-consul deps-lint
 
 # protoc 3.21 from Debian: only the tests that compare protoc's output with
 # storks generate's and examples/gen need it (make gen does not).
@@ -96,6 +96,11 @@ deps-zookeeper:
 # tools/go.mod (about 5 minutes the first time, cached afterwards).
 deps-consul:
 	cd tools && $(GO) tool consul version >/dev/null
+
+# staticcheck builds from the module proxy as a tool of tools/lint/go.mod, a
+# module of its own (see there); about 2.5 minutes the first time.
+deps-lint:
+	cd tools/lint && $(GO) tool -n staticcheck >/dev/null
 
 clean:
 	rm -rf $(BIN)
