@@ -378,9 +378,8 @@ func (s *Etcd) CAFile() string {
 	return s.tls.ca
 }
 
-// ClientCertFile and ClientKeyFile return the PEM files of a client
-// certificate signed by the server's CA (common name "storks-client"), ""
-// unless the server serves TLS.
+// ClientCertFile returns the PEM file of a client certificate signed by the
+// server's CA (common name "storks-client"), "" unless the server serves TLS.
 func (s *Etcd) ClientCertFile() string {
 	if s.tls == nil {
 		return ""
@@ -388,7 +387,8 @@ func (s *Etcd) ClientCertFile() string {
 	return s.tls.clientCert
 }
 
-// ClientKeyFile: see ClientCertFile.
+// ClientKeyFile returns the PEM file of the private key of the ClientCertFile
+// certificate, "" unless the server serves TLS.
 func (s *Etcd) ClientKeyFile() string {
 	if s.tls == nil {
 		return ""

@@ -976,10 +976,10 @@ func (s *suite) testLister(t *testing.T) {
 			sorted := slices.Clone(mine)
 			registry.SortKeys(sorted)
 			if !slices.Equal(mine, sorted) {
-				return fmt.Errorf("Services is not sorted: %v", mine)
+				return fmt.Errorf("Services() is not sorted: %v", mine)
 			}
 			if !slices.Equal(mine, want) {
-				return fmt.Errorf("Services lists %v for %s, want %v", mine, key.Service, want)
+				return fmt.Errorf("Services() lists %v for %s, want %v", mine, key.Service, want)
 			}
 			return nil
 		}

@@ -92,7 +92,7 @@ func (e *entry) pending() bool {
 func (e *entry) wait(ctx context.Context, gen uint64) error {
 	for {
 		e.mu.Lock()
-		applied, failGen, failErr, last, ch := e.applied, e.failGen, e.failErr, e.lastErr, e.notify
+		applied, failGen, failErr, ch := e.applied, e.failGen, e.failErr, e.notify
 		e.mu.Unlock()
 		switch {
 		case applied >= gen:
@@ -104,7 +104,7 @@ func (e *entry) wait(ctx context.Context, gen uint64) error {
 		case <-ch:
 		case <-ctx.Done():
 			e.mu.Lock()
-			last = e.lastErr
+			last := e.lastErr
 			e.mu.Unlock()
 			if last != nil {
 				return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
