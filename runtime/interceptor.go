@@ -1,6 +1,8 @@
 package runtime
 
-import "context"
+import (
+	"context"
+)
 
 // UnaryHandler runs a decoded request against the implementation.
 type UnaryHandler func(ctx context.Context, req any) (any, error)
@@ -67,4 +69,16 @@ func clientNext(in []UnaryClientInterceptor, i int, final UnaryInvoker) UnaryInv
 	return func(ctx context.Context, method string, req, reply any) (any, error) {
 		return in[i](ctx, method, req, reply, clientNext(in, i+1, final))
 	}
+}
+
+// WithServerInterceptor appends unary server interceptors. The first one is
+// the outermost.
+func WithServerInterceptor(in ...UnaryServerInterceptor) ServerOption {
+	return serverFunc(func(c *serverConfig) { c.interceptors = append(c.interceptors, in...) })
+}
+
+// WithClientInterceptor appends unary client interceptors. The first one is
+// the outermost.
+func WithClientInterceptor(in ...UnaryClientInterceptor) ClientOption {
+	return clientFunc(func(c *clientConfig) { c.interceptors = append(c.interceptors, in...) })
 }

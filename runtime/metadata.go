@@ -10,6 +10,7 @@ import (
 type Metadata map[string]string
 
 type outgoingKey struct{}
+
 type incomingKey struct{}
 
 // NewOutgoingContext returns a context whose calls send md. Metadata already
@@ -39,4 +40,15 @@ func FromIncomingContext(ctx context.Context) Metadata {
 
 func newIncomingContext(ctx context.Context, md Metadata) context.Context {
 	return context.WithValue(ctx, incomingKey{}, md)
+}
+
+// WithCallMetadata adds metadata to one call, merged over metadata attached to
+// the context with NewOutgoingContext.
+func WithCallMetadata(md Metadata) CallOption {
+	return callFunc(func(c *callConfig) {
+		if c.metadata == nil {
+			c.metadata = make(Metadata, len(md))
+		}
+		maps.Copy(c.metadata, md)
+	})
 }

@@ -1,8 +1,8 @@
 package runtime
 
 import (
+	"crypto/tls"
 	"log/slog"
-	"maps"
 	"time"
 
 	"github.com/storks-rpc/storks/registry"
@@ -11,10 +11,6 @@ import (
 // DefaultMaxMessageSize is the largest frame body either side accepts unless
 // configured otherwise: 4 MiB, as in gRPC.
 const DefaultMaxMessageSize = 4 << 20
-
-// DefaultShutdownWait is how long Shutdown waits after deregistering, so that
-// consumers learn of the removal before the server stops taking calls.
-const DefaultShutdownWait = 2 * time.Second
 
 // ServerOption configures a Server.
 type ServerOption interface{ applyServer(*serverConfig) }
@@ -39,7 +35,7 @@ type serverConfig struct {
 	shutdownWait   time.Duration
 	logger         *slog.Logger
 	codec          Codec
-	sec            serverSecurity // options_security.go
+	sec            serverSecurity
 }
 
 type clientConfig struct {
@@ -49,8 +45,8 @@ type clientConfig struct {
 	logger         *slog.Logger
 	codec          Codec
 	dialTimeout    time.Duration
-	tls            clientTLS        // options_security.go
-	resilience     clientResilience // options_resilience.go
+	tls            clientTLS // tls.go
+	resilience     clientResilience
 }
 
 type exportConfig struct {
@@ -65,19 +61,97 @@ type referConfig struct {
 	selector       Selector
 	remote         bool
 	registry       registry.Registry
-	resilience     referResilience // options_resilience.go
+	resilience     referResilience
 }
 
 type callConfig struct {
 	metadata   Metadata
-	resilience callResilience // options_resilience.go
+	resilience callResilience
+}
+
+// serverSecurity is the part of serverConfig set by WithTLSConfig (tls.go)
+// and the connection limits (limits.go), with the errors of invalid options.
+type serverSecurity struct {
+	tls           *tls.Config
+	frameTimeout  time.Duration // 0: none
+	idleTimeout   time.Duration // 0: none
+	maxConcurrent int           // 0: no limit
+	errs          []error       // invalid options, returned by Serve
+}
+
+func defaultServerSecurity() serverSecurity {
+	return serverSecurity{
+		frameTimeout:  DefaultFrameTimeout,
+		idleTimeout:   DefaultIdleTimeout,
+		maxConcurrent: DefaultMaxConcurrentRequests,
+	}
+}
+
+// clientResilience is the part of clientConfig set by the fail mode and
+// default timeout (failmode.go) and by the ejection and observer options
+// (health.go).
+type clientResilience struct {
+	fail           FailMode
+	defaultTimeout time.Duration
+	ejection       EjectionPolicy
+	observer       func(Event)
+}
+
+// referResilience is the part of referConfig set by the options in
+// failmode.go.
+type referResilience struct {
+	fail           FailMode
+	defaultTimeout time.Duration
+	timeoutSet     bool
+	idempotent     []string
+}
+
+// callResilience is the part of callConfig set by the options in
+// failmode.go.
+type callResilience struct {
+	fail       FailMode
+	idempotent bool
+}
+
+func (c callResilience) set() bool { return c.fail.kind != failUnset || c.idempotent }
+
+func (c *serverConfig) invalid(format string, args ...any) {
+	c.sec.errs = append(c.sec.errs, Errorf(CodeInvalidArgument, format, args...))
+}
+
+// check returns the first configuration error of a server, naming the
+// option. NewServer records it; Export and Serve return it.
+func (c *serverConfig) check() error {
+	if len(c.sec.errs) > 0 {
+		return c.sec.errs[0]
+	}
+	if c.codec == nil {
+		return Errorf(CodeInvalidArgument, "WithCodec: codec is nil")
+	}
+	for i, in := range c.interceptors {
+		if in == nil {
+			return Errorf(CodeInvalidArgument, "WithServerInterceptor: interceptor %d is nil", i)
+		}
+	}
+	if c.shutdownWait < 0 {
+		return Errorf(CodeInvalidArgument, "WithShutdownWait: shutdown wait %v must not be negative", c.shutdownWait)
+	}
+	if c.maxMessageSize < 0 {
+		return Errorf(CodeInvalidArgument, "WithMaxMessageSize: max message size %d must not be negative (0 means the default, %d)", c.maxMessageSize, DefaultMaxMessageSize)
+	}
+	if t := c.sec.tls; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+		return Errorf(CodeInvalidArgument, "WithTLSConfig: the server's tls.Config has no certificate (set Certificates or GetCertificate)")
+	}
+	return nil
 }
 
 type registryOption struct{ r registry.Registry }
 
 func (o registryOption) applyServer(c *serverConfig) { c.registry = o.r }
+
 func (o registryOption) applyClient(c *clientConfig) { c.registry = o.r }
-func (o registryOption) applyRefer(c *referConfig)   { c.registry = o.r }
+
+func (o registryOption) applyRefer(c *referConfig) { c.registry = o.r }
 
 // WithRegistry sets the registry. On a Server every export is registered in
 // it; on a Client or a single reference, providers are discovered from it.
@@ -92,6 +166,7 @@ func WithRegistry(r registry.Registry) interface {
 type maxMessageOption int
 
 func (o maxMessageOption) applyServer(c *serverConfig) { c.maxMessageSize = int(o) }
+
 func (o maxMessageOption) applyClient(c *clientConfig) { c.maxMessageSize = int(o) }
 
 // WithMaxMessageSize sets the largest frame body accepted and sent, in bytes
@@ -107,6 +182,7 @@ func WithMaxMessageSize(n int) interface {
 type loggerOption struct{ l *slog.Logger }
 
 func (o loggerOption) applyServer(c *serverConfig) { c.logger = o.l }
+
 func (o loggerOption) applyClient(c *clientConfig) { c.logger = o.l }
 
 // WithLogger sets the logger for connection-level events (bad frames, broken
@@ -121,6 +197,7 @@ func WithLogger(l *slog.Logger) interface {
 type codecOption struct{ c Codec }
 
 func (o codecOption) applyServer(c *serverConfig) { c.codec = o.c }
+
 func (o codecOption) applyClient(c *clientConfig) { c.codec = o.c }
 
 // WithCodec replaces the payload codec (protobuf by default). Both sides must
@@ -132,48 +209,11 @@ func WithCodec(c Codec) interface {
 	return codecOption{c}
 }
 
-type serverFunc func(*serverConfig)
-
-func (f serverFunc) applyServer(c *serverConfig) { f(c) }
-
-// WithAdvertiseAddr sets the host:port registered for every export instead of
-// the listener's bound address, for providers behind NAT or in containers.
-func WithAdvertiseAddr(addr string) ServerOption {
-	return serverFunc(func(c *serverConfig) { c.advertise = addr })
-}
-
-// WithServerInterceptor appends unary server interceptors. The first one is
-// the outermost.
-func WithServerInterceptor(in ...UnaryServerInterceptor) ServerOption {
-	return serverFunc(func(c *serverConfig) { c.interceptors = append(c.interceptors, in...) })
-}
-
-// WithShutdownWait sets how long Shutdown waits between deregistering and
-// refusing new calls (default DefaultShutdownWait).
-func WithShutdownWait(d time.Duration) ServerOption {
-	return serverFunc(func(c *serverConfig) { c.shutdownWait = d })
-}
-
-type clientFunc func(*clientConfig)
-
-func (f clientFunc) applyClient(c *clientConfig) { f(c) }
-
-// WithClientInterceptor appends unary client interceptors. The first one is
-// the outermost.
-func WithClientInterceptor(in ...UnaryClientInterceptor) ClientOption {
-	return clientFunc(func(c *clientConfig) { c.interceptors = append(c.interceptors, in...) })
-}
-
-// WithDialTimeout bounds how long connecting to a provider may take
-// (default 5s).
-func WithDialTimeout(d time.Duration) ClientOption {
-	return clientFunc(func(c *clientConfig) { c.dialTimeout = d })
-}
-
 type versionOption string
 
 func (o versionOption) applyExport(c *exportConfig) { c.version = string(o) }
-func (o versionOption) applyRefer(c *referConfig)   { c.version = string(o) }
+
+func (o versionOption) applyRefer(c *referConfig) { c.version = string(o) }
 
 // WithVersion sets the version of the service key of an export or reference.
 func WithVersion(v string) interface {
@@ -186,7 +226,8 @@ func WithVersion(v string) interface {
 type groupOption string
 
 func (o groupOption) applyExport(c *exportConfig) { c.group = string(o) }
-func (o groupOption) applyRefer(c *referConfig)   { c.group = string(o) }
+
+func (o groupOption) applyRefer(c *referConfig) { c.group = string(o) }
 
 // WithGroup sets the group of the service key of an export or reference.
 func WithGroup(g string) interface {
@@ -196,60 +237,22 @@ func WithGroup(g string) interface {
 	return groupOption(g)
 }
 
+type serverFunc func(*serverConfig)
+
+func (f serverFunc) applyServer(c *serverConfig) { f(c) }
+
+type clientFunc func(*clientConfig)
+
+func (f clientFunc) applyClient(c *clientConfig) { f(c) }
+
 type exportFunc func(*exportConfig)
 
 func (f exportFunc) applyExport(c *exportConfig) { f(c) }
-
-// WithWeight sets the weight registered for an export (default
-// registry.DefaultWeight).
-func WithWeight(w int) ExportOption {
-	return exportFunc(func(c *exportConfig) { c.weight = w })
-}
-
-// WithMetadata adds registry metadata to an export.
-func WithMetadata(md map[string]string) ExportOption {
-	return exportFunc(func(c *exportConfig) {
-		if c.metadata == nil {
-			c.metadata = make(map[string]string, len(md))
-		}
-		maps.Copy(c.metadata, md)
-	})
-}
-
-// WithDelay delays an export: the service neither takes calls nor is
-// registered until d has passed (Dubbo's delay), for providers that need to
-// warm up.
-func WithDelay(d time.Duration) ExportOption {
-	return exportFunc(func(c *exportConfig) { c.delay = d })
-}
 
 type referFunc func(*referConfig)
 
 func (f referFunc) applyRefer(c *referConfig) { f(c) }
 
-// WithSelector sets how a reference picks an instance per call (default
-// RoundRobin).
-func WithSelector(s Selector) ReferOption {
-	return referFunc(func(c *referConfig) { c.selector = s })
-}
-
-// WithRemote makes a reference always go over the network, even when the same
-// process exports the service key.
-func WithRemote() ReferOption {
-	return referFunc(func(c *referConfig) { c.remote = true })
-}
-
 type callFunc func(*callConfig)
 
 func (f callFunc) applyCall(c *callConfig) { f(c) }
-
-// WithCallMetadata adds metadata to one call, merged over metadata attached to
-// the context with NewOutgoingContext.
-func WithCallMetadata(md Metadata) CallOption {
-	return callFunc(func(c *callConfig) {
-		if c.metadata == nil {
-			c.metadata = make(Metadata, len(md))
-		}
-		maps.Copy(c.metadata, md)
-	})
-}
