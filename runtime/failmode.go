@@ -306,11 +306,10 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 		next = nil
 		if ep == nil {
 			if tried == nil {
-				i := r.selector.Select(ctx, method, st.live)
-				if i < 0 || i >= len(st.live) {
-					return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.live), r.keyStr), attempts, outLocal
+				var perr error
+				if ep, perr = r.pick(ctx, method, st); perr != nil {
+					return nil, perr, attempts, outLocal
 				}
-				ep = st.liveEps[i]
 			} else {
 				ep = r.pickOther(ctx, method, st, tried, nil, false)
 			}
@@ -399,11 +398,10 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 		}
 		return out, nil
 	}
-	i := r.selector.Select(ctx, method, st.live)
-	if i < 0 || i >= len(st.live) {
-		return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.live), r.keyStr)
+	first, err := r.pick(ctx, method, st)
+	if err != nil {
+		return nil, err
 	}
-	first := st.liveEps[i]
 
 	type result struct {
 		out      any

@@ -12,6 +12,16 @@ import (
 // live instances (those not ejected, see health.go) for the first attempt of
 // a call, and pickOther for a retry or a hedged second request.
 
+// pick chooses the endpoint of a call's first attempt: the selector's
+// choice among the live instances of st, which lists at least one.
+func (r *Reference) pick(ctx context.Context, method string, st *refState) (*endpoint, error) {
+	i := r.selector.Select(ctx, method, st.live)
+	if i < 0 || i >= len(st.live) {
+		return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.live), r.keyStr)
+	}
+	return st.liveEps[i], nil
+}
+
 // pickOther chooses the endpoint of a retry: with the selector, among the
 // live instances the call has not tried (and that are not avoid), else
 // among all such instances, else (unless strict) among the live ones. It
