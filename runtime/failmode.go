@@ -47,7 +47,8 @@ import (
 // CodeCanceled, and an error the handler returned (other than
 // CodeUnavailable) is returned as it is, without retries.
 //
-// A FailMode is a ClientOption, a ReferOption and a CallOption.
+// A FailMode is a PolicyOption (NewClient and Refer accept it) and a
+// CallOption.
 type FailMode struct {
 	kind  failKind
 	n     int
@@ -144,10 +145,7 @@ func (o defaultTimeoutOption) applyRefer(c *referConfig) {
 // overrides the client's. 0 (the default) leaves such calls without a
 // deadline; a negative d counts as 0. The default costs a timer per call
 // that has no deadline of its own, and nothing for calls that have one.
-func WithDefaultTimeout(d time.Duration) interface {
-	ClientOption
-	ReferOption
-} {
+func WithDefaultTimeout(d time.Duration) PolicyOption {
 	return defaultTimeoutOption(max(d, 0))
 }
 

@@ -12,20 +12,55 @@ import (
 // configured otherwise: 4 MiB, as in gRPC.
 const DefaultMaxMessageSize = 4 << 20
 
-// ServerOption configures a Server.
+// ServerOption configures a Server: NewServer accepts it.
 type ServerOption interface{ applyServer(*serverConfig) }
 
-// ClientOption configures a Client.
+// ClientOption configures a Client: NewClient accepts it.
 type ClientOption interface{ applyClient(*clientConfig) }
 
-// ExportOption configures one export.
+// ExportOption configures one export: Server.Export accepts it.
 type ExportOption interface{ applyExport(*exportConfig) }
 
-// ReferOption configures one reference.
+// ReferOption configures one reference: Client.Refer accepts it.
 type ReferOption interface{ applyRefer(*referConfig) }
 
-// CallOption configures one call.
+// CallOption configures one call: it is passed to a generated client's
+// methods or to Reference.Invoke.
 type CallOption interface{ applyCall(*callConfig) }
+
+// Option configures both sides: NewServer and NewClient accept it.
+// WithMaxMessageSize, WithLogger, WithCodec and WithTLSConfig return one.
+type Option interface {
+	ServerOption
+	ClientOption
+}
+
+// RegistryOption is accepted by NewServer, where every export is registered
+// in the registry, and by NewClient and Refer, where providers are
+// discovered from it (Refer's overrides the client's). WithRegistry returns
+// one.
+type RegistryOption interface {
+	ServerOption
+	ClientOption
+	ReferOption
+}
+
+// ServiceKeyOption sets part of a service key: Export and Refer accept it,
+// and a reference reaches the exports whose key is the same. WithVersion
+// and WithGroup return one.
+type ServiceKeyOption interface {
+	ExportOption
+	ReferOption
+}
+
+// PolicyOption sets a call policy on a Client, as the default of all its
+// references, or on one reference (Refer), overriding the client's:
+// NewClient and Refer accept it. WithDefaultTimeout returns one; a FailMode
+// is one too, and also a CallOption.
+type PolicyOption interface {
+	ClientOption
+	ReferOption
+}
 
 type serverConfig struct {
 	registry       registry.Registry
@@ -155,11 +190,7 @@ func (o registryOption) applyRefer(c *referConfig) { c.registry = o.r }
 
 // WithRegistry sets the registry. On a Server every export is registered in
 // it; on a Client or a single reference, providers are discovered from it.
-func WithRegistry(r registry.Registry) interface {
-	ServerOption
-	ClientOption
-	ReferOption
-} {
+func WithRegistry(r registry.Registry) RegistryOption {
 	return registryOption{r}
 }
 
@@ -172,10 +203,7 @@ func (o maxMessageOption) applyClient(c *clientConfig) { c.maxMessageSize = int(
 // WithMaxMessageSize sets the largest frame body accepted and sent, in bytes
 // (default DefaultMaxMessageSize). A larger frame fails with
 // CodeResourceExhausted, naming the size and the limit.
-func WithMaxMessageSize(n int) interface {
-	ServerOption
-	ClientOption
-} {
+func WithMaxMessageSize(n int) Option {
 	return maxMessageOption(n)
 }
 
@@ -187,10 +215,7 @@ func (o loggerOption) applyClient(c *clientConfig) { c.logger = o.l }
 
 // WithLogger sets the logger for connection-level events (bad frames, broken
 // connections, registry failures). The default is slog.Default().
-func WithLogger(l *slog.Logger) interface {
-	ServerOption
-	ClientOption
-} {
+func WithLogger(l *slog.Logger) Option {
 	return loggerOption{l}
 }
 
@@ -202,10 +227,7 @@ func (o codecOption) applyClient(c *clientConfig) { c.codec = o.c }
 
 // WithCodec replaces the payload codec (protobuf by default). Both sides must
 // use the same codec.
-func WithCodec(c Codec) interface {
-	ServerOption
-	ClientOption
-} {
+func WithCodec(c Codec) Option {
 	return codecOption{c}
 }
 
@@ -216,10 +238,7 @@ func (o versionOption) applyExport(c *exportConfig) { c.version = string(o) }
 func (o versionOption) applyRefer(c *referConfig) { c.version = string(o) }
 
 // WithVersion sets the version of the service key of an export or reference.
-func WithVersion(v string) interface {
-	ExportOption
-	ReferOption
-} {
+func WithVersion(v string) ServiceKeyOption {
 	return versionOption(v)
 }
 
@@ -230,10 +249,7 @@ func (o groupOption) applyExport(c *exportConfig) { c.group = string(o) }
 func (o groupOption) applyRefer(c *referConfig) { c.group = string(o) }
 
 // WithGroup sets the group of the service key of an export or reference.
-func WithGroup(g string) interface {
-	ExportOption
-	ReferOption
-} {
+func WithGroup(g string) ServiceKeyOption {
 	return groupOption(g)
 }
 

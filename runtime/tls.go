@@ -26,10 +26,7 @@ import (
 // that does not trust the server's certificate, gets CodeUnavailable naming
 // the TLS handshake failure. Calls to a service exported in the same process
 // do not use the network and so do not use TLS.
-func WithTLSConfig(c *tls.Config) interface {
-	ServerOption
-	ClientOption
-} {
+func WithTLSConfig(c *tls.Config) Option {
 	return tlsOption{c}
 }
 
