@@ -38,24 +38,27 @@ type Client struct {
 	connsClosed bool
 }
 
-// NewClient returns a client with the options applied.
-func NewClient(opts ...ClientOption) *Client {
+// NewClient returns a client with the options applied. It connects to
+// nothing: references discover providers (Refer), and a provider is dialled
+// on the first call that goes to it.
+//
+// Every option is checked. If one is invalid, NewClient returns a nil
+// client and, as grpc.NewClient does, the error: a CodeInvalidArgument
+// *Error whose message starts with the name of the first invalid option
+// (its text is, for example, "storks: InvalidArgument: WithCodec: codec is
+// nil").
+func NewClient(opts ...ClientOption) (*Client, error) {
 	cfg := clientConfig{
 		maxMessageSize: DefaultMaxMessageSize,
 		codec:          ProtoCodec{},
+		logger:         slog.Default(),
 		dialTimeout:    5 * time.Second,
 	}
-	for _, o := range opts {
-		o.applyClient(&cfg)
+	if err := applyOptions(&cfg.optionErrors, "NewClient", opts, func(o ClientOption) { o.applyClient(&cfg) }); err != nil {
+		return nil, err
 	}
-	if cfg.logger == nil {
-		cfg.logger = slog.Default()
-	}
-	if cfg.maxMessageSize <= 0 {
+	if cfg.maxMessageSize == 0 {
 		cfg.maxMessageSize = DefaultMaxMessageSize
-	}
-	if cfg.dialTimeout <= 0 {
-		cfg.dialTimeout = 5 * time.Second
 	}
 	cfg.resilience.ejection = cfg.resilience.ejection.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -67,7 +70,7 @@ func NewClient(opts ...ClientOption) *Client {
 		pool:        make(map[string]*endpoint),
 		refs:        make(map[*Reference]struct{}),
 		conns:       make(map[*clientConn]struct{}),
-	}
+	}, nil
 }
 
 // Close closes every reference and connection of the client and stops every
@@ -251,8 +254,11 @@ func ctxError(ctx context.Context, what string) *Error {
 	return wrapError(CodeCanceled, err, "%s: %v", what, err)
 }
 
-// WithDialTimeout bounds how long connecting to a provider may take
-// (default 5s).
+// WithDialTimeout bounds how long connecting to a provider may take, and
+// then its TLS handshake, if any (default 5s). It must be positive.
 func WithDialTimeout(d time.Duration) ClientOption {
+	if d <= 0 {
+		return reject("WithDialTimeout", "must be positive (got %v)", d)
+	}
 	return clientFunc(func(c *clientConfig) { c.dialTimeout = d })
 }

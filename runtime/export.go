@@ -61,10 +61,11 @@ func (e *Exporter) Instance() registry.Instance {
 }
 
 // Export makes impl answer calls for desc's service. It returns an error if
-// the server's options are invalid, if desc or impl is unusable, if the
-// service key is already exported on this server, or if the server is
-// serving and the registration fails. Without WithDelay the export takes
-// calls when Export returns.
+// the server's options or opts are invalid (a CodeInvalidArgument *Error
+// whose message starts with the option's name), if desc or impl is
+// unusable, if the service key is already exported on this server, or if
+// the server is serving and the registration fails. Without WithDelay the
+// export takes calls when Export returns.
 func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exporter, error) {
 	if s.cfgErr != nil {
 		return nil, s.cfgErr
@@ -85,18 +86,12 @@ func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exp
 		}
 	}
 	var cfg exportConfig
-	for _, o := range opts {
-		o.applyExport(&cfg)
+	if err := applyOptions(&cfg.optionErrors, "Export", opts, func(o ExportOption) { o.applyExport(&cfg) }); err != nil {
+		return nil, err
 	}
 	key := ServiceKey{Service: desc.ServiceName, Version: cfg.version, Group: cfg.group}
 	if err := key.Validate(); err != nil {
 		return nil, wrapError(CodeInvalidArgument, err, "export: %v", err)
-	}
-	if cfg.weight < 0 {
-		return nil, Errorf(CodeInvalidArgument, "export %s: weight %d must not be negative", key, cfg.weight)
-	}
-	if cfg.delay < 0 {
-		return nil, Errorf(CodeInvalidArgument, "export %s: delay %v must not be negative", key, cfg.delay)
 	}
 	exp := &export{key: key, keyStr: key.String(), impl: impl, server: s, methods: make(map[string]*method, len(desc.Methods))}
 	for i := range desc.Methods {
@@ -150,13 +145,22 @@ func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exp
 }
 
 // WithWeight sets the weight registered for an export (default
-// registry.DefaultWeight).
+// registry.DefaultWeight; 0 means the default). A negative weight is an
+// error.
 func WithWeight(w int) ExportOption {
+	if w < 0 {
+		return reject("WithWeight", "weight %d must not be negative", w)
+	}
 	return exportFunc(func(c *exportConfig) { c.weight = w })
 }
 
-// WithMetadata adds registry metadata to an export.
+// WithMetadata adds registry metadata to an export. An empty key is an
+// error. md is copied; later changes to it have no effect.
 func WithMetadata(md map[string]string) ExportOption {
+	if _, ok := md[""]; ok {
+		return reject("WithMetadata", "a key is empty")
+	}
+	md = maps.Clone(md)
 	return exportFunc(func(c *exportConfig) {
 		if c.metadata == nil {
 			c.metadata = make(map[string]string, len(md))
@@ -167,8 +171,11 @@ func WithMetadata(md map[string]string) ExportOption {
 
 // WithDelay delays an export: the service neither takes calls nor is
 // registered until d has passed (Dubbo's delay), for providers that need to
-// warm up.
+// warm up. A negative delay is an error.
 func WithDelay(d time.Duration) ExportOption {
+	if d < 0 {
+		return reject("WithDelay", "delay %v must not be negative", d)
+	}
 	return exportFunc(func(c *exportConfig) { c.delay = d })
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,7 +49,9 @@ import (
 // CodeUnavailable) is returned as it is, without retries.
 //
 // A FailMode is a PolicyOption (NewClient and Refer accept it) and a
-// CallOption.
+// CallOption. An invalid mode, such as Failover(-1) or Failbackup(0), fails
+// the constructor or call it is given to with an error naming Failover or
+// Failbackup. The zero FailMode sets nothing: the level above applies.
 type FailMode struct {
 	kind  failKind
 	n     int
@@ -72,15 +75,15 @@ func Failfast() FailMode { return FailMode{kind: failFast} }
 // Failover retries an idempotent method up to retries more times, each time
 // on an instance that the call has not tried yet while there is one (and on
 // any instance after that). Failover(2) makes at most three attempts that
-// may have run. A negative count counts as 0.
-func Failover(retries int) FailMode { return FailMode{kind: failOver, n: max(retries, 0)} }
+// may have run. A negative count is an error.
+func Failover(retries int) FailMode { return FailMode{kind: failOver, n: retries} }
 
 // Failtry retries an idempotent method up to retries more times on the same
 // instance, for a provider that is expected to recover from a transient
 // failure quickly (a broken connection is dialled again). A negative count
-// counts as 0. A call that provably did not run still goes to another
+// is an error. A call that provably did not run still goes to another
 // instance.
-func Failtry(retries int) FailMode { return FailMode{kind: failTry, n: max(retries, 0)} }
+func Failtry(retries int) FailMode { return FailMode{kind: failTry, n: retries} }
 
 // Failbackup ("hedging") sends an idempotent call to one instance and, if no
 // reply arrived after delay, a second copy of it to another instance; the
@@ -88,7 +91,9 @@ func Failtry(retries int) FailMode { return FailMode{kind: failTry, n: max(retri
 // tells its provider to stop the handler). If one of the two fails in a way
 // that may be retried before the other replied, the call waits for the
 // other; if the first request fails that way before the delay, the second
-// is sent at once. A delay of 0 or less sends both at once.
+// is sent at once. The delay must be positive: a zero delay, which would
+// send every idempotent call twice, is an error, so that a duration left
+// unset in a configuration cannot double the load.
 //
 // The second request decodes its reply into a new value of the reply's
 // type, so the reply Invoke returns may not be the one passed in (generated
@@ -96,7 +101,7 @@ func Failtry(retries int) FailMode { return FailMode{kind: failTry, n: max(retri
 // after the delay, a second request; the other modes cost nothing until an
 // attempt fails.
 func Failbackup(delay time.Duration) FailMode {
-	return FailMode{kind: failBackup, delay: max(delay, 0)}
+	return FailMode{kind: failBackup, delay: delay}
 }
 
 // String describes the mode, for example "failover(2)".
@@ -123,11 +128,42 @@ func (m FailMode) retries() int {
 	return 0 // Failbackup's second request is made by Reference.hedge
 }
 
-func (m FailMode) applyClient(c *clientConfig) { c.resilience.fail = m }
+// check returns the error of an invalid mode, naming its constructor.
+func (m FailMode) check() *Error {
+	switch {
+	case m.kind == failOver && m.n < 0:
+		return optionError("Failover", "retries %d must not be negative", m.n)
+	case m.kind == failTry && m.n < 0:
+		return optionError("Failtry", "retries %d must not be negative", m.n)
+	case m.kind == failBackup && m.delay <= 0:
+		return optionError("Failbackup", "delay must be positive (got %v)", m.delay)
+	}
+	return nil
+}
 
-func (m FailMode) applyRefer(c *referConfig) { c.resilience.fail = m }
+func (m FailMode) applyClient(c *clientConfig) {
+	if err := m.check(); err != nil {
+		c.record(err)
+		return
+	}
+	c.resilience.fail = m
+}
 
-func (m FailMode) applyCall(c *callConfig) { c.resilience.fail = m }
+func (m FailMode) applyRefer(c *referConfig) {
+	if err := m.check(); err != nil {
+		c.record(err)
+		return
+	}
+	c.resilience.fail = m
+}
+
+func (m FailMode) applyCall(c *callConfig) {
+	if err := m.check(); err != nil {
+		c.record(err)
+		return
+	}
+	c.resilience.fail = m
+}
 
 type defaultTimeoutOption time.Duration
 
@@ -143,10 +179,13 @@ func (o defaultTimeoutOption) applyRefer(c *referConfig) {
 // deadline d after the call starts (before client interceptors run, so they
 // see it). On a Client it applies to every reference; on a reference it
 // overrides the client's. 0 (the default) leaves such calls without a
-// deadline; a negative d counts as 0. The default costs a timer per call
+// deadline; a negative d is an error. The default costs a timer per call
 // that has no deadline of its own, and nothing for calls that have one.
 func WithDefaultTimeout(d time.Duration) PolicyOption {
-	return defaultTimeoutOption(max(d, 0))
+	if d < 0 {
+		return reject("WithDefaultTimeout", "timeout %v must not be negative (0 means none)", d)
+	}
+	return defaultTimeoutOption(d)
 }
 
 // WithIdempotent marks one call as idempotent: the fail mode may retry it
@@ -161,11 +200,40 @@ func WithIdempotent() CallOption {
 // whose proto does not declare an idempotency_level). A method is its full
 // name, "/package.Service/Method", or its name alone, "Method". Methods of
 // generated services whose proto declares idempotency_level IDEMPOTENT or
-// NO_SIDE_EFFECTS are idempotent without this option.
+// NO_SIDE_EFFECTS are idempotent without this option. An empty name, a
+// name alone that contains '/', and a full name of another service (checked
+// by Refer) are errors.
 func WithIdempotentMethods(methods ...string) ReferOption {
+	for i, name := range methods {
+		if name == "" {
+			return reject("WithIdempotentMethods", "method %d is empty", i)
+		}
+		if full, ok := strings.CutPrefix(name, "/"); ok {
+			svc, m, _ := strings.Cut(full, "/")
+			if svc == "" || m == "" || strings.Contains(m, "/") {
+				return reject("WithIdempotentMethods", "method %q is not \"/package.Service/Method\"", name)
+			}
+		} else if strings.Contains(name, "/") {
+			return reject("WithIdempotentMethods", "method %q is neither \"Method\" nor \"/package.Service/Method\"", name)
+		}
+	}
+	methods = slices.Clone(methods)
 	return referFunc(func(c *referConfig) {
 		c.resilience.idempotent = append(c.resilience.idempotent, methods...)
 	})
+}
+
+// checkIdempotentMethods records, for Refer, a full name given to
+// WithIdempotentMethods that names a method of another service than
+// service, and returns the first error recorded in cfg.
+func checkIdempotentMethods(cfg *referConfig, service string) error {
+	prefix := "/" + service + "/"
+	for _, name := range cfg.resilience.idempotent {
+		if strings.HasPrefix(name, "/") && !strings.HasPrefix(name, prefix) {
+			cfg.invalid("WithIdempotentMethods", "method %q is not a method of %s", name, service)
+		}
+	}
+	return cfg.err()
 }
 
 // normalizeMethods turns the names given to WithIdempotentMethods into full

@@ -55,14 +55,15 @@ type EjectionPolicy struct {
 	ConsecutiveFailures int
 	// BaseBackoff is the first ejection period (default 500ms).
 	BaseBackoff time.Duration
-	// MaxBackoff caps the ejection period (default 5s).
+	// MaxBackoff caps the ejection period (default 5s, or BaseBackoff if
+	// that is longer). It must not be shorter than BaseBackoff.
 	MaxBackoff time.Duration
 	// ProbeTimeout bounds a probe (default 1s).
 	ProbeTimeout time.Duration
 	// MaxEjectedPercent is the largest share of a reference's instances
-	// that may be out of rotation at once (default 50; 0 means the
-	// default, and a value over 100 counts as 100). With 100, a reference
-	// whose instances are all ejected calls all of them.
+	// that may be out of rotation at once, 0-100 (default 50; 0 means the
+	// default). With 100, a reference whose instances are all ejected calls
+	// all of them.
 	MaxEjectedPercent int
 }
 
@@ -101,9 +102,41 @@ func (p EjectionPolicy) withDefaults() EjectionPolicy {
 	return p
 }
 
+// check returns the error of a policy WithEjection cannot take.
+func (p EjectionPolicy) check() *Error {
+	const opt = "WithEjection"
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"BaseBackoff", p.BaseBackoff}, {"MaxBackoff", p.MaxBackoff}, {"ProbeTimeout", p.ProbeTimeout}} {
+		if f.d < 0 {
+			return optionError(opt, "%s %v must not be negative (0 means the default)", f.name, f.d)
+		}
+	}
+	if p.MaxEjectedPercent < 0 || p.MaxEjectedPercent > 100 {
+		return optionError(opt, "MaxEjectedPercent %d must be 0-100 (0 means the default, %d)", p.MaxEjectedPercent, DefaultEjectionPolicy.MaxEjectedPercent)
+	}
+	if p.MaxBackoff > 0 {
+		base, what := p.BaseBackoff, ""
+		if base == 0 {
+			base, what = DefaultEjectionPolicy.BaseBackoff, " (the default)"
+		}
+		if p.MaxBackoff < base {
+			return optionError(opt, "MaxBackoff %v is shorter than BaseBackoff %v%s", p.MaxBackoff, base, what)
+		}
+	}
+	return nil
+}
+
 // WithEjection sets the client's passive health checking; zero fields take
 // the values of DefaultEjectionPolicy. See EjectionPolicy.
+// A negative duration, a MaxEjectedPercent outside 0-100, and a MaxBackoff
+// shorter than the BaseBackoff (given or default) are errors naming the
+// field.
 func WithEjection(p EjectionPolicy) ClientOption {
+	if err := p.check(); err != nil {
+		return rejectedOption{err}
+	}
 	return clientFunc(func(c *clientConfig) { c.resilience.ejection = p })
 }
 
@@ -407,6 +440,10 @@ type Event struct {
 // client's own goroutines, concurrently, and must be fast and must not call
 // into the client. Without an observer nothing is reported and nothing is
 // spent on it.
+// A nil f is an error.
 func WithObserver(f func(Event)) ClientOption {
+	if f == nil {
+		return reject("WithObserver", "observer is nil")
+	}
 	return clientFunc(func(c *clientConfig) { c.resilience.observer = f })
 }

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"slices"
 )
 
 // UnaryHandler runs a decoded request against the implementation.
@@ -72,13 +73,27 @@ func clientNext(in []UnaryClientInterceptor, i int, final UnaryInvoker) UnaryInv
 }
 
 // WithServerInterceptor appends unary server interceptors. The first one is
-// the outermost.
+// the outermost. A nil interceptor is an error naming its index among in,
+// from 0.
 func WithServerInterceptor(in ...UnaryServerInterceptor) ServerOption {
+	for i, f := range in {
+		if f == nil {
+			return reject("WithServerInterceptor", "interceptor %d is nil", i)
+		}
+	}
+	in = slices.Clone(in)
 	return serverFunc(func(c *serverConfig) { c.interceptors = append(c.interceptors, in...) })
 }
 
 // WithClientInterceptor appends unary client interceptors. The first one is
-// the outermost.
+// the outermost. A nil interceptor is an error naming its index among in,
+// from 0.
 func WithClientInterceptor(in ...UnaryClientInterceptor) ClientOption {
+	for i, f := range in {
+		if f == nil {
+			return reject("WithClientInterceptor", "interceptor %d is nil", i)
+		}
+	}
+	in = slices.Clone(in)
 	return clientFunc(func(c *clientConfig) { c.interceptors = append(c.interceptors, in...) })
 }

@@ -52,13 +52,10 @@ const DefaultMaxConcurrentRequests = 10000
 // announce a large frame and stall, or stop reading. Zero disables it; a
 // negative value makes Serve fail.
 func WithFrameTimeout(d time.Duration) ServerOption {
-	return serverFunc(func(c *serverConfig) {
-		if d < 0 {
-			c.invalid("WithFrameTimeout: frame timeout %v must not be negative (0 disables it)", d)
-			return
-		}
-		c.sec.frameTimeout = d
-	})
+	if d < 0 {
+		return reject("WithFrameTimeout", "frame timeout %v must not be negative (0 disables it)", d)
+	}
+	return serverFunc(func(c *serverConfig) { c.sec.frameTimeout = d })
 }
 
 // WithIdleTimeout sets how long a server keeps a connection on which no call
@@ -69,13 +66,10 @@ func WithFrameTimeout(d time.Duration) ServerOption {
 // anyway is disconnected one frame timeout later. Zero disables it; a
 // negative value makes Serve fail.
 func WithIdleTimeout(d time.Duration) ServerOption {
-	return serverFunc(func(c *serverConfig) {
-		if d < 0 {
-			c.invalid("WithIdleTimeout: idle timeout %v must not be negative (0 disables it)", d)
-			return
-		}
-		c.sec.idleTimeout = d
-	})
+	if d < 0 {
+		return reject("WithIdleTimeout", "idle timeout %v must not be negative (0 disables it)", d)
+	}
+	return serverFunc(func(c *serverConfig) { c.sec.idleTimeout = d })
 }
 
 // WithMaxConcurrentRequests caps the requests one connection may have
@@ -84,13 +78,10 @@ func WithIdleTimeout(d time.Duration) ServerOption {
 // with CodeResourceExhausted, flagged as not executed. Zero removes the cap;
 // a negative value makes Serve fail.
 func WithMaxConcurrentRequests(n int) ServerOption {
-	return serverFunc(func(c *serverConfig) {
-		if n < 0 {
-			c.invalid("WithMaxConcurrentRequests: limit %d must not be negative (0 means no limit)", n)
-			return
-		}
-		c.sec.maxConcurrent = n
-	})
+	if n < 0 {
+		return reject("WithMaxConcurrentRequests", "limit %d must not be negative (0 means no limit)", n)
+	}
+	return serverFunc(func(c *serverConfig) { c.sec.maxConcurrent = n })
 }
 
 // maxQueuedReplies bounds the reply bytes queued on a server connection

@@ -43,9 +43,19 @@ func newIncomingContext(ctx context.Context, md Metadata) context.Context {
 }
 
 // WithCallMetadata adds metadata to one call, merged over metadata attached to
-// the context with NewOutgoingContext.
+// the context with NewOutgoingContext. An empty key, or more pairs than a
+// request may carry (1024), fails the call with an error naming
+// WithCallMetadata.
 func WithCallMetadata(md Metadata) CallOption {
 	return callFunc(func(c *callConfig) {
+		if _, ok := md[""]; ok {
+			c.invalid("WithCallMetadata", "a key is empty")
+			return
+		}
+		if len(md) > maxMetadataPairs {
+			c.invalid("WithCallMetadata", "%d pairs are more than a request may carry (%d)", len(md), maxMetadataPairs)
+			return
+		}
 		if c.metadata == nil {
 			c.metadata = make(Metadata, len(md))
 		}

@@ -2,7 +2,10 @@ package runtime
 
 import (
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"log/slog"
+	"reflect"
 	"time"
 
 	"github.com/storks-rpc/storks/registry"
@@ -63,6 +66,7 @@ type PolicyOption interface {
 }
 
 type serverConfig struct {
+	optionErrors
 	registry       registry.Registry
 	advertise      string
 	maxMessageSize int
@@ -74,17 +78,19 @@ type serverConfig struct {
 }
 
 type clientConfig struct {
+	optionErrors
 	registry       registry.Registry
 	maxMessageSize int
 	interceptors   []UnaryClientInterceptor
 	logger         *slog.Logger
 	codec          Codec
 	dialTimeout    time.Duration
-	tls            clientTLS // tls.go
+	tls            *tls.Config // nil: plaintext
 	resilience     clientResilience
 }
 
 type exportConfig struct {
+	optionErrors
 	version, group string
 	weight         int
 	metadata       map[string]string
@@ -92,6 +98,7 @@ type exportConfig struct {
 }
 
 type referConfig struct {
+	optionErrors
 	version, group string
 	selector       Selector
 	remote         bool
@@ -100,18 +107,18 @@ type referConfig struct {
 }
 
 type callConfig struct {
+	optionErrors
 	metadata   Metadata
 	resilience callResilience
 }
 
 // serverSecurity is the part of serverConfig set by WithTLSConfig (tls.go)
-// and the connection limits (limits.go), with the errors of invalid options.
+// and the connection limits (limits.go).
 type serverSecurity struct {
 	tls           *tls.Config
 	frameTimeout  time.Duration // 0: none
 	idleTimeout   time.Duration // 0: none
 	maxConcurrent int           // 0: no limit
-	errs          []error       // invalid options, returned by Serve
 }
 
 func defaultServerSecurity() serverSecurity {
@@ -150,34 +157,90 @@ type callResilience struct {
 
 func (c callResilience) set() bool { return c.fail.kind != failUnset || c.idempotent }
 
-func (c *serverConfig) invalid(format string, args ...any) {
-	c.sec.errs = append(c.sec.errs, Errorf(CodeInvalidArgument, format, args...))
+// Every option is checked, and a bad one is reported by the constructor or
+// call it is given to, never by a panic later. An option constructor given
+// a bad value returns a rejected option (reject). The few checks that can
+// only be made when an option is applied (a server's WithTLSConfig needs a
+// certificate; WithCallMetadata checks the map it copies) or once all are
+// (WithIdempotentMethods' full names, by Refer) record their error with
+// invalid, and applyOptions records a nil option. All of them land in the
+// optionErrors of the config being built; NewServer (through Export and
+// Serve), NewClient, Export, Refer and Invoke report the first, a
+// CodeInvalidArgument *Error whose message starts with the option's name.
+
+// optionErrors records the first invalid option given to a constructor or a
+// call. Every config embeds one.
+type optionErrors struct{ first *Error }
+
+// record keeps err if it is the first error.
+func (e *optionErrors) record(err *Error) {
+	if e.first == nil {
+		e.first = err
+	}
 }
 
-// check returns the first configuration error of a server, naming the
-// option. NewServer records it; Export and Serve return it.
-func (c *serverConfig) check() error {
-	if len(c.sec.errs) > 0 {
-		return c.sec.errs[0]
+// invalid records that option was given a value it cannot take.
+func (e *optionErrors) invalid(option, format string, args ...any) {
+	e.record(optionError(option, format, args...))
+}
+
+// err returns the first error recorded, or nil.
+func (e *optionErrors) err() error {
+	if e.first == nil {
+		return nil
 	}
-	if c.codec == nil {
-		return Errorf(CodeInvalidArgument, "WithCodec: codec is nil")
-	}
-	for i, in := range c.interceptors {
-		if in == nil {
-			return Errorf(CodeInvalidArgument, "WithServerInterceptor: interceptor %d is nil", i)
+	return e.first
+}
+
+func optionError(option, format string, args ...any) *Error {
+	return &Error{Code: CodeInvalidArgument, Message: option + ": " + fmt.Sprintf(format, args...)}
+}
+
+// rejectedOption is what an option constructor returns for a bad value:
+// whatever it is applied to records its error.
+type rejectedOption struct{ err *Error }
+
+// reject returns an option that fails the constructor or call it is given
+// to with an error naming option.
+func reject(option, format string, args ...any) rejectedOption {
+	return rejectedOption{optionError(option, format, args...)}
+}
+
+func (o rejectedOption) applyServer(c *serverConfig) { c.record(o.err) }
+
+func (o rejectedOption) applyClient(c *clientConfig) { c.record(o.err) }
+
+func (o rejectedOption) applyExport(c *exportConfig) { c.record(o.err) }
+
+func (o rejectedOption) applyRefer(c *referConfig) { c.record(o.err) }
+
+func (o rejectedOption) applyCall(c *callConfig) { c.record(o.err) }
+
+// applyOptions applies opts in order with apply, recording a nil option as
+// an error of caller (the constructor), and returns the first error
+// recorded in errs.
+func applyOptions[O any](errs *optionErrors, caller string, opts []O, apply func(O)) error {
+	for i, o := range opts {
+		if any(o) == nil {
+			errs.invalid(caller, "option %d is nil", i)
+			continue
 		}
+		apply(o)
 	}
-	if c.shutdownWait < 0 {
-		return Errorf(CodeInvalidArgument, "WithShutdownWait: shutdown wait %v must not be negative", c.shutdownWait)
+	return errs.err()
+}
+
+// isNilValue reports whether v is nil or an interface holding a nil
+// pointer, function, map, channel or slice.
+func isNilValue(v any) bool {
+	if v == nil {
+		return true
 	}
-	if c.maxMessageSize < 0 {
-		return Errorf(CodeInvalidArgument, "WithMaxMessageSize: max message size %d must not be negative (0 means the default, %d)", c.maxMessageSize, DefaultMaxMessageSize)
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Slice, reflect.UnsafePointer, reflect.Interface:
+		return rv.IsNil()
 	}
-	if t := c.sec.tls; t != nil && len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
-		return Errorf(CodeInvalidArgument, "WithTLSConfig: the server's tls.Config has no certificate (set Certificates or GetCertificate)")
-	}
-	return nil
+	return false
 }
 
 type registryOption struct{ r registry.Registry }
@@ -189,8 +252,13 @@ func (o registryOption) applyClient(c *clientConfig) { c.registry = o.r }
 func (o registryOption) applyRefer(c *referConfig) { c.registry = o.r }
 
 // WithRegistry sets the registry. On a Server every export is registered in
-// it; on a Client or a single reference, providers are discovered from it.
+// it; on a Client or a single reference, providers are discovered from it. A
+// nil registry is an error ("WithRegistry: registry is nil"): a server
+// without a registry is made by leaving the option out.
 func WithRegistry(r registry.Registry) RegistryOption {
+	if isNilValue(r) {
+		return reject("WithRegistry", "registry is nil")
+	}
 	return registryOption{r}
 }
 
@@ -201,11 +269,22 @@ func (o maxMessageOption) applyServer(c *serverConfig) { c.maxMessageSize = int(
 func (o maxMessageOption) applyClient(c *clientConfig) { c.maxMessageSize = int(o) }
 
 // WithMaxMessageSize sets the largest frame body accepted and sent, in bytes
-// (default DefaultMaxMessageSize). A larger frame fails with
-// CodeResourceExhausted, naming the size and the limit.
+// (default DefaultMaxMessageSize; 0 means the default). A larger frame fails
+// with CodeResourceExhausted, naming the size and the limit. A negative size,
+// or one over 4 GiB - 1 (the most a frame's length field can say), is an
+// error.
 func WithMaxMessageSize(n int) Option {
+	if n < 0 {
+		return reject("WithMaxMessageSize", "max message size %d must not be negative (0 means the default, %d)", n, DefaultMaxMessageSize)
+	}
+	if uint64(n) > maxFrameBody {
+		return reject("WithMaxMessageSize", "max message size %d is more than a frame can carry (%d)", n, uint64(maxFrameBody))
+	}
 	return maxMessageOption(n)
 }
+
+// maxFrameBody is the largest body length a frame header can hold.
+const maxFrameBody = 1<<32 - 1
 
 type loggerOption struct{ l *slog.Logger }
 
@@ -214,8 +293,12 @@ func (o loggerOption) applyServer(c *serverConfig) { c.logger = o.l }
 func (o loggerOption) applyClient(c *clientConfig) { c.logger = o.l }
 
 // WithLogger sets the logger for connection-level events (bad frames, broken
-// connections, registry failures). The default is slog.Default().
+// connections, registry failures). The default is slog.Default(); a nil
+// logger is an error.
 func WithLogger(l *slog.Logger) Option {
+	if l == nil {
+		return reject("WithLogger", "logger is nil")
+	}
 	return loggerOption{l}
 }
 
@@ -226,8 +309,11 @@ func (o codecOption) applyServer(c *serverConfig) { c.codec = o.c }
 func (o codecOption) applyClient(c *clientConfig) { c.codec = o.c }
 
 // WithCodec replaces the payload codec (protobuf by default). Both sides must
-// use the same codec.
+// use the same codec. A nil codec is an error.
 func WithCodec(c Codec) Option {
+	if isNilValue(c) {
+		return reject("WithCodec", "codec is nil")
+	}
 	return codecOption{c}
 }
 
@@ -237,8 +323,13 @@ func (o versionOption) applyExport(c *exportConfig) { c.version = string(o) }
 
 func (o versionOption) applyRefer(c *referConfig) { c.version = string(o) }
 
-// WithVersion sets the version of the service key of an export or reference.
+// WithVersion sets the version of the service key of an export or
+// reference. A version longer than 255 bytes or containing '/', ':' or
+// whitespace is an error.
 func WithVersion(v string) ServiceKeyOption {
+	if err := (registry.ServiceKey{Service: "s", Version: v}).Validate(); err != nil {
+		return reject("WithVersion", "%s", inputReason(err))
+	}
 	return versionOption(v)
 }
 
@@ -248,9 +339,27 @@ func (o groupOption) applyExport(c *exportConfig) { c.group = string(o) }
 
 func (o groupOption) applyRefer(c *referConfig) { c.group = string(o) }
 
-// WithGroup sets the group of the service key of an export or reference.
+// WithGroup sets the group of the service key of an export or reference. A
+// group longer than 255 bytes or containing '/', ':' or whitespace is an
+// error.
 func WithGroup(g string) ServiceKeyOption {
+	if err := (registry.ServiceKey{Service: "s", Group: g}).Validate(); err != nil {
+		return reject("WithGroup", "%s", inputReason(err))
+	}
 	return groupOption(g)
+}
+
+// inputReason is the text of a registry validation error without its
+// "registry: " prefix.
+func inputReason(err error) string {
+	var ie *registry.InputError
+	if errors.As(err, &ie) {
+		if ie.Value != "" {
+			return fmt.Sprintf("%s %q %s", ie.Field, ie.Value, ie.Reason)
+		}
+		return ie.Field + " " + ie.Reason
+	}
+	return err.Error()
 }
 
 type serverFunc func(*serverConfig)

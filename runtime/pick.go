@@ -96,7 +96,10 @@ func (r *roundRobin) Select(_ context.Context, _ string, in []registry.Instance)
 }
 
 // WithSelector sets how a reference picks an instance per call (default
-// RoundRobin).
+// RoundRobin). A nil selector is an error.
 func WithSelector(s Selector) ReferOption {
+	if isNilValue(s) {
+		return reject("WithSelector", "selector is nil")
+	}
 	return referFunc(func(c *referConfig) { c.selector = s })
 }

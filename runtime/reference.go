@@ -62,15 +62,19 @@ type refState struct {
 // version and group from opts. It waits, bounded by ctx, for the registry's
 // current list, then follows changes until the reference or client is
 // closed. An empty list is not an error: calls fail with ErrNoProvider until
-// a provider appears.
+// a provider appears. An invalid option is: Refer returns a
+// CodeInvalidArgument *Error whose message starts with the option's name.
 func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption) (*Reference, error) {
 	cfg := referConfig{registry: c.cfg.registry}
-	for _, o := range opts {
-		o.applyRefer(&cfg)
+	if err := applyOptions(&cfg.optionErrors, "Refer", opts, func(o ReferOption) { o.applyRefer(&cfg) }); err != nil {
+		return nil, err
 	}
 	key := ServiceKey{Service: service, Version: cfg.version, Group: cfg.group}
 	if err := key.Validate(); err != nil {
 		return nil, wrapError(CodeInvalidArgument, err, "refer: %v", err)
+	}
+	if err := checkIdempotentMethods(&cfg, service); err != nil {
+		return nil, err
 	}
 	if cfg.registry == nil {
 		return nil, Errorf(CodeInvalidArgument, "refer %s: no registry; pass WithRegistry to NewClient or Refer", key)
@@ -237,13 +241,22 @@ func (r *Reference) Close() error {
 // Invoke calls method on a provider chosen by the reference's selector, or on
 // an in-process export of the same service key unless the reference was made
 // WithRemote, with the reference's fail mode (or the one in opts). See
-// Invoker and FailMode.
+// Invoker and FailMode. An invalid call option fails the call, before
+// anything is sent, with a CodeInvalidArgument *Error whose message starts
+// with the option's name.
 func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) (any, error) {
 	var cfg *callConfig // call options the invoker needs, nil if none
 	if len(opts) > 0 {
 		var cc callConfig
-		for _, o := range opts {
+		for i, o := range opts {
+			if o == nil {
+				cc.invalid("Invoke", "call option %d is nil", i)
+				continue
+			}
 			o.applyCall(&cc)
+		}
+		if err := cc.err(); err != nil {
+			return nil, err
 		}
 		if cc.metadata != nil {
 			ctx = NewOutgoingContext(ctx, cc.metadata)

@@ -50,21 +50,20 @@ type Server struct {
 	watching bool         // the watchdog runs; guarded by mu
 }
 
-// NewServer returns a server with the options applied.
+// NewServer returns a server with the options applied. Every option is
+// checked; NewServer itself returns no error (as grpc.NewServer), but if an
+// option is invalid, Export and Serve return a CodeInvalidArgument *Error
+// whose message starts with the name of the first invalid option, for
+// example "WithCodec: codec is nil". Close and Shutdown work either way.
 func NewServer(opts ...ServerOption) *Server {
 	cfg := serverConfig{
 		maxMessageSize: DefaultMaxMessageSize,
 		shutdownWait:   DefaultShutdownWait,
 		codec:          ProtoCodec{},
+		logger:         slog.Default(),
 		sec:            defaultServerSecurity(),
 	}
-	for _, o := range opts {
-		o.applyServer(&cfg)
-	}
-	cfgErr := cfg.check()
-	if cfg.logger == nil {
-		cfg.logger = slog.Default()
-	}
+	cfgErr := applyOptions(&cfg.optionErrors, "NewServer", opts, func(o ServerOption) { o.applyServer(&cfg) })
 	if cfg.maxMessageSize <= 0 {
 		cfg.maxMessageSize = DefaultMaxMessageSize
 	}
@@ -188,10 +187,7 @@ func (s *Server) removeListener(lis net.Listener) {
 // advertiseAddr picks the address to register.
 func advertiseAddr(configured string, bound net.Addr) (string, error) {
 	if configured != "" {
-		if err := registry.ValidateAddr(configured); err != nil {
-			return "", wrapError(CodeInvalidArgument, err, "advertise address: %v", err)
-		}
-		return configured, nil
+		return configured, nil // checked by WithAdvertiseAddr
 	}
 	host, port, err := net.SplitHostPort(bound.String())
 	if err != nil {
@@ -352,12 +348,25 @@ const DefaultShutdownWait = 2 * time.Second
 
 // WithAdvertiseAddr sets the host:port registered for every export instead of
 // the listener's bound address, for providers behind NAT or in containers.
+// The address must be a dialable host:port with a port in 1..65535 and a
+// specified host (not 0.0.0.0 or ::); anything else is an error.
 func WithAdvertiseAddr(addr string) ServerOption {
+	if err := registry.ValidateAddr(addr); err != nil {
+		return reject("WithAdvertiseAddr", "%s", inputReason(err))
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return reject("WithAdvertiseAddr", "address %q has an unspecified host, which consumers cannot dial", addr)
+	}
 	return serverFunc(func(c *serverConfig) { c.advertise = addr })
 }
 
 // WithShutdownWait sets how long Shutdown waits between deregistering and
-// refusing new calls (default DefaultShutdownWait).
+// refusing new calls (default DefaultShutdownWait). Zero does not wait; a
+// negative wait is an error.
 func WithShutdownWait(d time.Duration) ServerOption {
+	if d < 0 {
+		return reject("WithShutdownWait", "shutdown wait %v must not be negative", d)
+	}
 	return serverFunc(func(c *serverConfig) { c.shutdownWait = d })
 }

@@ -26,49 +26,40 @@ import (
 // that does not trust the server's certificate, gets CodeUnavailable naming
 // the TLS handshake failure. Calls to a service exported in the same process
 // do not use the network and so do not use TLS.
+//
+// A nil config, a MinVersion above MaxVersion, and a server config without
+// a certificate are errors naming WithTLSConfig.
 func WithTLSConfig(c *tls.Config) Option {
+	if c == nil {
+		return reject("WithTLSConfig", "the *tls.Config is nil")
+	}
+	if c.MaxVersion != 0 && c.MinVersion > c.MaxVersion {
+		return reject("WithTLSConfig", "MinVersion %s is above MaxVersion %s", tls.VersionName(c.MinVersion), tls.VersionName(c.MaxVersion))
+	}
 	return tlsOption{c}
 }
 
 type tlsOption struct{ c *tls.Config }
 
 func (o tlsOption) applyServer(c *serverConfig) {
-	if o.c == nil {
-		c.invalid("WithTLSConfig: the *tls.Config is nil")
+	if t := o.c; len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+		c.invalid("WithTLSConfig", "the server's tls.Config has no certificate (set Certificates or GetCertificate)")
 		return
 	}
 	c.sec.tls = o.c.Clone()
 }
 
-// clientTLS is the part of clientConfig set by WithTLSConfig.
-type clientTLS struct {
-	config *tls.Config
-	err    error // a bad option; every dial fails with it
-}
-
-func (o tlsOption) applyClient(c *clientConfig) {
-	if o.c == nil {
-		c.tls = clientTLS{err: Errorf(CodeInvalidArgument, "WithTLSConfig: the *tls.Config is nil")}
-		return
-	}
-	c.tls = clientTLS{config: o.c.Clone()}
-}
+func (o tlsOption) applyClient(c *clientConfig) { c.tls = o.c.Clone() }
 
 // secure wraps a freshly dialed provider connection in TLS when the client
 // has WithTLSConfig, running the handshake bounded by ctx and the dial
 // timeout. On error nc is closed and the error is CodeUnavailable naming the
-// TLS failure (or CodeInvalidArgument for a bad option). Called by
-// (*Client).dial.
+// TLS failure. Called by (*Client).dial.
 func (c *Client) secure(ctx context.Context, nc net.Conn, addr string) (net.Conn, error) {
-	t := c.cfg.tls
-	if t.err != nil {
-		nc.Close()
-		return nil, t.err
-	}
-	if t.config == nil {
+	conf := c.cfg.tls
+	if conf == nil {
 		return nc, nil
 	}
-	conf := t.config
 	if conf.ServerName == "" {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
