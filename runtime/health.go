@@ -129,10 +129,9 @@ func (p EjectionPolicy) check() *Error {
 }
 
 // WithEjection sets the client's passive health checking; zero fields take
-// the values of DefaultEjectionPolicy. See EjectionPolicy.
-// A negative duration, a MaxEjectedPercent outside 0-100, and a MaxBackoff
-// shorter than the BaseBackoff (given or default) are errors naming the
-// field.
+// the values of DefaultEjectionPolicy. See EjectionPolicy. A negative
+// duration, a MaxEjectedPercent outside 0-100, and a MaxBackoff shorter than
+// the BaseBackoff (given or default) are errors naming the field.
 func WithEjection(p EjectionPolicy) ClientOption {
 	if err := p.check(); err != nil {
 		return rejectedOption{err}
@@ -439,8 +438,7 @@ type Event struct {
 // from the goroutine that makes the call (attempt events) or from the
 // client's own goroutines, concurrently, and must be fast and must not call
 // into the client. Without an observer nothing is reported and nothing is
-// spent on it.
-// A nil f is an error.
+// spent on it. A nil f is an error.
 func WithObserver(f func(Event)) ClientOption {
 	if f == nil {
 		return reject("WithObserver", "observer is nil")
