@@ -55,7 +55,10 @@ func BenchmarkUnary(b *testing.B) {
 	}
 	go srv.Serve(lis)
 	defer srv.Close()
-	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer cli.Close()
 	ref, err := cli.Refer(context.Background(), "bench.Bytes", runtime.WithRemote())
 	if err != nil {

@@ -1,6 +1,10 @@
 package runtime
 
-import "context"
+import (
+	"context"
+
+	"github.com/storks-rpc/storks/registry"
+)
 
 // SupportPackageIsVersion1 is referenced by generated code to make sure it is
 // compiled against a runtime that supports it. Generated code that needs a
@@ -52,3 +56,12 @@ type Invoker interface {
 type ServiceRegistrar interface {
 	Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exporter, error)
 }
+
+// ServiceKey is registry.ServiceKey, repeated here for convenience.
+type ServiceKey = registry.ServiceKey
+
+// SupportPackageIsVersion2 is referenced by generated code that calls
+// RegisterMethods. Code generated for version 1 still compiles; its
+// services' idempotent methods are simply not known to clients unless
+// WithIdempotentMethods names them.
+const SupportPackageIsVersion2 = true

@@ -12,7 +12,8 @@
 //
 // A consumer refers and calls:
 //
-//	cli := runtime.NewClient(runtime.WithRegistry(reg))
+//	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+//	if err != nil { ... }
 //	ref, _ := cli.Refer(ctx, greeterv1.Greeter_ServiceName)
 //	greeter := greeterv1.NewGreeterClient(ref)
 //	reply, err := greeter.SayHello(ctx, &greeterv1.HelloRequest{Name: "storks"})

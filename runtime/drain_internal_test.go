@@ -15,7 +15,10 @@ import (
 // still fail here. The call is refused before it is sent, as not run, so it
 // goes to another instance.
 func TestDrainingConnectionSendsNoNewCall(t *testing.T) {
-	c := NewClient()
+	c, err := NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer c.Close()
 	client, server := net.Pipe()
 	received := make(chan int64, 1)

@@ -31,7 +31,10 @@ func Example() {
 	defer srv.Shutdown(ctx)
 
 	// Consumer: refer the service key and call through the generated client.
-	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	if err != nil {
+		panic(err)
+	}
 	defer cli.Close()
 	ref, err := cli.Refer(ctx, greeterv1.Greeter_ServiceName, runtime.WithVersion("v1"))
 	if err != nil {

@@ -3,23 +3,258 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/storks-rpc/storks/registry"
 )
+
+// The call policy: what a call does when an attempt fails (FailMode), which
+// methods may be retried after they may have run (RegisterMethods,
+// WithIdempotentMethods, WithIdempotent), and the default deadline.
+// Reference.call, reached from Invoke (reference.go), runs a call locally
+// (local.go) or through run or hedge, which make the attempts (attempt.go)
+// on the instances pick.go chooses.
+
+// FailMode is what a call does when an attempt fails. It is an option at
+// three levels, each overriding the one before: NewClient (the default for
+// every reference), Refer (the default for the reference's calls) and a
+// single call (a CallOption passed to a generated method or Invoke). The
+// default is Failfast.
+//
+// Whatever the mode, a call that provably did not run (the connection was
+// refused, the request was never written, or the provider answered that the
+// handler never ran, as a provider that is shutting down does) is sent to
+// another instance, for any method, up to three instances. The modes add
+// retries of calls that may have run (the connection broke after the request
+// was sent, or the provider answered CodeUnavailable); those are made only
+// for idempotent methods: methods whose proto declares idempotency_level
+// IDEMPOTENT or NO_SIDE_EFFECTS (generated code registers them, see
+// RegisterMethods), methods named with WithIdempotentMethods on the
+// reference, and calls made WithIdempotent. A non-idempotent method under
+// Failover, Failtry or Failbackup behaves as under Failfast.
+//
+// Every attempt runs under the call's context: its deadline bounds the call
+// as a whole, not each attempt, and no attempt starts once it has passed.
+// When every attempt failed with CodeUnavailable, the error is a
+// CodeUnavailable *Error naming the method, the service key and the number
+// of attempts, and wrapping the last attempt's error, so errors.Is on that
+// error's cause (ErrConnClosed, ErrNoProvider, ...) still holds. A deadline
+// or a cancellation ends the call with CodeDeadlineExceeded or
+// CodeCanceled, and an error the handler returned (other than
+// CodeUnavailable) is returned as it is, without retries.
+//
+// A FailMode is a PolicyOption (NewClient and Refer accept it) and a
+// CallOption. An invalid mode, such as Failover(-1) or Failbackup(0), fails
+// the constructor or call it is given to with an error naming Failover or
+// Failbackup. The zero FailMode sets nothing: the level above applies.
+type FailMode struct {
+	kind  failKind
+	n     int
+	delay time.Duration
+}
+
+type failKind uint8
+
+const (
+	failUnset failKind = iota
+	failFast
+	failOver
+	failTry
+	failBackup
+)
+
+// Failfast makes one attempt (plus the retries of calls that provably did
+// not run, which every mode makes). It is the default.
+func Failfast() FailMode { return FailMode{kind: failFast} }
+
+// Failover retries an idempotent method up to retries more times, each time
+// on an instance that the call has not tried yet while there is one (and on
+// any instance after that). Failover(2) makes at most three attempts that
+// may have run. A negative count is an error.
+func Failover(retries int) FailMode { return FailMode{kind: failOver, n: retries} }
+
+// Failtry retries an idempotent method up to retries more times on the same
+// instance, for a provider that is expected to recover from a transient
+// failure quickly (a broken connection is dialled again). A negative count
+// is an error. A call that provably did not run still goes to another
+// instance.
+func Failtry(retries int) FailMode { return FailMode{kind: failTry, n: retries} }
+
+// Failbackup ("hedging") sends an idempotent call to one instance and, if no
+// reply arrived after delay, a second copy of it to another instance; the
+// first reply wins, and the other request is cancelled (a cancel frame
+// tells its provider to stop the handler). If one of the two fails in a way
+// that may be retried before the other replied, the call waits for the
+// other; if the first request fails that way before the delay, the second
+// is sent at once. The delay must be positive: a zero delay, which would
+// send every idempotent call twice, is an error, so that a duration left
+// unset in a configuration cannot double the load.
+//
+// The second request decodes its reply into a new value of the reply's
+// type, so the reply Invoke returns may not be the one passed in (generated
+// clients use the returned one). Failbackup costs a goroutine per call and,
+// after the delay, a second request; the other modes cost nothing until an
+// attempt fails.
+func Failbackup(delay time.Duration) FailMode {
+	return FailMode{kind: failBackup, delay: delay}
+}
+
+// String describes the mode, for example "failover(2)".
+func (m FailMode) String() string {
+	switch m.kind {
+	case failFast:
+		return "failfast"
+	case failOver:
+		return fmt.Sprintf("failover(%d)", m.n)
+	case failTry:
+		return fmt.Sprintf("failtry(%d)", m.n)
+	case failBackup:
+		return fmt.Sprintf("failbackup(%v)", m.delay)
+	}
+	return "failfast"
+}
+
+// retries is how many attempts that may have run the mode adds.
+func (m FailMode) retries() int {
+	switch m.kind {
+	case failOver, failTry:
+		return m.n
+	}
+	return 0 // Failbackup's second request is made by Reference.hedge
+}
+
+// check returns the error of an invalid mode, naming its constructor.
+func (m FailMode) check() *Error {
+	switch {
+	case m.kind == failOver && m.n < 0:
+		return optionError("Failover", "retries %d must not be negative", m.n)
+	case m.kind == failTry && m.n < 0:
+		return optionError("Failtry", "retries %d must not be negative", m.n)
+	case m.kind == failBackup && m.delay <= 0:
+		return optionError("Failbackup", "delay must be positive (got %v)", m.delay)
+	}
+	return nil
+}
+
+func (m FailMode) applyClient(c *clientConfig) {
+	if err := m.check(); err != nil {
+		c.record(err)
+		return
+	}
+	c.resilience.fail = m
+}
+
+func (m FailMode) applyRefer(c *referConfig) {
+	if err := m.check(); err != nil {
+		c.record(err)
+		return
+	}
+	c.resilience.fail = m
+}
+
+func (m FailMode) applyCall(c *callConfig) {
+	if err := m.check(); err != nil {
+		c.record(err)
+		return
+	}
+	c.resilience.fail = m
+}
+
+type defaultTimeoutOption time.Duration
+
+func (o defaultTimeoutOption) applyClient(c *clientConfig) {
+	c.resilience.defaultTimeout = time.Duration(o)
+}
+
+func (o defaultTimeoutOption) applyRefer(c *referConfig) {
+	c.resilience.defaultTimeout, c.resilience.timeoutSet = time.Duration(o), true
+}
+
+// WithDefaultTimeout gives every call whose context has no deadline a
+// deadline d after the call starts (before client interceptors run, so they
+// see it). On a Client it applies to every reference; on a reference it
+// overrides the client's. 0 (the default) leaves such calls without a
+// deadline; a negative d is an error. The default costs a timer per call
+// that has no deadline of its own, and nothing for calls that have one.
+func WithDefaultTimeout(d time.Duration) PolicyOption {
+	if d < 0 {
+		return reject("WithDefaultTimeout", "timeout %v must not be negative (0 means none)", d)
+	}
+	return defaultTimeoutOption(d)
+}
+
+// WithIdempotent marks one call as idempotent: the fail mode may retry it
+// even if its method is not registered as idempotent. Use it for methods
+// that are idempotent for some requests only.
+func WithIdempotent() CallOption {
+	return callFunc(func(c *callConfig) { c.resilience.idempotent = true })
+}
+
+// WithIdempotentMethods marks methods of the referred service as idempotent
+// for the reference's fail mode, for services without generated code (or
+// whose proto does not declare an idempotency_level). A method is its full
+// name, "/package.Service/Method", or its name alone, "Method". Methods of
+// generated services whose proto declares idempotency_level IDEMPOTENT or
+// NO_SIDE_EFFECTS are idempotent without this option. An empty name, a
+// name alone that contains '/', and a full name of another service (checked
+// by Refer) are errors.
+func WithIdempotentMethods(methods ...string) ReferOption {
+	for i, name := range methods {
+		if name == "" {
+			return reject("WithIdempotentMethods", "method %d is empty", i)
+		}
+		if full, ok := strings.CutPrefix(name, "/"); ok {
+			svc, m, _ := strings.Cut(full, "/")
+			if svc == "" || m == "" || strings.Contains(m, "/") {
+				return reject("WithIdempotentMethods", "method %q is not \"/package.Service/Method\"", name)
+			}
+		} else if strings.Contains(name, "/") {
+			return reject("WithIdempotentMethods", "method %q is neither \"Method\" nor \"/package.Service/Method\"", name)
+		}
+	}
+	methods = slices.Clone(methods)
+	return referFunc(func(c *referConfig) {
+		c.resilience.idempotent = append(c.resilience.idempotent, methods...)
+	})
+}
+
+// checkIdempotentMethods records, for Refer, a full name given to
+// WithIdempotentMethods that names a method of another service than
+// service, and returns the first error recorded in cfg.
+func checkIdempotentMethods(cfg *referConfig, service string) error {
+	prefix := "/" + service + "/"
+	for _, name := range cfg.resilience.idempotent {
+		if strings.HasPrefix(name, "/") && !strings.HasPrefix(name, prefix) {
+			cfg.invalid("WithIdempotentMethods", "method %q is not a method of %s", name, service)
+		}
+	}
+	return cfg.err()
+}
+
+// normalizeMethods turns the names given to WithIdempotentMethods into full
+// method names of service.
+func normalizeMethods(service string, methods []string) map[string]bool {
+	if len(methods) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(methods))
+	for _, name := range methods {
+		if !strings.HasPrefix(name, "/") {
+			name = "/" + service + "/" + name
+		}
+		m[name] = true
+	}
+	return m
+}
 
 // maxAttempts bounds how many instances one call tries when a provider
 // provably did not run it.
 const maxAttempts = 3
-
-// invoke is the reference's UnaryInvoker: a call with the reference's fail
-// mode.
-func (r *Reference) invoke(ctx context.Context, method string, req, reply any) (any, error) {
-	return r.call(ctx, method, req, reply, nil)
-}
 
 // call makes a call: locally if the service is exported in this process,
 // otherwise with the fail mode of cc (the call's options, nil if none) or
@@ -64,6 +299,52 @@ func (r *Reference) idempotent(method string, cc *callConfig) bool {
 	return registeredIdempotent(method)
 }
 
+// methodTable maps full method names, "/package.Service/Method", to whether
+// the method is idempotent. It is written by RegisterMethods (in practice
+// from init functions of generated code) and read, without locking, only
+// when a call has failed and might be retried, and when a call starts under
+// Failbackup.
+var methodTable struct {
+	mu sync.Mutex // serializes writers
+	m  atomic.Pointer[map[string]bool]
+}
+
+// RegisterMethods records, for every client in this process, which methods
+// of desc are idempotent (MethodDesc.Idempotent): a fail mode retries a call
+// that may have run only if its method is idempotent (see FailMode).
+// Generated code calls it from an init function for every service, with the
+// service's ServiceDesc; a hand-written ServiceDesc can be registered the
+// same way, or its methods named with WithIdempotentMethods on a reference.
+// Registering a service again replaces what was recorded for its methods.
+// It is safe for concurrent use.
+func RegisterMethods(desc *ServiceDesc) {
+	if desc == nil || desc.ServiceName == "" {
+		return
+	}
+	methodTable.mu.Lock()
+	defer methodTable.mu.Unlock()
+	var old map[string]bool
+	if p := methodTable.m.Load(); p != nil {
+		old = *p
+	}
+	m := make(map[string]bool, len(old)+len(desc.Methods))
+	for k, v := range old {
+		m[k] = v
+	}
+	prefix := "/" + desc.ServiceName + "/"
+	for _, md := range desc.Methods {
+		m[prefix+md.Name] = md.Idempotent
+	}
+	methodTable.m.Store(&m)
+}
+
+// registeredIdempotent reports whether method (a full name) was registered
+// as idempotent.
+func registeredIdempotent(method string) bool {
+	p := methodTable.m.Load()
+	return p != nil && (*p)[method]
+}
+
 // run makes attempts of a call until one succeeds, the failure is final or
 // the retries are spent. first, if not nil, is the endpoint of the first
 // attempt instead of the selector's choice. It returns the number of
@@ -91,11 +372,10 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 		next = nil
 		if ep == nil {
 			if tried == nil {
-				i := r.selector.Select(ctx, method, st.live)
-				if i < 0 || i >= len(st.live) {
-					return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.live), r.keyStr), attempts, outLocal
+				var perr error
+				if ep, perr = r.pick(ctx, method, st); perr != nil {
+					return nil, perr, attempts, outLocal
 				}
-				ep = st.liveEps[i]
 			} else {
 				ep = r.pickOther(ctx, method, st, tried, nil, false)
 			}
@@ -129,81 +409,6 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 		}
 		return out, err, attempts, o
 	}
-}
-
-// attempt makes one attempt of a call on ep and records its outcome.
-func (r *Reference) attempt(ctx context.Context, ep *endpoint, method, short string, req, reply any, n int) (out any, err error, o outcome) {
-	c := r.cl
-	obs := c.cfg.resilience.observer
-	if obs != nil {
-		obs(Event{Kind: EventAttempt, Addr: ep.addr, Method: method, Attempt: n})
-	}
-	cc, cerr := ep.conn(ctx, c)
-	if cerr != nil {
-		err = cerr
-		switch {
-		case errors.Is(cerr, ErrClientClosed):
-			o = outLocal
-		case ctx.Err() == nil:
-			o = outNoConn
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			o = outTimeout
-		default:
-			o = outLocal
-		}
-	} else {
-		out, err, o = cc.invoke(ctx, r.keyStr, method, short, req, reply)
-	}
-	c.noteOutcome(ep, o)
-	if obs != nil {
-		obs(Event{Kind: EventAttemptDone, Addr: ep.addr, Method: method, Attempt: n, Err: err})
-	}
-	return out, err, o
-}
-
-// pickOther chooses the endpoint of a retry: with the selector, among the
-// live instances the call has not tried (and that are not avoid), else
-// among all such instances, else (unless strict) among the live ones. It
-// returns nil only if strict and there is no other instance.
-func (r *Reference) pickOther(ctx context.Context, method string, st *refState, tried []*endpoint, avoid *endpoint, strict bool) *endpoint {
-	excluded := func(ep *endpoint) bool {
-		if ep == avoid {
-			return true
-		}
-		for _, t := range tried {
-			if t == ep {
-				return true
-			}
-		}
-		return false
-	}
-	var cands []registry.Instance
-	var eps []*endpoint
-	for _, pass := range [2]struct {
-		in  []registry.Instance
-		eps []*endpoint
-	}{{st.live, st.liveEps}, {st.instances, st.eps}} {
-		for i, ep := range pass.eps {
-			if !excluded(ep) {
-				cands = append(cands, pass.in[i])
-				eps = append(eps, ep)
-			}
-		}
-		if len(eps) > 0 {
-			break
-		}
-	}
-	if len(eps) == 0 {
-		if strict {
-			return nil
-		}
-		cands, eps = st.live, st.liveEps
-	}
-	i := r.selector.Select(ctx, method, cands)
-	if i < 0 || i >= len(eps) {
-		i = 0
-	}
-	return eps[i]
 }
 
 // failed returns the error of a call whose last attempt failed with err: a
@@ -259,11 +464,10 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 		}
 		return out, nil
 	}
-	i := r.selector.Select(ctx, method, st.live)
-	if i < 0 || i >= len(st.live) {
-		return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.live), r.keyStr)
+	first, err := r.pick(ctx, method, st)
+	if err != nil {
+		return nil, err
 	}
-	first := st.liveEps[i]
 
 	type result struct {
 		out      any

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,130 @@ import (
 // else. A timer probes an ejected endpoint with a ping frame when its
 // back-off ends.
 
+// EjectionPolicy configures passive health checking ("outlier ejection"):
+// how a client stops sending calls to a provider address that fails.
+//
+// Every provider address a client calls has a count of consecutive faults:
+// connections that could not be made or that broke under a call, and calls
+// that timed out waiting for the provider (the caller's deadline passed, or
+// the provider answered CodeDeadlineExceeded). A reply of any other kind,
+// success or error, resets the count. When it reaches ConsecutiveFailures,
+// the address is ejected: the references that list it stop choosing it for
+// calls, for a back-off period that starts at BaseBackoff and doubles with
+// each ejection that follows a failed probe, up to MaxBackoff, with jitter
+// (each period is drawn from [d/2, d]). When the period ends the client
+// probes the address with a ping frame on its connection (dialling one if
+// needed), bounded by ProbeTimeout: if the pong arrives the address takes
+// full traffic again, otherwise it stays ejected for the next period. An
+// address that stays healthy for MaxBackoff after being readmitted starts
+// again from BaseBackoff when it is next ejected.
+//
+// Ejection never leaves a reference without instances to call: an address
+// is not ejected if that would take more than MaxEjectedPercent of the
+// instances of any reference that lists it out of rotation (so a reference
+// with one instance never ejects it, and one with three ejects at most one
+// at a time with the default of 50). If the list changes so that more are
+// ejected than allowed, the first ones in the list are called anyway.
+//
+// Probes and ejections cost nothing on the path of a successful call: each
+// reference keeps the list of instances it chooses from, rebuilt when an
+// address is ejected or readmitted.
+type EjectionPolicy struct {
+	// ConsecutiveFailures is the number of consecutive faults that eject an
+	// address (default 5). A negative value turns ejection off.
+	ConsecutiveFailures int
+	// BaseBackoff is the first ejection period (default 500ms).
+	BaseBackoff time.Duration
+	// MaxBackoff caps the ejection period (default 5s, or BaseBackoff if
+	// that is longer). It must not be shorter than BaseBackoff.
+	MaxBackoff time.Duration
+	// ProbeTimeout bounds a probe (default 1s).
+	ProbeTimeout time.Duration
+	// MaxEjectedPercent is the largest share of a reference's instances
+	// that may be out of rotation at once, 0-100 (default 50; 0 means the
+	// default). With 100, a reference whose instances are all ejected calls
+	// all of them.
+	MaxEjectedPercent int
+}
+
+// DefaultEjectionPolicy is the policy a client uses unless WithEjection
+// says otherwise.
+var DefaultEjectionPolicy = EjectionPolicy{
+	ConsecutiveFailures: 5,
+	BaseBackoff:         500 * time.Millisecond,
+	MaxBackoff:          5 * time.Second,
+	ProbeTimeout:        time.Second,
+	MaxEjectedPercent:   50,
+}
+
+// withDefaults fills the zero fields of p from DefaultEjectionPolicy.
+func (p EjectionPolicy) withDefaults() EjectionPolicy {
+	d := DefaultEjectionPolicy
+	if p.ConsecutiveFailures == 0 {
+		p.ConsecutiveFailures = d.ConsecutiveFailures
+	}
+	if p.BaseBackoff <= 0 {
+		p.BaseBackoff = d.BaseBackoff
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = max(d.MaxBackoff, p.BaseBackoff)
+	}
+	if p.MaxBackoff < p.BaseBackoff {
+		p.MaxBackoff = p.BaseBackoff
+	}
+	if p.ProbeTimeout <= 0 {
+		p.ProbeTimeout = d.ProbeTimeout
+	}
+	if p.MaxEjectedPercent <= 0 {
+		p.MaxEjectedPercent = d.MaxEjectedPercent
+	}
+	p.MaxEjectedPercent = min(p.MaxEjectedPercent, 100)
+	return p
+}
+
+// check returns the error of a policy WithEjection cannot take.
+func (p EjectionPolicy) check() *Error {
+	const opt = "WithEjection"
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"BaseBackoff", p.BaseBackoff}, {"MaxBackoff", p.MaxBackoff}, {"ProbeTimeout", p.ProbeTimeout}} {
+		if f.d < 0 {
+			return optionError(opt, "%s %v must not be negative (0 means the default)", f.name, f.d)
+		}
+	}
+	if p.MaxEjectedPercent < 0 || p.MaxEjectedPercent > 100 {
+		return optionError(opt, "MaxEjectedPercent %d must be 0-100 (0 means the default, %d)", p.MaxEjectedPercent, DefaultEjectionPolicy.MaxEjectedPercent)
+	}
+	if p.MaxBackoff > 0 {
+		base, what := p.BaseBackoff, ""
+		if base == 0 {
+			base, what = DefaultEjectionPolicy.BaseBackoff, " (the default)"
+		}
+		if p.MaxBackoff < base {
+			return optionError(opt, "MaxBackoff %v is shorter than BaseBackoff %v%s", p.MaxBackoff, base, what)
+		}
+	}
+	return nil
+}
+
+// WithEjection sets the client's passive health checking; zero fields take
+// the values of DefaultEjectionPolicy. See EjectionPolicy. A negative
+// duration, a MaxEjectedPercent outside 0-100, and a MaxBackoff shorter than
+// the BaseBackoff (given or default) are errors naming the field.
+func WithEjection(p EjectionPolicy) ClientOption {
+	if err := p.check(); err != nil {
+		return rejectedOption{err}
+	}
+	return clientFunc(func(c *clientConfig) { c.resilience.ejection = p })
+}
+
+// WithoutEjection turns passive health checking off: every listed instance
+// is called, however it fails.
+func WithoutEjection() ClientOption {
+	return clientFunc(func(c *clientConfig) { c.resilience.ejection = EjectionPolicy{ConsecutiveFailures: -1} })
+}
+
 // epHealth is the health state of one endpoint.
 type epHealth struct {
 	fails atomic.Int32 // consecutive faults
@@ -30,37 +155,6 @@ type epHealth struct {
 	readmitted time.Time // when it last took full traffic again
 	timer      *time.Timer
 }
-
-// outcome classifies how an attempt ended, for the fail mode and for the
-// endpoint's health.
-type outcome uint8
-
-const (
-	// outReply: the provider replied, with a response or with the
-	// handler's error. Healthy.
-	outReply outcome = iota
-	// outNotRun: the call provably did not run, and not because of a fault
-	// of the address: never written on a connection that had broken, or
-	// refused unexecuted by a provider that is shutting down or does not
-	// export the service.
-	outNotRun
-	// outNoConn: no connection could be made, so the call did not run. A
-	// fault.
-	outNoConn
-	// outBroken: the connection broke after the request was written: the
-	// call may have run. A fault.
-	outBroken
-	// outClosing: a provider that is shutting down closed the connection
-	// after the request was written: the call may have run. Not a fault.
-	outClosing
-	// outTimeout: the deadline passed while waiting for the provider (or
-	// for a connection to it), or the provider answered DeadlineExceeded.
-	// The call may have run. A fault.
-	outTimeout
-	// outLocal: the call failed on this side before anything was sent
-	// (context done, encoding, size, client closed). Final.
-	outLocal
-)
 
 // noteOutcome updates the endpoint's health after an attempt.
 func (c *Client) noteOutcome(ep *endpoint, o outcome) {
@@ -284,4 +378,70 @@ func (cc *clientConn) ping(ctx context.Context) error {
 		return Errorf(CodeInternal, "ping %s: answered with a %s frame", cc.addr, typ)
 	}
 	return nil
+}
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+// The events a client reports to its observer.
+const (
+	// EventAttempt: an attempt of a call is about to be made on Addr
+	// (before connecting, if there is no connection yet).
+	EventAttempt EventKind = iota + 1
+	// EventAttemptDone: the attempt on Addr ended, with Err (nil on
+	// success).
+	EventAttemptDone
+	// EventEjected: Addr was taken out of rotation for Backoff.
+	EventEjected
+	// EventProbe: Addr was probed, with the result Err.
+	EventProbe
+	// EventReadmitted: Addr takes full traffic again.
+	EventReadmitted
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventAttempt:
+		return "attempt"
+	case EventAttemptDone:
+		return "attempt-done"
+	case EventEjected:
+		return "ejected"
+	case EventProbe:
+		return "probe"
+	case EventReadmitted:
+		return "readmitted"
+	}
+	return fmt.Sprintf("EventKind(%d)", uint8(k))
+}
+
+// Event is something a client did on a provider address, reported to the
+// function given to WithObserver.
+type Event struct {
+	Kind EventKind
+	// Addr is the provider address, host:port.
+	Addr string
+	// Method is the full method name (attempt events only).
+	Method string
+	// Attempt is the number of the attempt within its call, from 1
+	// (attempt events only).
+	Attempt int
+	// Err is the attempt's or the probe's error.
+	Err error
+	// Backoff is how long the address stays out of rotation (EventEjected
+	// only).
+	Backoff time.Duration
+}
+
+// WithObserver makes the client report every attempt, ejection, probe and
+// readmission to f, for metrics, logs and tests. f is called synchronously
+// from the goroutine that makes the call (attempt events) or from the
+// client's own goroutines, concurrently, and must be fast and must not call
+// into the client. Without an observer nothing is reported and nothing is
+// spent on it. A nil f is an error.
+func WithObserver(f func(Event)) ClientOption {
+	if f == nil {
+		return reject("WithObserver", "observer is nil")
+	}
+	return clientFunc(func(c *clientConfig) { c.resilience.observer = f })
 }

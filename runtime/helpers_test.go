@@ -127,6 +127,18 @@ func startProvider(t testing.TB, reg registry.Registry, impl echoServer, sopts [
 
 // refer refers the echo service over the network: the providers run in this
 // test process, so without WithRemote every call would be a local call.
+// newClient returns a client closed when the test ends, failing the test if
+// NewClient fails.
+func newClient(t testing.TB, opts ...runtime.ClientOption) *runtime.Client {
+	t.Helper()
+	cli, err := runtime.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
 func refer(t testing.TB, reg registry.Registry, copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference) {
 	t.Helper()
 	return referMaybeLocal(t, reg, copts, append([]runtime.ReferOption{runtime.WithRemote()}, ropts...)...)
@@ -134,8 +146,7 @@ func refer(t testing.TB, reg registry.Registry, copts []runtime.ClientOption, ro
 
 func referMaybeLocal(t testing.TB, reg registry.Registry, copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference) {
 	t.Helper()
-	cli := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(reg)}, copts...)...)
-	t.Cleanup(func() { cli.Close() })
+	cli := newClient(t, append([]runtime.ClientOption{runtime.WithRegistry(reg)}, copts...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ref, err := cli.Refer(ctx, echoService, ropts...)

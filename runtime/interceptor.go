@@ -1,6 +1,9 @@
 package runtime
 
-import "context"
+import (
+	"context"
+	"slices"
+)
 
 // UnaryHandler runs a decoded request against the implementation.
 type UnaryHandler func(ctx context.Context, req any) (any, error)
@@ -67,4 +70,30 @@ func clientNext(in []UnaryClientInterceptor, i int, final UnaryInvoker) UnaryInv
 	return func(ctx context.Context, method string, req, reply any) (any, error) {
 		return in[i](ctx, method, req, reply, clientNext(in, i+1, final))
 	}
+}
+
+// WithServerInterceptor appends unary server interceptors. The first one is
+// the outermost. A nil interceptor is an error naming its index among in,
+// from 0.
+func WithServerInterceptor(in ...UnaryServerInterceptor) ServerOption {
+	for i, f := range in {
+		if f == nil {
+			return reject("WithServerInterceptor", "interceptor %d is nil", i)
+		}
+	}
+	in = slices.Clone(in)
+	return serverFunc(func(c *serverConfig) { c.interceptors = append(c.interceptors, in...) })
+}
+
+// WithClientInterceptor appends unary client interceptors. The first one is
+// the outermost. A nil interceptor is an error naming its index among in,
+// from 0.
+func WithClientInterceptor(in ...UnaryClientInterceptor) ClientOption {
+	for i, f := range in {
+		if f == nil {
+			return reject("WithClientInterceptor", "interceptor %d is nil", i)
+		}
+	}
+	in = slices.Clone(in)
+	return clientFunc(func(c *clientConfig) { c.interceptors = append(c.interceptors, in...) })
 }

@@ -26,7 +26,10 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 	lis := listen(t)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ref, err := cli.Refer(context.Background(), echoService, runtime.WithRemote())
 	if err != nil {
 		t.Fatal(err)

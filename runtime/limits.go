@@ -1,9 +1,6 @@
 package runtime
 
 import (
-	"crypto/tls"
-	"errors"
-	"io"
 	"net"
 	"time"
 )
@@ -31,6 +28,61 @@ import (
 //     client closes it as soon as its last reply arrives and dials afresh
 //     for its next call; one that ignores goaway is closed a frame timeout
 //     later, once it has no call running.
+
+// DefaultFrameTimeout is how long a server waits for the rest of a frame once
+// its first byte has arrived, and how long one write of replies to a client
+// may take. A client that trickles a frame, announces a large frame and then
+// stalls, or stops reading its replies is disconnected after it.
+const DefaultFrameTimeout = 30 * time.Second
+
+// DefaultIdleTimeout is how long a server keeps a connection that has no call
+// running and sends no request. It then sends goaway, so the client closes
+// the connection and dials again on its next call; nothing is lost.
+const DefaultIdleTimeout = 5 * time.Minute
+
+// DefaultMaxConcurrentRequests is the number of requests one connection may
+// have running on a server at once.
+const DefaultMaxConcurrentRequests = 10000
+
+// WithFrameTimeout sets how long a server waits for the rest of a frame once
+// its first byte has arrived (and for a TLS handshake to complete), and how
+// long one write of replies to a client may block (default
+// DefaultFrameTimeout). A connection that exceeds it is closed and the reason
+// logged: this is what frees a server from clients that trickle bytes,
+// announce a large frame and stall, or stop reading. Zero disables it; a
+// negative value makes Serve fail.
+func WithFrameTimeout(d time.Duration) ServerOption {
+	if d < 0 {
+		return reject("WithFrameTimeout", "frame timeout %v must not be negative (0 disables it)", d)
+	}
+	return serverFunc(func(c *serverConfig) { c.sec.frameTimeout = d })
+}
+
+// WithIdleTimeout sets how long a server keeps a connection on which no call
+// is running and no request arrives (default DefaultIdleTimeout). Pings do
+// not count as activity. The server then sends goaway: a Storks client
+// closes the connection once its last reply is in and dials again for its
+// next call, so no call fails. A client that keeps the connection open
+// anyway is disconnected one frame timeout later. Zero disables it; a
+// negative value makes Serve fail.
+func WithIdleTimeout(d time.Duration) ServerOption {
+	if d < 0 {
+		return reject("WithIdleTimeout", "idle timeout %v must not be negative (0 disables it)", d)
+	}
+	return serverFunc(func(c *serverConfig) { c.sec.idleTimeout = d })
+}
+
+// WithMaxConcurrentRequests caps the requests one connection may have
+// running on the server at once (default DefaultMaxConcurrentRequests). A
+// request over the cap is not run and not queued: it is answered at once
+// with CodeResourceExhausted, flagged as not executed. Zero removes the cap;
+// a negative value makes Serve fail.
+func WithMaxConcurrentRequests(n int) ServerOption {
+	if n < 0 {
+		return reject("WithMaxConcurrentRequests", "limit %d must not be negative (0 means no limit)", n)
+	}
+	return serverFunc(func(c *serverConfig) { c.sec.maxConcurrent = n })
+}
 
 // maxQueuedReplies bounds the reply bytes queued on a server connection
 // behind a write in progress.
@@ -191,61 +243,4 @@ func (sc *serverConn) closeFor(reason string) {
 	}
 	sc.s.cfg.logger.Warn("storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
 	sc.c.Close()
-}
-
-// handshake runs the TLS handshake of a TLS server's connection, bounded by
-// the frame timeout (or the idle timeout), and reports whether the
-// connection may be used. A client that speaks plaintext Storks is answered,
-// in plaintext, with an error saying that the server requires TLS.
-func (sc *serverConn) handshake() bool {
-	tc, ok := sc.rw.(*tls.Conn)
-	if !ok {
-		return true
-	}
-	s := sc.s
-	timeout := s.cfg.sec.frameTimeout
-	if timeout <= 0 {
-		timeout = s.cfg.sec.idleTimeout
-	}
-	if timeout > 0 {
-		sc.c.SetDeadline(time.Now().Add(timeout))
-	}
-	remote := sc.c.RemoteAddr().String()
-	var first [headerSize]byte
-	if _, err := io.ReadFull(sc.c, first[:1]); err != nil {
-		if !isQuietClose(err) {
-			s.cfg.logger.Warn("storks: closing connection: nothing received for the TLS handshake", "remote", remote, "err", err)
-		}
-		return false
-	}
-	if first[0] == magic0 {
-		// A Storks frame: the client does not use TLS. Tell it, if it sent
-		// a header we can answer.
-		s.cfg.logger.Warn("storks: closing connection: plaintext client on a TLS server", "remote", remote)
-		if _, err := io.ReadFull(sc.c, first[1:]); err == nil && first[1] == magic1 {
-			fh, _ := parseHeader(first[:], 1<<31-1)
-			b := appendHeader(nil, frameGoAway, 0, 0)
-			start := len(b)
-			b = appendHeader(b, frameError, fh.id, 0)
-			b = appendErrorBody(b, Errorf(CodeUnavailable, "server %s requires TLS; give the client runtime.WithTLSConfig", s.Addr()), errNotExecuted)
-			setBodyLen(b[start:])
-			sc.c.Write(b)
-		}
-		return false
-	}
-	sc.in.prefix = append(sc.in.prefix[:0], first[0])
-	if err := tc.HandshakeContext(sc.ctx); err != nil {
-		if sc.ctx.Err() == nil {
-			s.cfg.logger.Warn("storks: closing connection: TLS handshake failed", "remote", remote, "err", err)
-		}
-		return false
-	}
-	if timeout > 0 {
-		sc.c.SetDeadline(time.Time{})
-	}
-	return true
-}
-
-func isQuietClose(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }

@@ -10,6 +10,7 @@ import (
 type Metadata map[string]string
 
 type outgoingKey struct{}
+
 type incomingKey struct{}
 
 // NewOutgoingContext returns a context whose calls send md. Metadata already
@@ -39,4 +40,25 @@ func FromIncomingContext(ctx context.Context) Metadata {
 
 func newIncomingContext(ctx context.Context, md Metadata) context.Context {
 	return context.WithValue(ctx, incomingKey{}, md)
+}
+
+// WithCallMetadata adds metadata to one call, merged over metadata attached to
+// the context with NewOutgoingContext. An empty key, or more pairs than a
+// request may carry (1024), fails the call with an error naming
+// WithCallMetadata.
+func WithCallMetadata(md Metadata) CallOption {
+	return callFunc(func(c *callConfig) {
+		if _, ok := md[""]; ok {
+			c.invalid("WithCallMetadata", "a key is empty")
+			return
+		}
+		if len(md) > maxMetadataPairs {
+			c.invalid("WithCallMetadata", "%d pairs are more than a request may carry (%d)", len(md), maxMetadataPairs)
+			return
+		}
+		if c.metadata == nil {
+			c.metadata = make(Metadata, len(md))
+		}
+		maps.Copy(c.metadata, md)
+	})
 }

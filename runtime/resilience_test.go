@@ -145,8 +145,7 @@ func TestFailoverRetriesIdempotentCallsElsewhere(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
-			cli := runtime.NewClient(runtime.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
-			t.Cleanup(func() { cli.Close() })
+			cli := newClient(t, runtime.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
 			ref, err := cli.Refer(context.Background(), tc.service, append([]runtime.ReferOption{runtime.Failover(2), runtime.WithSelector(preferSelector{a.addr(), b.addr()})}, tc.ropts...)...)
 			if err != nil {
 				t.Fatal(err)
@@ -192,8 +191,7 @@ func TestGeneratedMethodsCarryIdempotency(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
-			cli := runtime.NewClient(runtime.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
-			t.Cleanup(func() { cli.Close() })
+			cli := newClient(t, runtime.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
 			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.Failover(1), runtime.WithSelector(preferSelector{a.addr(), b.addr()}))
 			if err != nil {
 				t.Fatal(err)
@@ -359,7 +357,7 @@ func TestFailbackup(t *testing.T) {
 	t.Run("all fail", func(t *testing.T) {
 		d1, d2 := startFake(t, "d1", fakeDrop), startFake(t, "d2", fakeDrop)
 		_, ref := referAddrs(t, []string{d1.addr(), d2.addr()}, []runtime.ClientOption{runtime.WithoutEjection()},
-			runtime.Failbackup(0), runtime.WithIdempotentMethods("Echo"))
+			runtime.Failbackup(time.Nanosecond), runtime.WithIdempotentMethods("Echo"))
 		_, err := callEcho(withTimeout(t, 10*time.Second), ref, "x")
 		wantCode(t, err, runtime.CodeUnavailable, "test.Echo failed after ")
 		if !errors.Is(err, runtime.ErrConnClosed) {

@@ -395,8 +395,7 @@ func TestShutdownDeregistersDrainsAndRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A client that still had the old address gets a clear refusal.
-	raw := runtime.NewClient(runtime.WithRegistry(mustOpen(t, "direct://"+srv.Addr())))
-	defer raw.Close()
+	raw := newClient(t, runtime.WithRegistry(mustOpen(t, "direct://"+srv.Addr())))
 	r2, err := raw.Refer(context.Background(), echoService)
 	if err != nil {
 		t.Fatal(err)

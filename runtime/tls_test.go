@@ -212,9 +212,12 @@ func TestTLSConfigIsChecked(t *testing.T) {
 	err := srv.Serve(listen(t))
 	wantCode(t, err, runtime.CodeInvalidArgument, "WithTLSConfig: the server's tls.Config has no certificate")
 
-	reg := newRegistry(t)
-	startProvider(t, reg, &echoImpl{}, nil)
-	_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithTLSConfig(nil)})
-	_, err = callEcho(context.Background(), ref, "x")
+	cli, err := runtime.NewClient(runtime.WithTLSConfig(nil))
+	if cli != nil {
+		t.Error("NewClient returned a client with its error")
+	}
 	wantCode(t, err, runtime.CodeInvalidArgument, "WithTLSConfig: the *tls.Config is nil")
+
+	_, err = runtime.NewClient(runtime.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
+	wantCode(t, err, runtime.CodeInvalidArgument, "WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2")
 }

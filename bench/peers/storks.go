@@ -59,7 +59,11 @@ func startStorks() (Instance, error) {
 		inst.Close()
 		return nil, err
 	}
-	cli := storks.NewClient(storks.WithRegistry(reg), storks.WithLogger(quiet))
+	cli, err := storks.NewClient(storks.WithRegistry(reg), storks.WithLogger(quiet))
+	if err != nil {
+		inst.Close()
+		return nil, err
+	}
 	inst.closers = append(inst.closers, reg.Close, cli.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

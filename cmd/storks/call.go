@@ -153,10 +153,13 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 		return err
 	}
 	defer reg.Close()
-	cli := runtime.NewClient(
+	cli, err := runtime.NewClient(
 		runtime.WithRegistry(reg),
 		runtime.WithLogger(slog.New(slog.DiscardHandler)),
 	)
+	if err != nil {
+		return err
+	}
 	defer cli.Close()
 	ref, err := cli.Refer(ctx, serviceName,
 		runtime.WithVersion(f.version), runtime.WithGroup(f.group),

@@ -59,7 +59,10 @@ func run() error {
 		return err
 	}
 	defer reg.Close()
-	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	if err != nil {
+		return err
+	}
 	defer cli.Close()
 	ref, err := cli.Refer(ctx, greeterv1.Greeter_ServiceName,
 		runtime.WithVersion(*version), runtime.WithGroup(*group), runtime.WithSelector(sel))

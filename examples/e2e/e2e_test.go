@@ -88,7 +88,10 @@ func startProviders(t *testing.T, reg registry.Registry, n int) []*provider {
 // waits until it knows n providers.
 func greeter(t *testing.T, reg registry.Registry, n int, opts ...runtime.ReferOption) (greeterv1.GreeterClient, *runtime.Reference) {
 	t.Helper()
-	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { cli.Close() })
 	ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, append([]runtime.ReferOption{runtime.WithRemote()}, opts...)...)
 	if err != nil {
@@ -165,7 +168,10 @@ func TestRandomIsRoughlyUniform(t *testing.T) {
 func TestConcurrentCallsOverOneConnection(t *testing.T) {
 	reg := newRegistry(t)
 	ps := startProviders(t, reg, 1)
-	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer cli.Close()
 	ref, err := cli.Refer(context.Background(), echov1.Echo_ServiceName, runtime.WithRemote())
 	if err != nil {

@@ -75,7 +75,10 @@ func TestRegistryOutageKeepsCallsWorking(t *testing.T) {
 			srv := rs.start(t)
 			serveGreeter(t, srv.url, "a")
 			serveGreeter(t, srv.url, "b")
-			cli := runtime.NewClient(runtime.WithRegistry(openURL(t, srv.url)))
+			cli, err := runtime.NewClient(runtime.WithRegistry(openURL(t, srv.url)))
+			if err != nil {
+				t.Fatal(err)
+			}
 			t.Cleanup(func() { cli.Close() })
 			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.WithRemote())
 			if err != nil {
@@ -157,7 +160,10 @@ func TestKilledProviderDisappears(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			cli := runtime.NewClient(runtime.WithRegistry(openURL(t, srv.url)))
+			cli, err := runtime.NewClient(runtime.WithRegistry(openURL(t, srv.url)))
+			if err != nil {
+				t.Fatal(err)
+			}
 			t.Cleanup(func() { cli.Close() })
 			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.WithRemote())
 			if err != nil {

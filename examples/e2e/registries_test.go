@@ -67,7 +67,10 @@ func TestRealRegistriesEndToEnd(t *testing.T) {
 				t.Cleanup(func() { srv.Close(); <-done })
 				ps = append(ps, prov{srv, g})
 			}
-			cli := runtime.NewClient(runtime.WithRegistry(openURL(t, url)))
+			cli, err := runtime.NewClient(runtime.WithRegistry(openURL(t, url)))
+			if err != nil {
+				t.Fatal(err)
+			}
 			t.Cleanup(func() { cli.Close() })
 			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.WithVersion("e2e"), runtime.WithRemote())
 			if err != nil {

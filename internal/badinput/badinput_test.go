@@ -88,7 +88,10 @@ func (e *env) serve(srv *runtime.Server, lis net.Listener) error {
 }
 
 func (e *env) refer(copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference, error) {
-	cli := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(e.reg)}, copts...)...)
+	cli, err := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(e.reg)}, copts...)...)
+	if err != nil {
+		return nil, nil, err
+	}
 	e.t.Cleanup(func() { cli.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -104,11 +107,37 @@ func (e *env) call(copts []runtime.ClientOption, ropts ...runtime.ReferOption) e
 	return invoke(ref, "/"+service+"/Echo")
 }
 
-func invoke(ref *runtime.Reference, method string) error {
+// callWith makes a call with call options through a reference to the
+// provider.
+func (e *env) callWith(opts ...runtime.CallOption) error {
+	_, ref, err := e.refer(nil)
+	if err != nil {
+		return fmt.Errorf("refer: %w", err)
+	}
+	return invoke(ref, "/"+service+"/Echo", opts...)
+}
+
+func invoke(ref *runtime.Reference, method string, opts ...runtime.CallOption) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := ref.Invoke(ctx, method, wrapperspb.String("x"), new(wrapperspb.StringValue))
+	_, err := ref.Invoke(ctx, method, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
 	return err
+}
+
+// newClient returns NewClient's error, closing the client if there is one.
+func newClient(opts ...runtime.ClientOption) error {
+	cli, err := runtime.NewClient(opts...)
+	if cli != nil {
+		cli.Close()
+	}
+	return err
+}
+
+// failedOpen is what `reg, _ := registry.Open(ctx, url)` gives when Open
+// fails.
+func failedOpen() registry.Registry {
+	reg, _ := registry.Open(context.Background(), "nope://127.0.0.1:1")
+	return reg
 }
 
 func openURL(url string) error {
@@ -174,8 +203,10 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 		{"export: version with '/'", func() error { return export(desc(), echo{}, runtime.WithVersion("v/1")) }, []string{"version", "contains '/'"}},
 		{"export: group with ':'", func() error { return export(desc(), echo{}, runtime.WithGroup("g:1")) }, []string{"group", "contains ':'"}},
 		{"export: version of 300 bytes", func() error { return export(desc(), echo{}, runtime.WithVersion(strings.Repeat("v", 300))) }, []string{"version", "longer than 255 bytes"}},
-		{"export: negative weight", func() error { return export(desc(), echo{}, runtime.WithWeight(-1)) }, []string{"weight -1 must not be negative"}},
-		{"export: negative delay", func() error { return export(desc(), echo{}, runtime.WithDelay(-time.Second)) }, []string{"delay -1s must not be negative"}},
+		{"export: negative weight", func() error { return export(desc(), echo{}, runtime.WithWeight(-1)) }, []string{"WithWeight: weight -1 must not be negative"}},
+		{"export: negative delay", func() error { return export(desc(), echo{}, runtime.WithDelay(-time.Second)) }, []string{"WithDelay: delay -1s must not be negative"}},
+		{"export: empty metadata key", func() error { return export(desc(), echo{}, runtime.WithMetadata(map[string]string{"": "x"})) }, []string{"WithMetadata: a key is empty"}},
+		{"export: nil option", func() error { return export(desc(), echo{}, nil) }, []string{"Export: option 0 is nil"}},
 		{"export: method without a name", func() error {
 			d := desc()
 			d.Methods[0].Name = ""
@@ -208,8 +239,10 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 		}, []string{"server is shut down"}},
 
 		// Serve and server options.
-		{"serve: advertised port 0", func() error { return serveWith(e, runtime.WithAdvertiseAddr("127.0.0.1:0")) }, []string{"advertise address", "port must be 1-65535"}},
-		{"serve: advertised address without port", func() error { return serveWith(e, runtime.WithAdvertiseAddr("127.0.0.1")) }, []string{"advertise address", "is not host:port"}},
+		{"server: advertised port 0", func() error { return serveWith(e, runtime.WithAdvertiseAddr("127.0.0.1:0")) }, []string{"WithAdvertiseAddr", "port must be 1-65535"}},
+		{"server: advertised address without port", func() error { return serveWith(e, runtime.WithAdvertiseAddr("127.0.0.1")) }, []string{"WithAdvertiseAddr", "is not host:port"}},
+		{"server: empty advertised address", func() error { return serveWith(e, runtime.WithAdvertiseAddr("")) }, []string{"WithAdvertiseAddr", "is not host:port"}},
+		{"server: advertised address 0.0.0.0", func() error { return serveWith(e, runtime.WithAdvertiseAddr("0.0.0.0:7000")) }, []string{"WithAdvertiseAddr", "unspecified host"}},
 		{"serve: listener on port 0", func() error {
 			return e.serve(runtime.NewServer(), fixedAddrListener{e.listen(), "127.0.0.1:0"})
 		}, []string{"listener address", "has port 0; set WithAdvertiseAddr"}},
@@ -233,21 +266,112 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 		}, []string{"WithServerInterceptor: interceptor 0 is nil"}},
 		{"server: nil TLS config", func() error { return serveWith(e, runtime.WithTLSConfig(nil)) }, []string{"WithTLSConfig", "nil"}},
 		{"server: TLS config without a certificate", func() error { return serveWith(e, runtime.WithTLSConfig(&tls.Config{})) }, []string{"WithTLSConfig", "no certificate"}},
+		{"server: TLS MinVersion above MaxVersion", func() error {
+			return serveWith(e, runtime.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
+		}, []string{"WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2"}},
+		{"server: nil option", func() error { return serveWith(e, nil) }, []string{"NewServer: option 0 is nil"}},
+		{"server: nil logger", func() error { return serveWith(e, runtime.WithLogger(nil)) }, []string{"WithLogger: logger is nil"}},
+		{"server: nil registry", func() error { return serveWith(e, runtime.WithRegistry(nil)) }, []string{"WithRegistry: registry is nil"}},
+		{"server: registry of a failed Open", func() error { return serveWith(e, runtime.WithRegistry(failedOpen())) }, []string{"WithRegistry: registry is nil"}},
+		{"server: typed nil registry", func() error { return serveWith(e, runtime.WithRegistry((*registry.Inproc)(nil))) }, []string{"WithRegistry: registry is nil"}},
+		{"server: nil interceptor, serve", func() error { return serveWith(e, runtime.WithServerInterceptor(nil)) }, []string{"WithServerInterceptor: interceptor 0 is nil"}},
+
+		// Client options: NewClient returns the error.
+		{"client: nil option", func() error { return newClient(nil) }, []string{"NewClient: option 0 is nil"}},
+		{"client: nil codec", func() error { return newClient(runtime.WithCodec(nil)) }, []string{"WithCodec: codec is nil"}},
+		{"client: nil logger", func() error { return newClient(runtime.WithLogger(nil)) }, []string{"WithLogger: logger is nil"}},
+		{"client: nil registry", func() error { return newClient(runtime.WithRegistry(nil)) }, []string{"WithRegistry: registry is nil"}},
+		{"client: registry of a failed Open", func() error { return newClient(runtime.WithRegistry(failedOpen())) }, []string{"WithRegistry: registry is nil"}},
+		{"client: nil interceptor", func() error {
+			ok := func(ctx context.Context, m string, req, reply any, inv runtime.UnaryInvoker) (any, error) {
+				return inv(ctx, m, req, reply)
+			}
+			return newClient(runtime.WithClientInterceptor(ok, ok, nil))
+		}, []string{"WithClientInterceptor: interceptor 2 is nil"}},
+		{"client: negative dial timeout", func() error { return newClient(runtime.WithDialTimeout(-time.Second)) }, []string{"WithDialTimeout: must be positive (got -1s)"}},
+		{"client: zero dial timeout", func() error { return newClient(runtime.WithDialTimeout(0)) }, []string{"WithDialTimeout: must be positive (got 0s)"}},
+		{"client: negative max message size", func() error { return newClient(runtime.WithMaxMessageSize(-1)) }, []string{"WithMaxMessageSize", "-1 must not be negative"}},
+		{"client: TLS MinVersion above MaxVersion", func() error {
+			return newClient(runtime.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
+		}, []string{"WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2"}},
+		{"client: negative ejection backoff", func() error {
+			return newClient(runtime.WithEjection(runtime.EjectionPolicy{BaseBackoff: -time.Second}))
+		}, []string{"WithEjection: BaseBackoff -1s must not be negative"}},
+		{"client: negative ejection max backoff", func() error {
+			return newClient(runtime.WithEjection(runtime.EjectionPolicy{MaxBackoff: -time.Second}))
+		}, []string{"WithEjection: MaxBackoff -1s must not be negative"}},
+		{"client: negative probe timeout", func() error {
+			return newClient(runtime.WithEjection(runtime.EjectionPolicy{ProbeTimeout: -time.Second}))
+		}, []string{"WithEjection: ProbeTimeout -1s must not be negative"}},
+		{"client: ejection max backoff under base", func() error {
+			return newClient(runtime.WithEjection(runtime.EjectionPolicy{BaseBackoff: time.Second, MaxBackoff: time.Millisecond}))
+		}, []string{"WithEjection: MaxBackoff 1ms is shorter than BaseBackoff 1s"}},
+		{"client: ejected percent over 100", func() error {
+			return newClient(runtime.WithEjection(runtime.EjectionPolicy{MaxEjectedPercent: 150}))
+		}, []string{"WithEjection: MaxEjectedPercent 150 must be 0-100"}},
+		{"client: negative ejected percent", func() error {
+			return newClient(runtime.WithEjection(runtime.EjectionPolicy{MaxEjectedPercent: -1}))
+		}, []string{"WithEjection: MaxEjectedPercent -1 must be 0-100"}},
+		{"client: nil observer", func() error { return newClient(runtime.WithObserver(nil)) }, []string{"WithObserver: observer is nil"}},
+		{"client: negative default timeout", func() error { return newClient(runtime.WithDefaultTimeout(-time.Second)) }, []string{"WithDefaultTimeout", "-1s must not be negative"}},
+		{"client: negative Failover", func() error { return newClient(runtime.Failover(-1)) }, []string{"Failover: retries -1 must not be negative"}},
+		{"client: negative Failtry", func() error { return newClient(runtime.Failtry(-1)) }, []string{"Failtry: retries -1 must not be negative"}},
+		{"client: zero Failbackup delay", func() error { return newClient(runtime.Failbackup(0)) }, []string{"Failbackup: delay must be positive (got 0s)"}},
+		{"client: negative Failbackup delay", func() error { return newClient(runtime.Failbackup(-time.Second)) }, []string{"Failbackup: delay must be positive (got -1s)"}},
 
 		// Refer and calls.
 		{"refer: empty service", func() error {
-			_, err := runtime.NewClient(runtime.WithRegistry(reg)).Refer(context.Background(), "")
+			cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+			if err != nil {
+				return fmt.Errorf("NewClient: %w", err)
+			}
+			defer cli.Close()
+			_, err = cli.Refer(context.Background(), "")
 			return err
 		}, []string{"service must not be empty"}},
-		{"refer: bad version", func() error { _, _, err := e.refer(nil, runtime.WithVersion("a b")); return err }, []string{"version", "contains ' '"}},
-		{"refer: nil registry", func() error {
-			_, err := runtime.NewClient().Refer(context.Background(), service, runtime.WithRegistry(nil))
+		{"refer: bad version", func() error { _, _, err := e.refer(nil, runtime.WithVersion("a b")); return err }, []string{"WithVersion", "version", "contains ' '"}},
+		{"refer: no registry", func() error {
+			cli, err := runtime.NewClient()
+			if err != nil {
+				return fmt.Errorf("NewClient: %w", err)
+			}
+			defer cli.Close()
+			_, err = cli.Refer(context.Background(), service)
 			return err
 		}, []string{"no registry; pass WithRegistry"}},
+		{"refer: nil registry", func() error { _, _, err := e.refer(nil, runtime.WithRegistry(nil)); return err }, []string{"WithRegistry: registry is nil"}},
+		{"refer: nil option", func() error { _, _, err := e.refer(nil, nil); return err }, []string{"Refer: option 1 is nil"}},
+		{"refer: nil selector", func() error { _, _, err := e.refer(nil, runtime.WithSelector(nil)); return err }, []string{"WithSelector: selector is nil"}},
+		{"refer: empty idempotent method", func() error { _, _, err := e.refer(nil, runtime.WithIdempotentMethods("")); return err }, []string{"WithIdempotentMethods: method 0 is empty"}},
+		{"refer: idempotent method with a slash", func() error {
+			_, _, err := e.refer(nil, runtime.WithIdempotentMethods("badinput.Echo/Echo"))
+			return err
+		}, []string{"WithIdempotentMethods", `"badinput.Echo/Echo" is neither`}},
+		{"refer: idempotent method of another service", func() error {
+			_, _, err := e.refer(nil, runtime.WithIdempotentMethods("/other.Svc/Echo"))
+			return err
+		}, []string{"WithIdempotentMethods", `"/other.Svc/Echo" is not a method of badinput.Echo`}},
+		{"refer: negative default timeout", func() error { _, _, err := e.refer(nil, runtime.WithDefaultTimeout(-1)); return err }, []string{"WithDefaultTimeout", "must not be negative"}},
+		{"refer: negative Failover", func() error { _, _, err := e.refer(nil, runtime.Failover(-2)); return err }, []string{"Failover: retries -2 must not be negative"}},
+		{"refer: zero Failbackup delay", func() error { _, _, err := e.refer(nil, runtime.Failbackup(0)); return err }, []string{"Failbackup: delay must be positive"}},
+		{"call: nil option", func() error { return e.callWith(nil) }, []string{"Invoke: call option 0 is nil"}},
+		{"call: empty metadata key", func() error { return e.callWith(runtime.WithCallMetadata(runtime.Metadata{"": "v"})) }, []string{"WithCallMetadata: a key is empty"}},
+		{"call: too much metadata", func() error {
+			md := make(runtime.Metadata, 2000)
+			for i := range 2000 {
+				md[fmt.Sprint("k", i)] = "v"
+			}
+			return e.callWith(runtime.WithCallMetadata(md))
+		}, []string{"WithCallMetadata: 2000 pairs are more than a request may carry (1024)"}},
+		{"call: zero Failbackup delay", func() error { return e.callWith(runtime.Failbackup(0)) }, []string{"Failbackup: delay must be positive (got 0s)"}},
+		{"call: negative Failover", func() error { return e.callWith(runtime.Failover(-1)) }, []string{"Failover: retries -1 must not be negative"}},
 		{"refer: after Close", func() error {
-			cli := runtime.NewClient(runtime.WithRegistry(reg))
+			cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+			if err != nil {
+				return fmt.Errorf("NewClient: %w", err)
+			}
 			cli.Close()
-			_, err := cli.Refer(context.Background(), service)
+			_, err = cli.Refer(context.Background(), service)
 			return err
 		}, []string{"client is closed"}},
 		{"call: after the client's Close", func() error {
@@ -282,7 +406,7 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 		}, []string{"unknown method Nope"}},
 		{"call: selector index out of range", func() error { return e.call(nil, runtime.WithSelector(badSelector(5))) }, []string{"selector returned index 5 for 1 providers"}},
 		{"call: negative selector index", func() error { return e.call(nil, runtime.WithSelector(badSelector(-1))) }, []string{"selector returned index -1"}},
-		{"client: nil TLS config", func() error { return e.call([]runtime.ClientOption{runtime.WithTLSConfig(nil)}) }, []string{"WithTLSConfig", "nil"}},
+		{"client: nil TLS config", func() error { return e.call([]runtime.ClientOption{runtime.WithTLSConfig(nil)}) }, []string{"WithTLSConfig: the *tls.Config is nil"}},
 
 		// Registries: instances and URLs of every scheme.
 		{"register: empty instance ID", func() error { return register(inst(func(in *registry.Instance) { in.ID = "" })) }, []string{"instance ID must not be empty"}},

@@ -201,7 +201,10 @@ func openRegistry(t *testing.T, url string) registry.Registry {
 // refer makes a client of the registry at url and refers service.
 func refer(t *testing.T, url, service string, copts []runtime.ClientOption, ropts ...runtime.ReferOption) *runtime.Reference {
 	t.Helper()
-	cli := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(openRegistry(t, url))}, copts...)...)
+	cli, err := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(openRegistry(t, url))}, copts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { cli.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

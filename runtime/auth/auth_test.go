@@ -95,7 +95,10 @@ func setup(t *testing.T, logs *syncBuffer, sopts []auth.ServerOption, remote boo
 	}
 	go srv.Serve(lis)
 	t.Cleanup(func() { srv.Close() })
-	cli := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(reg), runtime.WithLogger(logger)}, copts...)...)
+	cli, err := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(reg), runtime.WithLogger(logger)}, copts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { cli.Close() })
 	ropts := []runtime.ReferOption{runtime.WithVersion(version)}
 	if remote {

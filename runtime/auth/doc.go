@@ -11,7 +11,7 @@
 //	srv := runtime.NewServer(runtime.WithServerInterceptor(srvAuth), ...)
 //
 //	cliAuth, err := auth.NewClientInterceptor(os.Getenv("STORKS_TOKEN"))
-//	cli := runtime.NewClient(runtime.WithClientInterceptor(cliAuth), ...)
+//	cli, err := runtime.NewClient(runtime.WithClientInterceptor(cliAuth), ...)
 //
 // Server interceptors run for in-process calls too, so a call that skips the
 // network is checked the same way. Tokens travel in call metadata: use

@@ -42,7 +42,10 @@ func Example() {
 		{runtime.WithRegistry(reg), runtime.WithClientInterceptor(send)},
 		{runtime.WithRegistry(reg)},
 	} {
-		cli := runtime.NewClient(opts...)
+		cli, err := runtime.NewClient(opts...)
+		if err != nil {
+			panic(err)
+		}
 		ref, err := cli.Refer(context.Background(), whoDesc.ServiceName)
 		if err != nil {
 			panic(err)

@@ -67,7 +67,10 @@ func run() error {
 		return err
 	}
 	defer reg.Close()
-	cli := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	if err != nil {
+		return err
+	}
 	defer cli.Close()
 	ref, err := cli.Refer(octx, greeterv1.Greeter_ServiceName)
 	if err != nil {

@@ -1,0 +1,307 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A client's connection to one provider. The requests of many calls are
+// multiplexed on it and matched to their replies by request ID (exchange,
+// read). A broken connection fails every pending call (fail); a draining
+// one (goaway, or its endpoint released) takes no new call and closes once
+// its last reply is in. The frame format is described in docs/protocol.md.
+
+// clientConn is one multiplexed connection to a provider.
+type clientConn struct {
+	cl     *Client
+	addr   string
+	c      net.Conn
+	w      connWriter
+	nextID atomic.Uint64
+
+	draining atomic.Bool // no new calls; closed when the last reply arrives
+	broken   atomic.Bool
+
+	mu      sync.Mutex
+	pending map[uint64]*call
+	err     *Error // why the connection broke
+}
+
+func (cc *clientConn) usable() bool { return !cc.draining.Load() && !cc.broken.Load() }
+
+type call struct {
+	done chan struct{} // buffered; one signal per use
+	typ  frameType
+	body *[]byte
+	err  *Error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+// invoke makes one call on the connection. The outcome says whether the
+// call provably did not run (it was never sent, or the server answered that
+// the handler never ran), so that it may be sent to another instance, and
+// whether the failure is a fault of the provider (see outcome).
+func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req, reply any) (out any, err error, o outcome) {
+	var timeout time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, ctxError(ctx, "call "+method), outLocal
+		}
+	} else if err := ctx.Err(); err != nil {
+		return nil, ctxError(ctx, "call "+method), outLocal
+	}
+	codec := cc.cl.cfg.codec
+	id := cc.nextID.Add(1)
+	buf := getBuf(headerSize + 1024)
+	b := appendHeader(*buf, frameRequest, id, 0)
+	b = appendRequestHeader(b, key, short, timeout, OutgoingMetadata(ctx))
+	b, err = codec.MarshalAppend(b, req)
+	if err != nil {
+		*buf = b
+		putBuf(buf)
+		return nil, Errorf(CodeInternal, "encode request of %s: %v", method, err), outLocal
+	}
+	if n, limit := len(b)-headerSize, cc.cl.cfg.maxMessageSize; n > limit {
+		*buf = b
+		putBuf(buf)
+		return nil, &Error{Code: CodeResourceExhausted, Message: "call " + method + ": " + (&TooLargeError{Size: n, Limit: limit}).Error(), cause: ErrMessageTooLarge}, outLocal
+	}
+	setBodyLen(b)
+
+	typ, body, cerr, ex := cc.exchange(ctx, id, b, buf, true)
+	switch ex {
+	case exNotSent:
+		return nil, cerr, outNotRun
+	case exCtxDone:
+		return nil, ctxError(ctx, "call "+method), ctxOutcome(ctx)
+	}
+	if cerr != nil {
+		switch {
+		case errors.Is(cerr, ErrConnClosed):
+			o = outBroken
+		case errors.Is(cerr, ErrServerClosed):
+			o = outClosing
+		case errors.Is(cerr, ErrClientClosed):
+			o = outLocal
+		}
+		return nil, cerr, o
+	}
+	defer putBuf(body)
+	switch typ {
+	case frameResponse:
+		if err := codec.Unmarshal(*body, reply); err != nil {
+			return nil, Errorf(CodeInternal, "decode response of %s from %s: %v", method, cc.addr, err), outReply
+		}
+		return reply, nil, outReply
+	default:
+		e, flags, err := parseErrorBody(*body)
+		if err != nil {
+			return nil, Errorf(CodeInternal, "bad error frame for %s from %s: %v", method, cc.addr, err), outReply
+		}
+		switch {
+		case flags&errNotExecuted != 0 && (e.Code == CodeUnavailable || e.Code == CodeUnimplemented):
+			o = outNotRun
+		case e.Code == CodeDeadlineExceeded:
+			o = outTimeout
+		}
+		return nil, e, o
+	}
+}
+
+// ctxOutcome is the outcome of a call abandoned because ctx is done: a
+// timeout (a fault of the provider it waited for) or a cancellation.
+func ctxOutcome(ctx context.Context) outcome {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return outTimeout
+	}
+	return outLocal
+}
+
+// exchangeResult says how an exchange ended.
+type exchangeResult uint8
+
+const (
+	exAnswered exchangeResult = iota // an answer, or the connection broke after the frame was written
+	exNotSent                        // the connection takes no new frame; nothing was written
+	exCtxDone                        // ctx ended first; the answer, if any, is dropped
+)
+
+// exchange writes frame, whose request ID is id, and waits for the frame
+// that answers it. buf, if not nil, is the pooled buffer frame lies in: it
+// goes back to the pool once written, so a waiting call holds none. When
+// ctx is cancelled (not when its deadline passes: the server's own timer
+// handles that) and cancel is set, a cancel frame tells the server.
+//
+// It returns the answer's type and body, which the caller returns with
+// putBuf; or the error that broke the connection; or, with exNotSent, why
+// the connection took no new frame: a draining connection may have found
+// itself idle and be closing (maybeClose), and a frame registered now
+// would fail although it may have been sent.
+func (cc *clientConn) exchange(ctx context.Context, id uint64, frame []byte, buf *[]byte, cancel bool) (typ frameType, body *[]byte, cerr *Error, ex exchangeResult) {
+	release := func() {
+		if buf != nil {
+			*buf = frame
+			putBuf(buf)
+		}
+	}
+	cl := callPool.Get().(*call)
+	cc.mu.Lock()
+	if cc.err != nil || cc.draining.Load() {
+		e := cc.err
+		if e == nil {
+			e = wrapError(CodeUnavailable, ErrConnClosed, "connection to %s is closing", cc.addr)
+		}
+		cc.mu.Unlock()
+		callPool.Put(cl)
+		release()
+		return 0, nil, e, exNotSent
+	}
+	cc.pending[id] = cl
+	cc.mu.Unlock()
+
+	werr := cc.w.write(frame)
+	release()
+	if werr != nil {
+		cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, werr))
+	}
+
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		cc.mu.Lock()
+		if cc.pending[id] == cl {
+			delete(cc.pending, id)
+			cc.mu.Unlock()
+			callPool.Put(cl)
+			if cancel && errors.Is(ctx.Err(), context.Canceled) {
+				var fb [headerSize]byte
+				cc.w.write(appendHeader(fb[:0], frameCancel, id, 0))
+			}
+			cc.maybeClose()
+			return 0, nil, nil, exCtxDone
+		}
+		cc.mu.Unlock()
+		<-cl.done // the answer is being delivered; take it and drop it
+		putBuf(cl.body)
+		cl.body, cl.err = nil, nil
+		callPool.Put(cl)
+		return 0, nil, nil, exCtxDone
+	}
+	typ, body, cerr = cl.typ, cl.body, cl.err
+	cl.body, cl.err = nil, nil
+	callPool.Put(cl)
+	return typ, body, cerr, exAnswered
+}
+
+// read delivers replies until the connection breaks.
+func (cc *clientConn) read() {
+	defer cc.cl.bg.Done()
+	r := bufio.NewReaderSize(cc.c, 32<<10)
+	limit := cc.cl.cfg.maxMessageSize
+	for {
+		fh, body, err := readFrame(r, limit)
+		if err != nil {
+			var tl *TooLargeError
+			if errors.As(err, &tl) && (fh.typ == frameResponse || fh.typ == frameError) {
+				// The reply is too large for us: skip it and fail that call.
+				if _, derr := io.CopyN(io.Discard, r, int64(tl.Size)); derr == nil {
+					cc.deliverErr(fh.id, Errorf(CodeResourceExhausted, "received message larger than max (%d vs. %d)", tl.Size, tl.Limit))
+					continue
+				}
+			}
+			cc.fail(cc.readError(err))
+			return
+		}
+		switch fh.typ {
+		case frameResponse, frameError, framePong:
+			cc.mu.Lock()
+			cl := cc.pending[fh.id]
+			delete(cc.pending, fh.id)
+			cc.mu.Unlock()
+			if cl == nil {
+				putBuf(body) // the caller gave up
+			} else {
+				cl.typ, cl.body = fh.typ, body
+				cl.done <- struct{}{}
+			}
+			cc.maybeClose()
+		case frameGoAway:
+			putBuf(body)
+			cc.draining.Store(true)
+			cc.maybeClose()
+		default:
+			putBuf(body)
+			cc.fail(Errorf(CodeInternal, "connection to %s: unexpected %s frame from server", cc.addr, fh.typ))
+			return
+		}
+	}
+}
+
+func (cc *clientConn) readError(err error) *Error {
+	var fe *FrameError
+	if errors.As(err, &fe) {
+		cc.cl.cfg.logger.Warn("storks: closing connection: "+fe.Reason, "remote", cc.addr)
+	}
+	if cc.draining.Load() {
+		return wrapError(CodeUnavailable, ErrServerClosed, "provider %s is shutting down", cc.addr)
+	}
+	return wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, err)
+}
+
+func (cc *clientConn) deliverErr(id uint64, e *Error) {
+	cc.mu.Lock()
+	cl := cc.pending[id]
+	delete(cc.pending, id)
+	cc.mu.Unlock()
+	if cl != nil {
+		cl.err = e
+		cl.done <- struct{}{}
+	}
+}
+
+// fail breaks the connection: every pending call gets e.
+func (cc *clientConn) fail(e *Error) {
+	cc.broken.Store(true)
+	cc.cl.untrackConn(cc)
+	cc.w.fail(e)
+	cc.mu.Lock()
+	if cc.err == nil {
+		cc.err = e
+	}
+	pending := cc.pending
+	cc.pending = make(map[uint64]*call)
+	cc.mu.Unlock()
+	cc.c.Close()
+	for _, cl := range pending {
+		cl.err = e
+		cl.done <- struct{}{}
+	}
+}
+
+func (cc *clientConn) close(e *Error) { cc.fail(e) }
+
+// drain stops new calls on the connection and closes it once idle.
+func (cc *clientConn) drain() {
+	cc.draining.Store(true)
+	cc.maybeClose()
+}
+
+func (cc *clientConn) maybeClose() {
+	if !cc.draining.Load() {
+		return
+	}
+	cc.mu.Lock()
+	idle := len(cc.pending) == 0 && cc.err == nil
+	cc.mu.Unlock()
+	if idle {
+		cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s closed after draining", cc.addr))
+	}
+}

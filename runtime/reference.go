@@ -1,0 +1,297 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/storks-rpc/storks/registry"
+)
+
+// A call starts at a Reference. Its path, one file per step:
+//
+//	reference.go   Invoke: call options, the default deadline, client interceptors
+//	failmode.go    call: the in-process shortcut (local.go), then the fail mode:
+//	               run (or hedge) makes attempts and decides on retries
+//	pick.go        which instance each attempt goes to
+//	attempt.go     one attempt on one endpoint; its outcome goes to health.go
+//	clientconn.go  the request and its reply on the endpoint's connection
+//
+// This file also keeps the reference's provider list: Refer subscribes to
+// the registry, follow and update install every new list.
+
+// Reference is a client bound to one service key. It follows the key's
+// provider list in the registry and implements Invoker for generated
+// clients.
+type Reference struct {
+	cl       *Client
+	key      ServiceKey
+	keyStr   string
+	prefix   string // "/service/"
+	selector Selector
+	remote   bool
+	invoker  UnaryInvoker
+
+	// Fail mode, default deadline and idempotent methods
+	// (failmode.go).
+	fail              FailMode
+	defaultTimeout    time.Duration
+	idempotentMethods map[string]bool
+
+	state   atomic.Pointer[refState]
+	watcher registry.Watcher
+	cancel  context.CancelFunc
+	once    sync.Once
+	closed  atomic.Bool
+}
+
+type refState struct {
+	instances []registry.Instance
+	eps       []*endpoint
+	// live and liveEps are what selectors choose from: the instances
+	// whose endpoint is not ejected (health.go). Without ejections they
+	// are instances and eps.
+	live    []registry.Instance
+	liveEps []*endpoint
+}
+
+// Refer subscribes to the providers of service (a fully qualified proto
+// service name, such as a generated <Svc>_ServiceName constant) with the
+// version and group from opts. It waits, bounded by ctx, for the registry's
+// current list, then follows changes until the reference or client is
+// closed. An empty list is not an error: calls fail with ErrNoProvider until
+// a provider appears. An invalid option is: Refer returns a
+// CodeInvalidArgument *Error whose message starts with the option's name.
+func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption) (*Reference, error) {
+	cfg := referConfig{registry: c.cfg.registry}
+	if err := applyOptions(&cfg.optionErrors, "Refer", opts, func(o ReferOption) { o.applyRefer(&cfg) }); err != nil {
+		return nil, err
+	}
+	key := ServiceKey{Service: service, Version: cfg.version, Group: cfg.group}
+	if err := key.Validate(); err != nil {
+		return nil, wrapError(CodeInvalidArgument, err, "refer: %v", err)
+	}
+	if err := checkIdempotentMethods(&cfg, service); err != nil {
+		return nil, err
+	}
+	if cfg.registry == nil {
+		return nil, Errorf(CodeInvalidArgument, "refer %s: no registry; pass WithRegistry to NewClient or Refer", key)
+	}
+	if cfg.selector == nil {
+		cfg.selector = RoundRobin()
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, wrapError(CodeCanceled, ErrClientClosed, "refer %s: client is closed", key)
+	}
+	c.mu.Unlock()
+
+	wctx, cancel := context.WithCancel(c.ctx)
+	w, err := cfg.registry.Watch(wctx, key)
+	if err != nil {
+		cancel()
+		return nil, wrapError(CodeUnavailable, err, "refer %s: watch: %v", key, err)
+	}
+	list, err := nextList(ctx, wctx, w)
+	if err != nil {
+		w.Stop()
+		cancel()
+		return nil, wrapError(CodeOf(err), err, "refer %s: first discovery: %v", key, err)
+	}
+	r := &Reference{
+		cl:       c,
+		key:      key,
+		keyStr:   key.String(),
+		prefix:   "/" + service + "/",
+		selector: cfg.selector,
+		remote:   cfg.remote,
+		watcher:  w,
+		cancel:   cancel,
+	}
+	r.invoker = r.invoke
+	r.fail = cfg.resilience.fail
+	if r.fail.kind == failUnset {
+		r.fail = c.cfg.resilience.fail
+	}
+	if r.fail.kind == failUnset {
+		r.fail = Failfast()
+	}
+	r.defaultTimeout = c.cfg.resilience.defaultTimeout
+	if cfg.resilience.timeoutSet {
+		r.defaultTimeout = cfg.resilience.defaultTimeout
+	}
+	r.idempotentMethods = normalizeMethods(service, cfg.resilience.idempotent)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		w.Stop()
+		cancel()
+		return nil, wrapError(CodeCanceled, ErrClientClosed, "refer %s: client is closed", key)
+	}
+	c.refs[r] = struct{}{}
+	c.bg.Add(1)
+	c.mu.Unlock()
+	r.update(list)
+	go r.follow(wctx)
+	return r, nil
+}
+
+// nextList calls w.Next bounded by both the caller's ctx and the watch's.
+func nextList(ctx, wctx context.Context, w registry.Watcher) ([]registry.Instance, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(wctx, cancel)
+	defer stop()
+	return w.Next(ctx)
+}
+
+// follow applies every change of the provider list until the reference is
+// closed. Registry failures leave the last known list in place.
+func (r *Reference) follow(ctx context.Context) {
+	defer r.cl.bg.Done()
+	log := r.cl.cfg.logger
+	var failing bool
+	backoff := 100 * time.Millisecond
+	for {
+		list, err := r.watcher.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, registry.ErrClosed) {
+				return
+			}
+			if !failing {
+				log.Warn("storks: watching providers failed; keeping the last known list", "service", r.keyStr, "err", err)
+				failing = true
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		if failing {
+			log.Info("storks: watching providers recovered", "service", r.keyStr, "providers", len(list))
+			failing = false
+			backoff = 100 * time.Millisecond
+		}
+		r.update(list)
+	}
+}
+
+// update installs a new provider list.
+func (r *Reference) update(list []registry.Instance) {
+	st := &refState{instances: list, eps: make([]*endpoint, len(list))}
+	c := r.cl
+	c.mu.Lock()
+	for i, in := range list {
+		st.eps[i] = c.acquire(in.Addr)
+	}
+	c.filterLocked(st)
+	old := r.state.Swap(st)
+	if old != nil {
+		for _, ep := range old.eps {
+			c.release(ep)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// Providers returns the provider list the reference currently calls.
+func (r *Reference) Providers() []registry.Instance {
+	st := r.state.Load()
+	if st == nil {
+		return nil
+	}
+	out := make([]registry.Instance, len(st.instances))
+	for i, in := range st.instances {
+		out[i] = in.Clone()
+	}
+	return out
+}
+
+// Key returns the service key of the reference.
+func (r *Reference) Key() ServiceKey { return r.key }
+
+// Close stops following the registry and releases the reference's
+// connections. Calls after Close fail with ErrClientClosed.
+func (r *Reference) Close() error {
+	r.once.Do(func() {
+		r.closed.Store(true)
+		r.cancel()
+		r.watcher.Stop()
+		c := r.cl
+		c.mu.Lock()
+		delete(c.refs, r)
+		if old := r.state.Swap(&refState{}); old != nil {
+			for _, ep := range old.eps {
+				c.release(ep)
+			}
+		}
+		c.mu.Unlock()
+	})
+	return nil
+}
+
+// Invoke calls method on a provider chosen by the reference's selector, or on
+// an in-process export of the same service key unless the reference was made
+// WithRemote, with the reference's fail mode (or the one in opts). See
+// Invoker and FailMode. An invalid call option fails the call, before
+// anything is sent, with a CodeInvalidArgument *Error whose message starts
+// with the option's name.
+func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) (any, error) {
+	var cfg *callConfig // call options the invoker needs, nil if none
+	if len(opts) > 0 {
+		var cc callConfig
+		for i, o := range opts {
+			if o == nil {
+				cc.invalid("Invoke", "call option %d is nil", i)
+				continue
+			}
+			o.applyCall(&cc)
+		}
+		if err := cc.err(); err != nil {
+			return nil, err
+		}
+		if cc.metadata != nil {
+			ctx = NewOutgoingContext(ctx, cc.metadata)
+		}
+		if cc.resilience.set() {
+			cfg = &cc
+		}
+	}
+	if r.defaultTimeout > 0 {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, r.defaultTimeout)
+			defer cancel()
+		}
+	}
+	if ic := r.cl.interceptor; ic != nil {
+		inv := r.invoker
+		if cfg != nil {
+			inv = func(ctx context.Context, method string, req, reply any) (any, error) {
+				return r.call(ctx, method, req, reply, cfg)
+			}
+		}
+		out, err := ic(ctx, method, req, reply, inv)
+		if err == nil && out == nil {
+			// Generated clients assert the reply's type; a nil reply with
+			// no error would make them panic.
+			return nil, Errorf(CodeInternal, "call %s: a client interceptor returned no reply and no error", method)
+		}
+		return out, err
+	}
+	return r.call(ctx, method, req, reply, cfg)
+}
+
+// invoke is the reference's UnaryInvoker: a call with the reference's fail
+// mode.
+func (r *Reference) invoke(ctx context.Context, method string, req, reply any) (any, error) {
+	return r.call(ctx, method, req, reply, nil)
+}

@@ -1,0 +1,296 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// One accepted connection of a Server: the read loop (serve), the dispatch
+// of each request to a handler goroutine (request; handlers.go), the
+// handler's run and reply (handle), and goaway. The limits that guard the
+// connection are in limits.go, its TLS handshake in tls.go.
+
+// serverConn is one accepted connection.
+type serverConn struct {
+	s      *Server
+	c      net.Conn // as accepted; closing it ends the connection
+	rw     net.Conn // frames are read from and written to it: TLS over in, or c
+	in     connReader
+	w      connWriter
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	ready     atomic.Bool  // TLS handshake done (if any): frames may be written
+	closing   atomic.Bool  // closed by the watchdog, which logged why
+	started   atomic.Int64 // requests handed to a handler; written by the reader goroutine
+	finished  atomic.Int64 // of those, answered
+	readSince atomic.Int64 // see connReader
+	wd        struct {     // the watchdog's own state
+		seen     int64 // started at the last sweep
+		busy     int64 // tick when a request last ran or started
+		goAwayAt int64 // tick when goaway was sent for idleness
+	}
+
+	mu      sync.Mutex
+	running map[uint64]*callCtx // nil once the connection is closing
+}
+
+func (s *Server) newConn(c net.Conn) *serverConn {
+	ctx, cancel := context.WithCancel(s.ctx)
+	sc := &serverConn{s: s, c: c, ctx: ctx, cancel: cancel, running: make(map[uint64]*callCtx)}
+	sc.in = connReader{Conn: c, sc: sc}
+	sc.rw = c
+	if s.cfg.sec.tls != nil {
+		sc.rw = tls.Server(&sc.in, s.cfg.sec.tls)
+	}
+	sc.w = connWriter{conn: sc.rw, limit: maxQueuedReplies, clock: &s.tick}
+	sc.wd.busy = s.tick.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		cancel()
+		return nil
+	}
+	s.conns[sc] = struct{}{}
+	s.bg.Add(1)
+	s.handlers.startJanitor(s)
+	return sc
+}
+
+func (sc *serverConn) serve() {
+	s := sc.s
+	defer s.bg.Done()
+	defer func() {
+		sc.cancel()
+		sc.cancelAll()
+		sc.c.Close()
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+	}()
+	if !sc.handshake() {
+		return
+	}
+	sc.ready.Store(true)
+	var src io.Reader = &sc.in
+	if sc.rw != sc.c {
+		src = sc.rw
+	}
+	r := bufio.NewReaderSize(src, 32<<10)
+	limit := s.cfg.maxMessageSize
+	for {
+		if _, err := r.Peek(1); err != nil {
+			sc.readFailed(frameHeader{}, err)
+			return
+		}
+		sc.in.frameStarted()
+		fh, body, err := readFrame(r, limit)
+		sc.in.frameDone()
+		if err != nil {
+			sc.readFailed(fh, err)
+			return
+		}
+		switch fh.typ {
+		case frameRequest:
+			if !sc.request(fh.id, body) {
+				return
+			}
+			if sc.w.congested.Load() {
+				// The client does not read its replies as fast as it sends
+				// requests: take no more until they flow.
+				sc.w.awaitRoom()
+			}
+		case framePing:
+			putBuf(body)
+			sc.writeEmpty(framePong, fh.id)
+		case frameCancel:
+			putBuf(body)
+			sc.mu.Lock()
+			c := sc.running[fh.id]
+			sc.mu.Unlock()
+			if c != nil {
+				c.cancel(context.Canceled)
+			}
+		default:
+			putBuf(body)
+			s.cfg.logger.Warn("storks: closing connection: unexpected frame from client", "remote", sc.c.RemoteAddr().String(), "frame", fh.typ.String())
+			return
+		}
+	}
+}
+
+func (sc *serverConn) readFailed(fh frameHeader, err error) {
+	log := sc.s.cfg.logger
+	remote := sc.c.RemoteAddr().String()
+	var tl *TooLargeError
+	var fe *FrameError
+	switch {
+	case errors.As(err, &tl):
+		log.Warn("storks: closing connection: request frame too large", "remote", remote, "size", tl.Size, "limit", tl.Limit)
+		// Goaway first, so the client sends nothing more on a connection
+		// that is about to close.
+		sc.goAway()
+		sc.writeError(tl.ID, Errorf(CodeResourceExhausted, "received message larger than max (%d vs. %d)", tl.Size, tl.Limit), errNotExecuted)
+	case errors.As(err, &fe):
+		log.Warn("storks: closing connection: "+fe.Reason, "remote", remote)
+		sc.goAway()
+	case sc.closing.Load(), errors.Is(err, io.EOF), sc.ctx.Err() != nil, errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		log.Warn("storks: closing connection: truncated frame", "remote", remote)
+	default:
+		log.Debug("storks: connection read failed", "remote", remote, "err", err)
+	}
+}
+
+// request dispatches one request frame. It returns false if the connection
+// must be closed.
+func (sc *serverConn) request(id uint64, body *[]byte) bool {
+	s := sc.s
+	rh, err := parseRequest(*body)
+	if err != nil {
+		putBuf(body)
+		s.cfg.logger.Warn("storks: closing connection: "+err.Error(), "remote", sc.c.RemoteAddr().String())
+		return false
+	}
+	s.inflight.Add(1)
+	if s.refusing.Load() {
+		s.inflight.Add(-1)
+		putBuf(body)
+		sc.writeError(id, wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()), errNotExecuted)
+		return true
+	}
+	exp := s.lookup(rh.key)
+	if exp == nil {
+		s.inflight.Add(-1)
+		e := Errorf(CodeUnimplemented, "service %s is not exported by %s", rh.key, s.Addr())
+		putBuf(body)
+		sc.writeError(id, e, errNotExecuted)
+		return true
+	}
+	m := exp.methods[string(rh.method)]
+	if m == nil {
+		s.inflight.Add(-1)
+		e := Errorf(CodeUnimplemented, "unknown method %s for service %s", rh.method, exp.keyStr)
+		putBuf(body)
+		sc.writeError(id, e, errNotExecuted)
+		return true
+	}
+	started := sc.started.Load()
+	if limit := s.cfg.sec.maxConcurrent; limit > 0 && started-sc.finished.Load() >= int64(limit) {
+		s.inflight.Add(-1)
+		putBuf(body)
+		sc.writeError(id, Errorf(CodeResourceExhausted, "%d requests are already running on this connection to %s, the limit (WithMaxConcurrentRequests)", limit, s.Addr()), errNotExecuted)
+		return true
+	}
+	sc.started.Store(started + 1)
+	c := newCallCtx(sc.ctx, rh.timeout)
+	c.sc, c.id, c.m, c.rh, c.body = sc, id, m, rh, body
+	s.dispatch(c)
+	return true
+}
+
+// dispatch runs a request on a handler goroutine; see handlerPool.
+func (s *Server) dispatch(c *callCtx) { s.handlers.run(s, c) }
+
+func (sc *serverConn) handle(cctx *callCtx) {
+	s := sc.s
+	id, m, rh, body := cctx.id, cctx.m, cctx.rh, cctx.body
+	cctx.m, cctx.rh.payload, cctx.rh.key, cctx.rh.method, cctx.body = nil, nil, nil, nil, nil
+	defer sc.finished.Add(1) // after the reply is queued: bounds the handlers waiting to write
+	defer s.inflight.Add(-1)
+	sc.mu.Lock()
+	if sc.running == nil { // the connection is closing
+		sc.mu.Unlock()
+		cctx.cancel(context.Canceled)
+	} else {
+		sc.running[id] = cctx
+		sc.mu.Unlock()
+	}
+	defer sc.endCall(id, cctx)
+	var ctx context.Context = cctx
+	if rh.metadata != nil {
+		ctx = newIncomingContext(ctx, rh.metadata)
+	}
+	req := m.desc.NewRequest()
+	err := s.cfg.codec.Unmarshal(rh.payload, req)
+	putBuf(body)
+	if err != nil {
+		sc.writeError(id, Errorf(CodeInvalidArgument, "decode request for %s: %v", m.info.FullMethod, err), errNotExecuted)
+		return
+	}
+	resp, err := s.call(ctx, m, req)
+	if err != nil {
+		sc.writeError(id, toError(err), 0)
+		return
+	}
+	buf := getBuf(headerSize + 1024)
+	b := appendHeader(*buf, frameResponse, id, 0)
+	b, err = s.cfg.codec.MarshalAppend(b, resp)
+	if err == nil && len(b)-headerSize > s.cfg.maxMessageSize {
+		err = Errorf(CodeResourceExhausted, "response message larger than max (%d vs. %d)", len(b)-headerSize, s.cfg.maxMessageSize)
+	}
+	if err != nil {
+		*buf = b
+		putBuf(buf)
+		sc.writeError(id, toError(fmt.Errorf("encode response of %s: %w", m.info.FullMethod, err)), 0)
+		return
+	}
+	setBodyLen(b)
+	sc.w.write(b)
+	*buf = b
+	putBuf(buf)
+}
+
+// endCall forgets a finished request and releases its context.
+func (sc *serverConn) endCall(id uint64, c *callCtx) {
+	sc.mu.Lock()
+	if sc.running != nil {
+		delete(sc.running, id)
+	}
+	sc.mu.Unlock()
+	c.cancel(context.Canceled)
+}
+
+// cancelAll ends the context of every running request: the connection is
+// closing.
+func (sc *serverConn) cancelAll() {
+	sc.mu.Lock()
+	running := sc.running
+	sc.running = nil
+	sc.mu.Unlock()
+	for _, c := range running {
+		c.cancel(context.Canceled)
+	}
+}
+
+func (sc *serverConn) writeError(id uint64, e *Error, flags byte) {
+	buf := getBuf(headerSize + 16 + len(e.Message))
+	b := appendHeader(*buf, frameError, id, 0)
+	b = appendErrorBody(b, e, flags)
+	setBodyLen(b)
+	sc.w.write(b)
+	*buf = b
+	putBuf(buf)
+}
+
+func (sc *serverConn) writeEmpty(t frameType, id uint64) {
+	var b [headerSize]byte
+	sc.w.write(appendHeader(b[:0], t, id, 0))
+}
+
+// goAway tells the client to take its calls elsewhere. It does not wait for
+// room in the write queue, and does nothing before the TLS handshake is done.
+func (sc *serverConn) goAway() {
+	if !sc.ready.Load() {
+		return
+	}
+	var b [headerSize]byte
+	sc.w.writeNoWait(appendHeader(b[:0], frameGoAway, 0, 0))
+}
