@@ -20,6 +20,44 @@
 //
 // Every adapter must pass the conformance suite in registry/registrytest.
 //
+// # When the server cannot be reached
+//
+// A provider must be able to start while its registry is down, as it
+// survives losing it later. So the networked adapters follow one rule:
+//
+//   - A URL or configuration that is wrong fails Open at once: a bad host,
+//     port or parameter, a file (CA, certificate, key) that cannot be read,
+//     with an [*InputError] naming the part. So does a server that answers
+//     but rejects the client or speaks another protocol (wrong credentials,
+//     TLS that does not match, an HTTP server on the port), naming the
+//     address: these are mistakes that waiting will not fix.
+//   - A server that cannot be reached does not fail Open. Open logs one
+//     warning naming the address (with any password redacted) and the
+//     cause, such as "connection refused", and returns a registry that keeps
+//     connecting in the background and works, without anyone calling Open
+//     again, once the server answers. A refused connection makes Open
+//     return at once; a host that does not answer takes the adapter's dial
+//     timeout.
+//   - While the server cannot be reached, Register, Deregister, Discover
+//     and Services fail fast, with an error naming the address and the
+//     cause: a refused connection in milliseconds, not after a timeout (a
+//     host that does not answer may take the dial timeout, or the call's
+//     context). Watch returns a watcher all the same; its first Next waits
+//     for the first list, and if its context ends first it returns the
+//     context's error together with why there is no list (see
+//     [Feed.Failing]). Watches that have a list keep it through outages, as
+//     they always did.
+//   - A Register that failed is not retried by the adapter behind the
+//     caller's back: the caller (the runtime) retries. Registrations that
+//     succeeded are kept alive through outages, as they always were.
+//
+// The context given to Open bounds Open itself: if it ends before Open knows
+// whether the server can be reached, Open fails with its error. Tools that
+// want to fail fast on a wrong port need nothing else: their first call
+// fails with "connection refused".
+// registrytest.CheckRefused and registrytest.RunStartWhileDown check the
+// rule.
+//
 // # Writing an adapter
 //
 // Every method of an adapter that takes a context starts with [Check], which

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"sync"
 )
 
@@ -26,6 +27,7 @@ type Feed struct {
 	mu      sync.Mutex
 	list    []Instance  // the current list; never modified, only replaced
 	have    bool        // a list was published
+	cause   error       // why nothing was published yet; see Failing
 	err     error       // why the feed ended; set before done is closed
 	stopCtx func() bool // unregisters the context.AfterFunc
 	onEnd   func()
@@ -57,7 +59,7 @@ func NewFeed(ctx context.Context) *Feed {
 // feed that is published to, as NewFeed does.
 func newPullFeed(ctx context.Context, source func() []Instance) *Feed {
 	f := &Feed{ctx: ctx, wake: make(chan struct{}, 1), done: make(chan struct{}), source: source, stale: source != nil}
-	stop := context.AfterFunc(ctx, func() { f.End(ctx.Err()) })
+	stop := context.AfterFunc(ctx, func() { f.End(f.waitErr(ctx.Err())) })
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
@@ -80,6 +82,20 @@ func (f *Feed) Publish(list []Instance) {
 	f.list, f.have = list, true
 	f.mu.Unlock()
 	f.signal()
+}
+
+// Failing records why the adapter has no first list yet: the error of its
+// last attempt to read one (nil once it works again), which should name the
+// server and the cause, as in "etcd at 10.0.0.1:2379: ... connection
+// refused". It matters only until the first Publish: a first Next whose
+// context ends, or a feed whose Watch context ends, before any list was
+// published then returns an error that wraps both the context's error and
+// cause, so that a consumer that gives up waiting for its first list learns
+// why. Failing never ends the feed nor wakes Next.
+func (f *Feed) Failing(cause error) {
+	f.mu.Lock()
+	f.cause = cause
+	f.mu.Unlock()
 }
 
 // changed tells a pull feed that the list of its source has changed, and
@@ -152,7 +168,8 @@ func (f *Feed) Done() <-chan struct{} { return f.done }
 // Next implements [Watcher]: it returns a copy of the first published list
 // (waiting for it if need be), then blocks until the current list differs
 // from the one it returned last. It returns the feed's end error once the
-// feed has ended, ctx.Err() when ctx is done, and an [*InputError] if ctx is
+// feed has ended, ctx.Err() when ctx is done (wrapped with the cause given
+// to Failing, if nothing was published yet), and an [*InputError] if ctx is
 // nil.
 func (f *Feed) Next(ctx context.Context) ([]Instance, error) {
 	if ctx == nil {
@@ -162,7 +179,7 @@ func (f *Feed) Next(ctx context.Context) ([]Instance, error) {
 		if err := f.ctx.Err(); err != nil {
 			// The AfterFunc may not have run yet; end the feed now so
 			// that Next is deterministic once the cancel func returned.
-			f.End(err)
+			f.End(f.waitErr(err))
 		}
 		f.mu.Lock()
 		err, have, list := f.err, f.have, f.list
@@ -171,7 +188,7 @@ func (f *Feed) Next(ctx context.Context) ([]Instance, error) {
 			return nil, err
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, f.waitErr(err)
 		}
 		if f.source != nil && f.takeStale() {
 			list, have = f.source(), true
@@ -186,9 +203,21 @@ func (f *Feed) Next(ctx context.Context) ([]Instance, error) {
 		case <-f.ctx.Done():
 			// Loop: end the feed and return its error.
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, f.waitErr(ctx.Err())
 		}
 	}
+}
+
+// waitErr is the error of a Next whose context ended with err: err, and why
+// there is no list if nothing was published yet.
+func (f *Feed) waitErr(err error) error {
+	f.mu.Lock()
+	cause, have := f.cause, f.have
+	f.mu.Unlock()
+	if have || cause == nil {
+		return err
+	}
+	return fmt.Errorf("%w (no list yet: %w)", err, cause)
 }
 
 // takeStale reports whether a pull feed must read its source again, and

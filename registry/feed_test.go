@@ -166,3 +166,38 @@ func TestFixedNilContext(t *testing.T) {
 		}
 	}
 }
+
+func TestFeedFailingNamesTheCauseUntilTheFirstList(t *testing.T) {
+	f := registry.NewFeed(context.Background())
+	defer f.Stop()
+	cause := errors.New("etcd at 127.0.0.1:1: connection refused")
+	f.Failing(cause)
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, err := f.Next(short)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, cause) {
+		t.Fatalf("first Next of a failing feed = %v; want the deadline and the cause", err)
+	}
+	t.Logf("first Next: %v", err)
+	f.Publish(nil)
+	if _, err := f.Next(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.Failing(cause) // after the first list, waiting for a change is not a failure
+	short2, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel2()
+	if _, err := f.Next(short2); err != context.DeadlineExceeded {
+		t.Errorf("later Next of a failing feed = %v; want context.DeadlineExceeded alone", err)
+	}
+}
+
+func TestFeedFailingNamesTheCauseWhenTheWatchContextEnds(t *testing.T) {
+	wctx, cancel := context.WithCancel(context.Background())
+	f := registry.NewFeed(wctx)
+	cause := errors.New("zookeeper at 127.0.0.1:1: connection refused")
+	f.Failing(cause)
+	cancel()
+	if _, err := f.Next(context.Background()); !errors.Is(err, context.Canceled) || !errors.Is(err, cause) {
+		t.Fatalf("Next after the end of the Watch context of a failing feed = %v; want context.Canceled and the cause", err)
+	}
+}

@@ -107,7 +107,9 @@ func Schemes() []string {
 // Every malformed URL yields an [*InputError] whose Field names the part that
 // is wrong ("URL scheme", "URL host", "URL port", "URL path",
 // "URL query parameter", ...). Errors from networked adapters are returned as
-// they are. No error repeats the password or token of a URL (log URLs with
+// they are; a server that cannot be reached is not one of them (see "When
+// the server cannot be reached" in the package documentation). No error
+// repeats the password or token of a URL (log URLs with
 // [RedactURL]). The caller owns the returned registry and must Close it.
 func Open(ctx context.Context, rawURL string) (Registry, error) {
 	name, rest, err := splitScheme(rawURL)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,6 +27,10 @@ func main() {
 	// The registry adapters talk gRPC (etcd); its logging would interleave
 	// with the output. Errors reach the user through the commands.
 	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	// The adapters themselves log to the default slog logger; see
+	// adapterLog.
+	adapterLog = newGatedHandler(os.Stderr)
+	slog.SetDefault(slog.New(adapterLog))
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

@@ -365,6 +365,9 @@ func runWatch(cmd *cobra.Command, f watchFlags, service string) error {
 		return registryError("watching "+key.String(), octx, f.timeout, err)
 	}
 	cancel()
+	// From now on, the adapter's warnings (lost connection, watch
+	// interrupted) are the only sign of an outage: show them.
+	adapterLog.setOn(true)
 
 	var prev []registry.Instance
 	first := true

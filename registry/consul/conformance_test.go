@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -27,5 +28,24 @@ func TestConformance(t *testing.T) {
 		},
 		Settle:   10 * time.Second,
 		Parallel: true,
+	})
+}
+
+// TestStartWhileDown: a provider and a consumer start while the agent is
+// down and work once it is up (see registrytest.RunStartWhileDown).
+func TestStartWhileDown(t *testing.T) {
+	agent := testservers.StartConsul(t)
+	registrytest.RunStartWhileDown(t, registrytest.Outage{
+		Open: func(ctx context.Context, log *slog.Logger) (registry.Registry, error) {
+			return New(ctx, Config{Address: agent.Addr(), TTL: testTTL, Logger: log})
+		},
+		Addr: agent.Addr(),
+		Stop: func(*testing.T) { agent.Stop() },
+		Start: func(t *testing.T) {
+			if err := agent.Start(); err != nil {
+				t.Fatalf("starting the agent again: %v", err)
+			}
+		},
+		Settle: 20 * time.Second,
 	})
 }

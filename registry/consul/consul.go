@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -309,11 +310,26 @@ func (cfg Config) String() string {
 	return u.String()
 }
 
-// New connects to the Consul agent of cfg and checks that it answers,
-// within ctx and cfg.DialTimeout. The caller must Close the registry.
+// New returns a registry that uses the Consul agent of cfg. It fails at
+// once with a *registry.InputError if cfg is invalid, and before ctx is done
+// or within cfg.DialTimeout with an error naming the address if the agent
+// answers but rejects the client (an ACL token it does not know) or does
+// not answer as a Consul agent (another protocol on the port, an HTTP
+// server that is not Consul).
+//
+// An agent that cannot be reached does not fail New: if the connection is
+// refused, or nothing answers within cfg.DialTimeout, New logs one warning
+// naming the address and the cause and returns a registry that works as
+// soon as the agent answers. Its calls fail meanwhile with that cause (a
+// refused connection in milliseconds), its watches wait for their first
+// list, and a goroutine logs when the agent answers (and checks the token
+// then). The caller must Close the registry.
 func New(ctx context.Context, cfg Config) (*Registry, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
@@ -335,22 +351,25 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul: client for the agent at %s: %w", cfg.Address, err)
 	}
+	hasToken := cfg.Token != "" || os.Getenv(api.HTTPTokenEnvName) != "" || os.Getenv(api.HTTPTokenFileEnvName) != ""
 	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	if _, err := client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(pctx)); err != nil {
+	down := ping(pctx, client)
+	switch {
+	case ctx.Err() != nil:
 		tr.CloseIdleConnections()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("consul: checking the agent at %s: %w", cfg.Address, ctx.Err())
-		}
-		return nil, fmt.Errorf("consul: the agent at %s does not answer (dial-timeout %v): %w", cfg.Address, cfg.DialTimeout, err)
-	}
-	hasToken := cfg.Token != "" || os.Getenv(api.HTTPTokenEnvName) != "" || os.Getenv(api.HTTPTokenFileEnvName) != ""
-	if err := checkToken(pctx, client, hasToken); err != nil {
+		return nil, fmt.Errorf("consul: checking the agent at %s: %w", cfg.Address, ctx.Err())
+	case down != nil && !unreachable(down):
 		tr.CloseIdleConnections()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("consul: checking the ACL token with the agent at %s: %w", cfg.Address, ctx.Err())
+		return nil, fmt.Errorf("consul: the agent at %s does not answer as a Consul agent (is it the agent's HTTP address, usually port 8500?): %w", cfg.Address, down)
+	case down == nil:
+		if err := checkToken(pctx, client, hasToken); err != nil {
+			tr.CloseIdleConnections()
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("consul: checking the ACL token with the agent at %s: %w", cfg.Address, ctx.Err())
+			}
+			return nil, fmt.Errorf("consul: the agent at %s: %w", cfg.Address, err)
 		}
-		return nil, fmt.Errorf("consul: the agent at %s: %w", cfg.Address, err)
 	}
 	r := &Registry{
 		cfg:         cfg,
@@ -362,7 +381,65 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		aclFiltered: make(map[string]bool),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	if down != nil {
+		r.log.Warn("consul registry: cannot reach the agent; the registry works as soon as it answers, and its calls fail until then",
+			"error", down)
+		r.wg.Add(1)
+		go r.awaitAgent(hasToken)
+	}
 	return r, nil
+}
+
+// ping asks the agent who the leader is, which any agent answers without
+// permissions, and returns the error.
+func ping(ctx context.Context, client *api.Client) error {
+	_, err := client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+	return err
+}
+
+// unreachable reports whether err, of a request to the agent, says that it
+// cannot be reached: the connection failed or was closed before an answer,
+// nothing answered in time, or a proxy in front of it answered that it is
+// unavailable. Other errors (an answer that is not HTTP, an HTTP error that
+// is not 5xx) come from a server that answered.
+func unreachable(err error) bool {
+	var se api.StatusError
+	if errors.As(err, &se) {
+		return se.Code >= 500
+	}
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.As(err, &ne) && ne.Timeout() ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// awaitAgent is the goroutine of a registry that New could not check: it
+// asks the agent until it answers, then checks the ACL token and logs the
+// outcome.
+func (r *Registry) awaitAgent(hasToken bool) {
+	defer r.wg.Done()
+	for attempt := 1; ; attempt++ {
+		if sleep(r.ctx, backoff(attempt, r.retryCap())) != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.DialTimeout)
+		err := ping(ctx, r.client)
+		if err == nil {
+			err = checkToken(ctx, r.client, hasToken)
+			cancel()
+			if r.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				r.log.Error("consul registry: the agent answers now, but "+err.Error(), "error", err)
+			} else {
+				r.log.Info("consul registry: the agent answers now")
+			}
+			return
+		}
+		cancel()
+		r.log.Debug("consul registry: the agent still cannot be reached", "error", err, "attempt", attempt)
+	}
 }
 
 // checkToken asks the agent about the client's ACL token (Config.Token or

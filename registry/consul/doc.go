@@ -34,9 +34,25 @@
 //	                  instances that have not come back yet (default ttl+2s; 0 turns it off)
 //
 // User info, a path or a fragment are errors, as are unknown parameters.
-// Open fails, naming the address, when the agent does not answer within
-// dial-timeout. Every problem with the URL is a *registry.InputError naming
-// the part that is wrong.
+// Every problem with the URL is a *registry.InputError naming the part that
+// is wrong.
+//
+// # Starting while the agent is down
+//
+// Open fails only for what waiting will not fix (see the rule in package
+// registry): a bad URL or Config, and, naming the address, an agent that
+// answers but does not know the ACL token, or a server that does not
+// answer as a Consul agent (another protocol on the port, an HTTP server
+// that answers 4xx). If the connection is refused, fails, is closed before
+// an answer, or nothing answers within dial-timeout (or a proxy answers
+// 5xx), Open logs one warning naming the address and the cause and returns
+// a registry that works as soon as the agent answers: every request makes a
+// new attempt, so Register, Deregister, Discover and Services fail
+// meanwhile with the error of their request, naming the address (a refused
+// connection in milliseconds), and watches retry with backoff and deliver
+// their first list once the agent answers. A goroutine asks the agent until
+// it answers, then checks the token and logs the outcome (an error if the
+// agent does not know the token). A Register that failed is not retried.
 //
 // # ACL tokens
 //
@@ -50,7 +66,8 @@
 // A provider's token needs service:write on the Consul names of its
 // services (service_prefix "" { policy = "write" } for all), a consumer's
 // service:read on them and node:read on the nodes of their instances.
-// Open fails if the agent does not know the token ("ACL not found"); a
+// Open fails if the agent answers that it does not know the token ("ACL
+// not found"); a
 // token that lacks a permission makes Register fail with the agent's
 // explanation ("Permission denied: token with AccessorID '...' lacks
 // permission 'service:write' on ..."; the accessor ID is not the secret).

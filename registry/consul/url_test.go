@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/registry/registrytest"
 )
 
 const secretToken = "s3cr3t-t0ken-do-not-print"
@@ -119,9 +122,13 @@ func checkInputError(t *testing.T, what string, err error, field string) {
 	}
 }
 
-// TestOpenUnreachable checks that Open fails quickly and clearly when no
-// agent answers, whether the port refuses connections or accepts them and
-// never answers, and never shows the token.
+// TestOpenUnreachable checks the rule for agents that cannot be reached
+// (see registrytest.CheckRefused): on a port that refuses connections, Open
+// returns at once and every call fails at once naming the address and the
+// refused connection. An agent that accepts connections and never answers
+// does not fail Open either, after the dial timeout, and the caller's
+// context bounds Open. A server that answers, but not as a Consul agent,
+// fails Open. No error shows the token.
 func TestOpenUnreachable(t *testing.T) {
 	// A port that refuses connections.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,53 +137,77 @@ func TestOpenUnreachable(t *testing.T) {
 	}
 	refused := l.Addr().String()
 	l.Close()
-	// A port that accepts connections but never answers.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	registrytest.CheckRefused(t, "consul://"+refused+"?token="+secretToken, refused)
 
-	for _, addr := range []string{refused, silent.Addr().String()} {
-		u := "consul://" + addr + "?dial-timeout=300ms&token=" + secretToken
-		start := time.Now()
-		r, err := registry.Open(context.Background(), u)
-		took := time.Since(start)
-		if err == nil {
-			r.Close()
-			t.Fatalf("Open(%s) of an agent that does not answer: no error", addr)
+	// A port that accepts connections but never answers, or answers
+	// something else than HTTP.
+	serve := func(answer string) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Logf("Open(%s): %v (after %v)", addr, redactForTest(err.Error()), took)
-		if took > 3*time.Second {
-			t.Errorf("Open(%s) took %v with dial-timeout=300ms", addr, took)
-		}
-		if !strings.Contains(err.Error(), addr) {
-			t.Errorf("Open(%s): error %q does not name the address", addr, err)
-		}
-		if strings.Contains(err.Error(), secretToken) {
-			t.Errorf("Open(%s): error shows the token", addr)
-		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				if answer != "" {
+					c.Read(make([]byte, 4096)) // the request
+					c.Write([]byte(answer))
+				}
+			}
+		}()
+		return l.Addr().String()
 	}
+	silent := serve("")
+	u := "consul://" + silent + "?dial-timeout=300ms&token=" + secretToken
+	start := time.Now()
+	r, err := registry.Open(context.Background(), u)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("Open(%s) of an agent that never answers: %v; want a registry that keeps trying", silent, redactForTest(err.Error()))
+	}
+	t.Logf("Open(%s) of an agent that never answers returned after %v", silent, took)
+	if took > 3*time.Second {
+		t.Errorf("Open(%s) took %v with dial-timeout=300ms", silent, took)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err = r.Register(ctx, registry.Instance{Key: registrytest.UniqueKey(t), ID: "a", Addr: "127.0.0.1:1"})
+	cancel()
+	if err == nil || !strings.Contains(err.Error(), silent) || strings.Contains(err.Error(), secretToken) {
+		t.Errorf("Register on an agent that never answers: %v; want an error naming %s, without the token", err, silent)
+	}
+	r.Close()
 
 	// The context bounds Open too.
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	start := time.Now()
-	_, err = registry.Open(ctx, "consul://"+silent.Addr().String()+"?dial-timeout=1m")
+	start = time.Now()
+	_, err = registry.Open(ctx, "consul://"+silent+"?dial-timeout=1m")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Open with an expiring context: err = %v, want context.DeadlineExceeded", err)
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("Open with a 200ms context took %v", took)
+	}
+
+	// Servers that answer, but not as a Consul agent.
+	hs := httptest.NewServer(http.NotFoundHandler())
+	defer hs.Close()
+	for _, addr := range []string{serve("\x00\x00\x00\x10zookeeper?\n"), strings.TrimPrefix(hs.URL, "http://")} {
+		r, err := registry.Open(context.Background(), "consul://"+addr+"?dial-timeout=1s&token="+secretToken)
+		if err == nil {
+			r.Close()
+			t.Errorf("Open(%s) of a server that is not a Consul agent: no error", addr)
+			continue
+		}
+		t.Logf("Open(%s) of a server that is not a Consul agent: %v", addr, redactForTest(err.Error()))
+		if !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "Consul agent") || strings.Contains(err.Error(), secretToken) {
+			t.Errorf("Open(%s) of a server that is not a Consul agent: %v; want an error naming it, without the token", addr, redactForTest(err.Error()))
+		}
 	}
 }
 

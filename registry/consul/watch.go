@@ -2,6 +2,7 @@ package consul
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync/atomic"
@@ -105,6 +106,7 @@ func (w *watcher) run() {
 		}
 		if err != nil {
 			attempt++
+			w.Failing(fmt.Errorf("consul: watching %v at agent %s: %w", w.key, r.cfg.Address, err))
 			if !failing {
 				failing = true
 				log.Warn("consul registry: watch query failed; keeping the last list and retrying until it works", "error", err)

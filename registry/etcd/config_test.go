@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/registry/registrytest"
 )
 
 func TestConfigFromURL(t *testing.T) {
@@ -132,8 +135,12 @@ func TestNewBadConfig(t *testing.T) {
 	}
 }
 
-// TestOpenUnreachable checks that Open does not hang on a server that is
-// not there and says which address failed.
+// TestOpenUnreachable checks the rule for servers that cannot be reached
+// (see registrytest.CheckRefused): on a port that refuses connections, Open
+// returns at once and every call fails at once naming the address and the
+// refused connection. A server that accepts connections but never answers
+// does not fail Open either, after the dial timeout; the caller's context
+// bounds Open. A server that answers, but not etcd's protocol, fails Open.
 func TestOpenUnreachable(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,26 +148,31 @@ func TestOpenUnreachable(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
+	registrytest.CheckRefused(t, "etcd://"+addr+"/x", addr)
 
+	silent := silentServer(t)
 	start := time.Now()
-	r, err := registry.Open(context.Background(), "etcd://"+addr+"/x?dial-timeout=300ms")
-	if err == nil {
-		r.Close()
-		t.Fatal("Open of an address where no server listens: no error")
+	r, err := registry.Open(context.Background(), "etcd://"+silent+"/x?dial-timeout=300ms")
+	if err != nil {
+		t.Fatalf("Open of a server that never answers: %v; want a registry that keeps connecting", err)
 	}
+	t.Logf("Open of a server that never answers returned after %v", time.Since(start))
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Open took %v with dial-timeout=300ms", d)
 	}
-	if !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "dial timeout") {
-		t.Errorf("Open error %q does not name the address %s and the dial timeout", err, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err = r.Register(ctx, registry.Instance{Key: registrytest.UniqueKey(t), ID: "a", Addr: "127.0.0.1:1"})
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), silent) {
+		t.Errorf("Register on a server that never answers: %v; want the deadline, naming %s", err, silent)
 	}
-	t.Logf("error: %v", err)
+	r.Close()
 
-	// The caller's context bounds Open too.
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// The caller's context bounds Open.
+	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start = time.Now()
-	r, err = registry.Open(ctx, "etcd://"+addr+"/x")
+	r, err = registry.Open(ctx, "etcd://"+silent+"/x")
 	if err == nil {
 		r.Close()
 		t.Fatal("Open with an expiring context: no error")
@@ -168,9 +180,50 @@ func TestOpenUnreachable(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Open took %v with a context of 200ms", d)
 	}
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), addr) {
-		t.Errorf("Open error %q: want context.DeadlineExceeded naming %s", err, addr)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), silent) {
+		t.Errorf("Open error %q: want context.DeadlineExceeded naming %s", err, silent)
 	}
+
+	// An HTTP/1 server on the port.
+	hs := httptest.NewServer(http.NotFoundHandler())
+	defer hs.Close()
+	hp := strings.TrimPrefix(hs.URL, "http://")
+	r, err = registry.Open(context.Background(), "etcd://"+hp+"/x?dial-timeout=500ms")
+	if err == nil {
+		r.Close()
+		t.Fatal("Open of an HTTP/1 server: no error")
+	}
+	if !strings.Contains(err.Error(), hp) || !strings.Contains(err.Error(), "HTTP/1") {
+		t.Errorf("Open of an HTTP/1 server: %v; want an error naming %s and HTTP/1", err, hp)
+	}
+	t.Logf("Open of an HTTP/1 server: %v", err)
+}
+
+// silentServer returns the address of a server that accepts connections
+// and never answers.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	return l.Addr().String()
 }
 
 func TestParseServiceKey(t *testing.T) {

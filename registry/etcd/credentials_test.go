@@ -208,13 +208,50 @@ func TestAuth(t *testing.T) {
 		} else {
 			checkNoSecret(t, "the error of Discover", err.Error())
 		}
-		openErr(t, userURL("storks", userPassword, ep, base+"?dial-timeout=500ms"))
+		// Registries opened while the server is down, with the right
+		// password and with a wrong one, open at once and check their
+		// credentials once it is back.
+		late := map[string]*Registry{}
+		for name, pass := range map[string]string{"right": userPassword, "wrong": wrongPasswd} {
+			start := time.Now()
+			lr, err := New(ctx, Config{Endpoints: []string{ep}, BasePath: base, TTL: 2 * time.Second, DialTimeout: time.Second,
+				Username: "storks", Password: pass, Logger: logs.Logger()})
+			if err != nil {
+				t.Fatalf("New with the %s password while the server is down: %v", name, err)
+			}
+			defer lr.Close()
+			t.Logf("New with the %s password while the server is down returned after %v", name, time.Since(start))
+			if d := time.Since(start); d > registrytest.FastFail {
+				t.Errorf("New with the %s password while the server is down took %v", name, d)
+			}
+			if err := lr.Register(octx, inst(key, "c", 3)); err == nil || !strings.Contains(err.Error(), "refused") {
+				t.Errorf("Register with the server down: %v; want the refused connection", err)
+			} else {
+				checkNoSecret(t, "the error of Register", err.Error())
+			}
+			late[name] = lr
+		}
 		time.Sleep(3 * time.Second) // the keeper and the watch fail and log
 		if err := srv.Start(); err != nil {
 			t.Fatal(err)
 		}
 		// b was never registered (Register failed); a is back.
 		registrytest.WaitDiscover(t, r, key, 10*time.Second, registrytest.HasIDs("a"))
+		registrytest.Eventually(t, 10*time.Second, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return late["right"].Register(ctx, inst(key, "c", 3))
+		})
+		registrytest.WaitDiscover(t, r, key, 10*time.Second, registrytest.HasIDs("a", "c"))
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer rcancel()
+		err = late["wrong"].Register(rctx, inst(key, "d", 4))
+		if err == nil || !strings.Contains(err.Error(), `authentication as user "storks" failed`) {
+			t.Errorf("Register with a wrong password, opened while the server was down: %v; want the authentication failure", err)
+		} else {
+			t.Logf("Register with a wrong password, opened while the server was down: %v", err)
+			checkNoSecret(t, "the error of Register", err.Error())
+		}
 		w.Stop()
 		out := logs.String()
 		if !strings.Contains(out, "level=WARN") {

@@ -1,10 +1,12 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -17,31 +19,39 @@ const maxDiagnose = 2 * time.Second
 // diagnose is called when no member answered within the dial timeout. The
 // gRPC client only reports the deadline then, so it connects to the
 // endpoints itself, the way the client would, and returns what went wrong
-// with the first one that fails (refused connection, TLS handshake,
-// certificate required, plain client on a TLS port), or "" if it finds
-// nothing. It costs nothing unless New fails.
-func diagnose(ctx context.Context, cfg Config) string {
+// with the first one that fails, or "" if it finds nothing. rejected
+// reports that a server answered but rejected the client or does not speak
+// its protocol (a TLS handshake that fails, a client certificate required,
+// a plain client on a TLS port, HTTP/1 on the port): a mistake in the
+// configuration, which New reports, as opposed to a server that cannot be
+// reached (a refused connection, no answer), which New does not fail for.
+// It costs nothing unless New fails to read from the cluster.
+func diagnose(ctx context.Context, cfg Config) (reason string, rejected bool) {
 	ctx, cancel := context.WithTimeout(ctx, min(cfg.DialTimeout, maxDiagnose))
 	defer cancel()
 	for _, ep := range cfg.Endpoints {
 		if ctx.Err() != nil {
-			return ""
+			break
 		}
-		if reason := diagnoseEndpoint(ctx, cfg, ep); reason != "" {
-			return reason
+		r, rej := diagnoseEndpoint(ctx, cfg, ep)
+		if rej {
+			return r, true
+		}
+		if reason == "" {
+			reason = r
 		}
 	}
-	return ""
+	return reason, false
 }
 
-func diagnoseEndpoint(ctx context.Context, cfg Config, ep string) string {
+func diagnoseEndpoint(ctx context.Context, cfg Config, ep string) (string, bool) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", ep)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ""
+			return "", false
 		}
-		return fmt.Sprintf("connecting to %s: %v", ep, err)
+		return fmt.Sprintf("connecting to %s: %v", ep, err), false
 	}
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
@@ -52,9 +62,9 @@ func diagnoseEndpoint(ctx context.Context, cfg Config, ep string) string {
 		// server speak TLS?
 		tc := tls.Client(conn, &tls.Config{ServerName: host, InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 		if tc.HandshakeContext(ctx) == nil {
-			return fmt.Sprintf("%s speaks TLS, and this client does not: add tls=true to the URL (and ca=FILE for a private CA) or set Config.TLS", ep)
+			return fmt.Sprintf("%s speaks TLS, and this client does not: add tls=true to the URL (and ca=FILE for a private CA) or set Config.TLS", ep), true
 		}
-		return ""
+		return diagnoseHTTP2(ctx, ep)
 	}
 	tcfg := cfg.TLS.Clone()
 	if tcfg.ServerName == "" {
@@ -64,9 +74,9 @@ func diagnoseEndpoint(ctx context.Context, cfg Config, ep string) string {
 	tc := tls.Client(conn, tcfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
-			return ""
+			return "", false
 		}
-		return fmt.Sprintf("TLS handshake with %s: %v", ep, err)
+		return fmt.Sprintf("TLS handshake with %s: %v", ep, err), true
 	}
 	// With TLS 1.3 the server checks the client's certificate after the
 	// client finished its handshake, and says so in an alert.
@@ -77,7 +87,37 @@ func diagnoseEndpoint(ctx context.Context, cfg Config, ep string) string {
 		if len(tcfg.Certificates) == 0 && tcfg.GetClientCertificate == nil {
 			hint = " (the server may require a client certificate: add cert=FILE&key=FILE to the URL)"
 		}
-		return fmt.Sprintf("%s rejected the TLS connection: %v%s", ep, err, hint)
+		return fmt.Sprintf("%s rejected the TLS connection: %v%s", ep, err, hint), true
 	}
-	return ""
+	return "", false
+}
+
+// http2Preface opens an HTTP/2 connection: the client preface and an empty
+// SETTINGS frame.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+// diagnoseHTTP2 opens an HTTP/2 connection to ep, as a plain gRPC client
+// does, and reports a server that answers HTTP/1 instead (an HTTP API on
+// the port, such as Consul's). A server that answers HTTP/2, closes the
+// connection or says nothing is not found wrong.
+func diagnoseHTTP2(ctx context.Context, ep string) (string, bool) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", ep)
+	if err != nil {
+		return "", false
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	if _, err := conn.Write([]byte(http2Preface)); err != nil {
+		return "", false
+	}
+	b := make([]byte, 64)
+	n, _ := io.ReadAtLeast(conn, b, 8)
+	b = b[:n]
+	if !bytes.HasPrefix(b, []byte("HTTP/")) {
+		return "", false
+	}
+	status, _, _ := bytes.Cut(b, []byte("\r\n"))
+	return fmt.Sprintf("%s answers HTTP/1 (%q), not etcd's gRPC: is it the client port of an etcd member (usually 2379)?", ep, status), true
 }

@@ -22,9 +22,9 @@
 //   - ttl: the lease TTL, a Go duration that is a whole number of seconds
 //     from 1s to 1h, default 10s. It is how long the instances of a process
 //     that died (or that lost the server) stay visible.
-//   - dial-timeout: a positive Go duration up to 5m, default 5s. Open fails
-//     if no member answers a read within it; it also bounds each attempt to
-//     connect to a member.
+//   - dial-timeout: a positive Go duration up to 5m, default 5s. It bounds
+//     each attempt to connect to a member, and how long Open waits for a
+//     member to answer a read (see Starting while etcd is down).
 //   - user:password: the etcd user to authenticate as, for clusters with
 //     authentication enabled ([Config.Username], [Config.Password]);
 //     percent-encode reserved characters (etcd://storks:p%40ss@host:2379).
@@ -48,12 +48,14 @@
 //
 // The password never appears in errors, logs, or when a [Config] or
 // [Registry] is printed (String, %v, %#v and slog show "user:redacted@");
-// use registry.RedactURL to log a URL. Open reports, without it, a wrong user
-// or password ("authentication as user "storks" failed"), a cluster that
-// requires authentication when none is given, a user without permission on
-// base-path, and for TLS what went wrong when no member answered (refused
-// connection, unknown certificate authority, a certificate for another
-// name, a client certificate required, a plain client on a TLS port).
+// use registry.RedactURL to log a URL. When a member answers, Open reports,
+// without it, a wrong user or password ("authentication as user "storks"
+// failed"), a cluster that requires authentication when none is given, a
+// user without permission on base-path, and for TLS what went wrong (unknown
+// certificate authority, a certificate for another name, a client
+// certificate required, a plain client on a TLS port). When Open could not
+// check the credentials because no member could be reached, the first call
+// once one can reports a wrong user or password the same way.
 //
 // etcd's auth tokens expire (by default after 5 minutes without use, or
 // at the TTL of a JWT token). The client authenticates again whenever the
@@ -64,6 +66,43 @@
 // stream opened with a token that has expired since (etcd's client shares
 // one stream among the watches of a process); the adapter moves new
 // watches to a new stream when that happens.
+//
+// # Starting while etcd is down
+//
+// Open fails only for what waiting will not fix (see the rule in package
+// registry): a bad URL or Config, a file it cannot read, and a member that
+// answers but rejects the client or is not etcd (wrong credentials or
+// permissions, TLS that does not match, HTTP/1 on the port). If no endpoint
+// accepts a connection, or one does but no member answers a read within
+// dial-timeout and nothing is found wrong, Open logs one warning naming the
+// endpoints and the cause and returns a registry that keeps connecting in
+// the background (gRPC's reconnect backoff, capped as below):
+//
+//   - The registry records the outcome of every attempt to connect to an
+//     endpoint. While the client has no connection ready, Register,
+//     Deregister, Discover and Services fail as soon as the last attempt
+//     to connect to every endpoint failed, with an error naming the
+//     endpoints and the dial error ("connect: connection refused"), which
+//     takes milliseconds for a refused connection and up to dial-timeout
+//     for a host that does not answer. Right after the cluster comes back,
+//     they may fail until the client tried again (within the backoff cap);
+//     then they work.
+//   - Watch returns a watcher, which lists the prefix once it can; its
+//     first Next waits for that list, or returns its context's error with
+//     the cause.
+//   - Host names are resolved at each attempt, so a name that does not
+//     resolve yet is retried like a refused connection.
+//   - With credentials, the client normally authenticates before Open
+//     returns; when no endpoint can be reached it starts without a token
+//     instead, and authenticates with its first request that a member
+//     answers (etcd refuses it with "user name is empty", on which clientv3
+//     authenticates and retries, as it does whenever its token is cleared).
+//
+// A Register that failed is not retried; one that succeeded is kept alive
+// through outages as described below.
+//
+// The registry dials the endpoints itself (plain TCP, with TLS added by
+// gRPC), so gRPC's HTTPS_PROXY support does not apply to it.
 //
 // # Data layout
 //
@@ -112,9 +151,11 @@
 // # Discovery and watches
 //
 // Discover is one linearizable range read of the service's prefix. Watch
-// reads the prefix before it returns (and fails if it cannot, bounded by its
-// context and Config.RequestTimeout), so the first Next returns that list at
-// once; then it watches the prefix from the next revision (with
+// reads the prefix before it returns (bounded by its context and
+// Config.RequestTimeout), so the first Next returns that list at once; it
+// fails if the cluster refuses the read (credentials, permissions), and if
+// the cluster cannot be reached the watch lists the prefix once it can,
+// with backoff. Then it watches the prefix from the next revision (with
 // clientv3.WithRequireLeader, so that a member cut off from its cluster
 // cancels the watch instead of leaving it silently stale). On any watch
 // error, cancellation by the server, compaction (ErrCompacted) or closed

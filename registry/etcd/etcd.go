@@ -48,6 +48,15 @@ type Registry struct {
 	log *slog.Logger
 	eps string // the endpoints, for error messages
 
+	// dials records the attempts to connect to the endpoints (reach.go).
+	dials *dialTracker
+	// booting is set while New makes the client, and giveUp is closed when
+	// New found that no endpoint can be reached (see deferToken).
+	booting atomic.Bool
+	giveUp  chan struct{}
+	// startedDown: New could not reach the cluster (and said so).
+	startedDown bool
+
 	// bgTimeout bounds each call the background goroutines make, and
 	// retryCap their backoff between attempts.
 	bgTimeout time.Duration
@@ -89,10 +98,22 @@ type registration struct {
 	lease clientv3.LeaseID
 }
 
-// New connects to the etcd cluster of cfg.Endpoints and returns a registry
-// that uses it. It fails with a *registry.InputError if cfg is invalid, and
-// with an error naming the endpoints if no member answers a read within
-// cfg.DialTimeout (or before ctx is done). ctx bounds only New itself.
+// New returns a registry that uses the etcd cluster of cfg.Endpoints. It
+// fails at once with a *registry.InputError if cfg is invalid, and before
+// ctx is done or within cfg.DialTimeout with an error naming the endpoints
+// if a member answers but rejects the client: wrong credentials or
+// permissions, TLS that does not match the server's, a server that does
+// not speak etcd's protocol.
+//
+// A cluster that cannot be reached does not fail New: if no endpoint
+// accepts a connection (refused at once, or no answer within
+// cfg.DialTimeout), or none answers a read within cfg.DialTimeout without
+// anything being found wrong, New logs one warning naming the endpoints and
+// the cause and returns a registry that keeps connecting in the
+// background. Its calls fail fast with that cause until a member can be
+// reached (a refused connection in milliseconds), its watches wait and
+// deliver their first list once it can, and everything works from then
+// on. ctx bounds only New itself.
 func New(ctx context.Context, cfg Config) (*Registry, error) {
 	cfg, err := cfg.normalize()
 	if err != nil {
@@ -103,6 +124,20 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	}
 	eps := strings.Join(cfg.Endpoints, ",")
 	retryCap := min(max(cfg.TTL/3, 200*time.Millisecond), 5*time.Second)
+	r := &Registry{
+		cfg:       cfg,
+		log:       cfg.Logger.With("registry", "etcd", "endpoints", eps),
+		eps:       eps,
+		bgTimeout: min(max(cfg.TTL/2, time.Second), cfg.RequestTimeout),
+		retryCap:  retryCap,
+		dials:     newDialTracker(),
+		giveUp:    make(chan struct{}),
+		ops:       make(chan struct{}, 1),
+		kick:      make(chan struct{}, 1),
+		regs:      make(map[string]*registration),
+		watchers:  make(map[*watcher]struct{}),
+		badLogged: make(map[string]int64),
+	}
 	dialOpts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 		// gRPC's default reconnect backoff grows to 2 minutes: after a
 		// long outage the client would notice the server is back far
@@ -114,13 +149,16 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 			MaxDelay:   retryCap,
 		},
 		MinConnectTimeout: cfg.DialTimeout,
-	})}
+	}), grpc.WithContextDialer(r.dial)}
 	if cfg.TLS != nil && cfg.TLS.ServerName != "" {
 		// gRPC checks the server's certificate against the authority,
 		// the endpoint's host by default, and ignores TLS.ServerName.
 		dialOpts = append(dialOpts, grpc.WithAuthority(cfg.TLS.ServerName))
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	if cfg.Username != "" {
+		dialOpts = append(dialOpts, grpc.WithChainUnaryInterceptor(r.deferToken))
+	}
+	ccfg := clientv3.Config{
 		Endpoints:            cfg.Endpoints,
 		Username:             cfg.Username,
 		Password:             cfg.Password,
@@ -132,45 +170,21 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		// state change; the client would log every retry.
 		Logger:      zap.NewNop(),
 		DialOptions: dialOpts,
-	})
-	if err != nil {
-		// With credentials, clientv3.New authenticates (bounded by the
-		// dial timeout, not by ctx); its errors never hold the password.
-		if reason := authProblem(cfg, err); reason != "" {
-			return nil, fmt.Errorf("registry: etcd at %s: %s: %w", eps, reason, err)
-		}
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, unreachable(ctx, cfg, eps, err)
-		}
-		return nil, fmt.Errorf("registry: etcd client for %s: %w", eps, err)
 	}
-	// The client connects lazily; make sure a member answers, so that a
-	// wrong address is reported here rather than by the first Register.
-	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-	_, err = cli.Get(pctx, cfg.BasePath+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
-	cancel()
+	down, err := r.newClient(ctx, ccfg)
 	if err != nil {
-		cli.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("registry: connecting to etcd at %s: %w", eps, ctx.Err())
-		}
-		if reason := authProblem(cfg, err); reason != "" {
-			return nil, fmt.Errorf("registry: etcd at %s: %s: %w", eps, reason, err)
-		}
-		return nil, unreachable(ctx, cfg, eps, err)
+		return nil, err
 	}
-	r := &Registry{
-		cfg:       cfg,
-		cli:       cli,
-		log:       cfg.Logger.With("registry", "etcd", "endpoints", eps),
-		eps:       eps,
-		bgTimeout: min(max(cfg.TTL/2, time.Second), cfg.RequestTimeout),
-		retryCap:  retryCap,
-		ops:       make(chan struct{}, 1),
-		kick:      make(chan struct{}, 1),
-		regs:      make(map[string]*registration),
-		watchers:  make(map[*watcher]struct{}),
-		badLogged: make(map[string]int64),
+	if down == nil {
+		if down, err = r.ping(ctx); err != nil {
+			r.cli.Close()
+			return nil, err
+		}
+	}
+	if down != nil {
+		r.startedDown = true
+		r.log.Warn("etcd registry: cannot reach etcd; the registry keeps connecting in the background, and its calls fail until it can",
+			"error", down)
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.wg.Add(2)
@@ -179,13 +193,118 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	return r, nil
 }
 
-// unreachable is the error of New when no member answered in time, with
-// what diagnose found out.
-func unreachable(ctx context.Context, cfg Config, eps string, err error) error {
-	if reason := diagnose(ctx, cfg); reason != "" {
-		return fmt.Errorf("registry: etcd at %s did not answer within the dial timeout (%v): %s: %w", eps, cfg.DialTimeout, reason, err)
+// newClient makes r.cli. Without credentials clientv3.New returns at once
+// (the client connects when it is first used). With credentials it
+// authenticates first, which New stops waiting for (see deferToken) as soon
+// as no endpoint accepts a connection; it then returns why as down. It
+// returns an error if a member rejected the credentials, or answered but
+// not as etcd, or if ctx ended.
+func (r *Registry) newClient(ctx context.Context, ccfg clientv3.Config) (down, err error) {
+	cfg := r.cfg
+	r.booting.Store(true)
+	defer r.booting.Store(false)
+	type result struct {
+		cli *clientv3.Client
+		err error
 	}
-	return fmt.Errorf("registry: etcd at %s did not answer within the dial timeout (%v): %w", eps, cfg.DialTimeout, err)
+	start := func() <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			cli, err := clientv3.New(ccfg)
+			ch <- result{cli, err}
+		}()
+		return ch
+	}
+	giveUp := func(why error) {
+		if down == nil {
+			down = why
+			close(r.giveUp)
+		}
+	}
+	ch := start()
+	var res result
+wait:
+	for {
+		_, changed := r.dials.now()
+		if uerr := r.dials.failedSince(0, cfg.Endpoints); uerr != nil {
+			giveUp(uerr)
+		}
+		select {
+		case res = <-ch:
+			break wait
+		case <-changed:
+		case <-ctx.Done():
+			giveUp(ctx.Err())
+			if res = <-ch; res.err == nil {
+				res.cli.Close()
+			}
+			return nil, fmt.Errorf("registry: connecting to etcd at %s: %w", r.eps, ctx.Err())
+		}
+	}
+	if res.err != nil && errors.Is(res.err, context.DeadlineExceeded) && down == nil {
+		// With credentials: no member answered the authentication
+		// within the dial timeout. Find out why; unless the members
+		// rejected the connection, they are down: start without a token.
+		reason, rejected := diagnose(ctx, cfg)
+		if rejected {
+			return nil, unreachable(cfg, r.eps, reason, res.err)
+		}
+		if reason == "" {
+			reason = fmt.Sprintf("no member answered within the dial timeout (%v)", cfg.DialTimeout)
+		}
+		giveUp(errors.New(reason))
+		res = <-start()
+	}
+	if res.err != nil {
+		// Its errors never hold the password.
+		if reason := authProblem(cfg, res.err); reason != "" {
+			return nil, fmt.Errorf("registry: etcd at %s: %s: %w", r.eps, reason, res.err)
+		}
+		return nil, fmt.Errorf("registry: etcd client for %s: %w", r.eps, res.err)
+	}
+	r.cli = res.cli
+	return down, nil
+}
+
+// ping reads from the cluster, so that a wrong address, wrong credentials
+// or a server that is not etcd are reported by New rather than by the first
+// Register. It returns down, why the cluster cannot be reached, if no
+// endpoint accepts a connection or no member answers within the dial
+// timeout and nothing is found wrong; and an error if a member rejected the
+// client or ctx ended.
+func (r *Registry) ping(ctx context.Context) (down, err error) {
+	cfg := r.cfg
+	pctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	err = r.connectErr(pctx)
+	if err == nil {
+		_, err = r.cli.Get(pctx, cfg.BasePath+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	}
+	switch {
+	case err == nil:
+		return nil, nil
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("registry: connecting to etcd at %s: %w", r.eps, ctx.Err())
+	case isUnreachable(err):
+		return err, nil
+	}
+	if reason := authProblem(cfg, err); reason != "" {
+		return nil, fmt.Errorf("registry: etcd at %s: %s: %w", r.eps, reason, err)
+	}
+	reason, rejected := diagnose(ctx, cfg)
+	if rejected {
+		return nil, unreachable(cfg, r.eps, reason, err)
+	}
+	if reason != "" {
+		return fmt.Errorf("%s: %w", reason, err), nil
+	}
+	return fmt.Errorf("no member answered within the dial timeout (%v): %w", cfg.DialTimeout, err), nil
+}
+
+// unreachable is the error of New when a member rejected the client, with
+// what diagnose found out.
+func unreachable(cfg Config, eps, reason string, err error) error {
+	return fmt.Errorf("registry: etcd at %s: %s (no etcd answer within the dial timeout of %v): %w", eps, reason, cfg.DialTimeout, err)
 }
 
 // authProblem explains an error of the server that is about credentials or
@@ -217,7 +336,11 @@ func authProblem(cfg Config, err error) string {
 func (r *Registry) monitorConn() {
 	defer r.wg.Done()
 	conn := r.cli.ActiveConnection()
-	lost := false
+	lost := r.startedDown // New logged it
+	again := ""
+	if !r.startedDown {
+		again = " again"
+	}
 	state := conn.GetState()
 	for conn.WaitForStateChange(r.ctx, state) {
 		state = conn.GetState()
@@ -227,7 +350,8 @@ func (r *Registry) monitorConn() {
 			r.log.Warn("etcd registry: lost the connection to etcd; watches keep their last lists and registrations are restored when it is back")
 		case state == connectivity.Ready && lost:
 			lost = false
-			r.log.Info("etcd registry: connected to etcd again")
+			r.log.Info("etcd registry: connected to etcd" + again)
+			again = " again"
 		}
 	}
 }
@@ -265,6 +389,10 @@ func (r *Registry) opContext(ctx context.Context) (context.Context, context.Canc
 func (r *Registry) opErr(what string, err error) error {
 	if r.isClosed() || errors.Is(err, registry.ErrClosed) {
 		return registry.ErrClosed
+	}
+	if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrUserEmpty) {
+		// New could not check the credentials if the cluster was down.
+		return fmt.Errorf("registry: etcd at %s: %s: %s: %w", r.eps, what, authProblem(r.cfg, err), err)
 	}
 	return fmt.Errorf("registry: etcd at %s: %s: %w", r.eps, what, err)
 }
@@ -379,6 +507,9 @@ func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 	ctx, cancel := r.opContext(ctx)
 	defer cancel()
 	what := fmt.Sprintf("register %s instance %q", in.Key, in.ID)
+	if err := r.connectErr(ctx); err != nil {
+		return r.opErr(what, err)
+	}
 	if err := r.lockOps(ctx); err != nil {
 		return r.opErr(what, err)
 	}
@@ -414,6 +545,9 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
 	ctx, cancel := r.opContext(ctx)
 	defer cancel()
 	what := fmt.Sprintf("deregister %s instance %q", in.Key, in.ID)
+	if err := r.connectErr(ctx); err != nil {
+		return r.opErr(what, err)
+	}
 	if err := r.lockOps(ctx); err != nil {
 		return r.opErr(what, err)
 	}
@@ -444,7 +578,11 @@ func (r *Registry) Discover(ctx context.Context, key registry.ServiceKey) ([]reg
 	ctx, cancel := r.opContext(ctx)
 	defer cancel()
 	prefix := servicePrefix(r.cfg.BasePath, key)
-	resp, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	err := r.connectErr(ctx)
+	var resp *clientv3.GetResponse
+	if err == nil {
+		resp, err = r.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	}
 	if err != nil {
 		return nil, r.opErr("discover "+key.String(), err)
 	}
@@ -460,7 +598,11 @@ func (r *Registry) Services(ctx context.Context) ([]registry.ServiceKey, error) 
 	ctx, cancel := r.opContext(ctx)
 	defer cancel()
 	prefix := r.cfg.BasePath + "/"
-	resp, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	err := r.connectErr(ctx)
+	var resp *clientv3.GetResponse
+	if err == nil {
+		resp, err = r.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	}
 	if err != nil {
 		return nil, r.opErr("list services", err)
 	}

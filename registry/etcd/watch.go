@@ -17,31 +17,49 @@ import (
 )
 
 // Watch lists the instances of key and then watches their prefix from the
-// next revision. The first list is read before Watch returns (bounded by
-// ctx and RequestTimeout), so the first Next returns it at once; Watch
-// fails if it cannot be read. From then on the watch never gives up: on any
-// watch error, server-side cancellation, compaction or lost leader it keeps
-// the last list, lists again with backoff and resumes watching from the new
-// list's revision. It lives until Stop, Close or the end of ctx.
+// next revision. The first list is normally read before Watch returns
+// (bounded by ctx and RequestTimeout), so the first Next returns it at once.
+// If the cluster cannot be reached, Watch returns all the same and the
+// watch lists the prefix as soon as it can: the first Next waits for that
+// list, and if its context ends first it returns the context's error
+// together with why there is no list. Watch fails only if the cluster
+// rejects the read (credentials, permissions). From then on the watch never
+// gives up: on any watch error, server-side cancellation, compaction or lost
+// leader it keeps the last list, lists again with backoff and resumes
+// watching from the new list's revision. It lives until Stop, Close or the
+// end of ctx.
 func (r *Registry) Watch(ctx context.Context, key registry.ServiceKey) (registry.Watcher, error) {
 	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
 	}
 	prefix := servicePrefix(r.cfg.BasePath, key)
-	lctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
-	resp, err := r.cli.Get(lctx, prefix, clientv3.WithPrefix())
-	cancel()
-	if err != nil {
-		return nil, r.opErr("watch "+key.String(), err)
-	}
+	what := "watch " + key.String()
 	w := &watcher{
 		Feed:   registry.NewFeed(ctx),
 		r:      r,
 		key:    key,
 		prefix: prefix,
-		state:  r.decodeAll(resp.Kvs, prefix, key),
 	}
-	w.publish() // the first Next returns it at once
+	lctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	err := r.connectErr(lctx)
+	var resp *clientv3.GetResponse
+	if err == nil {
+		resp, err = r.cli.Get(lctx, prefix, clientv3.WithPrefix())
+	}
+	cancel()
+	var rev int64
+	switch {
+	case err == nil:
+		w.state = r.decodeAll(resp.Kvs, prefix, key)
+		w.publish() // the first Next returns it at once
+		rev = resp.Header.Revision
+	case ctx.Err() != nil || r.isClosed() || authProblem(r.cfg, err) != "":
+		w.End(registry.ErrClosed)
+		return nil, r.opErr(what, err)
+	default:
+		// The run goroutine lists as soon as it can.
+		w.Failing(r.opErr(what, err))
+	}
 	w.ctx, w.cancel = context.WithCancel(r.ctx)
 	r.mu.Lock()
 	if r.closed {
@@ -53,7 +71,7 @@ func (r *Registry) Watch(ctx context.Context, key registry.ServiceKey) (registry
 	r.watchers[w] = struct{}{}
 	r.wg.Add(1)
 	r.mu.Unlock()
-	go w.run(resp.Header.Revision)
+	go w.run(rev)
 	w.OnEnd(w.unregister)
 	return w, nil
 }
@@ -86,7 +104,8 @@ func (w *watcher) unregister() {
 func (w *watcher) publish() { w.Publish(sortedList(w.state)) }
 
 // run watches from rev+1 and, whenever the watch breaks, lists again and
-// watches from the new revision, until the watch ends.
+// watches from the new revision, until the watch ends. With rev 0 (Watch
+// could not list) it lists first.
 func (w *watcher) run(rev int64) {
 	defer w.r.wg.Done()
 	log := w.r.log.With("key", w.key.String())
@@ -94,6 +113,33 @@ func (w *watcher) run(rev int64) {
 	failing := false
 	var tokenRetry time.Time // when the watch was last retried at once after errStaleToken
 	for {
+		if rev == 0 {
+			for {
+				newRev, err := w.relist()
+				if err == nil {
+					rev = newRev
+					break
+				}
+				if w.ctx.Err() != nil {
+					return
+				}
+				w.Failing(w.r.opErr("watch "+w.key.String(), err))
+				if !failing {
+					log.Warn("etcd registry: listing for a watch failed; keeping the last list and retrying with backoff", "error", err)
+					failing = true
+				} else {
+					log.Debug("etcd registry: listing for a watch failed again", "error", err)
+				}
+				if !sleep(w.ctx, bo.next()) {
+					return
+				}
+			}
+			w.relists.Add(1)
+			if failing {
+				log.Info("etcd registry: watch resumed")
+				failing = false
+			}
+		}
 		start := time.Now()
 		err := w.watchFrom(rev + 1)
 		if w.ctx.Err() != nil {
@@ -110,38 +156,16 @@ func (w *watcher) run(rev int64) {
 			bo.reset()
 		}
 		switch {
-		case failing:
-			log.Debug("etcd registry: watch interrupted again", "error", err)
 		case errors.Is(err, rpctypes.ErrCompacted):
 			log.Info("etcd registry: watch fell behind a compaction; listing again", "error", err)
 		default:
 			log.Warn("etcd registry: watch interrupted; keeping the last list and listing again with backoff", "error", err)
 			failing = true
 		}
-		for {
-			if !sleep(w.ctx, bo.next()) {
-				return
-			}
-			newRev, err := w.relist()
-			if err == nil {
-				rev = newRev
-				break
-			}
-			if w.ctx.Err() != nil {
-				return
-			}
-			if !failing {
-				log.Warn("etcd registry: listing for a watch failed; keeping the last list and retrying with backoff", "error", err)
-				failing = true
-			} else {
-				log.Debug("etcd registry: listing for a watch failed again", "error", err)
-			}
+		if !sleep(w.ctx, bo.next()) {
+			return
 		}
-		w.relists.Add(1)
-		if failing {
-			log.Info("etcd registry: watch resumed")
-			failing = false
-		}
+		rev = 0
 	}
 }
 
@@ -206,6 +230,9 @@ func (w *watcher) watchFrom(rev int64) error {
 func (w *watcher) relist() (int64, error) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.r.bgTimeout)
 	defer cancel()
+	if err := w.r.connectErr(ctx); err != nil {
+		return 0, err
+	}
 	resp, err := w.r.cli.Get(ctx, w.prefix, clientv3.WithPrefix())
 	if err != nil {
 		return 0, err

@@ -285,14 +285,22 @@ func TestCredentialErrors(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	var logs secretLog
-	_, err = New(context.Background(), Config{Servers: []string{addr}, DialTimeout: 500 * time.Millisecond,
+	r, err := New(context.Background(), Config{Servers: []string{addr}, DialTimeout: 500 * time.Millisecond,
 		Username: zkTestUser, Password: zkPassword, Logger: logs.Logger()})
+	if err != nil {
+		t.Fatalf("New on a closed port: %v; want a registry that keeps connecting", err)
+	}
+	err = r.Register(context.Background(), registry.Instance{Key: registrytest.UniqueKey(t), ID: "a", Addr: "127.0.0.1:1"})
+	r.Close()
 	if err == nil {
-		t.Fatal("New on a closed port: no error")
+		t.Fatal("Register on a closed port: no error")
 	}
 	t.Logf("closed port: %v", err)
-	checkNoSecret(t, "the error of New", err.Error())
+	checkNoSecret(t, "the error of Register", err.Error())
 	checkNoSecret(t, "the log", logs.String())
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), addr) {
+		t.Errorf("New on a closed port did not warn, naming the address:\n%s", logs.String())
+	}
 
 	cfg := Config{Servers: []string{"h1:2181", "h2:2181"}, BasePath: "/s", Username: zkTestUser, Password: zkPassword, NoWorldRead: true}
 	if got, want := cfg.String(), "zookeeper://storks:redacted@h1:2181,h2:2181/s?world-read=false"; got != want {

@@ -28,9 +28,10 @@
 //     [minSessionTimeout, maxSessionTimeout], by default 2 to 20 ticks. It is
 //     the time after which the instances of a provider that died (or lost
 //     its network) disappear.
-//   - dial-timeout: how long Open waits for the first session, and how long
-//     a call (Register, Deregister, Discover) waits for the servers when its
-//     context has no deadline (default 5s).
+//   - dial-timeout: how long Open waits for the first session (see Starting
+//     while ZooKeeper is down), and how long a call (Register, Deregister,
+//     Discover) waits for the servers when its context has no deadline
+//     (default 5s).
 //   - user:password: digest credentials ([Config.Username],
 //     [Config.Password]); see Credentials below. Percent-encode reserved
 //     characters; the user may not contain ':'.
@@ -39,6 +40,33 @@
 //
 // Any other query parameter, a user info without a password, or a fragment
 // is an error.
+//
+// # Starting while ZooKeeper is down
+//
+// Open fails only for what waiting will not fix (see the rule in package
+// registry): a bad URL or Config; a server name that does not resolve (the
+// ZooKeeper client resolves the names once, when Open makes it, and never
+// again, so such a registry could never connect); and a server that answers
+// in another protocol (HTTP, TLS), naming it. If every server refuses the
+// connection (or does not answer within dial-timeout), or no session is
+// established within dial-timeout, Open logs one warning naming the servers
+// and the cause and returns a registry that keeps connecting in the
+// background (the client tries the servers in turn, one round a second):
+//
+//   - The registry records the outcome of every attempt to connect to a
+//     server. While it has no session and the last attempt to connect to
+//     every server failed, Register, Deregister, Discover and Services fail
+//     at once, with an error naming the servers and the dial error
+//     ("connect: connection refused"); Discover returns the last known list
+//     instead if it has one. Otherwise (a connection is open, the session is
+//     being established) they wait and retry as below. A Register that
+//     failed is not made later; a Deregister that failed keeps trying in the
+//     background, as below.
+//   - Watch returns a watcher, which reads the list once there is a
+//     session; its first Next waits for it, or returns its context's error
+//     with the cause.
+//   - With credentials, they are added to the first session before
+//     anything else uses it.
 //
 // # Credentials
 //
@@ -115,15 +143,16 @@
 //   - Discover reads the servers. If they cannot be reached and this
 //     registry has seen the key before (an earlier Discover or a watch), it
 //     returns that last known list after waiting up to a second (less if
-//     its context expires first) instead of an error; otherwise it retries
-//     until its context is done (or the dial timeout passed) and returns an
-//     error naming the servers.
+//     its context expires first; at once if no server accepts a
+//     connection) instead of an error; otherwise it retries until its
+//     context is done (or the dial timeout passed, or no server accepts a
+//     connection) and returns an error naming the servers.
 //   - Registry also implements [registry.Lister]: Services lists the keys
 //     under the base path that have at least one instance node.
 //   - Nothing blocks forever: New is bounded by its context and the dial
-//     timeout and names the servers it could not reach; every call is
-//     bounded by its context (and by the dial timeout when the context has
-//     none).
+//     timeout; every call is bounded by its context (and by the dial
+//     timeout when the context has none), and fails at once when no server
+//     accepts a connection.
 //   - Close stops every goroutine of the registry and of its ZooKeeper
 //     client and closes the session, so the server removes this registry's
 //     instances at once. (A provider that dies without Close disappears

@@ -88,20 +88,26 @@ func (e *entry) pending() bool {
 }
 
 // wait waits until generation gen (or a later one) was applied, it failed
-// for good, ctx is done or the registry is closed.
+// for good, the servers cannot be reached (see Registry.reachErr), ctx is
+// done or the registry is closed.
 func (e *entry) wait(ctx context.Context, gen uint64) error {
 	for {
 		e.mu.Lock()
 		applied, failGen, failErr, ch := e.applied, e.failGen, e.failErr, e.notify
 		e.mu.Unlock()
+		dialed := e.r.dialChanged()
 		switch {
 		case applied >= gen:
 			return nil
 		case failGen == gen && failErr != nil:
 			return failErr
 		}
+		if err := e.r.reachErr(); err != nil {
+			return err
+		}
 		select {
 		case <-ch:
+		case <-dialed:
 		case <-ctx.Done():
 			e.mu.Lock()
 			last := e.lastErr

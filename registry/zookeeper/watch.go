@@ -3,6 +3,7 @@ package zookeeper
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -145,6 +146,13 @@ func (w *watcher) run() {
 // yet, publishes the last list the registry saw for the key.
 func (w *watcher) failed(err error) {
 	r := w.r
+	cause := err
+	if connectionError(err) {
+		if rerr := r.reachErr(); rerr != nil {
+			cause = rerr
+		}
+	}
+	w.Failing(fmt.Errorf("zookeeper: watching %v at %s: %w", w.key, r.servers, r.explain(cause)))
 	if !w.failing {
 		w.failing = true
 		level := slog.LevelWarn

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,8 +33,15 @@ type Registry struct {
 	sessKick chan struct{} // 1-buffered: the session state may have changed
 	connects atomic.Uint64 // number of StateHasSession events so far
 
-	diagMu  sync.Mutex
-	lastErr string // the last dial failure or client log line, for New's error
+	diagMu sync.Mutex
+	dials  dialState // what is known of the connections to the servers (reach.go)
+
+	// authed is set once the credentials were added to the session (at
+	// once without credentials); there is no session for the registry's
+	// work until then.
+	authed atomic.Bool
+	// startedDown: New returned without a session (and said so).
+	startedDown bool
 
 	netMu    sync.Mutex
 	netConns map[*trackedConn]struct{} // open connections to the servers
@@ -59,10 +65,20 @@ var (
 	errNoSession = errors.New("zookeeper: not connected (no session)")
 )
 
-// New connects to the ZooKeeper servers of c and returns a registry once it
-// has a session. It fails with a *registry.InputError if c is invalid, and
-// with an error naming the servers if no session could be established
-// before ctx is done or c.DialTimeout has passed.
+// New returns a registry that uses the ZooKeeper servers of c. It fails at
+// once with a *registry.InputError if c is invalid, or with an error naming
+// the servers if a server name does not resolve (the ZooKeeper client
+// resolves the names once, here, and never again) or if a server answers in
+// another protocol than ZooKeeper's; and, naming the servers, if ctx ends
+// before it has a session.
+//
+// Servers that cannot be reached do not fail New: if every server refuses
+// the connection (or does not answer within c.DialTimeout), or no session
+// is established within c.DialTimeout, New logs one warning naming the
+// servers and the cause and returns a registry that keeps connecting in
+// the background. Its calls fail fast meanwhile (see Register), its
+// watches wait for their first list, and everything works as soon as it
+// has a session.
 func New(ctx context.Context, c Config) (*Registry, error) {
 	c, err := c.normalize()
 	if err != nil {
@@ -79,6 +95,7 @@ func New(ctx context.Context, c Config) (*Registry, error) {
 		acl:      nodeACL(c),
 		ctx:      rctx,
 		cancel:   cancel,
+		dials:    dialState{last: make(map[string]error), changed: make(chan struct{})},
 		sessKick: make(chan struct{}, 1),
 		netConns: make(map[*trackedConn]struct{}),
 		past:     make(map[int64]bool),
@@ -86,11 +103,13 @@ func New(ctx context.Context, c Config) (*Registry, error) {
 		watchers: make(map[string]map[*watcher]struct{}),
 		cache:    make(map[registry.ServiceKey][]registry.Instance),
 	}
+	r.authed.Store(c.Username == "")
 	conn, events, err := zk.Connect(c.Servers, c.SessionTimeout,
 		zk.WithLogger(zkLogger{r}),
 		zk.WithLogInfo(false),
 		zk.WithDialer(r.dial),
 		zk.WithEventCallback(r.onEvent),
+		zk.WithHostProvider(hostProvider{zk.NewDNSHostProvider(), r}),
 	)
 	if err != nil {
 		cancel()
@@ -100,24 +119,36 @@ func New(ctx context.Context, c Config) (*Registry, error) {
 
 	dctx, dcancel := context.WithTimeout(ctx, c.DialTimeout)
 	defer dcancel()
+	var down error
+wait:
 	for conn.State() != zk.StateHasSession {
+		changed := r.dialChanged()
+		if err := r.rejectedErr(); err != nil {
+			r.shutdown()
+			return nil, fmt.Errorf("zookeeper: no session with %s: %w", r.servers, err)
+		}
+		if down = r.reachErr(); down != nil {
+			break
+		}
 		select {
 		case <-r.sessKick:
+		case <-changed:
 		case <-dctx.Done():
 			r.diagMu.Lock()
-			last := r.lastErr
+			last := r.dials.detail
 			r.diagMu.Unlock()
-			r.shutdown()
 			if last == "" {
 				last = "no answer"
 			}
 			if ctx.Err() != nil {
+				r.shutdown()
 				return nil, fmt.Errorf("zookeeper: no session with %s (last error: %s): %w", r.servers, last, ctx.Err())
 			}
-			return nil, fmt.Errorf("zookeeper: no session with %s within the dial timeout of %v (last error: %s)", r.servers, c.DialTimeout, last)
+			down = fmt.Errorf("no session within the dial timeout of %v (last error: %s)", c.DialTimeout, last)
+			break wait
 		}
 	}
-	if c.Username != "" {
+	if down == nil && c.Username != "" {
 		if err := r.addAuth(dctx); err != nil {
 			r.shutdown()
 			if ctx.Err() != nil {
@@ -125,11 +156,20 @@ func New(ctx context.Context, c Config) (*Registry, error) {
 			}
 			return nil, fmt.Errorf("zookeeper: adding the digest credentials of user %q at %s: %w", c.Username, r.servers, err)
 		}
+		r.authed.Store(true)
 	}
-	r.sid = conn.SessionID()
+	seen := r.connects.Load()
+	if down != nil {
+		r.startedDown = true
+		r.log.Warn("zookeeper: cannot reach the servers; the registry keeps connecting in the background, and its calls fail until it has a session",
+			"servers", r.servers, "error", down)
+		seen = 0
+	} else {
+		r.sid = conn.SessionID()
+		r.log.Debug("zookeeper: connected", "servers", r.servers, "session", hexID(r.sid), "base", c.BasePath)
+	}
 	r.wg.Add(1)
-	go r.monitor(r.connects.Load())
-	r.log.Debug("zookeeper: connected", "servers", r.servers, "session", hexID(r.sid), "base", c.BasePath)
+	go r.monitor(seen)
 	return r, nil
 }
 
@@ -202,44 +242,6 @@ func (r *Registry) explain(err error) error {
 		"(ZooKeeper's digest scheme accepts any password; a wrong one only fails to match the ACL)", err, r.cfg.BasePath, who)
 }
 
-// dial opens a connection through the configured Dialer, tracks it so that
-// it is closed when no longer used, and remembers the last failure for
-// New's error message.
-func (r *Registry) dial(network, address string, timeout time.Duration) (net.Conn, error) {
-	// The client dials only when it is done with its previous connection,
-	// which it does not always close (not after a session expiry).
-	r.closeConns()
-	c, err := r.cfg.Dialer(network, address, timeout)
-	if err != nil {
-		r.diagMu.Lock()
-		r.lastErr = err.Error()
-		r.diagMu.Unlock()
-		return nil, err
-	}
-	r.diagMu.Lock()
-	r.lastErr = "connected to " + address + " but no session was established (is it a ZooKeeper server, and serving?)"
-	r.diagMu.Unlock()
-	tc := &trackedConn{Conn: c, r: r}
-	r.netMu.Lock()
-	r.netConns[tc] = struct{}{}
-	r.netMu.Unlock()
-	return tc, nil
-}
-
-// trackedConn is a connection to a server that shutdown closes, so that no
-// client goroutine stays blocked on a server that does not answer.
-type trackedConn struct {
-	net.Conn
-	r *Registry
-}
-
-func (c *trackedConn) Close() error {
-	c.r.netMu.Lock()
-	delete(c.r.netConns, c)
-	c.r.netMu.Unlock()
-	return c.Conn.Close()
-}
-
 // closeConns closes every connection to the servers.
 func (r *Registry) closeConns() {
 	r.netMu.Lock()
@@ -261,7 +263,7 @@ func (l zkLogger) Printf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if strings.HasPrefix(msg, "authentication failed") {
 		l.r.diagMu.Lock()
-		l.r.lastErr = msg
+		l.r.dials.detail = msg
 		l.r.diagMu.Unlock()
 	}
 	l.r.log.Debug("zookeeper client: "+msg, "servers", l.r.servers)
@@ -300,7 +302,7 @@ func (r *Registry) onEvent(ev zk.Event) {
 // watches up when a new session (or a reconnection) needs them to act.
 func (r *Registry) monitor(seen uint64) {
 	defer r.wg.Done()
-	up := true
+	up := !r.startedDown
 	for {
 		select {
 		case <-r.ctx.Done():
@@ -318,11 +320,30 @@ func (r *Registry) monitor(seen uint64) {
 			up = false
 			continue
 		}
+		if !r.authed.Load() {
+			// The first session of a registry that New returned
+			// without one: add the credentials before anything else
+			// uses it.
+			if err := r.addAuth(r.ctx); err != nil {
+				if r.ctx.Err() != nil {
+					return
+				}
+				r.log.Warn("zookeeper: adding the digest credentials failed; retrying", "servers", r.servers, "user", r.cfg.Username, "error", err)
+				signal(r.sessKick)
+				if !sleepCtx(r.ctx, r.cfg.maxRetry) {
+					return
+				}
+				continue
+			}
+			r.authed.Store(true)
+		}
 		r.mu.Lock()
 		old := r.sid
 		newSession := sid != old
 		if newSession {
-			r.past[old] = true
+			if old != 0 {
+				r.past[old] = true
+			}
 			r.sid = sid
 		}
 		entries := make([]*entry, 0, len(r.entries))
@@ -337,6 +358,14 @@ func (r *Registry) monitor(seen uint64) {
 		}
 		r.mu.Unlock()
 		switch {
+		case newSession && old == 0:
+			r.log.Info("zookeeper: connected; the registry works now", "servers", r.servers, "session", hexID(sid))
+			for _, e := range entries {
+				signal(e.kick)
+			}
+			for _, w := range watchers {
+				w.resync()
+			}
 		case newSession:
 			r.log.Warn("zookeeper: the session expired; recovering in a new session",
 				"servers", r.servers, "old_session", hexID(old), "session", hexID(sid),
@@ -368,10 +397,22 @@ func (r *Registry) monitor(seen uint64) {
 // session returns the current session ID, or errNoSession.
 func (r *Registry) session() (int64, error) {
 	sid := r.conn.SessionID()
-	if r.conn.State() != zk.StateHasSession || sid == 0 {
+	if r.conn.State() != zk.StateHasSession || sid == 0 || !r.authed.Load() {
 		return 0, errNoSession
 	}
 	return sid, nil
+}
+
+// sleepCtx waits for d or until ctx is done, and reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (r *Registry) isPast(sid int64) bool {
@@ -468,7 +509,9 @@ func (r *Registry) remember(key registry.ServiceKey, list []registry.Instance) {
 // and keeps it there, re-creating it in every new session, until Deregister
 // or Close. Registering an ID again replaces its data, also when another
 // session (an earlier run of the provider) still holds the node. If Register
-// fails, the previous state is restored.
+// fails, the previous state is restored. It fails at once, changing
+// nothing, if the registry has no session and no server accepts a
+// connection.
 func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 	if err := registry.Check(ctx, r.isClosed(), in.Validate()); err != nil {
 		return err
@@ -476,6 +519,11 @@ func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 	data, err := encode(in)
 	if err != nil {
 		return err
+	}
+	if err := r.reachErr(); err != nil {
+		// Nothing is asked of the keeper: a registration that failed
+		// is not made later behind the caller's back.
+		return fmt.Errorf("zookeeper: register %v instance %q at %s: %w", in.Key, in.ID, r.servers, err)
 	}
 	path := r.nodePath(in.Key, in.ID)
 	r.mu.Lock()
@@ -507,8 +555,9 @@ func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 
 // Deregister deletes the znode of in.Key and in.ID, whoever created it, and
 // stops keeping it alive. Deleting an instance that does not exist is not an
-// error. If the servers cannot be reached in time it returns an error and
-// keeps trying in the background until Close.
+// error. If the servers cannot be reached in time (at once if no server
+// accepts a connection) it returns an error and keeps trying in the
+// background until Close.
 func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
 	if err := registry.Check(ctx, r.isClosed(), in.ValidateRef()); err != nil {
 		return err
@@ -553,6 +602,11 @@ func (r *Registry) retry(ctx context.Context, op func() error) error {
 		if err == nil || permanent(err) || errors.Is(err, registry.ErrClosed) {
 			return err
 		}
+		if connectionError(err) {
+			if rerr := r.reachErr(); rerr != nil {
+				return rerr
+			}
+		}
 		if ctx.Err() != nil {
 			if last != nil {
 				return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
@@ -592,8 +646,10 @@ const staleGrace = time.Second
 // Discover returns the instances of key, sorted by ID. If the servers
 // cannot be reached and this registry has seen the key before (an earlier
 // Discover or a watch), it returns that last known list after waiting up to
-// a second (less if ctx expires earlier) for them; otherwise it keeps trying
-// until ctx is done (or the dial timeout passed, when ctx has no deadline).
+// a second (less if ctx expires earlier, not at all if no server accepts a
+// connection) for them; otherwise it keeps trying until ctx is done (or the
+// dial timeout passed, when ctx has no deadline), and fails at once if no
+// server accepts a connection.
 func (r *Registry) Discover(ctx context.Context, key registry.ServiceKey) ([]registry.Instance, error) {
 	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
 		return nil, err
