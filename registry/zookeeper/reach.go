@@ -2,7 +2,6 @@ package zookeeper
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -201,11 +200,4 @@ func (r *Registry) dial(network, address string, timeout time.Duration) (net.Con
 	r.netConns[tc] = struct{}{}
 	r.netMu.Unlock()
 	return tc, nil
-}
-
-// isUnreachable reports whether err says that no server could be connected
-// to.
-func isUnreachable(err error) bool {
-	var ue *unreachableError
-	return errors.As(err, &ue)
 }
