@@ -2,9 +2,15 @@
 // the server that exports service implementations, and the client whose
 // references discover providers in a registry and pick one per call.
 //
+// The package lives in the runtime/ directory, so its declared name is
+// runtime, but programs import it as storks, to avoid a clash with Go's own
+// runtime package; generated code and every example do so:
+//
+//	import storks "github.com/storks-rpc/storks/runtime"
+//
 // A provider exports and serves:
 //
-//	srv := runtime.NewServer(runtime.WithRegistry(reg))
+//	srv := storks.NewServer(storks.WithRegistry(reg))
 //	if _, err := greeterv1.RegisterGreeterServer(srv, &greeter{}); err != nil { ... }
 //	lis, _ := net.Listen("tcp", "127.0.0.1:0")
 //	go srv.Serve(lis)
@@ -12,7 +18,7 @@
 //
 // A consumer refers and calls:
 //
-//	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+//	cli, err := storks.NewClient(storks.WithRegistry(reg))
 //	if err != nil { ... }
 //	ref, _ := cli.Refer(ctx, greeterv1.Greeter_ServiceName)
 //	greeter := greeterv1.NewGreeterClient(ref)

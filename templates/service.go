@@ -41,7 +41,7 @@ func genConstants(f *jen.File, sn *ServiceNames) {
 		return
 	}
 	f.Line()
-	f.Comment("Full method names of the " + full + " service, as passed to runtime.Invoker.")
+	f.Comment("Full method names of the " + full + " service, as passed to storks.Invoker.")
 	f.Const().DefsFunc(func(g *jen.Group) {
 		for _, m := range generated {
 			name := "/" + full + "/" + string(m.Method.Desc.Name())
@@ -248,7 +248,7 @@ func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 
 	f.Line()
 	f.Add(doc(
-		sn.Desc + " is the runtime.ServiceDesc for the " + string(svc.Desc.FullName()) + " service.\n" +
+		sn.Desc + " is the storks.ServiceDesc for the " + string(svc.Desc.FullName()) + " service.\n" +
 			"// It's only intended for direct use with " + sn.Register + ",\n" +
 			"// and not to be introspected or modified (even as a copy).",
 	))

@@ -7,17 +7,17 @@ package keywords
 
 import (
 	"context"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion2
 
 // Chan_ServiceName is the fully-qualified name of the storks.test.keywords.chan service.
 const Chan_ServiceName = "storks.test.keywords.chan"
 
-// Full method names of the storks.test.keywords.chan service, as passed to runtime.Invoker.
+// Full method names of the storks.test.keywords.chan service, as passed to storks.Invoker.
 const (
 	Chan_Func_FullMethodName   = "/storks.test.keywords.chan/func"
 	Chan_Type_FullMethodName   = "/storks.test.keywords.chan/type"
@@ -29,26 +29,26 @@ const (
 
 // ChanClient is the client API for the storks.test.keywords.chan service.
 type ChanClient interface {
-	Func(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Type(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Go(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Select(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Map(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Range(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
+	Func(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Type(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Go(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Select(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Map(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Range(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
 }
 
 type chanClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewChanClient returns an implementation of ChanClient that makes every
 // call through inv, usually a reference to the service obtained from a
 // runtime client.
-func NewChanClient(inv runtime.Invoker) ChanClient {
+func NewChanClient(inv storks.Invoker) ChanClient {
 	return &chanClient{inv: inv}
 }
 
-func (c *chanClient) Func(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
+func (c *chanClient) Func(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
 	out, err := c.inv.Invoke(ctx, Chan_Func_FullMethodName, in, new(Type), opts...)
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func (c *chanClient) Func(ctx context.Context, in *Type, opts ...runtime.CallOpt
 	return out.(*Type), nil
 }
 
-func (c *chanClient) Type(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
+func (c *chanClient) Type(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
 	out, err := c.inv.Invoke(ctx, Chan_Type_FullMethodName, in, new(Type), opts...)
 	if err != nil {
 		return nil, err
@@ -64,7 +64,7 @@ func (c *chanClient) Type(ctx context.Context, in *Type, opts ...runtime.CallOpt
 	return out.(*Type), nil
 }
 
-func (c *chanClient) Go(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
+func (c *chanClient) Go(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
 	out, err := c.inv.Invoke(ctx, Chan_Go_FullMethodName, in, new(Type), opts...)
 	if err != nil {
 		return nil, err
@@ -72,7 +72,7 @@ func (c *chanClient) Go(ctx context.Context, in *Type, opts ...runtime.CallOptio
 	return out.(*Type), nil
 }
 
-func (c *chanClient) Select(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
+func (c *chanClient) Select(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
 	out, err := c.inv.Invoke(ctx, Chan_Select_FullMethodName, in, new(Type), opts...)
 	if err != nil {
 		return nil, err
@@ -80,7 +80,7 @@ func (c *chanClient) Select(ctx context.Context, in *Type, opts ...runtime.CallO
 	return out.(*Type), nil
 }
 
-func (c *chanClient) Map(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
+func (c *chanClient) Map(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
 	out, err := c.inv.Invoke(ctx, Chan_Map_FullMethodName, in, new(Type), opts...)
 	if err != nil {
 		return nil, err
@@ -88,7 +88,7 @@ func (c *chanClient) Map(ctx context.Context, in *Type, opts ...runtime.CallOpti
 	return out.(*Type), nil
 }
 
-func (c *chanClient) Range(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
+func (c *chanClient) Range(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
 	out, err := c.inv.Invoke(ctx, Chan_Range_FullMethodName, in, new(Type), opts...)
 	if err != nil {
 		return nil, err
@@ -116,22 +116,22 @@ type ChanServer interface {
 type UnimplementedChanServer struct{}
 
 func (UnimplementedChanServer) Func(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method func not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method func not implemented")
 }
 func (UnimplementedChanServer) Type(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method type not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method type not implemented")
 }
 func (UnimplementedChanServer) Go(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method go not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method go not implemented")
 }
 func (UnimplementedChanServer) Select(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method select not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method select not implemented")
 }
 func (UnimplementedChanServer) Map(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Map not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Map not implemented")
 }
 func (UnimplementedChanServer) Range(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method range not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method range not implemented")
 }
 func (UnimplementedChanServer) mustEmbedUnimplementedChanServer() {}
 func (UnimplementedChanServer) testEmbeddedByValue()              {}
@@ -145,7 +145,7 @@ type UnsafeChanServer interface {
 
 // RegisterChanServer exports srv on s as the implementation of the
 // storks.test.keywords.chan service.
-func RegisterChanServer(s runtime.ServiceRegistrar, srv ChanServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterChanServer(s storks.ServiceRegistrar, srv ChanServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedChanServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -156,13 +156,13 @@ func RegisterChanServer(s runtime.ServiceRegistrar, srv ChanServer, opts ...runt
 	return s.Export(&Chan_ServiceDesc, srv, opts...)
 }
 
-// Chan_ServiceDesc is the runtime.ServiceDesc for the storks.test.keywords.chan service.
+// Chan_ServiceDesc is the storks.ServiceDesc for the storks.test.keywords.chan service.
 // It's only intended for direct use with RegisterChanServer,
 // and not to be introspected or modified (even as a copy).
-var Chan_ServiceDesc = runtime.ServiceDesc{
+var Chan_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Chan_ServiceName,
 	HandlerType: (*ChanServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "func",
 			NewRequest: func() any { return new(Type) },
@@ -211,34 +211,34 @@ var Chan_ServiceDesc = runtime.ServiceDesc{
 
 func init() {
 	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Chan_ServiceDesc)
+	storks.RegisterMethods(&Chan_ServiceDesc)
 }
 
 // Interface_ServiceName is the fully-qualified name of the storks.test.keywords.interface service.
 const Interface_ServiceName = "storks.test.keywords.interface"
 
-// Full method names of the storks.test.keywords.interface service, as passed to runtime.Invoker.
+// Full method names of the storks.test.keywords.interface service, as passed to storks.Invoker.
 const (
 	Interface_Default_FullMethodName = "/storks.test.keywords.interface/default"
 )
 
 // InterfaceClient is the client API for the storks.test.keywords.interface service.
 type InterfaceClient interface {
-	Default(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
+	Default(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
 }
 
 type interfaceClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewInterfaceClient returns an implementation of InterfaceClient that makes every
 // call through inv, usually a reference to the service obtained from a
 // runtime client.
-func NewInterfaceClient(inv runtime.Invoker) InterfaceClient {
+func NewInterfaceClient(inv storks.Invoker) InterfaceClient {
 	return &interfaceClient{inv: inv}
 }
 
-func (c *interfaceClient) Default(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
+func (c *interfaceClient) Default(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
 	out, err := c.inv.Invoke(ctx, Interface_Default_FullMethodName, in, new(Type), opts...)
 	if err != nil {
 		return nil, err
@@ -261,7 +261,7 @@ type InterfaceServer interface {
 type UnimplementedInterfaceServer struct{}
 
 func (UnimplementedInterfaceServer) Default(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method default not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method default not implemented")
 }
 func (UnimplementedInterfaceServer) mustEmbedUnimplementedInterfaceServer() {}
 func (UnimplementedInterfaceServer) testEmbeddedByValue()                   {}
@@ -275,7 +275,7 @@ type UnsafeInterfaceServer interface {
 
 // RegisterInterfaceServer exports srv on s as the implementation of the
 // storks.test.keywords.interface service.
-func RegisterInterfaceServer(s runtime.ServiceRegistrar, srv InterfaceServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterInterfaceServer(s storks.ServiceRegistrar, srv InterfaceServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedInterfaceServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -286,13 +286,13 @@ func RegisterInterfaceServer(s runtime.ServiceRegistrar, srv InterfaceServer, op
 	return s.Export(&Interface_ServiceDesc, srv, opts...)
 }
 
-// Interface_ServiceDesc is the runtime.ServiceDesc for the storks.test.keywords.interface service.
+// Interface_ServiceDesc is the storks.ServiceDesc for the storks.test.keywords.interface service.
 // It's only intended for direct use with RegisterInterfaceServer,
 // and not to be introspected or modified (even as a copy).
-var Interface_ServiceDesc = runtime.ServiceDesc{
+var Interface_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Interface_ServiceName,
 	HandlerType: (*InterfaceServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "default",
 			NewRequest: func() any { return new(Type) },
@@ -306,5 +306,5 @@ var Interface_ServiceDesc = runtime.ServiceDesc{
 
 func init() {
 	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Interface_ServiceDesc)
+	storks.RegisterMethods(&Interface_ServiceDesc)
 }
