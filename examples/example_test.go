@@ -44,23 +44,20 @@ func (l *loopback) Export(desc *storks.ServiceDesc, impl any, _ ...storks.Export
 	return nil, nil
 }
 
-func (l *loopback) Invoke(ctx context.Context, method string, req, reply any, _ ...storks.CallOption) (any, error) {
+func (l *loopback) Invoke(ctx context.Context, method string, req, reply any, _ ...storks.CallOption) error {
 	m, ok := l.methods[method]
 	if !ok {
-		return nil, storks.Errorf(storks.CodeUnimplemented, "unknown method %s", method)
+		return storks.Errorf(storks.CodeUnimplemented, "unknown method %s", method)
 	}
 	in := m.desc.NewRequest()
 	if err := copyMessage(in, req); err != nil {
-		return nil, err
+		return err
 	}
 	out, err := m.desc.Handler(m.impl, ctx, in)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := copyMessage(reply, out); err != nil {
-		return nil, err
-	}
-	return reply, nil
+	return copyMessage(reply, out)
 }
 
 // copyMessage copies src into dst through the wire format.

@@ -67,7 +67,7 @@ func BenchmarkUnary(b *testing.B) {
 	waitFor(b, func() bool { return len(ref.Providers()) == 1 })
 	ctx := context.Background()
 	call := func() error {
-		_, err := ref.Invoke(ctx, "/bench.Bytes/Echo", msg, new(wrapperspb.BytesValue))
+		err := ref.Invoke(ctx, "/bench.Bytes/Echo", msg, new(wrapperspb.BytesValue))
 		return err
 	}
 	if err := call(); err != nil {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // The call policy: what a call does when an attempt fails (FailMode), which
@@ -96,9 +98,9 @@ func Failtry(retries int) FailMode { return FailMode{kind: failTry, n: retries} 
 // unset in a configuration cannot double the load.
 //
 // The second request decodes its reply into a new value of the reply's
-// type, so the reply Invoke returns may not be the one passed in (generated
-// clients use the returned one). Failbackup costs a goroutine per call and,
-// after the delay, a second request; the other modes cost nothing until an
+// type, which is copied into the caller's reply if it wins. Failbackup costs
+// a goroutine per call and, after the delay, a second request (and, if that
+// one wins, a copy of its reply); the other modes cost nothing until an
 // attempt fails.
 func Failbackup(delay time.Duration) FailMode {
 	return FailMode{kind: failBackup, delay: delay}
@@ -259,14 +261,14 @@ const maxAttempts = 3
 // call makes a call: locally if the service is exported in this process,
 // otherwise with the fail mode of cc (the call's options, nil if none) or
 // of the reference.
-func (r *Reference) call(ctx context.Context, method string, req, reply any, cc *callConfig) (any, error) {
+func (r *Reference) call(ctx context.Context, method string, req, reply any, cc *callConfig) error {
 	if !strings.HasPrefix(method, r.prefix) || len(method) == len(r.prefix) {
-		return nil, Errorf(CodeInvalidArgument, "method %q does not belong to service %s", method, r.key.Service)
+		return Errorf(CodeInvalidArgument, "method %q does not belong to service %s", method, r.key.Service)
 	}
 	short := method[len(r.prefix):]
 	if !r.remote && localCount.Load() > 0 {
 		if exp := lookupLocal(r.keyStr); exp != nil {
-			return exp.invokeLocal(ctx, method, short, req)
+			return exp.invokeLocal(ctx, method, short, req, reply, r.cl.cfg.codec)
 		}
 	}
 	mode := r.fail
@@ -278,11 +280,10 @@ func (r *Reference) call(ctx context.Context, method string, req, reply any, cc 
 			return r.hedge(ctx, method, short, req, reply, reply2, mode.delay)
 		}
 	}
-	out, err, n, o := r.run(ctx, method, short, req, reply, mode, cc, nil)
-	if err != nil {
-		return out, r.failed(method, n, o, err)
+	if n, o, err := r.run(ctx, method, short, req, reply, mode, cc, nil); err != nil {
+		return r.failed(method, n, o, err)
 	}
-	return out, nil
+	return nil
 }
 
 // idempotent reports whether a call of method may be retried after it may
@@ -350,7 +351,7 @@ func registeredIdempotent(method string) bool {
 // attempt instead of the selector's choice. It returns the number of
 // attempts made and the outcome of the last; the caller turns the error into
 // the call's with failed.
-func (r *Reference) run(ctx context.Context, method, short string, req, reply any, mode FailMode, cc *callConfig, first *endpoint) (out any, err error, attempts int, o outcome) {
+func (r *Reference) run(ctx context.Context, method, short string, req, reply any, mode FailMode, cc *callConfig, first *endpoint) (attempts int, o outcome, err error) {
 	var (
 		tried   []*endpoint // endpoints that failed, once one has
 		next    = first     // the endpoint of the next attempt, if fixed
@@ -361,12 +362,12 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 		st := r.state.Load()
 		if st == nil || len(st.instances) == 0 {
 			if r.closed.Load() {
-				return nil, wrapError(CodeCanceled, ErrClientClosed, "call %s: reference is closed", method), attempts, outLocal
+				return attempts, outLocal, wrapError(CodeCanceled, ErrClientClosed, "call %s: reference is closed", method)
 			}
 			if err == nil {
 				err, o = wrapError(CodeUnavailable, ErrNoProvider, "no provider for %s", r.keyStr), outNotRun
 			}
-			return nil, err, attempts, o
+			return attempts, o, err
 		}
 		ep := next
 		next = nil
@@ -374,19 +375,19 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 			if tried == nil {
 				var perr error
 				if ep, perr = r.pick(ctx, method, st); perr != nil {
-					return nil, perr, attempts, outLocal
+					return attempts, outLocal, perr
 				}
 			} else {
 				ep = r.pickOther(ctx, method, st, tried, nil, false)
 			}
 		}
 		attempts++
-		out, err, o = r.attempt(ctx, ep, method, short, req, reply, attempts)
+		o, err = r.attempt(ctx, ep, method, short, req, reply, attempts)
 		if err == nil {
-			return out, nil, attempts, o
+			return attempts, o, nil
 		}
 		if ctx.Err() != nil {
-			return out, err, attempts, o
+			return attempts, o, err
 		}
 		switch o {
 		case outNotRun, outNoConn:
@@ -407,7 +408,7 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 				continue
 			}
 		}
-		return out, err, attempts, o
+		return attempts, o, err
 	}
 }
 
@@ -447,6 +448,13 @@ func retryable(o outcome, err error) bool {
 // newReply returns a new, empty value of reply's type, for a second request
 // to decode into, or nil if reply is not a non-nil pointer.
 func newReply(reply any) any {
+	if m, ok := reply.(proto.Message); ok {
+		// The message's own New knows its descriptor, which reflect.New
+		// would leave out of a dynamicpb.Message.
+		if rm := m.ProtoReflect(); rm.IsValid() {
+			return rm.New().Interface()
+		}
+	}
 	v := reflect.ValueOf(reply)
 	if v.Kind() != reflect.Pointer || v.IsNil() {
 		return nil
@@ -454,23 +462,23 @@ func newReply(reply any) any {
 	return reflect.New(v.Type().Elem()).Interface()
 }
 
-// hedge runs a call under Failbackup: see there.
-func (r *Reference) hedge(ctx context.Context, method, short string, req, reply, reply2 any, delay time.Duration) (any, error) {
+// hedge runs a call under Failbackup: see there. The first request decodes
+// into reply, the second into reply2, which is copied into reply if the
+// second wins.
+func (r *Reference) hedge(ctx context.Context, method, short string, req, reply, reply2 any, delay time.Duration) error {
 	st := r.state.Load()
 	if st == nil || len(st.instances) == 0 {
-		out, err, n, o := r.run(ctx, method, short, req, reply, Failfast(), nil, nil)
-		if err != nil {
-			return out, r.failed(method, n, o, err)
+		if n, o, err := r.run(ctx, method, short, req, reply, Failfast(), nil, nil); err != nil {
+			return r.failed(method, n, o, err)
 		}
-		return out, nil
+		return nil
 	}
 	first, err := r.pick(ctx, method, st)
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	type result struct {
-		out      any
 		err      error
 		attempts int
 		o        outcome
@@ -482,8 +490,8 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 		lctx, cancel := context.WithCancel(ctx)
 		cancels[leg] = cancel
 		go func() {
-			out, err, n, o := r.run(lctx, method, short, req, reply, Failfast(), nil, ep)
-			results <- result{out, err, n, o, leg}
+			n, o, err := r.run(lctx, method, short, req, reply, Failfast(), nil, ep)
+			results <- result{err, n, o, leg}
 		}()
 	}
 	defer func() {
@@ -525,9 +533,14 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 					<-results
 				}
 				if res.err != nil {
-					return res.out, r.failed(method, attempts, res.o, res.err)
+					return r.failed(method, attempts, res.o, res.err)
 				}
-				return res.out, nil
+				if res.leg == 1 {
+					if err := copyMessage(r.cl.cfg.codec, reply, reply2); err != nil {
+						return Errorf(CodeInternal, "call %s: copy the reply of the second request: %v", method, err)
+					}
+				}
+				return nil
 			}
 			last = res
 			if ctx.Err() == nil {
@@ -537,5 +550,5 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 			backup()
 		}
 	}
-	return last.out, r.failed(method, attempts, last.o, last.err)
+	return r.failed(method, attempts, last.o, last.err)
 }

@@ -55,11 +55,11 @@ var echoDesc = storks.ServiceDesc{
 const echoMethod = "/" + echoService + "/Echo"
 
 func callEcho(ctx context.Context, inv storks.Invoker, s string, opts ...storks.CallOption) (string, error) {
-	out, err := inv.Invoke(ctx, echoMethod, wrapperspb.String(s), new(wrapperspb.StringValue), opts...)
-	if err != nil {
+	out := new(wrapperspb.StringValue)
+	if err := inv.Invoke(ctx, echoMethod, wrapperspb.String(s), out, opts...); err != nil {
 		return "", err
 	}
-	return out.(*wrapperspb.StringValue).GetValue(), nil
+	return out.GetValue(), nil
 }
 
 func newRegistry(t testing.TB) registry.Registry {

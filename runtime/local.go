@@ -67,14 +67,15 @@ func lookupLocal(key string) *export {
 }
 
 // invokeLocal runs a call against an export in this process: no network, no
-// serialization. The server's interceptors run as for a remote call.
-func (e *export) invokeLocal(ctx context.Context, method, short string, req any) (any, error) {
+// serialization. The server's interceptors run as for a remote call. The
+// handler's response is copied into reply with codec (copyMessage).
+func (e *export) invokeLocal(ctx context.Context, method, short string, req, reply any, codec Codec) error {
 	m := e.methods[short]
 	if m == nil {
-		return nil, Errorf(CodeUnimplemented, "unknown method %s for service %s", short, e.keyStr)
+		return Errorf(CodeUnimplemented, "unknown method %s for service %s", short, e.keyStr)
 	}
 	if ctx.Err() != nil {
-		return nil, ctxError(ctx, "call "+method)
+		return ctxError(ctx, "call "+method)
 	}
 	s := e.server
 	s.inflight.Add(1)
@@ -85,12 +86,15 @@ func (e *export) invokeLocal(ctx context.Context, method, short string, req any)
 	}
 	resp, err := s.call(hctx, m, req)
 	if err != nil {
-		return nil, toError(err)
+		return toError(err)
 	}
 	if ctx.Err() != nil {
-		return nil, ctxError(ctx, "call "+method)
+		return ctxError(ctx, "call "+method)
 	}
-	return resp, nil
+	if err := copyMessage(codec, reply, resp); err != nil {
+		return Errorf(CodeInternal, "call %s: copy the response into the reply: %v", method, err)
+	}
+	return nil
 }
 
 // WithRemote makes a reference always go over the network, even when the same

@@ -25,7 +25,7 @@ var (
 	okServerInterceptor  = func(ctx context.Context, req any, _ *storks.UnaryServerInfo, h storks.UnaryHandler) (any, error) {
 		return h(ctx, req)
 	}
-	okClientInterceptor = func(ctx context.Context, method string, req, reply any, inv storks.UnaryInvoker) (any, error) {
+	okClientInterceptor = func(ctx context.Context, method string, req, reply any, inv storks.UnaryInvoker) error {
 		return inv(ctx, method, req, reply)
 	}
 )
@@ -101,7 +101,7 @@ func TestOptionsAreChecked(t *testing.T) {
 	}
 	call := func(opts ...storks.CallOption) func() error {
 		return func() error {
-			_, err := ref.Invoke(context.Background(), echoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
+			err := ref.Invoke(context.Background(), echoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
 			return err
 		}
 	}
@@ -237,7 +237,7 @@ func TestBadCallOptionStopsTheCall(t *testing.T) {
 	impl := &echoImpl{name: "p"}
 	startProvider(t, reg, impl, nil)
 	ran := false
-	_, ref := refer(t, reg, []storks.ClientOption{storks.WithClientInterceptor(func(ctx context.Context, method string, req, reply any, inv storks.UnaryInvoker) (any, error) {
+	_, ref := refer(t, reg, []storks.ClientOption{storks.WithClientInterceptor(func(ctx context.Context, method string, req, reply any, inv storks.UnaryInvoker) error {
 		ran = true
 		return inv(ctx, method, req, reply)
 	})})

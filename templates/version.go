@@ -28,4 +28,4 @@ const runtimeImportName = "storks"
 // fail compilation against a runtime too old for it. Bump it (and add the
 // constant to runtime) when generated code starts to need something new from
 // the runtime.
-const runtimeSupportConst = "SupportPackageIsVersion2"
+const runtimeSupportConst = "SupportPackageIsVersion3"

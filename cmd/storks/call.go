@@ -15,7 +15,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 
@@ -172,13 +171,9 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 	if len(md) > 0 {
 		opts = append(opts, storks.WithCallMetadata(md))
 	}
-	got, err := ref.Invoke(ctx, full, req, dynamicpb.NewMessage(method.Output()), opts...)
-	if err != nil {
+	reply := dynamicpb.NewMessage(method.Output())
+	if err := ref.Invoke(ctx, full, req, reply, opts...); err != nil {
 		return callError(err, key, f)
-	}
-	reply, ok := got.(proto.Message)
-	if !ok {
-		return fmt.Errorf("call %s: the reply is a %T, not a protobuf message", full, got)
 	}
 	b, err := protojson.MarshalOptions{
 		EmitUnpopulated: f.emitDefaults,

@@ -221,7 +221,7 @@ func TestErrorsCrossTheWire(t *testing.T) {
 	if storks.CodeOf(err) != storks.CodeInvalidArgument {
 		t.Fatalf("empty name: %v", err)
 	}
-	_, err = ref.Invoke(context.Background(), "/"+greeterv1.Greeter_ServiceName+"/Missing", &greeterv1.HelloRequest{}, new(greeterv1.HelloReply))
+	err = ref.Invoke(context.Background(), "/"+greeterv1.Greeter_ServiceName+"/Missing", &greeterv1.HelloRequest{}, new(greeterv1.HelloReply))
 	if storks.CodeOf(err) != storks.CodeUnimplemented {
 		t.Fatalf("unknown method: %v", err)
 	}

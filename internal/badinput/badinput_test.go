@@ -120,7 +120,7 @@ func (e *env) callWith(opts ...storks.CallOption) error {
 func invoke(ref *storks.Reference, method string, opts ...storks.CallOption) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := ref.Invoke(ctx, method, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
+	err := ref.Invoke(ctx, method, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
 	return err
 }
 
@@ -283,7 +283,7 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 		{"client: nil registry", func() error { return newClient(storks.WithRegistry(nil)) }, []string{"WithRegistry: registry is nil"}},
 		{"client: registry of a failed Open", func() error { return newClient(storks.WithRegistry(failedOpen())) }, []string{"WithRegistry: registry is nil"}},
 		{"client: nil interceptor", func() error {
-			ok := func(ctx context.Context, m string, req, reply any, inv storks.UnaryInvoker) (any, error) {
+			ok := func(ctx context.Context, m string, req, reply any, inv storks.UnaryInvoker) error {
 				return inv(ctx, m, req, reply)
 			}
 			return newClient(storks.WithClientInterceptor(ok, ok, nil))

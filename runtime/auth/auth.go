@@ -139,7 +139,7 @@ func NewClientInterceptor(token string) (storks.UnaryClientInterceptor, error) {
 		return nil, err
 	}
 	md := storks.Metadata{MetadataKey: scheme + " " + token}
-	return func(ctx context.Context, method string, req, reply any, invoker storks.UnaryInvoker) (any, error) {
+	return func(ctx context.Context, method string, req, reply any, invoker storks.UnaryInvoker) error {
 		if _, set := storks.OutgoingMetadata(ctx)[MetadataKey]; !set {
 			ctx = storks.NewOutgoingContext(ctx, md)
 		}
@@ -155,18 +155,18 @@ func NewClientInterceptorFunc(source func(ctx context.Context) (string, error)) 
 	if source == nil {
 		return nil, storks.Errorf(storks.CodeInvalidArgument, "auth: NewClientInterceptorFunc: token source is nil")
 	}
-	return func(ctx context.Context, method string, req, reply any, invoker storks.UnaryInvoker) (any, error) {
+	return func(ctx context.Context, method string, req, reply any, invoker storks.UnaryInvoker) error {
 		if _, set := storks.OutgoingMetadata(ctx)[MetadataKey]; !set {
 			token, err := source(ctx)
 			if err != nil {
 				var re *storks.Error
 				if errors.As(err, &re) {
-					return nil, re
+					return re
 				}
-				return nil, storks.Errorf(storks.CodeUnauthenticated, "call %s: no bearer token: %v", method, err)
+				return storks.Errorf(storks.CodeUnauthenticated, "call %s: no bearer token: %v", method, err)
 			}
 			if err := checkToken(token); err != nil {
-				return nil, storks.Errorf(storks.CodeUnauthenticated, "call %s: the token source returned an unusable token: %s", method, err.(*storks.Error).Message)
+				return storks.Errorf(storks.CodeUnauthenticated, "call %s: the token source returned an unusable token: %s", method, err.(*storks.Error).Message)
 			}
 			ctx = storks.NewOutgoingContext(ctx, storks.Metadata{MetadataKey: scheme + " " + token})
 		}

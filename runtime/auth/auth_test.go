@@ -119,11 +119,11 @@ func setup(t *testing.T, logs *syncBuffer, sopts []auth.ServerOption, remote boo
 }
 
 func call(ctx context.Context, ref *storks.Reference, opts ...storks.CallOption) (string, error) {
-	out, err := ref.Invoke(ctx, whoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
-	if err != nil {
+	out := new(wrapperspb.StringValue)
+	if err := ref.Invoke(ctx, whoMethod, wrapperspb.String("x"), out, opts...); err != nil {
 		return "", err
 	}
-	return out.(*wrapperspb.StringValue).GetValue(), nil
+	return out.GetValue(), nil
 }
 
 func clientAuth(t *testing.T, token string) storks.ClientOption {

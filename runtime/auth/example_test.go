@@ -50,11 +50,11 @@ func Example() {
 		if err != nil {
 			panic(err)
 		}
-		out, err := ref.Invoke(context.Background(), whoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue))
-		if err != nil {
+		out := new(wrapperspb.StringValue)
+		if err := ref.Invoke(context.Background(), whoMethod, wrapperspb.String("x"), out); err != nil {
 			fmt.Println(storks.CodeOf(err))
 		} else {
-			fmt.Println(out.(*wrapperspb.StringValue).GetValue())
+			fmt.Println(out.GetValue())
 		}
 		cli.Close()
 	}

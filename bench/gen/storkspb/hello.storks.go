@@ -13,7 +13,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Hello_ServiceName is the fully-qualified name of the bench.storkssvc.v1.Hello service.
 const Hello_ServiceName = "bench.storkssvc.v1.Hello"
@@ -40,11 +40,11 @@ func NewHelloClient(inv storks.Invoker) HelloClient {
 }
 
 func (c *helloClient) Say(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...storks.CallOption) (*benchpb.BenchmarkMessage, error) {
-	out, err := c.inv.Invoke(ctx, Hello_Say_FullMethodName, in, new(benchpb.BenchmarkMessage), opts...)
-	if err != nil {
+	out := new(benchpb.BenchmarkMessage)
+	if err := c.inv.Invoke(ctx, Hello_Say_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*benchpb.BenchmarkMessage), nil
+	return out, nil
 }
 
 // HelloServer is the server API for the bench.storkssvc.v1.Hello service.

@@ -15,7 +15,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Echo_ServiceName is the fully-qualified name of the storks.examples.echo.v1.Echo service.
 const Echo_ServiceName = "storks.examples.echo.v1.Echo"
@@ -51,27 +51,27 @@ func NewEchoClient(inv storks.Invoker) EchoClient {
 }
 
 func (c *echoClient) Echo(ctx context.Context, in *commonv1.Text, opts ...storks.CallOption) (*commonv1.Text, error) {
-	out, err := c.inv.Invoke(ctx, Echo_Echo_FullMethodName, in, new(commonv1.Text), opts...)
-	if err != nil {
+	out := new(commonv1.Text)
+	if err := c.inv.Invoke(ctx, Echo_Echo_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*commonv1.Text), nil
+	return out, nil
 }
 
 func (c *echoClient) Now(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (*timestamppb.Timestamp, error) {
-	out, err := c.inv.Invoke(ctx, Echo_Now_FullMethodName, in, new(timestamppb.Timestamp), opts...)
-	if err != nil {
+	out := new(timestamppb.Timestamp)
+	if err := c.inv.Invoke(ctx, Echo_Now_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*timestamppb.Timestamp), nil
+	return out, nil
 }
 
 func (c *echoClient) Stamp(ctx context.Context, in *commonv1.Text, opts ...storks.CallOption) (*commonv1.Stamped, error) {
-	out, err := c.inv.Invoke(ctx, Echo_Stamp_FullMethodName, in, new(commonv1.Stamped), opts...)
-	if err != nil {
+	out := new(commonv1.Stamped)
+	if err := c.inv.Invoke(ctx, Echo_Stamp_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*commonv1.Stamped), nil
+	return out, nil
 }
 
 // EchoServer is the server API for the storks.examples.echo.v1.Echo service.

@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Greeter_ServiceName is the fully-qualified name of the storks.examples.greeter.v1.Greeter service.
 const Greeter_ServiceName = "storks.examples.greeter.v1.Greeter"
@@ -47,19 +47,19 @@ func NewGreeterClient(inv storks.Invoker) GreeterClient {
 }
 
 func (c *greeterClient) SayHello(ctx context.Context, in *HelloRequest, opts ...storks.CallOption) (*HelloReply, error) {
-	out, err := c.inv.Invoke(ctx, Greeter_SayHello_FullMethodName, in, new(HelloReply), opts...)
-	if err != nil {
+	out := new(HelloReply)
+	if err := c.inv.Invoke(ctx, Greeter_SayHello_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*HelloReply), nil
+	return out, nil
 }
 
 func (c *greeterClient) Fail(ctx context.Context, in *FailRequest, opts ...storks.CallOption) (*FailReply, error) {
-	out, err := c.inv.Invoke(ctx, Greeter_Fail_FullMethodName, in, new(FailReply), opts...)
-	if err != nil {
+	out := new(FailReply)
+	if err := c.inv.Invoke(ctx, Greeter_Fail_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*FailReply), nil
+	return out, nil
 }
 
 // GreeterServer is the server API for the storks.examples.greeter.v1.Greeter service.

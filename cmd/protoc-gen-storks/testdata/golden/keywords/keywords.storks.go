@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Chan_ServiceName is the fully-qualified name of the storks.test.keywords.chan service.
 const Chan_ServiceName = "storks.test.keywords.chan"
@@ -49,51 +49,51 @@ func NewChanClient(inv storks.Invoker) ChanClient {
 }
 
 func (c *chanClient) Func(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Func_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Func_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 func (c *chanClient) Type(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Type_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Type_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 func (c *chanClient) Go(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Go_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Go_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 func (c *chanClient) Select(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Select_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Select_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 func (c *chanClient) Map(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Map_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Map_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 func (c *chanClient) Range(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Range_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Range_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 // ChanServer is the server API for the storks.test.keywords.chan service.
@@ -239,11 +239,11 @@ func NewInterfaceClient(inv storks.Invoker) InterfaceClient {
 }
 
 func (c *interfaceClient) Default(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Interface_Default_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Interface_Default_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 // InterfaceServer is the server API for the storks.test.keywords.interface service.

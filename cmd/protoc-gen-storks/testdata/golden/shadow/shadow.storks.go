@@ -14,7 +14,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Shadow_ServiceName is the fully-qualified name of the storks.test.shadow.Shadow service.
 const Shadow_ServiceName = "storks.test.shadow.Shadow"
@@ -41,11 +41,11 @@ func NewShadowClient(inv storks.Invoker) ShadowClient {
 }
 
 func (c *shadowClient) Call(ctx context.Context, in *in1.In, opts ...storks.CallOption) (*context1.Ctx, error) {
-	out, err := c.inv.Invoke(ctx, Shadow_Call_FullMethodName, in, new(context1.Ctx), opts...)
-	if err != nil {
+	out := new(context1.Ctx)
+	if err := c.inv.Invoke(ctx, Shadow_Call_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*context1.Ctx), nil
+	return out, nil
 }
 
 // ShadowServer is the server API for the storks.test.shadow.Shadow service.

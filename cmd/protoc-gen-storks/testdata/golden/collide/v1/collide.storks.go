@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Foo_ServiceName_ is the fully-qualified name of the storks.test.collide.v1.Foo service.
 const Foo_ServiceName_ = "storks.test.collide.v1.Foo"
@@ -48,43 +48,43 @@ func NewFooClient(inv storks.Invoker) FooClient_ {
 }
 
 func (c *fooClient) MustEmbedUnimplementedFooServer(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_MustEmbedUnimplementedFooServer_FullMethodName, in, new(Res), opts...)
-	if err != nil {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_MustEmbedUnimplementedFooServer_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 func (c *fooClient) Bar(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Bar_FullMethodName_, in, new(Res), opts...)
-	if err != nil {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Bar_FullMethodName_, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 func (c *fooClient) Get(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Get_FullMethodName, in, new(Res), opts...)
-	if err != nil {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Get_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 func (c *fooClient) Get_(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Get__FullMethodName, in, new(Res), opts...)
-	if err != nil {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Get__FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 func (c *fooClient) Bar_Baz(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Bar_Baz_FullMethodName, in, new(Res), opts...)
-	if err != nil {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Bar_Baz_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 // FooServer is the server API for the storks.test.collide.v1.Foo service.
@@ -222,11 +222,11 @@ func NewFooClient_(inv storks.Invoker) FooClient__ {
 }
 
 func (c *fooClient_) Bar(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Bar_FullMethodName__, in, new(Res), opts...)
-	if err != nil {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Bar_FullMethodName__, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 // FooServer_ is the server API for the storks.test.collide.v1.foo service.
@@ -322,11 +322,11 @@ func NewFoo_BarClient(inv storks.Invoker) Foo_BarClient {
 }
 
 func (c *foo_BarClient) Baz(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Bar_Baz_FullMethodName_, in, new(Res), opts...)
-	if err != nil {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Bar_Baz_FullMethodName_, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 // Foo_BarServer is the server API for the storks.test.collide.v1.Foo_Bar service.

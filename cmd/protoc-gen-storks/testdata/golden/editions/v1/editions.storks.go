@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Editor_ServiceName is the fully-qualified name of the storks.test.editions.v1.Editor service.
 const Editor_ServiceName = "storks.test.editions.v1.Editor"
@@ -39,11 +39,11 @@ func NewEditorClient(inv storks.Invoker) EditorClient {
 }
 
 func (c *editorClient) Edit(ctx context.Context, in *Doc, opts ...storks.CallOption) (*Doc, error) {
-	out, err := c.inv.Invoke(ctx, Editor_Edit_FullMethodName, in, new(Doc), opts...)
-	if err != nil {
+	out := new(Doc)
+	if err := c.inv.Invoke(ctx, Editor_Edit_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Doc), nil
+	return out, nil
 }
 
 // EditorServer is the server API for the storks.test.editions.v1.Editor service.

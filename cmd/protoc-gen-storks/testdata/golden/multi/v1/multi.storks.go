@@ -16,7 +16,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Alpha_ServiceName is the fully-qualified name of the storks.test.multi.v1.Alpha service.
 const Alpha_ServiceName = "storks.test.multi.v1.Alpha"
@@ -61,43 +61,43 @@ func NewAlphaClient(inv storks.Invoker) AlphaClient {
 }
 
 func (c *alphaClient) Get(ctx context.Context, in *typesv1.Request, opts ...storks.CallOption) (*typesv1.Response, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_Get_FullMethodName, in, new(typesv1.Response), opts...)
-	if err != nil {
+	out := new(typesv1.Response)
+	if err := c.inv.Invoke(ctx, Alpha_Get_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*typesv1.Response), nil
+	return out, nil
 }
 
 func (c *alphaClient) Put(ctx context.Context, in *Item, opts ...storks.CallOption) (*emptypb.Empty, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_Put_FullMethodName, in, new(emptypb.Empty), opts...)
-	if err != nil {
+	out := new(emptypb.Empty)
+	if err := c.inv.Invoke(ctx, Alpha_Put_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*emptypb.Empty), nil
+	return out, nil
 }
 
 func (c *alphaClient) Time(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (*timestamppb.Timestamp, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_Time_FullMethodName, in, new(timestamppb.Timestamp), opts...)
-	if err != nil {
+	out := new(timestamppb.Timestamp)
+	if err := c.inv.Invoke(ctx, Alpha_Time_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*timestamppb.Timestamp), nil
+	return out, nil
 }
 
 func (c *alphaClient) Thing(ctx context.Context, in *Item, opts ...storks.CallOption) (*otherpb.Thing, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_Thing_FullMethodName, in, new(otherpb.Thing), opts...)
-	if err != nil {
+	out := new(otherpb.Thing)
+	if err := c.inv.Invoke(ctx, Alpha_Thing_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*otherpb.Thing), nil
+	return out, nil
 }
 
 func (c *alphaClient) NoComment(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_NoComment_FullMethodName, in, new(Item), opts...)
-	if err != nil {
+	out := new(Item)
+	if err := c.inv.Invoke(ctx, Alpha_NoComment_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Item), nil
+	return out, nil
 }
 
 // AlphaServer is the server API for the storks.test.multi.v1.Alpha service.
@@ -250,11 +250,11 @@ func NewBetaClient(inv storks.Invoker) BetaClient {
 }
 
 func (c *betaClient) Ping(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
-	out, err := c.inv.Invoke(ctx, Beta_Ping_FullMethodName, in, new(Item), opts...)
-	if err != nil {
+	out := new(Item)
+	if err := c.inv.Invoke(ctx, Beta_Ping_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Item), nil
+	return out, nil
 }
 
 // BetaServer is the server API for the storks.test.multi.v1.Beta service.
@@ -357,19 +357,19 @@ func NewGammaClient(inv storks.Invoker) GammaClient {
 
 // Deprecated: Do not use.
 func (c *gammaClient) Old(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
-	out, err := c.inv.Invoke(ctx, Gamma_Old_FullMethodName, in, new(Item), opts...)
-	if err != nil {
+	out := new(Item)
+	if err := c.inv.Invoke(ctx, Gamma_Old_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Item), nil
+	return out, nil
 }
 
 func (c *gammaClient) New(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
-	out, err := c.inv.Invoke(ctx, Gamma_New_FullMethodName, in, new(Item), opts...)
-	if err != nil {
+	out := new(Item)
+	if err := c.inv.Invoke(ctx, Gamma_New_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Item), nil
+	return out, nil
 }
 
 // GammaServer is the server API for the storks.test.multi.v1.Gamma service.

@@ -13,7 +13,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Lookup_ServiceName is the fully-qualified name of the storks.test.weird.name.Lookup service.
 const Lookup_ServiceName = "storks.test.weird.name.Lookup"
@@ -43,11 +43,11 @@ func NewLookupClient(inv storks.Invoker) LookupClient {
 }
 
 func (c *lookupClient) Find(ctx context.Context, in *typesv1.Request, opts ...storks.CallOption) (*Thing, error) {
-	out, err := c.inv.Invoke(ctx, Lookup_Find_FullMethodName, in, new(Thing), opts...)
-	if err != nil {
+	out := new(Thing)
+	if err := c.inv.Invoke(ctx, Lookup_Find_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Thing), nil
+	return out, nil
 }
 
 // LookupServer is the server API for the storks.test.weird.name.Lookup service.

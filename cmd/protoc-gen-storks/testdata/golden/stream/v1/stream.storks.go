@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Streamer_ServiceName is the fully-qualified name of the storks.test.stream.v1.Streamer service.
 const Streamer_ServiceName = "storks.test.stream.v1.Streamer"
@@ -48,19 +48,19 @@ func NewStreamerClient(inv storks.Invoker) StreamerClient {
 }
 
 func (c *streamerClient) Unary(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error) {
-	out, err := c.inv.Invoke(ctx, Streamer_Unary_FullMethodName, in, new(Msg), opts...)
-	if err != nil {
+	out := new(Msg)
+	if err := c.inv.Invoke(ctx, Streamer_Unary_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Msg), nil
+	return out, nil
 }
 
 func (c *streamerClient) Last(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error) {
-	out, err := c.inv.Invoke(ctx, Streamer_Last_FullMethodName, in, new(Msg), opts...)
-	if err != nil {
+	out := new(Msg)
+	if err := c.inv.Invoke(ctx, Streamer_Last_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Msg), nil
+	return out, nil
 }
 
 // StreamerServer is the server API for the storks.test.stream.v1.Streamer service.
