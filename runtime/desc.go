@@ -39,7 +39,10 @@ type MethodDesc struct {
 	// decoding and no reflection: generated handlers are a type assertion
 	// and a direct method call.
 	Handler func(srv any, ctx context.Context, req any) (any, error)
-	// Idempotent marks methods that may safely be retried.
+	// Idempotent marks methods that may safely be retried after they may
+	// have run. Generated code sets it from the proto's idempotency_level;
+	// clients learn it from the ServiceDesc their generated client binds
+	// the reference to (BindService).
 	Idempotent bool
 }
 

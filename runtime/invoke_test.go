@@ -99,3 +99,40 @@ func TestInterceptorCannotBreakTheReplyType(t *testing.T) {
 		}
 	}
 }
+
+// fakeInvoker is an Invoker BindService does not know.
+type fakeInvoker struct{}
+
+func (*fakeInvoker) Invoke(context.Context, string, any, any, ...storks.CallOption) error { return nil }
+
+// BindService returns an Invoker it does not know unchanged, so that a
+// generated client made with a fake calls the fake itself.
+func TestBindServiceLeavesOtherInvokers(t *testing.T) {
+	fake := &fakeInvoker{}
+	if got := storks.BindService(fake, &greeterv1.Greeter_ServiceDesc); got != storks.Invoker(fake) {
+		t.Fatalf("BindService(fake) = %#v, want the fake", got)
+	}
+	var nilRef *storks.Reference
+	if got := storks.BindService(nilRef, &greeterv1.Greeter_ServiceDesc); got != storks.Invoker(nilRef) {
+		t.Fatalf("BindService(nil reference) = %#v", got)
+	}
+	_, ref := refer(t, newRegistry(t), nil)
+	if got := storks.BindService(ref, nil); got != storks.Invoker(ref) {
+		t.Fatalf("BindService(ref, nil) = %#v, want the reference", got)
+	}
+}
+
+// A generated client made with a reference to another service fails every
+// call with an error naming both services.
+func TestBindServiceToAnotherService(t *testing.T) {
+	reg := newRegistry(t)
+	startProvider(t, reg, &echoImpl{name: "p"}, nil)
+	_, ref := refer(t, reg, nil)
+	_, err := greeterv1.NewGreeterClient(ref).SayHello(withTimeout(t, 5*time.Second), &greeterv1.HelloRequest{Name: "x"})
+	wantCode(t, err, storks.CodeInvalidArgument,
+		"call /storks.examples.greeter.v1.Greeter/SayHello: the client is for service storks.examples.greeter.v1.Greeter, but its Invoker is a reference to service test.Echo")
+	// Binding it again to its own service works.
+	if got, err := callEcho(withTimeout(t, 5*time.Second), storks.BindService(ref, &echoDesc), "x"); err != nil || got != "p:x" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}

@@ -245,6 +245,13 @@ func (r *Reference) Close() error {
 // fails the call, before anything is sent, with a CodeInvalidArgument
 // *Error whose message starts with the option's name.
 func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error {
+	return r.invokeWith(ctx, method, req, reply, opts, nil)
+}
+
+// invokeWith is Invoke through b, the binding of the reference to its
+// service's descriptor (BindService), or through the reference itself if b
+// is nil.
+func (r *Reference) invokeWith(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
 	var cfg *callConfig // call options the invoker needs, nil if none
 	if len(opts) > 0 {
 		var cc callConfig
@@ -274,18 +281,21 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 	}
 	if ic := r.cl.interceptor; ic != nil {
 		inv := r.invoker
+		if b != nil {
+			inv = b.invoker
+		}
 		if cfg != nil {
 			inv = func(ctx context.Context, method string, req, reply any) error {
-				return r.call(ctx, method, req, reply, cfg)
+				return r.call(ctx, method, req, reply, cfg, b)
 			}
 		}
 		return ic(ctx, method, req, reply, inv)
 	}
-	return r.call(ctx, method, req, reply, cfg)
+	return r.call(ctx, method, req, reply, cfg, b)
 }
 
 // invoke is the reference's UnaryInvoker: a call with the reference's fail
 // mode.
 func (r *Reference) invoke(ctx context.Context, method string, req, reply any) error {
-	return r.call(ctx, method, req, reply, nil)
+	return r.call(ctx, method, req, reply, nil, nil)
 }

@@ -119,39 +119,45 @@ func TestFailfastDoesNotRetryACallThatMayHaveRun(t *testing.T) {
 
 // Failover sends an idempotent call that may have run to another instance;
 // a method is idempotent by WithIdempotentMethods (short or full name),
-// WithIdempotent on the call, or RegisterMethods; any other method is not
+// WithIdempotent on the call, or its ServiceDesc when the call goes through
+// a binding of the reference to it (BindService); any other method is not
 // retried.
 func TestFailoverRetriesIdempotentCallsElsewhere(t *testing.T) {
 	idemDesc := echoDesc
-	idemDesc.ServiceName = "test.IdemEcho"
 	idemDesc.Methods = []storks.MethodDesc{echoDesc.Methods[0]}
 	idemDesc.Methods[0].Idempotent = true
-	storks.RegisterMethods(&idemDesc)
 
 	cases := []struct {
 		name    string
-		service string
+		bind    *storks.ServiceDesc
 		ropts   []storks.ReferOption
 		copts   []storks.CallOption
 		retried bool
 	}{
-		{"not idempotent", echoService, nil, nil, false},
-		{"refer option, short name", echoService, []storks.ReferOption{storks.WithIdempotentMethods("Echo")}, nil, true},
-		{"refer option, full name", echoService, []storks.ReferOption{storks.WithIdempotentMethods(echoMethod)}, nil, true},
-		{"refer option, other method", echoService, []storks.ReferOption{storks.WithIdempotentMethods("Other")}, nil, false},
-		{"call option", echoService, nil, []storks.CallOption{storks.WithIdempotent()}, true},
-		{"registered desc", "test.IdemEcho", nil, nil, true},
+		{"not idempotent", nil, nil, nil, false},
+		{"refer option, short name", nil, []storks.ReferOption{storks.WithIdempotentMethods("Echo")}, nil, true},
+		{"refer option, full name", nil, []storks.ReferOption{storks.WithIdempotentMethods(echoMethod)}, nil, true},
+		{"refer option, other method", nil, []storks.ReferOption{storks.WithIdempotentMethods("Other")}, nil, false},
+		{"call option", nil, nil, []storks.CallOption{storks.WithIdempotent()}, true},
+		{"bound to an idempotent desc", &idemDesc, nil, nil, true},
+		{"bound to a desc without idempotent methods", &echoDesc, nil, nil, false},
+		{"bound, refer option", &echoDesc, []storks.ReferOption{storks.WithIdempotentMethods("Echo")}, nil, true},
+		{"bound, call option", &echoDesc, nil, []storks.CallOption{storks.WithIdempotent()}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
 			cli := newClient(t, storks.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
-			ref, err := cli.Refer(context.Background(), tc.service, append([]storks.ReferOption{storks.Failover(2), storks.WithSelector(preferSelector{a.addr(), b.addr()})}, tc.ropts...)...)
+			ref, err := cli.Refer(context.Background(), echoService, append([]storks.ReferOption{storks.Failover(2), storks.WithSelector(preferSelector{a.addr(), b.addr()})}, tc.ropts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
+			var inv storks.Invoker = ref
+			if tc.bind != nil {
+				inv = storks.BindService(ref, tc.bind)
+			}
 			out := new(wrapperspb.StringValue)
-			err = ref.Invoke(withTimeout(t, 5*time.Second), "/"+tc.service+"/Echo", wrapperspb.String("x"), out, tc.copts...)
+			err = inv.Invoke(withTimeout(t, 5*time.Second), echoMethod, wrapperspb.String("x"), out, tc.copts...)
 			if tc.retried {
 				if err != nil || out.GetValue() != "b:x" {
 					t.Fatalf("got %v, %v; want b:x from the retry", out, err)
@@ -169,25 +175,30 @@ func TestFailoverRetriesIdempotentCallsElsewhere(t *testing.T) {
 	}
 }
 
-// Generated code registers the idempotency of every method from the proto's
-// idempotency_level: Greeter.SayHello (NO_SIDE_EFFECTS) is retried, Fail
-// (no level) is not.
+// A generated client knows the idempotency of every method from the proto's
+// idempotency_level, through the ServiceDesc it binds the reference to:
+// Greeter.SayHello (NO_SIDE_EFFECTS) is retried, Fail (no level) is not.
+// Nothing is global: the same reference, called directly rather than
+// through the generated client, does not retry SayHello.
 func TestGeneratedMethodsCarryIdempotency(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		call    func(greeterv1.GreeterClient) error
+		call    func(*storks.Reference) error
 		retried bool
 	}{
-		{"SayHello", func(c greeterv1.GreeterClient) error {
-			r, err := c.SayHello(context.Background(), &greeterv1.HelloRequest{Name: "x"})
+		{"SayHello", func(ref *storks.Reference) error {
+			r, err := greeterv1.NewGreeterClient(ref).SayHello(context.Background(), &greeterv1.HelloRequest{Name: "x"})
 			if err == nil && r.GetMessage() != "b:x" {
 				return errors.New("reply " + r.GetMessage())
 			}
 			return err
 		}, true},
-		{"Fail", func(c greeterv1.GreeterClient) error {
-			_, err := c.Fail(context.Background(), &greeterv1.FailRequest{Message: "x"})
+		{"Fail", func(ref *storks.Reference) error {
+			_, err := greeterv1.NewGreeterClient(ref).Fail(context.Background(), &greeterv1.FailRequest{Message: "x"})
 			return err
+		}, false},
+		{"SayHello, not through the generated client", func(ref *storks.Reference) error {
+			return ref.Invoke(context.Background(), greeterv1.Greeter_SayHello_FullMethodName, &greeterv1.HelloRequest{Name: "x"}, new(greeterv1.HelloReply))
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -197,7 +208,7 @@ func TestGeneratedMethodsCarryIdempotency(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = tc.call(greeterv1.NewGreeterClient(ref))
+			err = tc.call(ref)
 			if tc.retried {
 				if err != nil {
 					t.Fatalf("idempotent call not retried: %v", err)

@@ -126,11 +126,15 @@ func genClient(f *jen.File, sn *ServiceNames) {
 	f.Line()
 	f.Add(doc(
 		sn.NewClient+" returns an implementation of "+sn.Client+" that makes every\n"+
-			"// call through inv, usually a reference to the service obtained from a\n// runtime client.",
+			"// call through inv, usually a *storks.Reference to the service. It binds inv\n"+
+			"// to "+sn.Desc+" (storks.BindService), so that the reference's fail\n"+
+			"// mode knows which methods are idempotent.",
 		deprecatedIf(deprecated),
 	))
 	f.Func().Id(sn.NewClient).Params(jen.Id("inv").Qual(runtimePackage, "Invoker")).Id(sn.Client).Block(
-		jen.Return(jen.Op("&").Id(sn.ClientImpl).Values(jen.Id("inv").Op(":").Id("inv"))),
+		jen.Return(jen.Op("&").Id(sn.ClientImpl).Values(jen.Id("inv").Op(":").Qual(runtimePackage, "BindService").Call(
+			jen.Id("inv"), jen.Op("&").Id(sn.Desc),
+		))),
 	)
 
 	for _, m := range sn.Generated() {
@@ -254,7 +258,7 @@ func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 	f.Line()
 	f.Add(doc(
 		sn.Desc + " is the storks.ServiceDesc for the " + string(svc.Desc.FullName()) + " service.\n" +
-			"// It's only intended for direct use with " + sn.Register + ",\n" +
+			"// It's only intended for direct use with " + sn.Register + " and " + sn.NewClient + ",\n" +
 			"// and not to be introspected or modified (even as a copy).",
 	))
 	f.Var().Id(sn.Desc).Op("=").Qual(runtimePackage, "ServiceDesc").Add(composite(
@@ -263,14 +267,6 @@ func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 		field("Methods", jen.Index().Qual(runtimePackage, "MethodDesc").Add(composite(methods...))),
 		field("Metadata", jen.Lit(file.Desc.Path())),
 	))
-
-	// Clients retry a call that may have run only for idempotent methods;
-	// they learn which methods are from this registration.
-	f.Line()
-	f.Func().Id("init").Params().Block(
-		jen.Comment("Tell clients in this process which methods of the service may be retried."),
-		jen.Qual(runtimePackage, "RegisterMethods").Call(jen.Op("&").Id(sn.Desc)),
-	)
 }
 
 // idempotent reports whether a method may be retried: its

@@ -33,10 +33,11 @@ type helloClient struct {
 }
 
 // NewHelloClient returns an implementation of HelloClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Hello_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewHelloClient(inv storks.Invoker) HelloClient {
-	return &helloClient{inv: inv}
+	return &helloClient{inv: storks.BindService(inv, &Hello_ServiceDesc)}
 }
 
 func (c *helloClient) Say(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...storks.CallOption) (*benchpb.BenchmarkMessage, error) {
@@ -88,7 +89,7 @@ func RegisterHelloServer(s storks.ServiceRegistrar, srv HelloServer, opts ...sto
 }
 
 // Hello_ServiceDesc is the storks.ServiceDesc for the bench.storkssvc.v1.Hello service.
-// It's only intended for direct use with RegisterHelloServer,
+// It's only intended for direct use with RegisterHelloServer and NewHelloClient,
 // and not to be introspected or modified (even as a copy).
 var Hello_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Hello_ServiceName,
@@ -103,9 +104,4 @@ var Hello_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "storkssvc/v1/hello.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Hello_ServiceDesc)
 }

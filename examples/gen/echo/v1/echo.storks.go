@@ -44,10 +44,11 @@ type echoClient struct {
 }
 
 // NewEchoClient returns an implementation of EchoClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Echo_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewEchoClient(inv storks.Invoker) EchoClient {
-	return &echoClient{inv: inv}
+	return &echoClient{inv: storks.BindService(inv, &Echo_ServiceDesc)}
 }
 
 func (c *echoClient) Echo(ctx context.Context, in *commonv1.Text, opts ...storks.CallOption) (*commonv1.Text, error) {
@@ -128,7 +129,7 @@ func RegisterEchoServer(s storks.ServiceRegistrar, srv EchoServer, opts ...stork
 }
 
 // Echo_ServiceDesc is the storks.ServiceDesc for the storks.examples.echo.v1.Echo service.
-// It's only intended for direct use with RegisterEchoServer,
+// It's only intended for direct use with RegisterEchoServer and NewEchoClient,
 // and not to be introspected or modified (even as a copy).
 var Echo_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Echo_ServiceName,
@@ -158,9 +159,4 @@ var Echo_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "echo/v1/echo.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Echo_ServiceDesc)
 }

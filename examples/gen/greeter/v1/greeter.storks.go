@@ -40,10 +40,11 @@ type greeterClient struct {
 }
 
 // NewGreeterClient returns an implementation of GreeterClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Greeter_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewGreeterClient(inv storks.Invoker) GreeterClient {
-	return &greeterClient{inv: inv}
+	return &greeterClient{inv: storks.BindService(inv, &Greeter_ServiceDesc)}
 }
 
 func (c *greeterClient) SayHello(ctx context.Context, in *HelloRequest, opts ...storks.CallOption) (*HelloReply, error) {
@@ -113,7 +114,7 @@ func RegisterGreeterServer(s storks.ServiceRegistrar, srv GreeterServer, opts ..
 }
 
 // Greeter_ServiceDesc is the storks.ServiceDesc for the storks.examples.greeter.v1.Greeter service.
-// It's only intended for direct use with RegisterGreeterServer,
+// It's only intended for direct use with RegisterGreeterServer and NewGreeterClient,
 // and not to be introspected or modified (even as a copy).
 var Greeter_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Greeter_ServiceName,
@@ -136,9 +137,4 @@ var Greeter_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "greeter/v1/greeter.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Greeter_ServiceDesc)
 }

@@ -42,10 +42,11 @@ type chanClient struct {
 }
 
 // NewChanClient returns an implementation of ChanClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Chan_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewChanClient(inv storks.Invoker) ChanClient {
-	return &chanClient{inv: inv}
+	return &chanClient{inv: storks.BindService(inv, &Chan_ServiceDesc)}
 }
 
 func (c *chanClient) Func(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
@@ -157,7 +158,7 @@ func RegisterChanServer(s storks.ServiceRegistrar, srv ChanServer, opts ...stork
 }
 
 // Chan_ServiceDesc is the storks.ServiceDesc for the storks.test.keywords.chan service.
-// It's only intended for direct use with RegisterChanServer,
+// It's only intended for direct use with RegisterChanServer and NewChanClient,
 // and not to be introspected or modified (even as a copy).
 var Chan_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Chan_ServiceName,
@@ -209,11 +210,6 @@ var Chan_ServiceDesc = storks.ServiceDesc{
 	Metadata: "keywords/keywords.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Chan_ServiceDesc)
-}
-
 // Interface_ServiceName is the fully-qualified name of the storks.test.keywords.interface service.
 const Interface_ServiceName = "storks.test.keywords.interface"
 
@@ -232,10 +228,11 @@ type interfaceClient struct {
 }
 
 // NewInterfaceClient returns an implementation of InterfaceClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Interface_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewInterfaceClient(inv storks.Invoker) InterfaceClient {
-	return &interfaceClient{inv: inv}
+	return &interfaceClient{inv: storks.BindService(inv, &Interface_ServiceDesc)}
 }
 
 func (c *interfaceClient) Default(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
@@ -287,7 +284,7 @@ func RegisterInterfaceServer(s storks.ServiceRegistrar, srv InterfaceServer, opt
 }
 
 // Interface_ServiceDesc is the storks.ServiceDesc for the storks.test.keywords.interface service.
-// It's only intended for direct use with RegisterInterfaceServer,
+// It's only intended for direct use with RegisterInterfaceServer and NewInterfaceClient,
 // and not to be introspected or modified (even as a copy).
 var Interface_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Interface_ServiceName,
@@ -302,9 +299,4 @@ var Interface_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "keywords/keywords.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Interface_ServiceDesc)
 }

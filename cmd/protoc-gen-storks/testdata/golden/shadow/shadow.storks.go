@@ -34,10 +34,11 @@ type shadowClient struct {
 }
 
 // NewShadowClient returns an implementation of ShadowClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Shadow_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewShadowClient(inv storks.Invoker) ShadowClient {
-	return &shadowClient{inv: inv}
+	return &shadowClient{inv: storks.BindService(inv, &Shadow_ServiceDesc)}
 }
 
 func (c *shadowClient) Call(ctx context.Context, in *in1.In, opts ...storks.CallOption) (*context1.Ctx, error) {
@@ -89,7 +90,7 @@ func RegisterShadowServer(s storks.ServiceRegistrar, srv ShadowServer, opts ...s
 }
 
 // Shadow_ServiceDesc is the storks.ServiceDesc for the storks.test.shadow.Shadow service.
-// It's only intended for direct use with RegisterShadowServer,
+// It's only intended for direct use with RegisterShadowServer and NewShadowClient,
 // and not to be introspected or modified (even as a copy).
 var Shadow_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Shadow_ServiceName,
@@ -104,9 +105,4 @@ var Shadow_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "shadow/shadow.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Shadow_ServiceDesc)
 }

@@ -41,10 +41,11 @@ type fooClient struct {
 }
 
 // NewFooClient returns an implementation of FooClient_ that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Foo_ServiceDesc_ (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewFooClient(inv storks.Invoker) FooClient_ {
-	return &fooClient{inv: inv}
+	return &fooClient{inv: storks.BindService(inv, &Foo_ServiceDesc_)}
 }
 
 func (c *fooClient) MustEmbedUnimplementedFooServer(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
@@ -145,7 +146,7 @@ func RegisterFooServer_(s storks.ServiceRegistrar, srv FooServer, opts ...storks
 }
 
 // Foo_ServiceDesc_ is the storks.ServiceDesc for the storks.test.collide.v1.Foo service.
-// It's only intended for direct use with RegisterFooServer_,
+// It's only intended for direct use with RegisterFooServer_ and NewFooClient,
 // and not to be introspected or modified (even as a copy).
 var Foo_ServiceDesc_ = storks.ServiceDesc{
 	ServiceName: Foo_ServiceName_,
@@ -190,11 +191,6 @@ var Foo_ServiceDesc_ = storks.ServiceDesc{
 	Metadata: "collide/v1/collide.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Foo_ServiceDesc_)
-}
-
 // Foo_ServiceName__ is the fully-qualified name of the storks.test.collide.v1.foo service.
 const Foo_ServiceName__ = "storks.test.collide.v1.foo"
 
@@ -215,10 +211,11 @@ type fooClient_ struct {
 }
 
 // NewFooClient_ returns an implementation of FooClient__ that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Foo_ServiceDesc__ (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewFooClient_(inv storks.Invoker) FooClient__ {
-	return &fooClient_{inv: inv}
+	return &fooClient_{inv: storks.BindService(inv, &Foo_ServiceDesc__)}
 }
 
 func (c *fooClient_) Bar(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
@@ -272,7 +269,7 @@ func RegisterFooServer__(s storks.ServiceRegistrar, srv FooServer_, opts ...stor
 }
 
 // Foo_ServiceDesc__ is the storks.ServiceDesc for the storks.test.collide.v1.foo service.
-// It's only intended for direct use with RegisterFooServer__,
+// It's only intended for direct use with RegisterFooServer__ and NewFooClient_,
 // and not to be introspected or modified (even as a copy).
 var Foo_ServiceDesc__ = storks.ServiceDesc{
 	ServiceName: Foo_ServiceName__,
@@ -287,11 +284,6 @@ var Foo_ServiceDesc__ = storks.ServiceDesc{
 		},
 	},
 	Metadata: "collide/v1/collide.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Foo_ServiceDesc__)
 }
 
 // Foo_Bar_ServiceName is the fully-qualified name of the storks.test.collide.v1.Foo_Bar service.
@@ -315,10 +307,11 @@ type foo_BarClient struct {
 }
 
 // NewFoo_BarClient returns an implementation of Foo_BarClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Foo_Bar_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewFoo_BarClient(inv storks.Invoker) Foo_BarClient {
-	return &foo_BarClient{inv: inv}
+	return &foo_BarClient{inv: storks.BindService(inv, &Foo_Bar_ServiceDesc)}
 }
 
 func (c *foo_BarClient) Baz(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
@@ -373,7 +366,7 @@ func RegisterFoo_BarServer(s storks.ServiceRegistrar, srv Foo_BarServer, opts ..
 }
 
 // Foo_Bar_ServiceDesc is the storks.ServiceDesc for the storks.test.collide.v1.Foo_Bar service.
-// It's only intended for direct use with RegisterFoo_BarServer,
+// It's only intended for direct use with RegisterFoo_BarServer and NewFoo_BarClient,
 // and not to be introspected or modified (even as a copy).
 var Foo_Bar_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Foo_Bar_ServiceName,
@@ -388,9 +381,4 @@ var Foo_Bar_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "collide/v1/collide.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Foo_Bar_ServiceDesc)
 }

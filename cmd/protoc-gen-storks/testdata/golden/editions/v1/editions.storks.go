@@ -32,10 +32,11 @@ type editorClient struct {
 }
 
 // NewEditorClient returns an implementation of EditorClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Editor_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewEditorClient(inv storks.Invoker) EditorClient {
-	return &editorClient{inv: inv}
+	return &editorClient{inv: storks.BindService(inv, &Editor_ServiceDesc)}
 }
 
 func (c *editorClient) Edit(ctx context.Context, in *Doc, opts ...storks.CallOption) (*Doc, error) {
@@ -87,7 +88,7 @@ func RegisterEditorServer(s storks.ServiceRegistrar, srv EditorServer, opts ...s
 }
 
 // Editor_ServiceDesc is the storks.ServiceDesc for the storks.test.editions.v1.Editor service.
-// It's only intended for direct use with RegisterEditorServer,
+// It's only intended for direct use with RegisterEditorServer and NewEditorClient,
 // and not to be introspected or modified (even as a copy).
 var Editor_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Editor_ServiceName,
@@ -102,9 +103,4 @@ var Editor_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "editions/v1/editions.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Editor_ServiceDesc)
 }

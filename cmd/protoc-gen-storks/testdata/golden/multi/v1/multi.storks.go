@@ -54,10 +54,11 @@ type alphaClient struct {
 }
 
 // NewAlphaClient returns an implementation of AlphaClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Alpha_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewAlphaClient(inv storks.Invoker) AlphaClient {
-	return &alphaClient{inv: inv}
+	return &alphaClient{inv: storks.BindService(inv, &Alpha_ServiceDesc)}
 }
 
 func (c *alphaClient) Get(ctx context.Context, in *typesv1.Request, opts ...storks.CallOption) (*typesv1.Response, error) {
@@ -167,7 +168,7 @@ func RegisterAlphaServer(s storks.ServiceRegistrar, srv AlphaServer, opts ...sto
 }
 
 // Alpha_ServiceDesc is the storks.ServiceDesc for the storks.test.multi.v1.Alpha service.
-// It's only intended for direct use with RegisterAlphaServer,
+// It's only intended for direct use with RegisterAlphaServer and NewAlphaClient,
 // and not to be introspected or modified (even as a copy).
 var Alpha_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Alpha_ServiceName,
@@ -214,11 +215,6 @@ var Alpha_ServiceDesc = storks.ServiceDesc{
 	Metadata: "multi/v1/multi.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Alpha_ServiceDesc)
-}
-
 // Beta_ServiceName is the fully-qualified name of the storks.test.multi.v1.Beta service.
 const Beta_ServiceName = "storks.test.multi.v1.Beta"
 
@@ -241,12 +237,13 @@ type betaClient struct {
 }
 
 // NewBetaClient returns an implementation of BetaClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Beta_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 //
 // Deprecated: Do not use.
 func NewBetaClient(inv storks.Invoker) BetaClient {
-	return &betaClient{inv: inv}
+	return &betaClient{inv: storks.BindService(inv, &Beta_ServiceDesc)}
 }
 
 func (c *betaClient) Ping(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
@@ -304,7 +301,7 @@ func RegisterBetaServer(s storks.ServiceRegistrar, srv BetaServer, opts ...stork
 }
 
 // Beta_ServiceDesc is the storks.ServiceDesc for the storks.test.multi.v1.Beta service.
-// It's only intended for direct use with RegisterBetaServer,
+// It's only intended for direct use with RegisterBetaServer and NewBetaClient,
 // and not to be introspected or modified (even as a copy).
 var Beta_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Beta_ServiceName,
@@ -319,11 +316,6 @@ var Beta_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "multi/v1/multi.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Beta_ServiceDesc)
 }
 
 // Gamma_ServiceName is the fully-qualified name of the storks.test.multi.v1.Gamma service.
@@ -349,10 +341,11 @@ type gammaClient struct {
 }
 
 // NewGammaClient returns an implementation of GammaClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Gamma_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewGammaClient(inv storks.Invoker) GammaClient {
-	return &gammaClient{inv: inv}
+	return &gammaClient{inv: storks.BindService(inv, &Gamma_ServiceDesc)}
 }
 
 // Deprecated: Do not use.
@@ -420,7 +413,7 @@ func RegisterGammaServer(s storks.ServiceRegistrar, srv GammaServer, opts ...sto
 }
 
 // Gamma_ServiceDesc is the storks.ServiceDesc for the storks.test.multi.v1.Gamma service.
-// It's only intended for direct use with RegisterGammaServer,
+// It's only intended for direct use with RegisterGammaServer and NewGammaClient,
 // and not to be introspected or modified (even as a copy).
 var Gamma_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Gamma_ServiceName,
@@ -444,11 +437,6 @@ var Gamma_ServiceDesc = storks.ServiceDesc{
 	Metadata: "multi/v1/multi.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Gamma_ServiceDesc)
-}
-
 // Empty_ServiceName is the fully-qualified name of the storks.test.multi.v1.Empty service.
 const Empty_ServiceName = "storks.test.multi.v1.Empty"
 
@@ -462,10 +450,11 @@ type emptyClient struct {
 }
 
 // NewEmptyClient returns an implementation of EmptyClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Empty_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewEmptyClient(inv storks.Invoker) EmptyClient {
-	return &emptyClient{inv: inv}
+	return &emptyClient{inv: storks.BindService(inv, &Empty_ServiceDesc)}
 }
 
 // EmptyServer is the server API for the storks.test.multi.v1.Empty service.
@@ -507,16 +496,11 @@ func RegisterEmptyServer(s storks.ServiceRegistrar, srv EmptyServer, opts ...sto
 }
 
 // Empty_ServiceDesc is the storks.ServiceDesc for the storks.test.multi.v1.Empty service.
-// It's only intended for direct use with RegisterEmptyServer,
+// It's only intended for direct use with RegisterEmptyServer and NewEmptyClient,
 // and not to be introspected or modified (even as a copy).
 var Empty_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Empty_ServiceName,
 	HandlerType: (*EmptyServer)(nil),
 	Methods:     []storks.MethodDesc{},
 	Metadata:    "multi/v1/multi.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Empty_ServiceDesc)
 }

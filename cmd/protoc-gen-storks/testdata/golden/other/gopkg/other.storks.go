@@ -36,10 +36,11 @@ type lookupClient struct {
 }
 
 // NewLookupClient returns an implementation of LookupClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Lookup_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewLookupClient(inv storks.Invoker) LookupClient {
-	return &lookupClient{inv: inv}
+	return &lookupClient{inv: storks.BindService(inv, &Lookup_ServiceDesc)}
 }
 
 func (c *lookupClient) Find(ctx context.Context, in *typesv1.Request, opts ...storks.CallOption) (*Thing, error) {
@@ -94,7 +95,7 @@ func RegisterLookupServer(s storks.ServiceRegistrar, srv LookupServer, opts ...s
 }
 
 // Lookup_ServiceDesc is the storks.ServiceDesc for the storks.test.weird.name.Lookup service.
-// It's only intended for direct use with RegisterLookupServer,
+// It's only intended for direct use with RegisterLookupServer and NewLookupClient,
 // and not to be introspected or modified (even as a copy).
 var Lookup_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Lookup_ServiceName,
@@ -109,9 +110,4 @@ var Lookup_ServiceDesc = storks.ServiceDesc{
 		},
 	},
 	Metadata: "other/other.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Lookup_ServiceDesc)
 }

@@ -41,10 +41,11 @@ type streamerClient struct {
 }
 
 // NewStreamerClient returns an implementation of StreamerClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Streamer_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewStreamerClient(inv storks.Invoker) StreamerClient {
-	return &streamerClient{inv: inv}
+	return &streamerClient{inv: storks.BindService(inv, &Streamer_ServiceDesc)}
 }
 
 func (c *streamerClient) Unary(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error) {
@@ -115,7 +116,7 @@ func RegisterStreamerServer(s storks.ServiceRegistrar, srv StreamerServer, opts 
 }
 
 // Streamer_ServiceDesc is the storks.ServiceDesc for the storks.test.stream.v1.Streamer service.
-// It's only intended for direct use with RegisterStreamerServer,
+// It's only intended for direct use with RegisterStreamerServer and NewStreamerClient,
 // and not to be introspected or modified (even as a copy).
 var Streamer_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Streamer_ServiceName,
@@ -139,11 +140,6 @@ var Streamer_ServiceDesc = storks.ServiceDesc{
 	Metadata: "stream/v1/stream.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&Streamer_ServiceDesc)
-}
-
 // OnlyStreams_ServiceName is the fully-qualified name of the storks.test.stream.v1.OnlyStreams service.
 const OnlyStreams_ServiceName = "storks.test.stream.v1.OnlyStreams"
 
@@ -159,10 +155,11 @@ type onlyStreamsClient struct {
 }
 
 // NewOnlyStreamsClient returns an implementation of OnlyStreamsClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to OnlyStreams_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 func NewOnlyStreamsClient(inv storks.Invoker) OnlyStreamsClient {
-	return &onlyStreamsClient{inv: inv}
+	return &onlyStreamsClient{inv: storks.BindService(inv, &OnlyStreams_ServiceDesc)}
 }
 
 // OnlyStreamsServer is the server API for the storks.test.stream.v1.OnlyStreams service.
@@ -206,16 +203,11 @@ func RegisterOnlyStreamsServer(s storks.ServiceRegistrar, srv OnlyStreamsServer,
 }
 
 // OnlyStreams_ServiceDesc is the storks.ServiceDesc for the storks.test.stream.v1.OnlyStreams service.
-// It's only intended for direct use with RegisterOnlyStreamsServer,
+// It's only intended for direct use with RegisterOnlyStreamsServer and NewOnlyStreamsClient,
 // and not to be introspected or modified (even as a copy).
 var OnlyStreams_ServiceDesc = storks.ServiceDesc{
 	ServiceName: OnlyStreams_ServiceName,
 	HandlerType: (*OnlyStreamsServer)(nil),
 	Methods:     []storks.MethodDesc{},
 	Metadata:    "stream/v1/stream.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	storks.RegisterMethods(&OnlyStreams_ServiceDesc)
 }
