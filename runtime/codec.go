@@ -44,13 +44,14 @@ func (ProtoCodec) Unmarshal(data []byte, v any) error {
 	return proto.Unmarshal(data, m)
 }
 
-// copyMessage makes dst, a reply the caller allocated, a deep copy of src,
-// so that the two share nothing: a protobuf message of the same type is
-// reset and merged (proto.Reset and proto.Merge); anything else (another
-// codec's type, or messages of different types) is encoded with codec and
-// decoded into dst, as a network round trip would. It is how an in-process
-// call and a Failbackup call whose second request wins fill the caller's
-// reply.
+// copyMessage makes dst a deep copy of src, so that the two share nothing:
+// a protobuf message of the same type (the same descriptor) is reset and
+// merged (proto.Reset and proto.Merge); anything else (another codec's
+// type, or protobuf messages proto.Merge cannot mix) is encoded with codec
+// and decoded into dst, as a network round trip would. It is how an
+// in-process call copies its request for the handler and fills the
+// caller's reply, and how a Failbackup call whose second request wins fills
+// the caller's reply.
 func copyMessage(codec Codec, dst, src any) error {
 	if d, ok := dst.(proto.Message); ok {
 		if s, ok := src.(proto.Message); ok {

@@ -52,10 +52,11 @@ type MethodDesc struct {
 // Invoke calls method, the full method name "/package.Service/Method", with
 // req, and fills reply, which the caller allocates (a pointer to the
 // method's response message), with the response: decoded into it for a
-// remote call, copied into it for an in-process one. After an error,
-// reply's contents are unspecified. This is grpc-go's shape: generated
-// clients allocate the reply and return it, with no type assertion that a
-// client interceptor could make fail. Invoke is safe for concurrent use.
+// remote call, copied into it for an in-process one (see In-process calls
+// in the package doc). After an error, reply's contents are unspecified.
+// This is grpc-go's shape: generated clients allocate the reply and return
+// it, with no type assertion that a client interceptor could make fail.
+// Invoke is safe for concurrent use.
 type Invoker interface {
 	Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error
 }

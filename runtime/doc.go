@@ -27,6 +27,18 @@
 // Many concurrent calls share one TCP connection per provider and are matched
 // by request ID; the format is described in docs/protocol.md.
 //
+// # In-process calls
+//
+// A reference calls an export of its service key in the same process
+// directly, without the network, unless the reference was made WithRemote
+// (this is Dubbo's injvm). The server's interceptors still run; the handler
+// gets a copy of the request (the caller's own object if the reference was
+// made WithLocalZeroCopy) and the caller's reply is filled with a copy of
+// the response, so caller and handler share no message. Refer logs, at
+// Info, when a new reference's calls will go in-process, and
+// Reference.InProcess reports it. The comment at the top of local.go
+// describes the shortcut in full.
+//
 // Concurrency: Server, Client and Reference are safe for concurrent use.
 // Close stops every goroutine they started.
 package runtime

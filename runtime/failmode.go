@@ -269,7 +269,10 @@ func (r *Reference) call(ctx context.Context, method string, req, reply any, cc 
 	short := method[len(r.prefix):]
 	if !r.remote && localCount.Load() > 0 {
 		if exp := lookupLocal(r.keyStr); exp != nil {
-			return exp.invokeLocal(ctx, method, short, req, reply, r.cl.cfg.codec)
+			if !r.localNoted.Load() {
+				r.noteLocal(false)
+			}
+			return exp.invokeLocal(ctx, r, method, short, req, reply)
 		}
 	}
 	mode := r.fail

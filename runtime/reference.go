@@ -34,6 +34,11 @@ type Reference struct {
 	remote   bool
 	invoker  UnaryInvoker
 
+	// In-process calls (local.go): whether the handler gets the caller's
+	// request itself, and whether the shortcut was logged.
+	zeroCopy   bool
+	localNoted atomic.Bool
+
 	// Fail mode, default deadline and idempotent methods
 	// (failmode.go).
 	fail              FailMode
@@ -108,6 +113,7 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 		prefix:   "/" + service + "/",
 		selector: cfg.selector,
 		remote:   cfg.remote,
+		zeroCopy: cfg.localZeroCopy,
 		watcher:  w,
 		cancel:   cancel,
 	}
@@ -135,6 +141,9 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 	c.bg.Add(1)
 	c.mu.Unlock()
 	r.update(list)
+	if r.InProcess() {
+		r.noteLocal(true)
+	}
 	go r.follow(wctx)
 	return r, nil
 }

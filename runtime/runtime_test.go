@@ -475,8 +475,8 @@ func TestLocalCallsSkipNetworkAndSerialization(t *testing.T) {
 	if err := ref.Invoke(ctx, echoMethod, in, out); err != nil {
 		t.Fatal(err)
 	}
-	if out.GetValue() != "local" || seen.Load() != in {
-		t.Fatal("local call did not pass the request object straight to the handler")
+	if out.GetValue() != "local" || seen.Load() == in || seen.Load().GetValue() != "x" {
+		t.Fatalf("reply %q, handler saw %v (the caller's request: %v); want a copy of the request", out.GetValue(), seen.Load(), seen.Load() == in)
 	}
 	if !sawDeadline.Load() || intercepted.Load() != 1 {
 		t.Fatalf("deadline seen %v, interceptor ran %d times", sawDeadline.Load(), intercepted.Load())
