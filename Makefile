@@ -63,14 +63,11 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 ## lint: staticcheck with staticcheck.conf on this module and bench/ (silent when clean)
-# runtime/ runs without SA1029, ST1008 and ST1016 until its restructuring
-# lands and their findings are fixed; bench/gen is wholly generated and has
-# no package comments (ST1000, which staticcheck applies to generated
-# packages too), so it is left out.
+# bench/gen is wholly generated and has no package comments (ST1000, which
+# staticcheck applies to generated packages too), so it is left out.
 lint: deps-lint
 	@sc="$$(cd tools/lint && $(GO) tool -n staticcheck)" || exit 1; s=0; \
-	$$sc $$($(GO) list ./... | grep -v -e '/storks/runtime$$' -e '/storks/runtime/') || s=1; \
-	$$sc -checks inherit,-SA1029,-ST1008,-ST1016 ./runtime/... || s=1; \
+	$$sc ./... || s=1; \
 	out="$$(cd bench && $$sc $$($(GO) list ./... | grep -v '/bench/gen/') 2>&1)" || s=1; \
 	[ -z "$$out" ] || echo "$$out" | sed 's|^[^[:space:]]|bench/&|'; \
 	exit $$s

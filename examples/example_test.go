@@ -15,10 +15,10 @@ import (
 	commonv1 "github.com/storks-rpc/storks/examples/gen/common/v1"
 	echov1 "github.com/storks-rpc/storks/examples/gen/echo/v1"
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
-// loopback is a runtime.ServiceRegistrar and a runtime.Invoker in one: it
+// loopback is a storks.ServiceRegistrar and a storks.Invoker in one: it
 // calls the services exported on it through their generated ServiceDesc, as
 // the runtime does for calls it receives, with requests and replies copied
 // through the protobuf wire format as if they had crossed the network. It
@@ -28,13 +28,13 @@ type loopback struct {
 }
 
 type loopbackMethod struct {
-	desc runtime.MethodDesc
+	desc storks.MethodDesc
 	impl any
 }
 
 func newLoopback() *loopback { return &loopback{methods: make(map[string]loopbackMethod)} }
 
-func (l *loopback) Export(desc *runtime.ServiceDesc, impl any, _ ...runtime.ExportOption) (*runtime.Exporter, error) {
+func (l *loopback) Export(desc *storks.ServiceDesc, impl any, _ ...storks.ExportOption) (*storks.Exporter, error) {
 	if want := reflect.TypeOf(desc.HandlerType).Elem(); !reflect.TypeOf(impl).Implements(want) {
 		return nil, fmt.Errorf("%T does not implement %v", impl, want)
 	}
@@ -44,23 +44,20 @@ func (l *loopback) Export(desc *runtime.ServiceDesc, impl any, _ ...runtime.Expo
 	return nil, nil
 }
 
-func (l *loopback) Invoke(ctx context.Context, method string, req, reply any, _ ...runtime.CallOption) (any, error) {
+func (l *loopback) Invoke(ctx context.Context, method string, req, reply any, _ ...storks.CallOption) error {
 	m, ok := l.methods[method]
 	if !ok {
-		return nil, runtime.Errorf(runtime.CodeUnimplemented, "unknown method %s", method)
+		return storks.Errorf(storks.CodeUnimplemented, "unknown method %s", method)
 	}
 	in := m.desc.NewRequest()
 	if err := copyMessage(in, req); err != nil {
-		return nil, err
+		return err
 	}
 	out, err := m.desc.Handler(m.impl, ctx, in)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := copyMessage(reply, out); err != nil {
-		return nil, err
-	}
-	return reply, nil
+	return copyMessage(reply, out)
 }
 
 // copyMessage copies src into dst through the wire format.
@@ -83,13 +80,13 @@ func (g *greeter) SayHello(_ context.Context, req *greeterv1.HelloRequest) (*gre
 }
 
 func (g *greeter) Fail(_ context.Context, req *greeterv1.FailRequest) (*greeterv1.FailReply, error) {
-	return nil, runtime.NewError(runtime.Code(req.GetCode()), req.GetMessage())
+	return nil, storks.NewError(storks.Code(req.GetCode()), req.GetMessage())
 }
 
 // Example shows the generated Greeter API: RegisterGreeterServer exports an
 // implementation, NewGreeterClient calls it through an Invoker. With the
-// runtime, the registrar is a *runtime.Server and the Invoker a reference
-// from a *runtime.Client; here both are a loopback.
+// runtime, the registrar is a *storks.Server and the Invoker a reference
+// from a *storks.Client; here both are a loopback.
 func Example() {
 	lb := newLoopback()
 	if _, err := greeterv1.RegisterGreeterServer(lb, &greeter{provider: "provider-1"}); err != nil {
@@ -113,8 +110,8 @@ func TestGreeterError(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := greeterv1.NewGreeterClient(lb).Fail(context.Background(),
-		&greeterv1.FailRequest{Code: uint32(runtime.CodeNotFound), Message: "no such greeting"})
-	if !errors.Is(err, &runtime.Error{Code: runtime.CodeNotFound, Message: "no such greeting"}) {
+		&greeterv1.FailRequest{Code: uint32(storks.CodeNotFound), Message: "no such greeting"})
+	if !errors.Is(err, &storks.Error{Code: storks.CodeNotFound, Message: "no such greeting"}) {
 		t.Fatalf("Fail returned %v, want NotFound: no such greeting", err)
 	}
 }
@@ -130,7 +127,7 @@ func TestUnimplemented(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := greeterv1.NewGreeterClient(lb).SayHello(context.Background(), &greeterv1.HelloRequest{})
-	want := &runtime.Error{Code: runtime.CodeUnimplemented, Message: "method SayHello not implemented"}
+	want := &storks.Error{Code: storks.CodeUnimplemented, Message: "method SayHello not implemented"}
 	if !errors.Is(err, want) {
 		t.Fatalf("SayHello returned %v, want %v", err, want)
 	}

@@ -11,7 +11,7 @@ import (
 // (health.go).
 
 // attempt makes one attempt of a call on ep and records its outcome.
-func (r *Reference) attempt(ctx context.Context, ep *endpoint, method, short string, req, reply any, n int) (out any, err error, o outcome) {
+func (r *Reference) attempt(ctx context.Context, ep *endpoint, method, short string, req, reply any, n int) (o outcome, err error) {
 	c := r.cl
 	obs := c.cfg.resilience.observer
 	if obs != nil {
@@ -31,13 +31,13 @@ func (r *Reference) attempt(ctx context.Context, ep *endpoint, method, short str
 			o = outLocal
 		}
 	} else {
-		out, err, o = cc.invoke(ctx, r.keyStr, method, short, req, reply)
+		o, err = cc.invoke(ctx, r.keyStr, method, short, req, reply)
 	}
 	c.noteOutcome(ep, o)
 	if obs != nil {
 		obs(Event{Kind: EventAttemptDone, Addr: ep.addr, Method: method, Attempt: n, Err: err})
 	}
-	return out, err, o
+	return o, err
 }
 
 // outcome classifies how an attempt ended, for the fail mode and for the

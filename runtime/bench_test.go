@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -24,10 +24,10 @@ func (bytesImpl) Echo(_ context.Context, in *wrapperspb.BytesValue) (*wrapperspb
 	return in, nil
 }
 
-var bytesDesc = runtime.ServiceDesc{
+var bytesDesc = storks.ServiceDesc{
 	ServiceName: "bench.Bytes",
 	HandlerType: (*bytesServer)(nil),
-	Methods: []runtime.MethodDesc{{
+	Methods: []storks.MethodDesc{{
 		Name:       "Echo",
 		NewRequest: func() any { return new(wrapperspb.BytesValue) },
 		Handler: func(srv any, ctx context.Context, req any) (any, error) {
@@ -45,7 +45,7 @@ func BenchmarkUnary(b *testing.B) {
 		b.Fatalf("message is %d bytes", n)
 	}
 	reg := newRegistry(b)
-	srv := runtime.NewServer(runtime.WithRegistry(reg))
+	srv := storks.NewServer(storks.WithRegistry(reg))
 	if _, err := srv.Export(&bytesDesc, bytesImpl{}); err != nil {
 		b.Fatal(err)
 	}
@@ -55,19 +55,19 @@ func BenchmarkUnary(b *testing.B) {
 	}
 	go srv.Serve(lis)
 	defer srv.Close()
-	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := storks.NewClient(storks.WithRegistry(reg))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	ref, err := cli.Refer(context.Background(), "bench.Bytes", runtime.WithRemote())
+	ref, err := cli.Refer(context.Background(), "bench.Bytes", storks.WithRemote())
 	if err != nil {
 		b.Fatal(err)
 	}
 	waitFor(b, func() bool { return len(ref.Providers()) == 1 })
 	ctx := context.Background()
 	call := func() error {
-		_, err := ref.Invoke(ctx, "/bench.Bytes/Echo", msg, new(wrapperspb.BytesValue))
+		err := ref.Invoke(ctx, "/bench.Bytes/Echo", msg, new(wrapperspb.BytesValue))
 		return err
 	}
 	if err := call(); err != nil {

@@ -7,9 +7,12 @@ import (
 	"time"
 )
 
+// ctxKey is the type of the context key TestCallCtxCancel sets.
+type ctxKey struct{}
+
 func TestCallCtxCancel(t *testing.T) {
-	c := newCallCtx(context.WithValue(context.Background(), "k", "v"), 0)
-	if _, ok := c.Deadline(); ok || c.Err() != nil || c.Value("k") != "v" {
+	c := newCallCtx(context.WithValue(context.Background(), ctxKey{}, "v"), 0)
+	if _, ok := c.Deadline(); ok || c.Err() != nil || c.Value(ctxKey{}) != "v" {
 		t.Fatal("fresh context: deadline, error or value wrong")
 	}
 	done := c.Done()

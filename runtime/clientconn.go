@@ -44,19 +44,20 @@ type call struct {
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
-// invoke makes one call on the connection. The outcome says whether the
+// invoke makes one call on the connection and decodes its response into
+// reply. The outcome says whether the
 // call provably did not run (it was never sent, or the server answered that
 // the handler never ran), so that it may be sent to another instance, and
 // whether the failure is a fault of the provider (see outcome).
-func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req, reply any) (out any, err error, o outcome) {
+func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req, reply any) (o outcome, err error) {
 	var timeout time.Duration
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
-			return nil, ctxError(ctx, "call "+method), outLocal
+			return outLocal, ctxError(ctx, "call "+method)
 		}
 	} else if err := ctx.Err(); err != nil {
-		return nil, ctxError(ctx, "call "+method), outLocal
+		return outLocal, ctxError(ctx, "call "+method)
 	}
 	codec := cc.cl.cfg.codec
 	id := cc.nextID.Add(1)
@@ -67,21 +68,21 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 	if err != nil {
 		*buf = b
 		putBuf(buf)
-		return nil, Errorf(CodeInternal, "encode request of %s: %v", method, err), outLocal
+		return outLocal, Errorf(CodeInternal, "encode request of %s: %v", method, err)
 	}
 	if n, limit := len(b)-headerSize, cc.cl.cfg.maxMessageSize; n > limit {
 		*buf = b
 		putBuf(buf)
-		return nil, &Error{Code: CodeResourceExhausted, Message: "call " + method + ": " + (&TooLargeError{Size: n, Limit: limit}).Error(), cause: ErrMessageTooLarge}, outLocal
+		return outLocal, &Error{Code: CodeResourceExhausted, Message: "call " + method + ": " + (&TooLargeError{Size: n, Limit: limit}).Error(), cause: ErrMessageTooLarge}
 	}
 	setBodyLen(b)
 
 	typ, body, cerr, ex := cc.exchange(ctx, id, b, buf, true)
 	switch ex {
 	case exNotSent:
-		return nil, cerr, outNotRun
+		return outNotRun, cerr
 	case exCtxDone:
-		return nil, ctxError(ctx, "call "+method), ctxOutcome(ctx)
+		return ctxOutcome(ctx), ctxError(ctx, "call "+method)
 	}
 	if cerr != nil {
 		switch {
@@ -92,19 +93,19 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 		case errors.Is(cerr, ErrClientClosed):
 			o = outLocal
 		}
-		return nil, cerr, o
+		return o, cerr
 	}
 	defer putBuf(body)
 	switch typ {
 	case frameResponse:
 		if err := codec.Unmarshal(*body, reply); err != nil {
-			return nil, Errorf(CodeInternal, "decode response of %s from %s: %v", method, cc.addr, err), outReply
+			return outReply, Errorf(CodeInternal, "decode response of %s from %s: %v", method, cc.addr, err)
 		}
-		return reply, nil, outReply
+		return outReply, nil
 	default:
 		e, flags, err := parseErrorBody(*body)
 		if err != nil {
-			return nil, Errorf(CodeInternal, "bad error frame for %s from %s: %v", method, cc.addr, err), outReply
+			return outReply, Errorf(CodeInternal, "bad error frame for %s from %s: %v", method, cc.addr, err)
 		}
 		switch {
 		case flags&errNotExecuted != 0 && (e.Code == CodeUnavailable || e.Code == CodeUnimplemented):
@@ -112,7 +113,7 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 		case e.Code == CodeDeadlineExceeded:
 			o = outTimeout
 		}
-		return nil, e, o
+		return o, e
 	}
 }
 

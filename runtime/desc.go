@@ -6,11 +6,13 @@ import (
 	"github.com/storks-rpc/storks/registry"
 )
 
-// SupportPackageIsVersion1 is referenced by generated code to make sure it is
+// SupportPackageIsVersion3 is referenced by generated code to make sure it is
 // compiled against a runtime that supports it. Generated code that needs a
 // newer runtime references a newer constant and so fails to compile against
-// this one, instead of failing at run time.
-const SupportPackageIsVersion1 = true
+// this one, instead of failing at run time; code generated for an older
+// runtime references a constant this one no longer declares, and fails
+// likewise. Version 3 is the Invoke that fills the caller's reply.
+const SupportPackageIsVersion3 = true
 
 // ServiceDesc describes a service for export. Generated code builds one per
 // proto service; hand-written services can build their own.
@@ -37,7 +39,10 @@ type MethodDesc struct {
 	// decoding and no reflection: generated handlers are a type assertion
 	// and a direct method call.
 	Handler func(srv any, ctx context.Context, req any) (any, error)
-	// Idempotent marks methods that may safely be retried.
+	// Idempotent marks methods that may safely be retried after they may
+	// have run. Generated code sets it from the proto's idempotency_level;
+	// clients learn it from the ServiceDesc their generated client binds
+	// the reference to (BindService).
 	Idempotent bool
 }
 
@@ -45,11 +50,15 @@ type MethodDesc struct {
 // *Reference is an Invoker bound to one service key.
 //
 // Invoke calls method, the full method name "/package.Service/Method", with
-// req. For a remote call the response is decoded into reply, which is then
-// returned; a local (in-process) call may return a different value of the
-// same type. Invoke is safe for concurrent use.
+// req, and fills reply, which the caller allocates (a pointer to the
+// method's response message), with the response: decoded into it for a
+// remote call, copied into it for an in-process one (see In-process calls
+// in the package doc). After an error, reply's contents are unspecified.
+// This is grpc-go's shape: generated clients allocate the reply and return
+// it, with no type assertion that a client interceptor could make fail.
+// Invoke is safe for concurrent use.
 type Invoker interface {
-	Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) (any, error)
+	Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error
 }
 
 // ServiceRegistrar exports services. A *Server is a ServiceRegistrar.
@@ -59,9 +68,3 @@ type ServiceRegistrar interface {
 
 // ServiceKey is registry.ServiceKey, repeated here for convenience.
 type ServiceKey = registry.ServiceKey
-
-// SupportPackageIsVersion2 is referenced by generated code that calls
-// RegisterMethods. Code generated for version 1 still compiles; its
-// services' idempotent methods are simply not known to clients unless
-// WithIdempotentMethods names them.
-const SupportPackageIsVersion2 = true

@@ -2,9 +2,15 @@
 // the server that exports service implementations, and the client whose
 // references discover providers in a registry and pick one per call.
 //
+// The package lives in the runtime/ directory, so its declared name is
+// runtime, but programs import it as storks, to avoid a clash with Go's own
+// runtime package; generated code and every example do so:
+//
+//	import storks "github.com/storks-rpc/storks/runtime"
+//
 // A provider exports and serves:
 //
-//	srv := runtime.NewServer(runtime.WithRegistry(reg))
+//	srv := storks.NewServer(storks.WithRegistry(reg))
 //	if _, err := greeterv1.RegisterGreeterServer(srv, &greeter{}); err != nil { ... }
 //	lis, _ := net.Listen("tcp", "127.0.0.1:0")
 //	go srv.Serve(lis)
@@ -12,7 +18,7 @@
 //
 // A consumer refers and calls:
 //
-//	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+//	cli, err := storks.NewClient(storks.WithRegistry(reg))
 //	if err != nil { ... }
 //	ref, _ := cli.Refer(ctx, greeterv1.Greeter_ServiceName)
 //	greeter := greeterv1.NewGreeterClient(ref)
@@ -20,6 +26,18 @@
 //
 // Many concurrent calls share one TCP connection per provider and are matched
 // by request ID; the format is described in docs/protocol.md.
+//
+// # In-process calls
+//
+// A reference calls an export of its service key in the same process
+// directly, without the network, unless the reference was made WithRemote
+// (this is Dubbo's injvm). The server's interceptors still run; the handler
+// gets a copy of the request (the caller's own object if the reference was
+// made WithLocalZeroCopy) and the caller's reply is filled with a copy of
+// the response, so caller and handler share no message. Refer logs, at
+// Info, when a new reference's calls will go in-process, and
+// Reference.InProcess reports it. The comment at the top of local.go
+// describes the shortcut in full.
 //
 // Concurrency: Server, Client and Reference are safe for concurrent use.
 // Close stops every goroutine they started.

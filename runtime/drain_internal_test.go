@@ -30,7 +30,7 @@ func TestDrainingConnectionSendsNoNewCall(t *testing.T) {
 	cc.draining.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err, o := cc.invoke(ctx, "test.Echo", "/test.Echo/Echo", "Echo", wrapperspb.String("x"), new(wrapperspb.StringValue))
+	o, err := cc.invoke(ctx, "test.Echo", "/test.Echo/Echo", "Echo", wrapperspb.String("x"), new(wrapperspb.StringValue))
 	if o != outNotRun || err == nil {
 		t.Errorf("invoke on a draining connection: outcome %d, err %v; want not run", o, err)
 	}

@@ -53,7 +53,7 @@ func (c Code) String() string {
 // errors.Is(err, target) holds for a target *Error with the same code and
 // either the same message or an empty one, so
 //
-//	errors.Is(err, &runtime.Error{Code: runtime.CodeNotFound})
+//	errors.Is(err, &storks.Error{Code: storks.CodeNotFound})
 //
 // tests for a code. Errors made by the runtime itself also wrap their cause
 // (ErrNoProvider, context.DeadlineExceeded, a network error, ...).

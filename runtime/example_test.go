@@ -8,7 +8,7 @@ import (
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/examples/impl"
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // A provider exports the generated Greeter service and serves it on
@@ -19,8 +19,8 @@ func Example() {
 	defer reg.Close()
 
 	// Provider: export, then serve (Serve registers the bound address).
-	srv := runtime.NewServer(runtime.WithRegistry(reg))
-	if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: "provider-1"}, runtime.WithVersion("v1")); err != nil {
+	srv := storks.NewServer(storks.WithRegistry(reg))
+	if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: "provider-1"}, storks.WithVersion("v1")); err != nil {
 		panic(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -31,12 +31,12 @@ func Example() {
 	defer srv.Shutdown(ctx)
 
 	// Consumer: refer the service key and call through the generated client.
-	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := storks.NewClient(storks.WithRegistry(reg))
 	if err != nil {
 		panic(err)
 	}
 	defer cli.Close()
-	ref, err := cli.Refer(ctx, greeterv1.Greeter_ServiceName, runtime.WithVersion("v1"))
+	ref, err := cli.Refer(ctx, greeterv1.Greeter_ServiceName, storks.WithVersion("v1"))
 	if err != nil {
 		panic(err)
 	}
@@ -49,7 +49,7 @@ func Example() {
 	fmt.Println(reply.GetMessage(), "from", reply.GetProvider())
 
 	_, err = greeter.SayHello(ctx, &greeterv1.HelloRequest{})
-	fmt.Println(runtime.CodeOf(err), err)
+	fmt.Println(storks.CodeOf(err), err)
 	// Output:
 	// Hello, storks from provider-1
 	// InvalidArgument storks: InvalidArgument: name is required
@@ -57,7 +57,7 @@ func Example() {
 
 // waitProviders waits until the reference knows n providers: Serve registers
 // asynchronously.
-func waitProviders(ref *runtime.Reference, n int) {
+func waitProviders(ref *storks.Reference, n int) {
 	for len(ref.Providers()) < n {
 		pause()
 	}

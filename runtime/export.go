@@ -48,15 +48,15 @@ type Exporter struct {
 }
 
 // Key returns the service key the export answers to.
-func (e *Exporter) Key() ServiceKey { return e.exp.key }
+func (ex *Exporter) Key() ServiceKey { return ex.exp.key }
 
 // Instance returns the registry entry of the export. Its address is empty
 // until the server is serving.
-func (e *Exporter) Instance() registry.Instance {
-	e.srv.mu.RLock()
-	defer e.srv.mu.RUnlock()
-	in := e.inst.Clone()
-	in.Addr = e.srv.addr
+func (ex *Exporter) Instance() registry.Instance {
+	ex.srv.mu.RLock()
+	defer ex.srv.mu.RUnlock()
+	in := ex.inst.Clone()
+	in.Addr = ex.srv.addr
 	return in
 }
 

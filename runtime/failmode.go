@@ -8,13 +8,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // The call policy: what a call does when an attempt fails (FailMode), which
-// methods may be retried after they may have run (RegisterMethods,
+// methods may be retried after they may have run (BindService,
 // WithIdempotentMethods, WithIdempotent), and the default deadline.
 // Reference.call, reached from Invoke (reference.go), runs a call locally
 // (local.go) or through run or hedge, which make the attempts (attempt.go)
@@ -33,10 +33,11 @@ import (
 // retries of calls that may have run (the connection broke after the request
 // was sent, or the provider answered CodeUnavailable); those are made only
 // for idempotent methods: methods whose proto declares idempotency_level
-// IDEMPOTENT or NO_SIDE_EFFECTS (generated code registers them, see
-// RegisterMethods), methods named with WithIdempotentMethods on the
-// reference, and calls made WithIdempotent. A non-idempotent method under
-// Failover, Failtry or Failbackup behaves as under Failfast.
+// IDEMPOTENT or NO_SIDE_EFFECTS, called through their generated client
+// (which binds the reference to the service's descriptor, see
+// BindService), methods named with WithIdempotentMethods on the reference,
+// and calls made WithIdempotent. A non-idempotent method under Failover,
+// Failtry or Failbackup behaves as under Failfast.
 //
 // Every attempt runs under the call's context: its deadline bounds the call
 // as a whole, not each attempt, and no attempt starts once it has passed.
@@ -96,9 +97,9 @@ func Failtry(retries int) FailMode { return FailMode{kind: failTry, n: retries} 
 // unset in a configuration cannot double the load.
 //
 // The second request decodes its reply into a new value of the reply's
-// type, so the reply Invoke returns may not be the one passed in (generated
-// clients use the returned one). Failbackup costs a goroutine per call and,
-// after the delay, a second request; the other modes cost nothing until an
+// type, which is copied into the caller's reply if it wins. Failbackup costs
+// a goroutine per call and, after the delay, a second request (and, if that
+// one wins, a copy of its reply); the other modes cost nothing until an
 // attempt fails.
 func Failbackup(delay time.Duration) FailMode {
 	return FailMode{kind: failBackup, delay: delay}
@@ -189,20 +190,21 @@ func WithDefaultTimeout(d time.Duration) PolicyOption {
 }
 
 // WithIdempotent marks one call as idempotent: the fail mode may retry it
-// even if its method is not registered as idempotent. Use it for methods
-// that are idempotent for some requests only.
+// even if its method is not known to be idempotent (see FailMode). Use it
+// for methods that are idempotent for some requests only.
 func WithIdempotent() CallOption {
 	return callFunc(func(c *callConfig) { c.resilience.idempotent = true })
 }
 
 // WithIdempotentMethods marks methods of the referred service as idempotent
 // for the reference's fail mode, for services without generated code (or
-// whose proto does not declare an idempotency_level). A method is its full
-// name, "/package.Service/Method", or its name alone, "Method". Methods of
-// generated services whose proto declares idempotency_level IDEMPOTENT or
-// NO_SIDE_EFFECTS are idempotent without this option. An empty name, a
-// name alone that contains '/', and a full name of another service (checked
-// by Refer) are errors.
+// whose proto does not declare an idempotency_level), and for calls made
+// with the reference's own Invoke. A method is its full name,
+// "/package.Service/Method", or its name alone, "Method". Methods whose
+// proto declares idempotency_level IDEMPOTENT or NO_SIDE_EFFECTS are
+// idempotent without this option when called through their generated
+// client (see BindService). An empty name, a name alone that contains '/',
+// and a full name of another service (checked by Refer) are errors.
 func WithIdempotentMethods(methods ...string) ReferOption {
 	for i, name := range methods {
 		if name == "" {
@@ -258,99 +260,57 @@ const maxAttempts = 3
 
 // call makes a call: locally if the service is exported in this process,
 // otherwise with the fail mode of cc (the call's options, nil if none) or
-// of the reference.
-func (r *Reference) call(ctx context.Context, method string, req, reply any, cc *callConfig) (any, error) {
+// of the reference. b is the binding the call was made through, nil if
+// none (BindService).
+func (r *Reference) call(ctx context.Context, method string, req, reply any, cc *callConfig, b *boundReference) error {
 	if !strings.HasPrefix(method, r.prefix) || len(method) == len(r.prefix) {
-		return nil, Errorf(CodeInvalidArgument, "method %q does not belong to service %s", method, r.key.Service)
+		return Errorf(CodeInvalidArgument, "method %q does not belong to service %s", method, r.key.Service)
 	}
 	short := method[len(r.prefix):]
 	if !r.remote && localCount.Load() > 0 {
 		if exp := lookupLocal(r.keyStr); exp != nil {
-			return exp.invokeLocal(ctx, method, short, req)
+			if !r.localNoted.Load() {
+				r.noteLocal(false)
+			}
+			return exp.invokeLocal(ctx, r, method, short, req, reply)
 		}
 	}
 	mode := r.fail
 	if cc != nil && cc.resilience.fail.kind != failUnset {
 		mode = cc.resilience.fail
 	}
-	if mode.kind == failBackup && r.idempotent(method, cc) {
+	if mode.kind == failBackup && r.idempotent(method, cc, b) {
 		if reply2 := newReply(reply); reply2 != nil {
 			return r.hedge(ctx, method, short, req, reply, reply2, mode.delay)
 		}
 	}
-	out, err, n, o := r.run(ctx, method, short, req, reply, mode, cc, nil)
-	if err != nil {
-		return out, r.failed(method, n, o, err)
+	if n, o, err := r.run(ctx, method, short, req, reply, mode, cc, b, nil); err != nil {
+		return r.failed(method, n, o, err)
 	}
-	return out, nil
+	return nil
 }
 
-// idempotent reports whether a call of method may be retried after it may
-// have run: the call was made WithIdempotent, the reference names the
-// method in WithIdempotentMethods, or the method is registered as
-// idempotent (RegisterMethods, called by generated code).
-func (r *Reference) idempotent(method string, cc *callConfig) bool {
+// idempotent reports whether a call of method, made through b (nil if
+// not made through a binding), may be retried after it may have run: the
+// call was made WithIdempotent, or the method is idempotent for b (its
+// service's descriptor says so, see BindService) or for the reference
+// (WithIdempotentMethods names it; b includes those).
+func (r *Reference) idempotent(method string, cc *callConfig, b *boundReference) bool {
 	if cc != nil && cc.resilience.idempotent {
 		return true
 	}
-	if r.idempotentMethods[method] {
-		return true
+	if b != nil {
+		return b.idempotent[method]
 	}
-	return registeredIdempotent(method)
-}
-
-// methodTable maps full method names, "/package.Service/Method", to whether
-// the method is idempotent. It is written by RegisterMethods (in practice
-// from init functions of generated code) and read, without locking, only
-// when a call has failed and might be retried, and when a call starts under
-// Failbackup.
-var methodTable struct {
-	mu sync.Mutex // serializes writers
-	m  atomic.Pointer[map[string]bool]
-}
-
-// RegisterMethods records, for every client in this process, which methods
-// of desc are idempotent (MethodDesc.Idempotent): a fail mode retries a call
-// that may have run only if its method is idempotent (see FailMode).
-// Generated code calls it from an init function for every service, with the
-// service's ServiceDesc; a hand-written ServiceDesc can be registered the
-// same way, or its methods named with WithIdempotentMethods on a reference.
-// Registering a service again replaces what was recorded for its methods.
-// It is safe for concurrent use.
-func RegisterMethods(desc *ServiceDesc) {
-	if desc == nil || desc.ServiceName == "" {
-		return
-	}
-	methodTable.mu.Lock()
-	defer methodTable.mu.Unlock()
-	var old map[string]bool
-	if p := methodTable.m.Load(); p != nil {
-		old = *p
-	}
-	m := make(map[string]bool, len(old)+len(desc.Methods))
-	for k, v := range old {
-		m[k] = v
-	}
-	prefix := "/" + desc.ServiceName + "/"
-	for _, md := range desc.Methods {
-		m[prefix+md.Name] = md.Idempotent
-	}
-	methodTable.m.Store(&m)
-}
-
-// registeredIdempotent reports whether method (a full name) was registered
-// as idempotent.
-func registeredIdempotent(method string) bool {
-	p := methodTable.m.Load()
-	return p != nil && (*p)[method]
+	return r.idempotentMethods[method]
 }
 
 // run makes attempts of a call until one succeeds, the failure is final or
 // the retries are spent. first, if not nil, is the endpoint of the first
-// attempt instead of the selector's choice. It returns the number of
-// attempts made and the outcome of the last; the caller turns the error into
-// the call's with failed.
-func (r *Reference) run(ctx context.Context, method, short string, req, reply any, mode FailMode, cc *callConfig, first *endpoint) (out any, err error, attempts int, o outcome) {
+// attempt instead of the selector's choice; cc and b are as for call. It
+// returns the number of attempts made and the outcome of the last; the
+// caller turns the error into the call's with failed.
+func (r *Reference) run(ctx context.Context, method, short string, req, reply any, mode FailMode, cc *callConfig, b *boundReference, first *endpoint) (attempts int, o outcome, err error) {
 	var (
 		tried   []*endpoint // endpoints that failed, once one has
 		next    = first     // the endpoint of the next attempt, if fixed
@@ -361,12 +321,12 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 		st := r.state.Load()
 		if st == nil || len(st.instances) == 0 {
 			if r.closed.Load() {
-				return nil, wrapError(CodeCanceled, ErrClientClosed, "call %s: reference is closed", method), attempts, outLocal
+				return attempts, outLocal, wrapError(CodeCanceled, ErrClientClosed, "call %s: reference is closed", method)
 			}
 			if err == nil {
 				err, o = wrapError(CodeUnavailable, ErrNoProvider, "no provider for %s", r.keyStr), outNotRun
 			}
-			return nil, err, attempts, o
+			return attempts, o, err
 		}
 		ep := next
 		next = nil
@@ -374,19 +334,19 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 			if tried == nil {
 				var perr error
 				if ep, perr = r.pick(ctx, method, st); perr != nil {
-					return nil, perr, attempts, outLocal
+					return attempts, outLocal, perr
 				}
 			} else {
 				ep = r.pickOther(ctx, method, st, tried, nil, false)
 			}
 		}
 		attempts++
-		out, err, o = r.attempt(ctx, ep, method, short, req, reply, attempts)
+		o, err = r.attempt(ctx, ep, method, short, req, reply, attempts)
 		if err == nil {
-			return out, nil, attempts, o
+			return attempts, o, nil
 		}
 		if ctx.Err() != nil {
-			return out, err, attempts, o
+			return attempts, o, err
 		}
 		switch o {
 		case outNotRun, outNoConn:
@@ -397,7 +357,7 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 				continue
 			}
 		case outBroken, outClosing, outReply:
-			if (o != outReply || CodeOf(err) == CodeUnavailable) && retried < mode.retries() && r.idempotent(method, cc) {
+			if (o != outReply || CodeOf(err) == CodeUnavailable) && retried < mode.retries() && r.idempotent(method, cc, b) {
 				retried++
 				if mode.kind == failTry {
 					next = ep
@@ -407,7 +367,7 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 				continue
 			}
 		}
-		return out, err, attempts, o
+		return attempts, o, err
 	}
 }
 
@@ -447,6 +407,13 @@ func retryable(o outcome, err error) bool {
 // newReply returns a new, empty value of reply's type, for a second request
 // to decode into, or nil if reply is not a non-nil pointer.
 func newReply(reply any) any {
+	if m, ok := reply.(proto.Message); ok {
+		// The message's own New knows its descriptor, which reflect.New
+		// would leave out of a dynamicpb.Message.
+		if rm := m.ProtoReflect(); rm.IsValid() {
+			return rm.New().Interface()
+		}
+	}
 	v := reflect.ValueOf(reply)
 	if v.Kind() != reflect.Pointer || v.IsNil() {
 		return nil
@@ -454,23 +421,23 @@ func newReply(reply any) any {
 	return reflect.New(v.Type().Elem()).Interface()
 }
 
-// hedge runs a call under Failbackup: see there.
-func (r *Reference) hedge(ctx context.Context, method, short string, req, reply, reply2 any, delay time.Duration) (any, error) {
+// hedge runs a call under Failbackup: see there. The first request decodes
+// into reply, the second into reply2, which is copied into reply if the
+// second wins.
+func (r *Reference) hedge(ctx context.Context, method, short string, req, reply, reply2 any, delay time.Duration) error {
 	st := r.state.Load()
 	if st == nil || len(st.instances) == 0 {
-		out, err, n, o := r.run(ctx, method, short, req, reply, Failfast(), nil, nil)
-		if err != nil {
-			return out, r.failed(method, n, o, err)
+		if n, o, err := r.run(ctx, method, short, req, reply, Failfast(), nil, nil, nil); err != nil {
+			return r.failed(method, n, o, err)
 		}
-		return out, nil
+		return nil
 	}
 	first, err := r.pick(ctx, method, st)
 	if err != nil {
-		return nil, err
+		return err
 	}
 
 	type result struct {
-		out      any
 		err      error
 		attempts int
 		o        outcome
@@ -482,8 +449,8 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 		lctx, cancel := context.WithCancel(ctx)
 		cancels[leg] = cancel
 		go func() {
-			out, err, n, o := r.run(lctx, method, short, req, reply, Failfast(), nil, ep)
-			results <- result{out, err, n, o, leg}
+			n, o, err := r.run(lctx, method, short, req, reply, Failfast(), nil, nil, ep)
+			results <- result{err, n, o, leg}
 		}()
 	}
 	defer func() {
@@ -525,9 +492,14 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 					<-results
 				}
 				if res.err != nil {
-					return res.out, r.failed(method, attempts, res.o, res.err)
+					return r.failed(method, attempts, res.o, res.err)
 				}
-				return res.out, nil
+				if res.leg == 1 {
+					if err := copyMessage(r.cl.cfg.codec, reply, reply2); err != nil {
+						return Errorf(CodeInternal, "call %s: copy the reply of the second request: %v", method, err)
+					}
+				}
+				return nil
 			}
 			last = res
 			if ctx.Err() == nil {
@@ -537,5 +509,5 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 			backup()
 		}
 	}
-	return last.out, r.failed(method, attempts, last.o, last.err)
+	return r.failed(method, attempts, last.o, last.err)
 }

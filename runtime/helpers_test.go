@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -40,10 +40,10 @@ func (e *echoImpl) Echo(ctx context.Context, in *wrapperspb.StringValue) (*wrapp
 	return wrapperspb.String(e.name + ":" + in.GetValue()), nil
 }
 
-var echoDesc = runtime.ServiceDesc{
+var echoDesc = storks.ServiceDesc{
 	ServiceName: echoService,
 	HandlerType: (*echoServer)(nil),
-	Methods: []runtime.MethodDesc{{
+	Methods: []storks.MethodDesc{{
 		Name:       "Echo",
 		NewRequest: func() any { return new(wrapperspb.StringValue) },
 		Handler: func(srv any, ctx context.Context, req any) (any, error) {
@@ -54,12 +54,12 @@ var echoDesc = runtime.ServiceDesc{
 
 const echoMethod = "/" + echoService + "/Echo"
 
-func callEcho(ctx context.Context, inv runtime.Invoker, s string, opts ...runtime.CallOption) (string, error) {
-	out, err := inv.Invoke(ctx, echoMethod, wrapperspb.String(s), new(wrapperspb.StringValue), opts...)
-	if err != nil {
+func callEcho(ctx context.Context, inv storks.Invoker, s string, opts ...storks.CallOption) (string, error) {
+	out := new(wrapperspb.StringValue)
+	if err := inv.Invoke(ctx, echoMethod, wrapperspb.String(s), out, opts...); err != nil {
 		return "", err
 	}
-	return out.(*wrapperspb.StringValue).GetValue(), nil
+	return out.GetValue(), nil
 }
 
 func newRegistry(t testing.TB) registry.Registry {
@@ -104,9 +104,9 @@ func (l *countingListener) Accept() (net.Conn, error) {
 }
 
 // startProvider exports impl on a new server on 127.0.0.1 and serves it.
-func startProvider(t testing.TB, reg registry.Registry, impl echoServer, sopts []runtime.ServerOption, eopts ...runtime.ExportOption) (*runtime.Server, *countingListener) {
+func startProvider(t testing.TB, reg registry.Registry, impl echoServer, sopts []storks.ServerOption, eopts ...storks.ExportOption) (*storks.Server, *countingListener) {
 	t.Helper()
-	srv := runtime.NewServer(append([]runtime.ServerOption{runtime.WithRegistry(reg), runtime.WithShutdownWait(50 * time.Millisecond)}, sopts...)...)
+	srv := storks.NewServer(append([]storks.ServerOption{storks.WithRegistry(reg), storks.WithShutdownWait(50 * time.Millisecond)}, sopts...)...)
 	if _, err := srv.Export(&echoDesc, impl, eopts...); err != nil {
 		t.Fatal(err)
 	}
@@ -129,9 +129,9 @@ func startProvider(t testing.TB, reg registry.Registry, impl echoServer, sopts [
 // test process, so without WithRemote every call would be a local call.
 // newClient returns a client closed when the test ends, failing the test if
 // NewClient fails.
-func newClient(t testing.TB, opts ...runtime.ClientOption) *runtime.Client {
+func newClient(t testing.TB, opts ...storks.ClientOption) *storks.Client {
 	t.Helper()
-	cli, err := runtime.NewClient(opts...)
+	cli, err := storks.NewClient(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,14 +139,14 @@ func newClient(t testing.TB, opts ...runtime.ClientOption) *runtime.Client {
 	return cli
 }
 
-func refer(t testing.TB, reg registry.Registry, copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference) {
+func refer(t testing.TB, reg registry.Registry, copts []storks.ClientOption, ropts ...storks.ReferOption) (*storks.Client, *storks.Reference) {
 	t.Helper()
-	return referMaybeLocal(t, reg, copts, append([]runtime.ReferOption{runtime.WithRemote()}, ropts...)...)
+	return referMaybeLocal(t, reg, copts, append([]storks.ReferOption{storks.WithRemote()}, ropts...)...)
 }
 
-func referMaybeLocal(t testing.TB, reg registry.Registry, copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference) {
+func referMaybeLocal(t testing.TB, reg registry.Registry, copts []storks.ClientOption, ropts ...storks.ReferOption) (*storks.Client, *storks.Reference) {
 	t.Helper()
-	cli := newClient(t, append([]runtime.ClientOption{runtime.WithRegistry(reg)}, copts...)...)
+	cli := newClient(t, append([]storks.ClientOption{storks.WithRegistry(reg)}, copts...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ref, err := cli.Refer(ctx, echoService, ropts...)
@@ -167,12 +167,12 @@ func waitFor(t testing.TB, cond func() bool) {
 	}
 }
 
-func wantCode(t testing.TB, err error, code runtime.Code, substr string) {
+func wantCode(t testing.TB, err error, code storks.Code, substr string) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("want %v error containing %q, got nil", code, substr)
 	}
-	if got := runtime.CodeOf(err); got != code {
+	if got := storks.CodeOf(err); got != code {
 		t.Fatalf("code = %v, want %v (err: %v)", got, code, err)
 	}
 	if !strings.Contains(err.Error(), substr) {

@@ -23,12 +23,16 @@ type UnaryServerInfo struct {
 // instead.
 type UnaryServerInterceptor func(ctx context.Context, req any, info *UnaryServerInfo, handler UnaryHandler) (any, error)
 
-// UnaryInvoker performs the call, remote or local.
-type UnaryInvoker func(ctx context.Context, method string, req, reply any) (any, error)
+// UnaryInvoker performs the call, remote or local, and fills reply with the
+// response.
+type UnaryInvoker func(ctx context.Context, method string, req, reply any) error
 
 // UnaryClientInterceptor wraps every call made through a Client's references.
-// It must call invoker to make the call, or return an error instead.
-type UnaryClientInterceptor func(ctx context.Context, method string, req, reply any, invoker UnaryInvoker) (any, error)
+// It must call invoker to make the call, or return an error instead. The
+// reply it passes to invoker is the one filled: the caller sees its own
+// reply, so an interceptor that calls invoker with another value must copy
+// what it wants the caller to see into reply.
+type UnaryClientInterceptor func(ctx context.Context, method string, req, reply any, invoker UnaryInvoker) error
 
 func chainServer(in []UnaryServerInterceptor) UnaryServerInterceptor {
 	switch len(in) {
@@ -58,7 +62,7 @@ func chainClient(in []UnaryClientInterceptor) UnaryClientInterceptor {
 	case 1:
 		return in[0]
 	}
-	return func(ctx context.Context, method string, req, reply any, invoker UnaryInvoker) (any, error) {
+	return func(ctx context.Context, method string, req, reply any, invoker UnaryInvoker) error {
 		return in[0](ctx, method, req, reply, clientNext(in, 1, invoker))
 	}
 }
@@ -67,7 +71,7 @@ func clientNext(in []UnaryClientInterceptor, i int, final UnaryInvoker) UnaryInv
 	if i == len(in) {
 		return final
 	}
-	return func(ctx context.Context, method string, req, reply any) (any, error) {
+	return func(ctx context.Context, method string, req, reply any) error {
 		return in[i](ctx, method, req, reply, clientNext(in, i+1, final))
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 func pause() { time.Sleep(time.Millisecond) }
@@ -16,21 +16,21 @@ func pause() { time.Sleep(time.Millisecond) }
 func TestCloseStopsEveryGoroutine(t *testing.T) {
 	reg := newRegistry(t)
 	before := goruntime.NumGoroutine()
-	srv := runtime.NewServer(runtime.WithRegistry(reg))
+	srv := storks.NewServer(storks.WithRegistry(reg))
 	if _, err := srv.Export(&echoDesc, &echoImpl{name: "p"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.Export(&bytesDesc, bytesImpl{}, runtime.WithDelay(time.Hour)); err != nil {
+	if _, err := srv.Export(&bytesDesc, bytesImpl{}, storks.WithDelay(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	lis := listen(t)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := storks.NewClient(storks.WithRegistry(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := cli.Refer(context.Background(), echoService, runtime.WithRemote())
+	ref, err := cli.Refer(context.Background(), echoService, storks.WithRemote())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -36,7 +36,7 @@ func requestFrame(id uint64, payload string) []byte {
 }
 
 // latencies makes n sequential calls and returns their sorted durations.
-func latencies(t *testing.T, ref runtime.Invoker, n int) []time.Duration {
+func latencies(t *testing.T, ref storks.Invoker, n int) []time.Duration {
 	t.Helper()
 	d, err := latenciesUntil(ref, func(i int) bool { return i == n })
 	if err != nil {
@@ -47,7 +47,7 @@ func latencies(t *testing.T, ref runtime.Invoker, n int) []time.Duration {
 
 // latenciesUntil makes sequential calls, a millisecond apart, until stop
 // and returns their sorted durations.
-func latenciesUntil(ref runtime.Invoker, stop func(calls int) bool) ([]time.Duration, error) {
+func latenciesUntil(ref storks.Invoker, stop func(calls int) bool) ([]time.Duration, error) {
 	var d []time.Duration
 	for i := 0; !stop(i); i++ {
 		start := time.Now()
@@ -82,8 +82,8 @@ func TestSlowClientsAreClosedAtTheFrameTimeout(t *testing.T) {
 	)
 	reg := newRegistry(t)
 	var logs logBuffer
-	srv, _ := startProvider(t, reg, &echoImpl{name: "p"}, []runtime.ServerOption{
-		runtime.WithLogger(logs.logger()), runtime.WithFrameTimeout(frameTimeout),
+	srv, _ := startProvider(t, reg, &echoImpl{name: "p"}, []storks.ServerOption{
+		storks.WithLogger(logs.logger()), storks.WithFrameTimeout(frameTimeout),
 	})
 	_, ref := refer(t, reg, nil)
 	latencies(t, ref, 50) // warm up
@@ -213,8 +213,8 @@ func TestClientThatDoesNotReadIsClosed(t *testing.T) {
 	reg := newRegistry(t)
 	var logs logBuffer
 	impl := &echoImpl{name: "p"}
-	srv, _ := startProvider(t, reg, impl, []runtime.ServerOption{
-		runtime.WithLogger(logs.logger()), runtime.WithFrameTimeout(2 * time.Second),
+	srv, _ := startProvider(t, reg, impl, []storks.ServerOption{
+		storks.WithLogger(logs.logger()), storks.WithFrameTimeout(2 * time.Second),
 	})
 	_, ref := refer(t, reg, nil)
 	heapBefore := heapInuse()
@@ -284,7 +284,7 @@ func TestPerConnectionRequestCap(t *testing.T) {
 		}
 		return wrapperspb.String("ok:" + in.GetValue()), nil
 	}}
-	_, lis := startProvider(t, reg, impl, []runtime.ServerOption{runtime.WithMaxConcurrentRequests(limit)})
+	_, lis := startProvider(t, reg, impl, []storks.ServerOption{storks.WithMaxConcurrentRequests(limit)})
 	_, ref := refer(t, reg, nil)
 	var wg sync.WaitGroup
 	errs := make(chan error, limit)
@@ -299,7 +299,7 @@ func TestPerConnectionRequestCap(t *testing.T) {
 	}
 	waitFor(t, func() bool { return running.Load() == limit })
 	_, err := callEcho(context.Background(), ref, "over")
-	wantCode(t, err, runtime.CodeResourceExhausted, fmt.Sprintf("%d requests are already running on this connection", limit))
+	wantCode(t, err, storks.CodeResourceExhausted, fmt.Sprintf("%d requests are already running on this connection", limit))
 	if n := impl.calls.Load(); n != limit {
 		t.Fatalf("handler ran %d times, want %d: the request over the cap ran", n, limit)
 	}
@@ -333,8 +333,8 @@ func TestIdleConnections(t *testing.T) {
 		return wrapperspb.String(in.GetValue()), nil
 	}}
 	const idle = 200 * time.Millisecond
-	srv := runtime.NewServer(runtime.WithRegistry(reg), runtime.WithLogger(logs.logger()),
-		runtime.WithIdleTimeout(idle), runtime.WithFrameTimeout(300*time.Millisecond))
+	srv := storks.NewServer(storks.WithRegistry(reg), storks.WithLogger(logs.logger()),
+		storks.WithIdleTimeout(idle), storks.WithFrameTimeout(300*time.Millisecond))
 	if _, err := srv.Export(&echoDesc, impl); err != nil {
 		t.Fatal(err)
 	}
@@ -420,20 +420,20 @@ func (c *closeCountingConn) Close() error {
 // Invalid options make Serve fail with an error naming the option.
 func TestServerOptionsAreChecked(t *testing.T) {
 	cases := []struct {
-		opt  runtime.ServerOption
+		opt  storks.ServerOption
 		want string
 	}{
-		{runtime.WithFrameTimeout(-time.Second), "WithFrameTimeout: frame timeout -1s must not be negative"},
-		{runtime.WithIdleTimeout(-1), "WithIdleTimeout: idle timeout -1ns must not be negative"},
-		{runtime.WithMaxConcurrentRequests(-5), "WithMaxConcurrentRequests: limit -5 must not be negative"},
-		{runtime.WithMaxMessageSize(-1), "WithMaxMessageSize: max message size -1 must not be negative"},
-		{runtime.WithTLSConfig(nil), "WithTLSConfig: the *tls.Config is nil"},
+		{storks.WithFrameTimeout(-time.Second), "WithFrameTimeout: frame timeout -1s must not be negative"},
+		{storks.WithIdleTimeout(-1), "WithIdleTimeout: idle timeout -1ns must not be negative"},
+		{storks.WithMaxConcurrentRequests(-5), "WithMaxConcurrentRequests: limit -5 must not be negative"},
+		{storks.WithMaxMessageSize(-1), "WithMaxMessageSize: max message size -1 must not be negative"},
+		{storks.WithTLSConfig(nil), "WithTLSConfig: the *tls.Config is nil"},
 	}
 	for _, c := range cases {
-		srv := runtime.NewServer(c.opt)
+		srv := storks.NewServer(c.opt)
 		lis := listen(t)
 		err := srv.Serve(lis)
-		wantCode(t, err, runtime.CodeInvalidArgument, c.want)
+		wantCode(t, err, storks.CodeInvalidArgument, c.want)
 		if _, err := lis.Accept(); err == nil {
 			t.Fatal("Serve left the listener open")
 		}

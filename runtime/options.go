@@ -102,6 +102,7 @@ type referConfig struct {
 	version, group string
 	selector       Selector
 	remote         bool
+	localZeroCopy  bool
 	registry       registry.Registry
 	resilience     referResilience
 }

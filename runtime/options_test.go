@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -20,12 +20,12 @@ import (
 type nilRegistry struct{ registry.Registry }
 
 var (
-	nilServerInterceptor runtime.UnaryServerInterceptor
-	nilClientInterceptor runtime.UnaryClientInterceptor
-	okServerInterceptor  = func(ctx context.Context, req any, _ *runtime.UnaryServerInfo, h runtime.UnaryHandler) (any, error) {
+	nilServerInterceptor storks.UnaryServerInterceptor
+	nilClientInterceptor storks.UnaryClientInterceptor
+	okServerInterceptor  = func(ctx context.Context, req any, _ *storks.UnaryServerInfo, h storks.UnaryHandler) (any, error) {
 		return h(ctx, req)
 	}
-	okClientInterceptor = func(ctx context.Context, method string, req, reply any, inv runtime.UnaryInvoker) (any, error) {
+	okClientInterceptor = func(ctx context.Context, method string, req, reply any, inv storks.UnaryInvoker) error {
 		return inv(ctx, method, req, reply)
 	}
 )
@@ -38,11 +38,11 @@ func certConfig() *tls.Config { return &tls.Config{Certificates: make([]tls.Cert
 // message starts with want.
 func wantOptionError(t *testing.T, err error, want string) {
 	t.Helper()
-	var e *runtime.Error
+	var e *storks.Error
 	if !errors.As(err, &e) {
-		t.Fatalf("err = %v (%T), want a *runtime.Error starting %q", err, err, want)
+		t.Fatalf("err = %v (%T), want a *storks.Error starting %q", err, err, want)
 	}
-	if e.Code != runtime.CodeInvalidArgument || !strings.HasPrefix(e.Message, want) {
+	if e.Code != storks.CodeInvalidArgument || !strings.HasPrefix(e.Message, want) {
 		t.Fatalf("err = %v, want InvalidArgument starting %q", err, want)
 	}
 }
@@ -53,9 +53,9 @@ func wantOptionError(t *testing.T, err error, want string) {
 // call, and nothing panics.
 func TestOptionsAreChecked(t *testing.T) {
 	reg := newRegistry(t)
-	serve := func(opts ...runtime.ServerOption) func() error {
+	serve := func(opts ...storks.ServerOption) func() error {
 		return func() error {
-			srv := runtime.NewServer(opts...)
+			srv := storks.NewServer(opts...)
 			defer srv.Close()
 			_, exportErr := srv.Export(&echoDesc, &echoImpl{})
 			serveErr := srv.Serve(listen(t))
@@ -65,9 +65,9 @@ func TestOptionsAreChecked(t *testing.T) {
 			return serveErr
 		}
 	}
-	client := func(opts ...runtime.ClientOption) func() error {
+	client := func(opts ...storks.ClientOption) func() error {
 		return func() error {
-			cli, err := runtime.NewClient(opts...)
+			cli, err := storks.NewClient(opts...)
 			if cli != nil {
 				cli.Close()
 				if err != nil {
@@ -77,16 +77,16 @@ func TestOptionsAreChecked(t *testing.T) {
 			return err
 		}
 	}
-	export := func(opts ...runtime.ExportOption) func() error {
+	export := func(opts ...storks.ExportOption) func() error {
 		return func() error {
-			srv := runtime.NewServer()
+			srv := storks.NewServer()
 			defer srv.Close()
 			_, err := srv.Export(&echoDesc, &echoImpl{}, opts...)
 			return err
 		}
 	}
-	cli := newClient(t, runtime.WithRegistry(reg))
-	refer := func(opts ...runtime.ReferOption) func() error {
+	cli := newClient(t, storks.WithRegistry(reg))
+	refer := func(opts ...storks.ReferOption) func() error {
 		return func() error {
 			ref, err := cli.Refer(context.Background(), echoService, opts...)
 			if ref != nil {
@@ -95,17 +95,17 @@ func TestOptionsAreChecked(t *testing.T) {
 			return err
 		}
 	}
-	ref, err := cli.Refer(context.Background(), echoService, runtime.WithRemote())
+	ref, err := cli.Refer(context.Background(), echoService, storks.WithRemote())
 	if err != nil {
 		t.Fatal(err)
 	}
-	call := func(opts ...runtime.CallOption) func() error {
+	call := func(opts ...storks.CallOption) func() error {
 		return func() error {
-			_, err := ref.Invoke(context.Background(), echoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
+			err := ref.Invoke(context.Background(), echoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
 			return err
 		}
 	}
-	tooMany := make(runtime.Metadata, 1025)
+	tooMany := make(storks.Metadata, 1025)
 	for i := range 1025 {
 		tooMany[fmt.Sprint(i)] = "v"
 	}
@@ -116,79 +116,79 @@ func TestOptionsAreChecked(t *testing.T) {
 		want string // the start of the error's message
 	}{
 		{"server: nil option", serve(nil), "NewServer: option 0 is nil"},
-		{"server: nil codec", serve(runtime.WithCodec(nil)), "WithCodec: codec is nil"},
-		{"server: nil logger", serve(runtime.WithLogger(nil)), "WithLogger: logger is nil"},
-		{"server: nil registry", serve(runtime.WithRegistry(nil)), "WithRegistry: registry is nil"},
-		{"server: typed nil registry", serve(runtime.WithRegistry((*nilRegistry)(nil))), "WithRegistry: registry is nil"},
-		{"server: nil interceptor", serve(runtime.WithServerInterceptor(okServerInterceptor, nilServerInterceptor)), "WithServerInterceptor: interceptor 1 is nil"},
-		{"server: negative shutdown wait", serve(runtime.WithShutdownWait(-time.Second)), "WithShutdownWait: shutdown wait -1s must not be negative"},
-		{"server: negative max message size", serve(runtime.WithMaxMessageSize(-1)), "WithMaxMessageSize: max message size -1 must not be negative"},
-		{"server: advertise port 0", serve(runtime.WithAdvertiseAddr("127.0.0.1:0")), `WithAdvertiseAddr: address "127.0.0.1:0" port must be 1-65535`},
-		{"server: advertise without port", serve(runtime.WithAdvertiseAddr("10.0.0.1")), `WithAdvertiseAddr: address "10.0.0.1" is not host:port`},
-		{"server: empty advertise address", serve(runtime.WithAdvertiseAddr("")), "WithAdvertiseAddr: address is not host:port"},
-		{"server: unspecified advertise host", serve(runtime.WithAdvertiseAddr("0.0.0.0:7000")), `WithAdvertiseAddr: address "0.0.0.0:7000" has an unspecified host`},
-		{"server: nil TLS config", serve(runtime.WithTLSConfig(nil)), "WithTLSConfig: the *tls.Config is nil"},
-		{"server: TLS without certificate", serve(runtime.WithTLSConfig(&tls.Config{})), "WithTLSConfig: the server's tls.Config has no certificate"},
-		{"server: TLS versions", serve(runtime.WithTLSConfig(&tls.Config{Certificates: certConfig().Certificates, MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12})), "WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2"},
-		{"server: negative frame timeout", serve(runtime.WithFrameTimeout(-time.Second)), "WithFrameTimeout: frame timeout -1s must not be negative"},
-		{"server: negative idle timeout", serve(runtime.WithIdleTimeout(-time.Second)), "WithIdleTimeout: idle timeout -1s must not be negative"},
-		{"server: negative request cap", serve(runtime.WithMaxConcurrentRequests(-1)), "WithMaxConcurrentRequests: limit -1 must not be negative"},
-		{"server: first bad option wins", serve(runtime.WithShutdownWait(-1), runtime.WithCodec(nil)), "WithShutdownWait:"},
+		{"server: nil codec", serve(storks.WithCodec(nil)), "WithCodec: codec is nil"},
+		{"server: nil logger", serve(storks.WithLogger(nil)), "WithLogger: logger is nil"},
+		{"server: nil registry", serve(storks.WithRegistry(nil)), "WithRegistry: registry is nil"},
+		{"server: typed nil registry", serve(storks.WithRegistry((*nilRegistry)(nil))), "WithRegistry: registry is nil"},
+		{"server: nil interceptor", serve(storks.WithServerInterceptor(okServerInterceptor, nilServerInterceptor)), "WithServerInterceptor: interceptor 1 is nil"},
+		{"server: negative shutdown wait", serve(storks.WithShutdownWait(-time.Second)), "WithShutdownWait: shutdown wait -1s must not be negative"},
+		{"server: negative max message size", serve(storks.WithMaxMessageSize(-1)), "WithMaxMessageSize: max message size -1 must not be negative"},
+		{"server: advertise port 0", serve(storks.WithAdvertiseAddr("127.0.0.1:0")), `WithAdvertiseAddr: address "127.0.0.1:0" port must be 1-65535`},
+		{"server: advertise without port", serve(storks.WithAdvertiseAddr("10.0.0.1")), `WithAdvertiseAddr: address "10.0.0.1" is not host:port`},
+		{"server: empty advertise address", serve(storks.WithAdvertiseAddr("")), "WithAdvertiseAddr: address is not host:port"},
+		{"server: unspecified advertise host", serve(storks.WithAdvertiseAddr("0.0.0.0:7000")), `WithAdvertiseAddr: address "0.0.0.0:7000" has an unspecified host`},
+		{"server: nil TLS config", serve(storks.WithTLSConfig(nil)), "WithTLSConfig: the *tls.Config is nil"},
+		{"server: TLS without certificate", serve(storks.WithTLSConfig(&tls.Config{})), "WithTLSConfig: the server's tls.Config has no certificate"},
+		{"server: TLS versions", serve(storks.WithTLSConfig(&tls.Config{Certificates: certConfig().Certificates, MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12})), "WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2"},
+		{"server: negative frame timeout", serve(storks.WithFrameTimeout(-time.Second)), "WithFrameTimeout: frame timeout -1s must not be negative"},
+		{"server: negative idle timeout", serve(storks.WithIdleTimeout(-time.Second)), "WithIdleTimeout: idle timeout -1s must not be negative"},
+		{"server: negative request cap", serve(storks.WithMaxConcurrentRequests(-1)), "WithMaxConcurrentRequests: limit -1 must not be negative"},
+		{"server: first bad option wins", serve(storks.WithShutdownWait(-1), storks.WithCodec(nil)), "WithShutdownWait:"},
 
-		{"client: nil option", client(runtime.WithDialTimeout(time.Second), nil), "NewClient: option 1 is nil"},
-		{"client: nil codec", client(runtime.WithCodec(nil)), "WithCodec: codec is nil"},
-		{"client: nil logger", client(runtime.WithLogger(nil)), "WithLogger: logger is nil"},
-		{"client: nil registry", client(runtime.WithRegistry(nil)), "WithRegistry: registry is nil"},
-		{"client: nil interceptor", client(runtime.WithClientInterceptor(okClientInterceptor, okClientInterceptor, nilClientInterceptor)), "WithClientInterceptor: interceptor 2 is nil"},
-		{"client: negative dial timeout", client(runtime.WithDialTimeout(-time.Second)), "WithDialTimeout: must be positive (got -1s)"},
-		{"client: zero dial timeout", client(runtime.WithDialTimeout(0)), "WithDialTimeout: must be positive (got 0s)"},
-		{"client: negative max message size", client(runtime.WithMaxMessageSize(-5)), "WithMaxMessageSize: max message size -5 must not be negative"},
-		{"client: nil TLS config", client(runtime.WithTLSConfig(nil)), "WithTLSConfig: the *tls.Config is nil"},
-		{"client: negative base backoff", client(runtime.WithEjection(runtime.EjectionPolicy{BaseBackoff: -1})), "WithEjection: BaseBackoff -1ns must not be negative"},
-		{"client: negative max backoff", client(runtime.WithEjection(runtime.EjectionPolicy{MaxBackoff: -time.Second})), "WithEjection: MaxBackoff -1s must not be negative"},
-		{"client: negative probe timeout", client(runtime.WithEjection(runtime.EjectionPolicy{ProbeTimeout: -time.Second})), "WithEjection: ProbeTimeout -1s must not be negative"},
-		{"client: ejected percent over 100", client(runtime.WithEjection(runtime.EjectionPolicy{MaxEjectedPercent: 101})), "WithEjection: MaxEjectedPercent 101 must be 0-100"},
-		{"client: negative ejected percent", client(runtime.WithEjection(runtime.EjectionPolicy{MaxEjectedPercent: -1})), "WithEjection: MaxEjectedPercent -1 must be 0-100"},
-		{"client: max backoff under base", client(runtime.WithEjection(runtime.EjectionPolicy{BaseBackoff: time.Second, MaxBackoff: time.Millisecond})), "WithEjection: MaxBackoff 1ms is shorter than BaseBackoff 1s"},
-		{"client: max backoff under default base", client(runtime.WithEjection(runtime.EjectionPolicy{MaxBackoff: time.Millisecond})), "WithEjection: MaxBackoff 1ms is shorter than BaseBackoff 500ms (the default)"},
-		{"client: nil observer", client(runtime.WithObserver(nil)), "WithObserver: observer is nil"},
-		{"client: negative default timeout", client(runtime.WithDefaultTimeout(-time.Second)), "WithDefaultTimeout: timeout -1s must not be negative"},
-		{"client: negative failover", client(runtime.Failover(-1)), "Failover: retries -1 must not be negative"},
-		{"client: negative failtry", client(runtime.Failtry(-2)), "Failtry: retries -2 must not be negative"},
-		{"client: zero failbackup", client(runtime.Failbackup(0)), "Failbackup: delay must be positive (got 0s)"},
+		{"client: nil option", client(storks.WithDialTimeout(time.Second), nil), "NewClient: option 1 is nil"},
+		{"client: nil codec", client(storks.WithCodec(nil)), "WithCodec: codec is nil"},
+		{"client: nil logger", client(storks.WithLogger(nil)), "WithLogger: logger is nil"},
+		{"client: nil registry", client(storks.WithRegistry(nil)), "WithRegistry: registry is nil"},
+		{"client: nil interceptor", client(storks.WithClientInterceptor(okClientInterceptor, okClientInterceptor, nilClientInterceptor)), "WithClientInterceptor: interceptor 2 is nil"},
+		{"client: negative dial timeout", client(storks.WithDialTimeout(-time.Second)), "WithDialTimeout: must be positive (got -1s)"},
+		{"client: zero dial timeout", client(storks.WithDialTimeout(0)), "WithDialTimeout: must be positive (got 0s)"},
+		{"client: negative max message size", client(storks.WithMaxMessageSize(-5)), "WithMaxMessageSize: max message size -5 must not be negative"},
+		{"client: nil TLS config", client(storks.WithTLSConfig(nil)), "WithTLSConfig: the *tls.Config is nil"},
+		{"client: negative base backoff", client(storks.WithEjection(storks.EjectionPolicy{BaseBackoff: -1})), "WithEjection: BaseBackoff -1ns must not be negative"},
+		{"client: negative max backoff", client(storks.WithEjection(storks.EjectionPolicy{MaxBackoff: -time.Second})), "WithEjection: MaxBackoff -1s must not be negative"},
+		{"client: negative probe timeout", client(storks.WithEjection(storks.EjectionPolicy{ProbeTimeout: -time.Second})), "WithEjection: ProbeTimeout -1s must not be negative"},
+		{"client: ejected percent over 100", client(storks.WithEjection(storks.EjectionPolicy{MaxEjectedPercent: 101})), "WithEjection: MaxEjectedPercent 101 must be 0-100"},
+		{"client: negative ejected percent", client(storks.WithEjection(storks.EjectionPolicy{MaxEjectedPercent: -1})), "WithEjection: MaxEjectedPercent -1 must be 0-100"},
+		{"client: max backoff under base", client(storks.WithEjection(storks.EjectionPolicy{BaseBackoff: time.Second, MaxBackoff: time.Millisecond})), "WithEjection: MaxBackoff 1ms is shorter than BaseBackoff 1s"},
+		{"client: max backoff under default base", client(storks.WithEjection(storks.EjectionPolicy{MaxBackoff: time.Millisecond})), "WithEjection: MaxBackoff 1ms is shorter than BaseBackoff 500ms (the default)"},
+		{"client: nil observer", client(storks.WithObserver(nil)), "WithObserver: observer is nil"},
+		{"client: negative default timeout", client(storks.WithDefaultTimeout(-time.Second)), "WithDefaultTimeout: timeout -1s must not be negative"},
+		{"client: negative failover", client(storks.Failover(-1)), "Failover: retries -1 must not be negative"},
+		{"client: negative failtry", client(storks.Failtry(-2)), "Failtry: retries -2 must not be negative"},
+		{"client: zero failbackup", client(storks.Failbackup(0)), "Failbackup: delay must be positive (got 0s)"},
 
 		{"export: nil option", export(nil), "Export: option 0 is nil"},
-		{"export: negative weight", export(runtime.WithWeight(-1)), "WithWeight: weight -1 must not be negative"},
-		{"export: empty metadata key", export(runtime.WithMetadata(map[string]string{"": "x"})), "WithMetadata: a key is empty"},
-		{"export: negative delay", export(runtime.WithDelay(-time.Second)), "WithDelay: delay -1s must not be negative"},
-		{"export: bad version", export(runtime.WithVersion("v/1")), `WithVersion: version "v/1" contains '/'`},
-		{"export: bad group", export(runtime.WithGroup("a b")), `WithGroup: group "a b" contains ' '`},
-		{"export: long version", export(runtime.WithVersion(strings.Repeat("v", 256))), "WithVersion: version"},
+		{"export: negative weight", export(storks.WithWeight(-1)), "WithWeight: weight -1 must not be negative"},
+		{"export: empty metadata key", export(storks.WithMetadata(map[string]string{"": "x"})), "WithMetadata: a key is empty"},
+		{"export: negative delay", export(storks.WithDelay(-time.Second)), "WithDelay: delay -1s must not be negative"},
+		{"export: bad version", export(storks.WithVersion("v/1")), `WithVersion: version "v/1" contains '/'`},
+		{"export: bad group", export(storks.WithGroup("a b")), `WithGroup: group "a b" contains ' '`},
+		{"export: long version", export(storks.WithVersion(strings.Repeat("v", 256))), "WithVersion: version"},
 
 		{"refer: nil option", refer(nil), "Refer: option 0 is nil"},
-		{"refer: nil selector", refer(runtime.WithSelector(nil)), "WithSelector: selector is nil"},
-		{"refer: nil registry", refer(runtime.WithRegistry(nil)), "WithRegistry: registry is nil"},
-		{"refer: empty idempotent method", refer(runtime.WithIdempotentMethods("Echo", "")), "WithIdempotentMethods: method 1 is empty"},
-		{"refer: idempotent method with a slash", refer(runtime.WithIdempotentMethods("test.Echo/Echo")), `WithIdempotentMethods: method "test.Echo/Echo" is neither`},
-		{"refer: idempotent full name without method", refer(runtime.WithIdempotentMethods("/test.Echo")), `WithIdempotentMethods: method "/test.Echo" is not`},
-		{"refer: idempotent method of another service", refer(runtime.WithIdempotentMethods("/other.Svc/Echo")), `WithIdempotentMethods: method "/other.Svc/Echo" is not a method of test.Echo`},
-		{"refer: negative default timeout", refer(runtime.WithDefaultTimeout(-1)), "WithDefaultTimeout: timeout -1ns must not be negative"},
-		{"refer: negative failover", refer(runtime.Failover(-3)), "Failover: retries -3 must not be negative"},
-		{"refer: negative failbackup", refer(runtime.Failbackup(-time.Second)), "Failbackup: delay must be positive (got -1s)"},
-		{"refer: bad version", refer(runtime.WithVersion("a:b")), `WithVersion: version "a:b" contains ':'`},
+		{"refer: nil selector", refer(storks.WithSelector(nil)), "WithSelector: selector is nil"},
+		{"refer: nil registry", refer(storks.WithRegistry(nil)), "WithRegistry: registry is nil"},
+		{"refer: empty idempotent method", refer(storks.WithIdempotentMethods("Echo", "")), "WithIdempotentMethods: method 1 is empty"},
+		{"refer: idempotent method with a slash", refer(storks.WithIdempotentMethods("test.Echo/Echo")), `WithIdempotentMethods: method "test.Echo/Echo" is neither`},
+		{"refer: idempotent full name without method", refer(storks.WithIdempotentMethods("/test.Echo")), `WithIdempotentMethods: method "/test.Echo" is not`},
+		{"refer: idempotent method of another service", refer(storks.WithIdempotentMethods("/other.Svc/Echo")), `WithIdempotentMethods: method "/other.Svc/Echo" is not a method of test.Echo`},
+		{"refer: negative default timeout", refer(storks.WithDefaultTimeout(-1)), "WithDefaultTimeout: timeout -1ns must not be negative"},
+		{"refer: negative failover", refer(storks.Failover(-3)), "Failover: retries -3 must not be negative"},
+		{"refer: negative failbackup", refer(storks.Failbackup(-time.Second)), "Failbackup: delay must be positive (got -1s)"},
+		{"refer: bad version", refer(storks.WithVersion("a:b")), `WithVersion: version "a:b" contains ':'`},
 
-		{"call: nil option", call(runtime.WithIdempotent(), nil), "Invoke: call option 1 is nil"},
-		{"call: empty metadata key", call(runtime.WithCallMetadata(runtime.Metadata{"": "v"})), "WithCallMetadata: a key is empty"},
-		{"call: too much metadata", call(runtime.WithCallMetadata(tooMany)), "WithCallMetadata: 1025 pairs are more than a request may carry (1024)"},
-		{"call: zero failbackup", call(runtime.Failbackup(0)), "Failbackup: delay must be positive (got 0s)"},
-		{"call: negative failtry", call(runtime.Failtry(-1)), "Failtry: retries -1 must not be negative"},
+		{"call: nil option", call(storks.WithIdempotent(), nil), "Invoke: call option 1 is nil"},
+		{"call: empty metadata key", call(storks.WithCallMetadata(storks.Metadata{"": "v"})), "WithCallMetadata: a key is empty"},
+		{"call: too much metadata", call(storks.WithCallMetadata(tooMany)), "WithCallMetadata: 1025 pairs are more than a request may carry (1024)"},
+		{"call: zero failbackup", call(storks.Failbackup(0)), "Failbackup: delay must be positive (got 0s)"},
+		{"call: negative failtry", call(storks.Failtry(-1)), "Failtry: retries -1 must not be negative"},
 	}
 	if math.MaxInt > math.MaxUint32 {
 		cases = append(cases, struct {
 			name string
 			err  func() error
 			want string
-		}{"client: max message size over 4 GiB", client(runtime.WithMaxMessageSize(1 << 32)), "WithMaxMessageSize: max message size 4294967296 is more than a frame can carry (4294967295)"})
+		}{"client: max message size over 4 GiB", client(storks.WithMaxMessageSize(1 << 32)), "WithMaxMessageSize: max message size 4294967296 is more than a frame can carry (4294967295)"})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -210,24 +210,24 @@ func TestOptionsAreChecked(t *testing.T) {
 // accepted.
 func TestOptionBoundaryValuesAreAccepted(t *testing.T) {
 	reg := newRegistry(t)
-	srv := runtime.NewServer(runtime.WithMaxMessageSize(0), runtime.WithShutdownWait(0), runtime.WithFrameTimeout(0),
-		runtime.WithIdleTimeout(0), runtime.WithMaxConcurrentRequests(0), runtime.WithServerInterceptor(), runtime.WithRegistry(reg),
-		runtime.WithTLSConfig(certConfig()))
+	srv := storks.NewServer(storks.WithMaxMessageSize(0), storks.WithShutdownWait(0), storks.WithFrameTimeout(0),
+		storks.WithIdleTimeout(0), storks.WithMaxConcurrentRequests(0), storks.WithServerInterceptor(), storks.WithRegistry(reg),
+		storks.WithTLSConfig(certConfig()))
 	defer srv.Close()
-	if _, err := srv.Export(&echoDesc, &echoImpl{}, runtime.WithWeight(0), runtime.WithDelay(0), runtime.WithMetadata(nil), runtime.WithVersion(""), runtime.WithGroup("")); err != nil {
+	if _, err := srv.Export(&echoDesc, &echoImpl{}, storks.WithWeight(0), storks.WithDelay(0), storks.WithMetadata(nil), storks.WithVersion(""), storks.WithGroup("")); err != nil {
 		t.Fatal(err)
 	}
-	cli := newClient(t, runtime.WithRegistry(reg), runtime.WithMaxMessageSize(0), runtime.WithDefaultTimeout(0), runtime.Failover(0),
-		runtime.WithClientInterceptor(), runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: -1, MaxEjectedPercent: 100}),
-		runtime.WithEjection(runtime.EjectionPolicy{BaseBackoff: 10 * time.Second}), runtime.WithoutEjection(), runtime.Failtry(0))
-	ref, err := cli.Refer(context.Background(), echoService, runtime.WithRemote(), runtime.WithIdempotentMethods("Echo", echoMethod), runtime.WithDefaultTimeout(0),
-		runtime.Failbackup(time.Nanosecond), runtime.FailMode{})
+	cli := newClient(t, storks.WithRegistry(reg), storks.WithMaxMessageSize(0), storks.WithDefaultTimeout(0), storks.Failover(0),
+		storks.WithClientInterceptor(), storks.WithEjection(storks.EjectionPolicy{ConsecutiveFailures: -1, MaxEjectedPercent: 100}),
+		storks.WithEjection(storks.EjectionPolicy{BaseBackoff: 10 * time.Second}), storks.WithoutEjection(), storks.Failtry(0))
+	ref, err := cli.Refer(context.Background(), echoService, storks.WithRemote(), storks.WithIdempotentMethods("Echo", echoMethod), storks.WithDefaultTimeout(0),
+		storks.Failbackup(time.Nanosecond), storks.FailMode{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The reference has no provider: the call gets past its options.
-	_, err = callEcho(context.Background(), ref, "x", runtime.WithCallMetadata(nil), runtime.Failfast(), runtime.WithIdempotent())
-	wantCode(t, err, runtime.CodeUnavailable, "no provider")
+	_, err = callEcho(context.Background(), ref, "x", storks.WithCallMetadata(nil), storks.Failfast(), storks.WithIdempotent())
+	wantCode(t, err, storks.CodeUnavailable, "no provider")
 }
 
 // A bad call option fails the call before client interceptors run and
@@ -237,16 +237,16 @@ func TestBadCallOptionStopsTheCall(t *testing.T) {
 	impl := &echoImpl{name: "p"}
 	startProvider(t, reg, impl, nil)
 	ran := false
-	_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithClientInterceptor(func(ctx context.Context, method string, req, reply any, inv runtime.UnaryInvoker) (any, error) {
+	_, ref := refer(t, reg, []storks.ClientOption{storks.WithClientInterceptor(func(ctx context.Context, method string, req, reply any, inv storks.UnaryInvoker) error {
 		ran = true
 		return inv(ctx, method, req, reply)
 	})})
-	_, err := callEcho(context.Background(), ref, "x", runtime.WithCallMetadata(runtime.Metadata{"": "v"}))
+	_, err := callEcho(context.Background(), ref, "x", storks.WithCallMetadata(storks.Metadata{"": "v"}))
 	wantOptionError(t, err, "WithCallMetadata: a key is empty")
 	if ran {
 		t.Error("the client interceptor ran")
 	}
-	if got, err := callEcho(context.Background(), ref, "x", runtime.WithCallMetadata(runtime.Metadata{"k": "v"})); err != nil || got != "p:x" {
+	if got, err := callEcho(context.Background(), ref, "x", storks.WithCallMetadata(storks.Metadata{"k": "v"})); err != nil || got != "p:x" {
 		t.Fatalf("good call: %q, %v", got, err)
 	}
 }
@@ -255,9 +255,9 @@ func TestBadCallOptionStopsTheCall(t *testing.T) {
 func TestOptionsCopyTheirArguments(t *testing.T) {
 	reg := newRegistry(t)
 	md := map[string]string{"zone": "a"}
-	srv := runtime.NewServer(runtime.WithRegistry(reg))
+	srv := storks.NewServer(storks.WithRegistry(reg))
 	defer srv.Close()
-	opt := runtime.WithMetadata(md)
+	opt := storks.WithMetadata(md)
 	md[""] = "late"
 	ex, err := srv.Export(&echoDesc, &echoImpl{}, opt)
 	if err != nil {

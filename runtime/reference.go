@@ -34,6 +34,11 @@ type Reference struct {
 	remote   bool
 	invoker  UnaryInvoker
 
+	// In-process calls (local.go): whether the handler gets the caller's
+	// request itself, and whether the shortcut was logged.
+	zeroCopy   bool
+	localNoted atomic.Bool
+
 	// Fail mode, default deadline and idempotent methods
 	// (failmode.go).
 	fail              FailMode
@@ -108,6 +113,7 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 		prefix:   "/" + service + "/",
 		selector: cfg.selector,
 		remote:   cfg.remote,
+		zeroCopy: cfg.localZeroCopy,
 		watcher:  w,
 		cancel:   cancel,
 	}
@@ -135,6 +141,9 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 	c.bg.Add(1)
 	c.mu.Unlock()
 	r.update(list)
+	if r.InProcess() {
+		r.noteLocal(true)
+	}
 	go r.follow(wctx)
 	return r, nil
 }
@@ -240,11 +249,18 @@ func (r *Reference) Close() error {
 
 // Invoke calls method on a provider chosen by the reference's selector, or on
 // an in-process export of the same service key unless the reference was made
-// WithRemote, with the reference's fail mode (or the one in opts). See
-// Invoker and FailMode. An invalid call option fails the call, before
-// anything is sent, with a CodeInvalidArgument *Error whose message starts
-// with the option's name.
-func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) (any, error) {
+// WithRemote, with the reference's fail mode (or the one in opts), and fills
+// reply with the response. See Invoker and FailMode. An invalid call option
+// fails the call, before anything is sent, with a CodeInvalidArgument
+// *Error whose message starts with the option's name.
+func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error {
+	return r.invokeWith(ctx, method, req, reply, opts, nil)
+}
+
+// invokeWith is Invoke through b, the binding of the reference to its
+// service's descriptor (BindService), or through the reference itself if b
+// is nil.
+func (r *Reference) invokeWith(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
 	var cfg *callConfig // call options the invoker needs, nil if none
 	if len(opts) > 0 {
 		var cc callConfig
@@ -256,7 +272,7 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 			o.applyCall(&cc)
 		}
 		if err := cc.err(); err != nil {
-			return nil, err
+			return err
 		}
 		if cc.metadata != nil {
 			ctx = NewOutgoingContext(ctx, cc.metadata)
@@ -274,24 +290,21 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 	}
 	if ic := r.cl.interceptor; ic != nil {
 		inv := r.invoker
+		if b != nil {
+			inv = b.invoker
+		}
 		if cfg != nil {
-			inv = func(ctx context.Context, method string, req, reply any) (any, error) {
-				return r.call(ctx, method, req, reply, cfg)
+			inv = func(ctx context.Context, method string, req, reply any) error {
+				return r.call(ctx, method, req, reply, cfg, b)
 			}
 		}
-		out, err := ic(ctx, method, req, reply, inv)
-		if err == nil && out == nil {
-			// Generated clients assert the reply's type; a nil reply with
-			// no error would make them panic.
-			return nil, Errorf(CodeInternal, "call %s: a client interceptor returned no reply and no error", method)
-		}
-		return out, err
+		return ic(ctx, method, req, reply, inv)
 	}
-	return r.call(ctx, method, req, reply, cfg)
+	return r.call(ctx, method, req, reply, cfg, b)
 }
 
 // invoke is the reference's UnaryInvoker: a call with the reference's fail
 // mode.
-func (r *Reference) invoke(ctx context.Context, method string, req, reply any) (any, error) {
-	return r.call(ctx, method, req, reply, nil)
+func (r *Reference) invoke(ctx context.Context, method string, req, reply any) error {
+	return r.call(ctx, method, req, reply, nil, nil)
 }

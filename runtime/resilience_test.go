@@ -14,27 +14,27 @@ import (
 
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // eventLog is an observer that keeps every event.
 type eventLog struct {
 	mu  sync.Mutex
-	evs []runtime.Event
+	evs []storks.Event
 }
 
-func (l *eventLog) add(e runtime.Event) {
+func (l *eventLog) add(e storks.Event) {
 	l.mu.Lock()
 	l.evs = append(l.evs, e)
 	l.mu.Unlock()
 }
 
-func (l *eventLog) option() runtime.ClientOption { return runtime.WithObserver(l.add) }
+func (l *eventLog) option() storks.ClientOption { return storks.WithObserver(l.add) }
 
 // count counts the events of kind on addr ("" for any address) from the
 // index from on.
-func (l *eventLog) count(kind runtime.EventKind, addr string, from int) int {
+func (l *eventLog) count(kind storks.EventKind, addr string, from int) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
@@ -47,10 +47,10 @@ func (l *eventLog) count(kind runtime.EventKind, addr string, from int) int {
 }
 
 // all returns the events of kind on addr.
-func (l *eventLog) all(kind runtime.EventKind, addr string) []runtime.Event {
+func (l *eventLog) all(kind storks.EventKind, addr string) []storks.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []runtime.Event
+	var out []storks.Event
 	for _, e := range l.evs {
 		if e.Kind == kind && e.Addr == addr {
 			out = append(out, e)
@@ -67,7 +67,7 @@ func (l *eventLog) len() int {
 
 // index returns the index of the first event of kind on addr from from on,
 // or -1.
-func (l *eventLog) index(kind runtime.EventKind, addr string, from int) int {
+func (l *eventLog) index(kind storks.EventKind, addr string, from int) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i := min(from, len(l.evs)); i < len(l.evs); i++ {
@@ -80,9 +80,9 @@ func (l *eventLog) index(kind runtime.EventKind, addr string, from int) int {
 
 // referAddrs refers the echo service on a fixed list of addresses, which
 // calls try in order unless ropts sets a selector.
-func referAddrs(t testing.TB, addrs []string, copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference) {
+func referAddrs(t testing.TB, addrs []string, copts []storks.ClientOption, ropts ...storks.ReferOption) (*storks.Client, *storks.Reference) {
 	t.Helper()
-	ropts = append([]runtime.ReferOption{runtime.WithSelector(preferSelector(addrs))}, ropts...)
+	ropts = append([]storks.ReferOption{storks.WithSelector(preferSelector(addrs))}, ropts...)
 	return refer(t, mustOpen(t, "static://"+strings.Join(addrs, ",")), copts, ropts...)
 }
 
@@ -106,10 +106,10 @@ func withTimeout(t testing.TB, d time.Duration) context.Context {
 // service key and the attempts and wraps the cause.
 func TestFailfastDoesNotRetryACallThatMayHaveRun(t *testing.T) {
 	a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
-	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, nil, runtime.WithIdempotentMethods("Echo"))
+	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, nil, storks.WithIdempotentMethods("Echo"))
 	_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
-	wantCode(t, err, runtime.CodeUnavailable, "test.Echo failed after 1 attempt")
-	if !errors.Is(err, runtime.ErrConnClosed) {
+	wantCode(t, err, storks.CodeUnavailable, "test.Echo failed after 1 attempt")
+	if !errors.Is(err, storks.ErrConnClosed) {
 		t.Errorf("errors.Is(%v, ErrConnClosed) = false", err)
 	}
 	if a.requests.Load() != 1 || b.requests.Load() != 0 {
@@ -119,40 +119,47 @@ func TestFailfastDoesNotRetryACallThatMayHaveRun(t *testing.T) {
 
 // Failover sends an idempotent call that may have run to another instance;
 // a method is idempotent by WithIdempotentMethods (short or full name),
-// WithIdempotent on the call, or RegisterMethods; any other method is not
+// WithIdempotent on the call, or its ServiceDesc when the call goes through
+// a binding of the reference to it (BindService); any other method is not
 // retried.
 func TestFailoverRetriesIdempotentCallsElsewhere(t *testing.T) {
 	idemDesc := echoDesc
-	idemDesc.ServiceName = "test.IdemEcho"
-	idemDesc.Methods = []runtime.MethodDesc{echoDesc.Methods[0]}
+	idemDesc.Methods = []storks.MethodDesc{echoDesc.Methods[0]}
 	idemDesc.Methods[0].Idempotent = true
-	runtime.RegisterMethods(&idemDesc)
 
 	cases := []struct {
 		name    string
-		service string
-		ropts   []runtime.ReferOption
-		copts   []runtime.CallOption
+		bind    *storks.ServiceDesc
+		ropts   []storks.ReferOption
+		copts   []storks.CallOption
 		retried bool
 	}{
-		{"not idempotent", echoService, nil, nil, false},
-		{"refer option, short name", echoService, []runtime.ReferOption{runtime.WithIdempotentMethods("Echo")}, nil, true},
-		{"refer option, full name", echoService, []runtime.ReferOption{runtime.WithIdempotentMethods(echoMethod)}, nil, true},
-		{"refer option, other method", echoService, []runtime.ReferOption{runtime.WithIdempotentMethods("Other")}, nil, false},
-		{"call option", echoService, nil, []runtime.CallOption{runtime.WithIdempotent()}, true},
-		{"registered desc", "test.IdemEcho", nil, nil, true},
+		{"not idempotent", nil, nil, nil, false},
+		{"refer option, short name", nil, []storks.ReferOption{storks.WithIdempotentMethods("Echo")}, nil, true},
+		{"refer option, full name", nil, []storks.ReferOption{storks.WithIdempotentMethods(echoMethod)}, nil, true},
+		{"refer option, other method", nil, []storks.ReferOption{storks.WithIdempotentMethods("Other")}, nil, false},
+		{"call option", nil, nil, []storks.CallOption{storks.WithIdempotent()}, true},
+		{"bound to an idempotent desc", &idemDesc, nil, nil, true},
+		{"bound to a desc without idempotent methods", &echoDesc, nil, nil, false},
+		{"bound, refer option", &echoDesc, []storks.ReferOption{storks.WithIdempotentMethods("Echo")}, nil, true},
+		{"bound, call option", &echoDesc, nil, []storks.CallOption{storks.WithIdempotent()}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
-			cli := newClient(t, runtime.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
-			ref, err := cli.Refer(context.Background(), tc.service, append([]runtime.ReferOption{runtime.Failover(2), runtime.WithSelector(preferSelector{a.addr(), b.addr()})}, tc.ropts...)...)
+			cli := newClient(t, storks.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
+			ref, err := cli.Refer(context.Background(), echoService, append([]storks.ReferOption{storks.Failover(2), storks.WithSelector(preferSelector{a.addr(), b.addr()})}, tc.ropts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := ref.Invoke(withTimeout(t, 5*time.Second), "/"+tc.service+"/Echo", wrapperspb.String("x"), new(wrapperspb.StringValue), tc.copts...)
+			var inv storks.Invoker = ref
+			if tc.bind != nil {
+				inv = storks.BindService(ref, tc.bind)
+			}
+			out := new(wrapperspb.StringValue)
+			err = inv.Invoke(withTimeout(t, 5*time.Second), echoMethod, wrapperspb.String("x"), out, tc.copts...)
 			if tc.retried {
-				if err != nil || out.(*wrapperspb.StringValue).GetValue() != "b:x" {
+				if err != nil || out.GetValue() != "b:x" {
 					t.Fatalf("got %v, %v; want b:x from the retry", out, err)
 				}
 				if a.requests.Load() != 1 || b.requests.Load() != 1 {
@@ -160,7 +167,7 @@ func TestFailoverRetriesIdempotentCallsElsewhere(t *testing.T) {
 				}
 				return
 			}
-			wantCode(t, err, runtime.CodeUnavailable, "after 1 attempt")
+			wantCode(t, err, storks.CodeUnavailable, "after 1 attempt")
 			if b.requests.Load() != 0 {
 				t.Errorf("a call that may have run was sent again to b")
 			}
@@ -168,41 +175,46 @@ func TestFailoverRetriesIdempotentCallsElsewhere(t *testing.T) {
 	}
 }
 
-// Generated code registers the idempotency of every method from the proto's
-// idempotency_level: Greeter.SayHello (NO_SIDE_EFFECTS) is retried, Fail
-// (no level) is not.
+// A generated client knows the idempotency of every method from the proto's
+// idempotency_level, through the ServiceDesc it binds the reference to:
+// Greeter.SayHello (NO_SIDE_EFFECTS) is retried, Fail (no level) is not.
+// Nothing is global: the same reference, called directly rather than
+// through the generated client, does not retry SayHello.
 func TestGeneratedMethodsCarryIdempotency(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		call    func(greeterv1.GreeterClient) error
+		call    func(*storks.Reference) error
 		retried bool
 	}{
-		{"SayHello", func(c greeterv1.GreeterClient) error {
-			r, err := c.SayHello(context.Background(), &greeterv1.HelloRequest{Name: "x"})
+		{"SayHello", func(ref *storks.Reference) error {
+			r, err := greeterv1.NewGreeterClient(ref).SayHello(context.Background(), &greeterv1.HelloRequest{Name: "x"})
 			if err == nil && r.GetMessage() != "b:x" {
 				return errors.New("reply " + r.GetMessage())
 			}
 			return err
 		}, true},
-		{"Fail", func(c greeterv1.GreeterClient) error {
-			_, err := c.Fail(context.Background(), &greeterv1.FailRequest{Message: "x"})
+		{"Fail", func(ref *storks.Reference) error {
+			_, err := greeterv1.NewGreeterClient(ref).Fail(context.Background(), &greeterv1.FailRequest{Message: "x"})
 			return err
+		}, false},
+		{"SayHello, not through the generated client", func(ref *storks.Reference) error {
+			return ref.Invoke(context.Background(), greeterv1.Greeter_SayHello_FullMethodName, &greeterv1.HelloRequest{Name: "x"}, new(greeterv1.HelloReply))
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
-			cli := newClient(t, runtime.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
-			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.Failover(1), runtime.WithSelector(preferSelector{a.addr(), b.addr()}))
+			cli := newClient(t, storks.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
+			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, storks.Failover(1), storks.WithSelector(preferSelector{a.addr(), b.addr()}))
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = tc.call(greeterv1.NewGreeterClient(ref))
+			err = tc.call(ref)
 			if tc.retried {
 				if err != nil {
 					t.Fatalf("idempotent call not retried: %v", err)
 				}
 			} else {
-				wantCode(t, err, runtime.CodeUnavailable, "after 1 attempt")
+				wantCode(t, err, storks.CodeUnavailable, "after 1 attempt")
 			}
 			if got, want := b.requests.Load(), map[bool]int64{true: 1, false: 0}[tc.retried]; got != want {
 				t.Errorf("b got %d requests, want %d", got, want)
@@ -216,20 +228,20 @@ func TestGeneratedMethodsCarryIdempotency(t *testing.T) {
 func TestFailtryRetriesTheSameInstance(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		copts []runtime.ClientOption
-		ropts []runtime.ReferOption
-		call  []runtime.CallOption
+		copts []storks.ClientOption
+		ropts []storks.ReferOption
+		call  []storks.CallOption
 		want  string
 	}{
-		{"failtry on the reference", nil, []runtime.ReferOption{runtime.Failtry(1)}, nil, "a:x"},
-		{"failover on the reference", nil, []runtime.ReferOption{runtime.Failover(1)}, nil, "b:x"},
-		{"failtry on the client", []runtime.ClientOption{runtime.Failtry(1)}, nil, nil, "a:x"},
-		{"call overrides reference", nil, []runtime.ReferOption{runtime.Failover(1)}, []runtime.CallOption{runtime.Failtry(1)}, "a:x"},
-		{"reference overrides client", []runtime.ClientOption{runtime.Failover(1)}, []runtime.ReferOption{runtime.Failtry(1)}, nil, "a:x"},
+		{"failtry on the reference", nil, []storks.ReferOption{storks.Failtry(1)}, nil, "a:x"},
+		{"failover on the reference", nil, []storks.ReferOption{storks.Failover(1)}, nil, "b:x"},
+		{"failtry on the client", []storks.ClientOption{storks.Failtry(1)}, nil, nil, "a:x"},
+		{"call overrides reference", nil, []storks.ReferOption{storks.Failover(1)}, []storks.CallOption{storks.Failtry(1)}, "a:x"},
+		{"reference overrides client", []storks.ClientOption{storks.Failover(1)}, []storks.ReferOption{storks.Failtry(1)}, nil, "a:x"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startFake(t, "a", fakeDropOnce), startFake(t, "b", fakeAnswer)
-			_, ref := referAddrs(t, []string{a.addr(), b.addr()}, tc.copts, append(tc.ropts, runtime.WithIdempotentMethods("Echo"))...)
+			_, ref := referAddrs(t, []string{a.addr(), b.addr()}, tc.copts, append(tc.ropts, storks.WithIdempotentMethods("Echo"))...)
 			got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x", tc.call...)
 			if err != nil || got != tc.want {
 				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
@@ -243,11 +255,11 @@ func TestFailtryRetriesTheSameInstance(t *testing.T) {
 func TestEveryAttemptFailed(t *testing.T) {
 	t.Run("connections broke", func(t *testing.T) {
 		a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeDrop)
-		_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []runtime.ClientOption{runtime.WithoutEjection()},
-			runtime.Failover(3), runtime.WithIdempotentMethods("Echo"), runtime.WithVersion("v2"))
+		_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []storks.ClientOption{storks.WithoutEjection()},
+			storks.Failover(3), storks.WithIdempotentMethods("Echo"), storks.WithVersion("v2"))
 		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
-		wantCode(t, err, runtime.CodeUnavailable, "call /test.Echo/Echo to test.Echo:v2 failed after 4 attempts; last: connection to ")
-		if !errors.Is(err, runtime.ErrConnClosed) || !errors.Is(err, &runtime.Error{Code: runtime.CodeUnavailable}) {
+		wantCode(t, err, storks.CodeUnavailable, "call /test.Echo/Echo to test.Echo:v2 failed after 4 attempts; last: connection to ")
+		if !errors.Is(err, storks.ErrConnClosed) || !errors.Is(err, &storks.Error{Code: storks.CodeUnavailable}) {
 			t.Errorf("errors.Is does not see the cause of %v", err)
 		}
 		if n := a.requests.Load() + b.requests.Load(); n != 4 {
@@ -255,27 +267,27 @@ func TestEveryAttemptFailed(t *testing.T) {
 		}
 	})
 	t.Run("connections refused", func(t *testing.T) {
-		_, ref := referAddrs(t, []string{closedAddr(t), closedAddr(t)}, nil, runtime.Failover(3))
+		_, ref := referAddrs(t, []string{closedAddr(t), closedAddr(t)}, nil, storks.Failover(3))
 		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
-		wantCode(t, err, runtime.CodeUnavailable, "test.Echo failed after 2 attempts; last: connect to ")
+		wantCode(t, err, storks.CodeUnavailable, "test.Echo failed after 2 attempts; last: connect to ")
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("errors.Is(%v, ECONNREFUSED) = false", err)
 		}
 	})
 	t.Run("no provider", func(t *testing.T) {
-		_, ref := refer(t, newRegistry(t), nil, runtime.Failover(3))
+		_, ref := refer(t, newRegistry(t), nil, storks.Failover(3))
 		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
-		wantCode(t, err, runtime.CodeUnavailable, "no provider for test.Echo")
-		if !errors.Is(err, runtime.ErrNoProvider) {
+		wantCode(t, err, storks.CodeUnavailable, "no provider for test.Echo")
+		if !errors.Is(err, storks.ErrNoProvider) {
 			t.Errorf("errors.Is(%v, ErrNoProvider) = false", err)
 		}
 	})
 	t.Run("handler errors are not wrapped", func(t *testing.T) {
 		reg := newRegistry(t)
 		startProvider(t, reg, &echoImpl{hook: func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-			return nil, runtime.NewError(runtime.CodeNotFound, "no such thing")
+			return nil, storks.NewError(storks.CodeNotFound, "no such thing")
 		}}, nil)
-		_, ref := refer(t, reg, nil, runtime.Failover(3), runtime.WithIdempotentMethods("Echo"))
+		_, ref := refer(t, reg, nil, storks.Failover(3), storks.WithIdempotentMethods("Echo"))
 		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
 		if err == nil || err.Error() != "storks: NotFound: no such thing" {
 			t.Fatalf("got %v, want the handler's error as it is", err)
@@ -288,11 +300,11 @@ func TestEveryAttemptFailed(t *testing.T) {
 func TestRetriesStopAtTheDeadline(t *testing.T) {
 	a, b := startFake(t, "a", fakeHang), startFake(t, "b", fakeAnswer)
 	var log eventLog
-	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []runtime.ClientOption{log.option()},
-		runtime.Failover(3), runtime.WithIdempotentMethods("Echo"))
+	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []storks.ClientOption{log.option()},
+		storks.Failover(3), storks.WithIdempotentMethods("Echo"))
 	_, err := callEcho(withTimeout(t, 200*time.Millisecond), ref, "x")
-	wantCode(t, err, runtime.CodeDeadlineExceeded, "")
-	if n := log.count(runtime.EventAttempt, "", 0); n != 1 {
+	wantCode(t, err, storks.CodeDeadlineExceeded, "")
+	if n := log.count(storks.EventAttempt, "", 0); n != 1 {
 		t.Errorf("%d attempts, want 1", n)
 	}
 	if b.requests.Load() != 0 {
@@ -318,14 +330,13 @@ func TestFailbackup(t *testing.T) {
 	addrs := []string{srvA.Addr(), srvB.Addr()}
 
 	t.Run("hedged", func(t *testing.T) {
-		_, ref := referAddrs(t, addrs, nil, runtime.Failbackup(20*time.Millisecond), runtime.WithIdempotentMethods("Echo"))
+		_, ref := referAddrs(t, addrs, nil, storks.Failbackup(20*time.Millisecond), storks.WithIdempotentMethods("Echo"))
 		reply := new(wrapperspb.StringValue)
-		out, err := ref.Invoke(withTimeout(t, 10*time.Second), echoMethod, wrapperspb.String("x"), reply)
-		if err != nil || out.(*wrapperspb.StringValue).GetValue() != "b:x" {
-			t.Fatalf("got %v, %v; want b:x", out, err)
-		}
-		if out == any(reply) {
-			t.Errorf("the backup's reply was decoded into the first request's reply value")
+		// The second request wins: its reply, decoded into a value of its
+		// own, is copied into the caller's.
+		err := ref.Invoke(withTimeout(t, 10*time.Second), echoMethod, wrapperspb.String("x"), reply)
+		if err != nil || reply.GetValue() != "b:x" {
+			t.Fatalf("got %v, %v; want b:x", reply, err)
 		}
 		select {
 		case err := <-cancelled:
@@ -338,7 +349,7 @@ func TestFailbackup(t *testing.T) {
 	})
 	t.Run("first fails fast", func(t *testing.T) {
 		drop := startFake(t, "d", fakeDrop)
-		_, ref := referAddrs(t, []string{drop.addr(), srvB.Addr()}, nil, runtime.Failbackup(time.Hour), runtime.WithIdempotentMethods("Echo"))
+		_, ref := referAddrs(t, []string{drop.addr(), srvB.Addr()}, nil, storks.Failbackup(time.Hour), storks.WithIdempotentMethods("Echo"))
 		got, err := callEcho(withTimeout(t, 10*time.Second), ref, "x")
 		if err != nil || got != "b:x" {
 			t.Fatalf("got %q, %v; want b:x at once", got, err)
@@ -346,9 +357,9 @@ func TestFailbackup(t *testing.T) {
 	})
 	t.Run("not idempotent", func(t *testing.T) {
 		before := fast.calls.Load()
-		_, ref := referAddrs(t, addrs, nil, runtime.Failbackup(10*time.Millisecond))
+		_, ref := referAddrs(t, addrs, nil, storks.Failbackup(10*time.Millisecond))
 		_, err := callEcho(withTimeout(t, 300*time.Millisecond), ref, "x")
-		wantCode(t, err, runtime.CodeDeadlineExceeded, "")
+		wantCode(t, err, storks.CodeDeadlineExceeded, "")
 		if fast.calls.Load() != before {
 			t.Errorf("a non-idempotent call was sent twice")
 		}
@@ -356,11 +367,11 @@ func TestFailbackup(t *testing.T) {
 	})
 	t.Run("all fail", func(t *testing.T) {
 		d1, d2 := startFake(t, "d1", fakeDrop), startFake(t, "d2", fakeDrop)
-		_, ref := referAddrs(t, []string{d1.addr(), d2.addr()}, []runtime.ClientOption{runtime.WithoutEjection()},
-			runtime.Failbackup(time.Nanosecond), runtime.WithIdempotentMethods("Echo"))
+		_, ref := referAddrs(t, []string{d1.addr(), d2.addr()}, []storks.ClientOption{storks.WithoutEjection()},
+			storks.Failbackup(time.Nanosecond), storks.WithIdempotentMethods("Echo"))
 		_, err := callEcho(withTimeout(t, 10*time.Second), ref, "x")
-		wantCode(t, err, runtime.CodeUnavailable, "test.Echo failed after ")
-		if !errors.Is(err, runtime.ErrConnClosed) {
+		wantCode(t, err, storks.CodeUnavailable, "test.Echo failed after ")
+		if !errors.Is(err, storks.ErrConnClosed) {
 			t.Errorf("errors.Is(%v, ErrConnClosed) = false", err)
 		}
 	})
@@ -373,7 +384,7 @@ func TestDefaultTimeout(t *testing.T) {
 	reg := newRegistry(t)
 	startProvider(t, reg, &echoImpl{name: "p"}, nil)
 	var seen atomic.Pointer[time.Time]
-	spy := runtime.WithClientInterceptor(func(ctx context.Context, method string, req, reply any, invoker runtime.UnaryInvoker) (any, error) {
+	spy := storks.WithClientInterceptor(func(ctx context.Context, method string, req, reply any, invoker storks.UnaryInvoker) error {
 		dl, ok := ctx.Deadline()
 		if !ok {
 			dl = time.Time{}
@@ -381,7 +392,7 @@ func TestDefaultTimeout(t *testing.T) {
 		seen.Store(&dl)
 		return invoker(ctx, method, req, reply)
 	})
-	check := func(t *testing.T, ref *runtime.Reference, ctx context.Context, want time.Duration) {
+	check := func(t *testing.T, ref *storks.Reference, ctx context.Context, want time.Duration) {
 		t.Helper()
 		start := time.Now()
 		if _, err := callEcho(ctx, ref, "x"); err != nil {
@@ -395,16 +406,16 @@ func TestDefaultTimeout(t *testing.T) {
 			t.Errorf("deadline in %v, want %v", dl.Sub(start), want)
 		}
 	}
-	_, ref := refer(t, reg, []runtime.ClientOption{spy, runtime.WithDefaultTimeout(time.Hour)})
+	_, ref := refer(t, reg, []storks.ClientOption{spy, storks.WithDefaultTimeout(time.Hour)})
 	check(t, ref, context.Background(), time.Hour)
 	check(t, ref, withTimeout(t, 10*time.Hour), 10*time.Hour)
-	_, ref2 := refer(t, reg, []runtime.ClientOption{spy, runtime.WithDefaultTimeout(time.Hour)}, runtime.WithDefaultTimeout(2*time.Hour))
+	_, ref2 := refer(t, reg, []storks.ClientOption{spy, storks.WithDefaultTimeout(time.Hour)}, storks.WithDefaultTimeout(2*time.Hour))
 	check(t, ref2, context.Background(), 2*time.Hour)
-	_, ref3 := refer(t, reg, []runtime.ClientOption{spy, runtime.WithDefaultTimeout(time.Hour)}, runtime.WithDefaultTimeout(0))
+	_, ref3 := refer(t, reg, []storks.ClientOption{spy, storks.WithDefaultTimeout(time.Hour)}, storks.WithDefaultTimeout(0))
 	check(t, ref3, context.Background(), 0)
 
 	hang := startFake(t, "h", fakeHang)
-	_, ref4 := referAddrs(t, []string{hang.addr()}, []runtime.ClientOption{runtime.WithDefaultTimeout(100 * time.Millisecond)})
+	_, ref4 := referAddrs(t, []string{hang.addr()}, []storks.ClientOption{storks.WithDefaultTimeout(100 * time.Millisecond)})
 	done := make(chan error, 1)
 	go func() {
 		_, err := callEcho(context.Background(), ref4, "x")
@@ -412,7 +423,7 @@ func TestDefaultTimeout(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
-		wantCode(t, err, runtime.CodeDeadlineExceeded, "")
+		wantCode(t, err, storks.CodeDeadlineExceeded, "")
 	case <-time.After(5 * time.Second):
 		t.Fatal("a call without a deadline to a hung provider did not end at the default timeout")
 	}
@@ -421,7 +432,7 @@ func TestDefaultTimeout(t *testing.T) {
 // recordingSelector is round-robin and records the size of the lists it is
 // given.
 type recordingSelector struct {
-	rr   runtime.Selector
+	rr   storks.Selector
 	mu   sync.Mutex
 	lens []int
 }
@@ -467,23 +478,23 @@ func TestEjectionTakesAFailingAddressOutOfRotation(t *testing.T) {
 	dead := closedAddr(t)
 	b, c := startFake(t, "b", fakeAnswer), startFake(t, "c", fakeAnswer)
 	var log eventLog
-	sel := &recordingSelector{rr: runtime.RoundRobin()}
+	sel := &recordingSelector{rr: storks.RoundRobin()}
 	_, ref := referAddrs(t, []string{dead, b.addr(), c.addr()},
-		[]runtime.ClientOption{log.option(), runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: 3, BaseBackoff: time.Hour})},
-		runtime.WithSelector(sel))
+		[]storks.ClientOption{log.option(), storks.WithEjection(storks.EjectionPolicy{ConsecutiveFailures: 3, BaseBackoff: time.Hour})},
+		storks.WithSelector(sel))
 	for i := range 30 {
 		if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
-	ej := log.index(runtime.EventEjected, dead, 0)
+	ej := log.index(storks.EventEjected, dead, 0)
 	if ej < 0 {
 		t.Fatal("the dead address was never ejected")
 	}
-	if n := log.count(runtime.EventAttempt, dead, 0); n != 3 {
+	if n := log.count(storks.EventAttempt, dead, 0); n != 3 {
 		t.Errorf("%d attempts on the dead address, want 3 (then ejected)", n)
 	}
-	if n := log.count(runtime.EventAttempt, dead, ej); n != 0 {
+	if n := log.count(storks.EventAttempt, dead, ej); n != 0 {
 		t.Errorf("%d attempts on the dead address after its ejection", n)
 	}
 	if got := sel.firstOfNextCall(func() { callEcho(withTimeout(t, 5*time.Second), ref, "x") }); got != 2 {
@@ -497,16 +508,16 @@ func TestEjectionTakesAFailingAddressOutOfRotation(t *testing.T) {
 // At most MaxEjectedPercent of a reference's instances are out of rotation,
 // and a reference with one instance never loses it.
 func TestEjectionNeverTakesEveryInstance(t *testing.T) {
-	policy := runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour})
+	policy := storks.WithEjection(storks.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour})
 	t.Run("two of three dead", func(t *testing.T) {
 		c := startFake(t, "c", fakeAnswer)
 		var log eventLog
-		sel := &recordingSelector{rr: runtime.RoundRobin()}
-		_, ref := referAddrs(t, []string{closedAddr(t), closedAddr(t), c.addr()}, []runtime.ClientOption{log.option(), policy}, runtime.WithSelector(sel))
+		sel := &recordingSelector{rr: storks.RoundRobin()}
+		_, ref := referAddrs(t, []string{closedAddr(t), closedAddr(t), c.addr()}, []storks.ClientOption{log.option(), policy}, storks.WithSelector(sel))
 		for range 20 {
 			callEcho(withTimeout(t, 5*time.Second), ref, "x")
 		}
-		if n := log.count(runtime.EventEjected, "", 0); n != 1 {
+		if n := log.count(storks.EventEjected, "", 0); n != 1 {
 			t.Errorf("%d ejections, want 1 (50%% of 3)", n)
 		}
 		if got := sel.firstOfNextCall(func() { callEcho(withTimeout(t, 5*time.Second), ref, "x") }); got != 2 {
@@ -516,14 +527,14 @@ func TestEjectionNeverTakesEveryInstance(t *testing.T) {
 	t.Run("single instance", func(t *testing.T) {
 		var log eventLog
 		dead := closedAddr(t)
-		_, ref := referAddrs(t, []string{dead}, []runtime.ClientOption{log.option(), policy})
+		_, ref := referAddrs(t, []string{dead}, []storks.ClientOption{log.option(), policy})
 		for range 10 {
 			callEcho(withTimeout(t, 5*time.Second), ref, "x")
 		}
-		if n := log.count(runtime.EventEjected, "", 0); n != 0 {
+		if n := log.count(storks.EventEjected, "", 0); n != 0 {
 			t.Errorf("the only instance was ejected")
 		}
-		if n := log.count(runtime.EventAttempt, dead, 0); n < 10 {
+		if n := log.count(storks.EventAttempt, dead, 0); n < 10 {
 			t.Errorf("%d attempts, want every call to try the only instance", n)
 		}
 	})
@@ -536,26 +547,26 @@ func TestEjectedAddressIsProbedAndReadmitted(t *testing.T) {
 	a, b := startFake(t, "a", fakeHang), startFake(t, "b", fakeAnswer)
 	a.pingOK.Store(false)
 	var log eventLog
-	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []runtime.ClientOption{log.option(), runtime.WithEjection(runtime.EjectionPolicy{
+	_, ref := referAddrs(t, []string{a.addr(), b.addr()}, []storks.ClientOption{log.option(), storks.WithEjection(storks.EjectionPolicy{
 		ConsecutiveFailures: 2, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 60 * time.Millisecond, ProbeTimeout: 50 * time.Millisecond,
 	})})
 	waitFor(t, func() bool {
 		callEcho(withTimeout(t, 50*time.Millisecond), ref, "x")
-		return log.index(runtime.EventEjected, a.addr(), 0) >= 0
+		return log.index(storks.EventEjected, a.addr(), 0) >= 0
 	})
-	ej := log.index(runtime.EventEjected, a.addr(), 0)
+	ej := log.index(storks.EventEjected, a.addr(), 0)
 	// While a hangs, every call goes to b and succeeds; probes fail.
 	waitFor(t, func() bool {
 		if got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil || got != "b:x" {
 			t.Fatalf("call while a is ejected: %q, %v", got, err)
 		}
 		time.Sleep(5 * time.Millisecond)
-		return log.count(runtime.EventProbe, a.addr(), 0) >= 3
+		return log.count(storks.EventProbe, a.addr(), 0) >= 3
 	})
-	if n := log.count(runtime.EventAttempt, a.addr(), ej); n != 0 {
+	if n := log.count(storks.EventAttempt, a.addr(), ej); n != 0 {
 		t.Errorf("%d calls sent to a while it was ejected", n)
 	}
-	if n := log.count(runtime.EventReadmitted, a.addr(), 0); n != 0 {
+	if n := log.count(storks.EventReadmitted, a.addr(), 0); n != 0 {
 		t.Errorf("a was readmitted although its probes failed")
 	}
 	if a.pings.Load() == 0 {
@@ -563,7 +574,7 @@ func TestEjectedAddressIsProbedAndReadmitted(t *testing.T) {
 	}
 	// Each period is drawn from [d/2, d], d doubling from 20ms up to 60ms.
 	d := 20 * time.Millisecond
-	for i, ev := range log.all(runtime.EventEjected, a.addr()) {
+	for i, ev := range log.all(storks.EventEjected, a.addr()) {
 		if ev.Backoff < d/2 || ev.Backoff > d {
 			t.Errorf("ejection %d lasts %v, want within [%v, %v]", i+1, ev.Backoff, d/2, d)
 		}
@@ -571,7 +582,7 @@ func TestEjectedAddressIsProbedAndReadmitted(t *testing.T) {
 	}
 	a.mode.Store(fakeAnswer)
 	a.pingOK.Store(true)
-	waitFor(t, func() bool { return log.index(runtime.EventReadmitted, a.addr(), 0) >= 0 })
+	waitFor(t, func() bool { return log.index(storks.EventReadmitted, a.addr(), 0) >= 0 })
 	seenA := false
 	for range 4 {
 		got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
@@ -594,7 +605,7 @@ func TestEjectedProviderIsReadmittedWhenItIsBack(t *testing.T) {
 	srvB, _ := startProvider(t, reg, &echoImpl{name: "b"}, nil)
 	addrA := srvA.Addr()
 	var log eventLog
-	_, ref := referAddrs(t, []string{addrA, srvB.Addr()}, []runtime.ClientOption{log.option(), runtime.WithEjection(runtime.EjectionPolicy{
+	_, ref := referAddrs(t, []string{addrA, srvB.Addr()}, []storks.ClientOption{log.option(), storks.WithEjection(storks.EjectionPolicy{
 		ConsecutiveFailures: 2, BaseBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	})})
 	srvA.Close()
@@ -602,9 +613,9 @@ func TestEjectedProviderIsReadmittedWhenItIsBack(t *testing.T) {
 		if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
 			t.Fatal(err)
 		}
-		return log.index(runtime.EventEjected, addrA, 0) >= 0
+		return log.index(storks.EventEjected, addrA, 0) >= 0
 	})
-	srv := runtime.NewServer(runtime.WithShutdownWait(0))
+	srv := storks.NewServer(storks.WithShutdownWait(0))
 	if _, err := srv.Export(&echoDesc, &echoImpl{name: "a2"}); err != nil {
 		t.Fatal(err)
 	}
@@ -619,7 +630,7 @@ func TestEjectedProviderIsReadmittedWhenItIsBack(t *testing.T) {
 		return true
 	})
 	t.Cleanup(func() { srv.Close(); lis.Close() })
-	waitFor(t, func() bool { return log.index(runtime.EventReadmitted, addrA, 0) >= 0 })
+	waitFor(t, func() bool { return log.index(storks.EventReadmitted, addrA, 0) >= 0 })
 	waitFor(t, func() bool {
 		got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
 		return err == nil && got == "a2:x"
@@ -666,13 +677,13 @@ func TestEjectedInstancesReturnWhenTheListShrinks(t *testing.T) {
 		}
 	}
 	var log eventLog
-	_, ref := refer(t, reg, []runtime.ClientOption{log.option(), runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour})},
-		runtime.WithSelector(preferSelector{dead}))
+	_, ref := refer(t, reg, []storks.ClientOption{log.option(), storks.WithEjection(storks.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour})},
+		storks.WithSelector(preferSelector{dead}))
 	waitFor(t, func() bool { return len(ref.Providers()) == 3 })
 	if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
 		t.Fatal(err)
 	}
-	if log.index(runtime.EventEjected, dead, 0) < 0 {
+	if log.index(storks.EventEjected, dead, 0) < 0 {
 		t.Fatal("the dead address was not ejected")
 	}
 	// b and c leave: only the ejected instance is left, and calls try it.
@@ -681,8 +692,8 @@ func TestEjectedInstancesReturnWhenTheListShrinks(t *testing.T) {
 	waitFor(t, func() bool { return len(ref.Providers()) == 1 })
 	from := log.len()
 	_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
-	wantCode(t, err, runtime.CodeUnavailable, "connect to "+dead)
-	if n := log.count(runtime.EventAttempt, dead, from); n == 0 {
+	wantCode(t, err, storks.CodeUnavailable, "connect to "+dead)
+	if n := log.count(storks.EventAttempt, dead, from); n == 0 {
 		t.Error("the only instance left is not called because it is ejected")
 	}
 }
@@ -692,13 +703,13 @@ func TestEjectedInstancesReturnWhenTheListShrinks(t *testing.T) {
 func TestEjectingEveryInstanceKeepsCalling(t *testing.T) {
 	var log eventLog
 	dead := closedAddr(t)
-	_, ref := referAddrs(t, []string{dead}, []runtime.ClientOption{log.option(),
-		runtime.WithEjection(runtime.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour, MaxEjectedPercent: 100})})
+	_, ref := referAddrs(t, []string{dead}, []storks.ClientOption{log.option(),
+		storks.WithEjection(storks.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour, MaxEjectedPercent: 100})})
 	for range 3 {
 		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
-		wantCode(t, err, runtime.CodeUnavailable, "connect to "+dead)
+		wantCode(t, err, storks.CodeUnavailable, "connect to "+dead)
 	}
-	if log.index(runtime.EventEjected, dead, 0) < 0 {
+	if log.index(storks.EventEjected, dead, 0) < 0 {
 		t.Error("the instance was not ejected")
 	}
 }
@@ -711,7 +722,7 @@ func TestDrainingConnectionsLoseNoCall(t *testing.T) {
 	reg := newRegistry(t)
 	srvA, _ := startProvider(t, reg, &echoImpl{name: "a"}, nil)
 	startProvider(t, reg, &echoImpl{name: "b"}, nil)
-	_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithoutEjection()})
+	_, ref := refer(t, reg, []storks.ClientOption{storks.WithoutEjection()})
 	waitFor(t, func() bool { return len(ref.Providers()) == 2 })
 	a := ref.Providers()[0]
 	if a.Addr != srvA.Addr() {

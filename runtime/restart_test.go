@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -32,7 +32,7 @@ func TestCallsThatDidNotRunGoElsewhere(t *testing.T) {
 		}
 		return wrapperspb.String("b:" + in.GetValue()), nil
 	}}
-	srvB, _ := startProvider(t, reg, b, []runtime.ServerOption{runtime.WithShutdownWait(0)})
+	srvB, _ := startProvider(t, reg, b, []storks.ServerOption{storks.WithShutdownWait(0)})
 	// A fixed list, so the consumer keeps calling B after it deregisters.
 	static := mustOpen(t, "static://"+srvA.Addr()+","+srvB.Addr())
 	_, ref := refer(t, static, nil)
@@ -87,9 +87,9 @@ func TestCallsThatDidNotRunGoElsewhere(t *testing.T) {
 // call fails.
 func TestGracefulShutdownUnderLoadLosesNoCall(t *testing.T) {
 	reg := newRegistry(t)
-	var srvs []*runtime.Server
+	var srvs []*storks.Server
 	for _, n := range []string{"a", "b", "c"} {
-		s, _ := startProvider(t, reg, &echoImpl{name: n}, []runtime.ServerOption{runtime.WithShutdownWait(100 * time.Millisecond)})
+		s, _ := startProvider(t, reg, &echoImpl{name: n}, []storks.ServerOption{storks.WithShutdownWait(100 * time.Millisecond)})
 		srvs = append(srvs, s)
 	}
 	_, ref := refer(t, reg, nil)

@@ -128,7 +128,7 @@ func (sc *serverConn) handshake() bool {
 			b := appendHeader(nil, frameGoAway, 0, 0)
 			start := len(b)
 			b = appendHeader(b, frameError, fh.id, 0)
-			b = appendErrorBody(b, Errorf(CodeUnavailable, "server %s requires TLS; give the client runtime.WithTLSConfig", s.Addr()), errNotExecuted)
+			b = appendErrorBody(b, Errorf(CodeUnavailable, "server %s requires TLS; give the client storks.WithTLSConfig", s.Addr()), errNotExecuted)
 			setBodyLen(b[start:])
 			sc.c.Write(b)
 		}

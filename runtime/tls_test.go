@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // testCA is a certificate authority made for one test.
@@ -92,12 +92,12 @@ func TestTLS(t *testing.T) {
 	ca, serverConf, clientConf := tlsPeers(t)
 	reg := newRegistry(t)
 	var logs logBuffer
-	srv, lis := startProvider(t, reg, &echoImpl{name: "tls"}, []runtime.ServerOption{
-		runtime.WithTLSConfig(serverConf), runtime.WithLogger(logs.logger()), runtime.WithFrameTimeout(time.Second),
+	srv, lis := startProvider(t, reg, &echoImpl{name: "tls"}, []storks.ServerOption{
+		storks.WithTLSConfig(serverConf), storks.WithLogger(logs.logger()), storks.WithFrameTimeout(time.Second),
 	})
 
 	t.Run("call over TLS", func(t *testing.T) {
-		_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithTLSConfig(clientConf)})
+		_, ref := refer(t, reg, []storks.ClientOption{storks.WithTLSConfig(clientConf)})
 		for i := range 20 {
 			if got, err := callEcho(context.Background(), ref, "hi"); err != nil || got != "tls:hi" {
 				t.Fatalf("call %d: %q, %v", i, got, err)
@@ -111,17 +111,17 @@ func TestTLS(t *testing.T) {
 		// ServerName verifies against the address's host.
 		other := clientConf.Clone()
 		other.ServerName = "elsewhere.example"
-		_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithTLSConfig(other)})
+		_, ref := refer(t, reg, []storks.ClientOption{storks.WithTLSConfig(other)})
 		_, err := callEcho(context.Background(), ref, "hi")
-		wantCode(t, err, runtime.CodeUnavailable, "certificate is valid for localhost, not elsewhere.example")
+		wantCode(t, err, storks.CodeUnavailable, "certificate is valid for localhost, not elsewhere.example")
 	})
 
 	t.Run("client with the wrong CA", func(t *testing.T) {
 		wrong := newTestCA(t, "another CA")
-		_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithTLSConfig(&tls.Config{RootCAs: wrong.pool})})
+		_, ref := refer(t, reg, []storks.ClientOption{storks.WithTLSConfig(&tls.Config{RootCAs: wrong.pool})})
 		start := time.Now()
 		_, err := callEcho(context.Background(), ref, "hi")
-		wantCode(t, err, runtime.CodeUnavailable, "TLS handshake with "+srv.Addr()+" failed: tls: failed to verify certificate: x509: certificate signed by unknown authority")
+		wantCode(t, err, storks.CodeUnavailable, "TLS handshake with "+srv.Addr()+" failed: tls: failed to verify certificate: x509: certificate signed by unknown authority")
 		t.Logf("wrong CA: %v after %v", err, time.Since(start).Round(time.Millisecond))
 	})
 
@@ -129,7 +129,7 @@ func TestTLS(t *testing.T) {
 		_, ref := refer(t, reg, nil)
 		start := time.Now()
 		_, err := callEcho(context.Background(), ref, "hi")
-		wantCode(t, err, runtime.CodeUnavailable, "server "+srv.Addr()+" requires TLS; give the client runtime.WithTLSConfig")
+		wantCode(t, err, storks.CodeUnavailable, "server "+srv.Addr()+" requires TLS; give the client storks.WithTLSConfig")
 		if d := time.Since(start); d > 5*time.Second {
 			t.Fatalf("took %v", d)
 		}
@@ -143,24 +143,24 @@ func TestTLS(t *testing.T) {
 		mconf.ClientAuth = tls.RequireAndVerifyClientCert
 		mconf.ClientCAs = clientCA.pool
 		mreg := newRegistry(t)
-		startProvider(t, mreg, &echoImpl{name: "mtls"}, []runtime.ServerOption{runtime.WithTLSConfig(mconf), runtime.WithLogger(logs.logger())})
+		startProvider(t, mreg, &echoImpl{name: "mtls"}, []storks.ServerOption{storks.WithTLSConfig(mconf), storks.WithLogger(logs.logger())})
 
 		withCert := clientConf.Clone()
 		withCert.Certificates = []tls.Certificate{clientCA.issue(t, "consumer")}
-		_, ref := refer(t, mreg, []runtime.ClientOption{runtime.WithTLSConfig(withCert)})
+		_, ref := refer(t, mreg, []storks.ClientOption{storks.WithTLSConfig(withCert)})
 		if got, err := callEcho(context.Background(), ref, "hi"); err != nil || got != "mtls:hi" {
 			t.Fatalf("with a client certificate: %q, %v", got, err)
 		}
 
-		_, anon := refer(t, mreg, []runtime.ClientOption{runtime.WithTLSConfig(clientConf)})
+		_, anon := refer(t, mreg, []storks.ClientOption{storks.WithTLSConfig(clientConf)})
 		_, err := callEcho(context.Background(), anon, "hi")
-		wantCode(t, err, runtime.CodeUnavailable, "certificate required")
+		wantCode(t, err, storks.CodeUnavailable, "certificate required")
 
 		wrongCert := clientConf.Clone()
 		wrongCert.Certificates = []tls.Certificate{ca.issue(t, "stranger")}
-		_, stranger := refer(t, mreg, []runtime.ClientOption{runtime.WithTLSConfig(wrongCert)})
+		_, stranger := refer(t, mreg, []storks.ClientOption{storks.WithTLSConfig(wrongCert)})
 		_, err = callEcho(context.Background(), stranger, "hi")
-		wantCode(t, err, runtime.CodeUnavailable, "certificate")
+		wantCode(t, err, storks.CodeUnavailable, "certificate")
 		t.Logf("client certificate from an untrusted CA: %v", err)
 	})
 
@@ -189,11 +189,11 @@ func TestTLSClientPlaintextServer(t *testing.T) {
 	_, _, clientConf := tlsPeers(t)
 	reg := newRegistry(t)
 	var logs logBuffer
-	startProvider(t, reg, &echoImpl{name: "plain"}, []runtime.ServerOption{runtime.WithLogger(logs.logger())})
-	_, ref := refer(t, reg, []runtime.ClientOption{runtime.WithTLSConfig(clientConf)})
+	startProvider(t, reg, &echoImpl{name: "plain"}, []storks.ServerOption{storks.WithLogger(logs.logger())})
+	_, ref := refer(t, reg, []storks.ClientOption{storks.WithTLSConfig(clientConf)})
 	start := time.Now()
 	_, err := callEcho(context.Background(), ref, "hi")
-	wantCode(t, err, runtime.CodeUnavailable, "the provider does not seem to speak TLS")
+	wantCode(t, err, storks.CodeUnavailable, "the provider does not seem to speak TLS")
 	if !strings.Contains(err.Error(), "TLS handshake with") {
 		t.Fatalf("err = %v", err)
 	}
@@ -207,17 +207,17 @@ func TestTLSClientPlaintextServer(t *testing.T) {
 }
 
 func TestTLSConfigIsChecked(t *testing.T) {
-	srv := runtime.NewServer(runtime.WithTLSConfig(&tls.Config{}))
+	srv := storks.NewServer(storks.WithTLSConfig(&tls.Config{}))
 	defer srv.Close()
 	err := srv.Serve(listen(t))
-	wantCode(t, err, runtime.CodeInvalidArgument, "WithTLSConfig: the server's tls.Config has no certificate")
+	wantCode(t, err, storks.CodeInvalidArgument, "WithTLSConfig: the server's tls.Config has no certificate")
 
-	cli, err := runtime.NewClient(runtime.WithTLSConfig(nil))
+	cli, err := storks.NewClient(storks.WithTLSConfig(nil))
 	if cli != nil {
 		t.Error("NewClient returned a client with its error")
 	}
-	wantCode(t, err, runtime.CodeInvalidArgument, "WithTLSConfig: the *tls.Config is nil")
+	wantCode(t, err, storks.CodeInvalidArgument, "WithTLSConfig: the *tls.Config is nil")
 
-	_, err = runtime.NewClient(runtime.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
-	wantCode(t, err, runtime.CodeInvalidArgument, "WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2")
+	_, err = storks.NewClient(storks.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
+	wantCode(t, err, storks.CodeInvalidArgument, "WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2")
 }

@@ -14,10 +14,11 @@
 //
 //   - <Svc>_ServiceName and <Svc>_<Method>_FullMethodName constants;
 //   - the <Svc>Client interface and New<Svc>Client, which wraps a
-//     runtime.Invoker;
+//     storks.Invoker bound to <Svc>_ServiceDesc (storks.BindService), and
+//     whose methods allocate their reply and have Invoke fill it;
 //   - the <Svc>Server interface, Unimplemented<Svc>Server (to be embedded by
 //     value), Unsafe<Svc>Server and Register<Svc>Server;
-//   - <Svc>_ServiceDesc, a runtime.ServiceDesc with reflection-free handlers.
+//   - <Svc>_ServiceDesc, a storks.ServiceDesc with reflection-free handlers.
 //
 // Methods it cannot generate (streaming ones, for now) are skipped, with a
 // comment saying so. Every identifier comes from [Names], which appends "_"

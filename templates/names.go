@@ -376,8 +376,9 @@ type Import struct {
 }
 
 // Imports returns how a generated file of the Go package importPath imports
-// each of paths (which must not contain importPath). context and the Storks
-// runtime keep their own names whenever possible; other packages get the
+// each of paths (which must not contain importPath). context keeps its own
+// name and the Storks runtime is imported as "storks" (its conventional
+// alias, see runtimeImportName) whenever possible; other packages get the
 // package name protoc-gen-go gave them. A name that is a Go keyword or
 // predeclared identifier, a parameter name used in generated bodies, an
 // identifier of the package, or the name of an earlier import gets a number
@@ -412,9 +413,13 @@ func (n *Names) Imports(importPath protogen.GoImportPath, paths []string) map[st
 	imports := make(map[string]Import, len(sorted))
 	for _, ip := range sorted {
 		pkgName := n.packageName(ip)
-		name := pkgName
+		base := pkgName
+		if ip == runtimePackage {
+			base = runtimeImportName
+		}
+		name := base
 		for i := 1; used[name] || n.Taken(importPath, name) || token.IsKeyword(name); i++ {
-			name = pkgName + strconv.Itoa(i)
+			name = base + strconv.Itoa(i)
 		}
 		used[name] = true
 		imports[ip] = Import{Name: name, Alias: name != pkgName || name != path.Base(ip)}

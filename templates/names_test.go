@@ -148,17 +148,19 @@ func TestImports(t *testing.T) {
 		// (the client struct of Foo); z is a package named fooClient.
 		file("y.proto", "y", "example.com/y;y", nil, service("Foo")),
 		file("z.proto", "z", "example.com/z;fooClient", []string{"Z"}),
+		file("s.proto", "s", "example.com/s;storks", []string{"S"}),
 	)
 	got := NewNames(gen).Imports("example.com/y", []string{
-		"example.com/x/v1", "example.com/in/v1", runtimePackage, "example.com/ctx", contextPackage, "example.com/z",
+		"example.com/x/v1", "example.com/in/v1", runtimePackage, "example.com/ctx", contextPackage, "example.com/z", "example.com/s",
 	})
 	want := map[string]Import{
 		contextPackage:      {Name: "context"},
-		runtimePackage:      {Name: "runtime"},
+		runtimePackage:      {Name: "storks", Alias: true},
 		"example.com/ctx":   {Name: "context1", Alias: true}, // after the standard library's
 		"example.com/in/v1": {Name: "in1", Alias: true},      // in is a parameter name
 		"example.com/x/v1":  {Name: "xv1", Alias: true},      // not the last path element
 		"example.com/z":     {Name: "fooClient1", Alias: true},
+		"example.com/s":     {Name: "storks1", Alias: true}, // the runtime's name
 	}
 	for path, w := range want {
 		if got[path] != w {

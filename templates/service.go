@@ -41,7 +41,7 @@ func genConstants(f *jen.File, sn *ServiceNames) {
 		return
 	}
 	f.Line()
-	f.Comment("Full method names of the " + full + " service, as passed to runtime.Invoker.")
+	f.Comment("Full method names of the " + full + " service, as passed to storks.Invoker.")
 	f.Const().DefsFunc(func(g *jen.Group) {
 		for _, m := range generated {
 			name := "/" + full + "/" + string(m.Method.Desc.Name())
@@ -126,23 +126,32 @@ func genClient(f *jen.File, sn *ServiceNames) {
 	f.Line()
 	f.Add(doc(
 		sn.NewClient+" returns an implementation of "+sn.Client+" that makes every\n"+
-			"// call through inv, usually a reference to the service obtained from a\n// runtime client.",
+			"// call through inv, usually a *storks.Reference to the service. It binds inv\n"+
+			"// to "+sn.Desc+" (storks.BindService), so that the reference's fail\n"+
+			"// mode knows which methods are idempotent.",
 		deprecatedIf(deprecated),
 	))
 	f.Func().Id(sn.NewClient).Params(jen.Id("inv").Qual(runtimePackage, "Invoker")).Id(sn.Client).Block(
-		jen.Return(jen.Op("&").Id(sn.ClientImpl).Values(jen.Id("inv").Op(":").Id("inv"))),
+		jen.Return(jen.Op("&").Id(sn.ClientImpl).Values(jen.Id("inv").Op(":").Qual(runtimePackage, "BindService").Call(
+			jen.Id("inv"), jen.Op("&").Id(sn.Desc),
+		))),
 	)
 
 	for _, m := range sn.Generated() {
 		out := ident(m.Method.Output.GoIdent)
 		f.Line()
 		f.Add(doc(deprecatedIf(methodDeprecated(m))))
+		// The reply is allocated here and filled by Invoke (grpc-go's
+		// shape): nothing an interceptor returns can make it the wrong type.
 		f.Func().Params(jen.Id("c").Op("*").Id(sn.ClientImpl)).Add(clientSignature(m)).Block(
-			jen.List(jen.Id("out"), jen.Err()).Op(":=").Id("c").Dot("inv").Dot("Invoke").Call(
-				jen.Id("ctx"), jen.Id(m.FullMethodNameConst), jen.Id("in"), jen.New(out), jen.Id("opts").Op("..."),
-			),
-			jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Nil(), jen.Err())),
-			jen.Return(jen.Id("out").Assert(jen.Op("*").Add(out)), jen.Nil()),
+			jen.Id("out").Op(":=").New(out),
+			jen.If(
+				jen.Err().Op(":=").Id("c").Dot("inv").Dot("Invoke").Call(
+					jen.Id("ctx"), jen.Id(m.FullMethodNameConst), jen.Id("in"), jen.Id("out"), jen.Id("opts").Op("..."),
+				),
+				jen.Err().Op("!=").Nil(),
+			).Block(jen.Return(jen.Nil(), jen.Err())),
+			jen.Return(jen.Id("out"), jen.Nil()),
 		)
 	}
 }
@@ -248,8 +257,8 @@ func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 
 	f.Line()
 	f.Add(doc(
-		sn.Desc + " is the runtime.ServiceDesc for the " + string(svc.Desc.FullName()) + " service.\n" +
-			"// It's only intended for direct use with " + sn.Register + ",\n" +
+		sn.Desc + " is the storks.ServiceDesc for the " + string(svc.Desc.FullName()) + " service.\n" +
+			"// It's only intended for direct use with " + sn.Register + " and " + sn.NewClient + ",\n" +
 			"// and not to be introspected or modified (even as a copy).",
 	))
 	f.Var().Id(sn.Desc).Op("=").Qual(runtimePackage, "ServiceDesc").Add(composite(
@@ -258,14 +267,6 @@ func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 		field("Methods", jen.Index().Qual(runtimePackage, "MethodDesc").Add(composite(methods...))),
 		field("Metadata", jen.Lit(file.Desc.Path())),
 	))
-
-	// Clients retry a call that may have run only for idempotent methods;
-	// they learn which methods are from this registration.
-	f.Line()
-	f.Func().Id("init").Params().Block(
-		jen.Comment("Tell clients in this process which methods of the service may be retried."),
-		jen.Qual(runtimePackage, "RegisterMethods").Call(jen.Op("&").Id(sn.Desc)),
-	)
 }
 
 // idempotent reports whether a method may be retried: its

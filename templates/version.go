@@ -19,8 +19,13 @@ const (
 	runtimePackage = "github.com/storks-rpc/storks/runtime"
 )
 
+// runtimeImportName is the name generated files import runtimePackage by:
+// the package is named runtime (after its directory) but programs call it
+// storks, so that it does not clash with Go's own runtime package.
+const runtimeImportName = "storks"
+
 // runtimeSupportConst is the runtime constant generated code references to
 // fail compilation against a runtime too old for it. Bump it (and add the
 // constant to runtime) when generated code starts to need something new from
 // the runtime.
-const runtimeSupportConst = "SupportPackageIsVersion2"
+const runtimeSupportConst = "SupportPackageIsVersion3"

@@ -13,7 +13,7 @@ import (
 	storks "github.com/storks-rpc/storks/runtime"
 )
 
-// Storks with its defaults: runtime.NewServer and runtime.NewClient with no
+// Storks with its defaults: storks.NewServer and storks.NewClient with no
 // options but the registry, a static registry holding the server's address,
 // and WithRemote on the reference, because client and server share this
 // process and without it calls would take the in-process shortcut instead

@@ -15,13 +15,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/storks-rpc/storks/internal/gen"
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 type callFlags struct {
@@ -153,32 +152,28 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 		return err
 	}
 	defer reg.Close()
-	cli, err := runtime.NewClient(
-		runtime.WithRegistry(reg),
-		runtime.WithLogger(slog.New(slog.DiscardHandler)),
+	cli, err := storks.NewClient(
+		storks.WithRegistry(reg),
+		storks.WithLogger(slog.New(slog.DiscardHandler)),
 	)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
 	ref, err := cli.Refer(ctx, serviceName,
-		runtime.WithVersion(f.version), runtime.WithGroup(f.group),
-		runtime.WithSelector(sel), runtime.WithRemote())
+		storks.WithVersion(f.version), storks.WithGroup(f.group),
+		storks.WithSelector(sel), storks.WithRemote())
 	if err != nil {
 		return callError(err, key, f)
 	}
 	full := "/" + serviceName + "/" + methodName
-	var opts []runtime.CallOption
+	var opts []storks.CallOption
 	if len(md) > 0 {
-		opts = append(opts, runtime.WithCallMetadata(md))
+		opts = append(opts, storks.WithCallMetadata(md))
 	}
-	got, err := ref.Invoke(ctx, full, req, dynamicpb.NewMessage(method.Output()), opts...)
-	if err != nil {
+	reply := dynamicpb.NewMessage(method.Output())
+	if err := ref.Invoke(ctx, full, req, reply, opts...); err != nil {
 		return callError(err, key, f)
-	}
-	reply, ok := got.(proto.Message)
-	if !ok {
-		return fmt.Errorf("call %s: the reply is a %T, not a protobuf message", full, got)
 	}
 	b, err := protojson.MarshalOptions{
 		EmitUnpopulated: f.emitDefaults,
@@ -224,12 +219,12 @@ func callRegistryURL(cmd *cobra.Command, f callFlags) (string, error) {
 
 // callError renders a failed call as "call failed: Code: message".
 func callError(err error, key registry.ServiceKey, f callFlags) error {
-	var re *runtime.Error
+	var re *storks.Error
 	if !errors.As(err, &re) {
-		return fmt.Errorf("call failed: %s: %v", runtime.CodeOf(err), err)
+		return fmt.Errorf("call failed: %s: %v", storks.CodeOf(err), err)
 	}
 	msg := fmt.Sprintf("call failed: %s: %s", re.Code, re.Message)
-	if errors.Is(err, runtime.ErrNoProvider) && f.addr == "" {
+	if errors.Is(err, storks.ErrNoProvider) && f.addr == "" {
 		msg += fmt.Sprintf(" (is a provider of %s running? see storks registry ls %s)", key, key.Service)
 	}
 	return errors.New(msg)
@@ -246,8 +241,8 @@ func parseMethod(s string) (service, method string, err error) {
 }
 
 // parseHeaders turns -H key=value flags into call metadata.
-func parseHeaders(hs []string) (runtime.Metadata, error) {
-	md := make(runtime.Metadata, len(hs))
+func parseHeaders(hs []string) (storks.Metadata, error) {
+	md := make(storks.Metadata, len(hs))
 	for _, h := range hs {
 		k, v, ok := strings.Cut(h, "=")
 		if !ok || strings.TrimSpace(k) == "" {
@@ -259,12 +254,12 @@ func parseHeaders(hs []string) (runtime.Metadata, error) {
 }
 
 // parseSelector returns the selector named by --selector.
-func parseSelector(s string) (runtime.Selector, error) {
+func parseSelector(s string) (storks.Selector, error) {
 	switch strings.ToLower(s) {
 	case "round-robin", "roundrobin", "rr":
-		return runtime.RoundRobin(), nil
+		return storks.RoundRobin(), nil
 	case "random":
-		return runtime.Random(), nil
+		return storks.Random(), nil
 	}
 	return nil, fmt.Errorf("--selector %q is not round-robin or random", s)
 }

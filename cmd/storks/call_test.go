@@ -13,7 +13,7 @@ import (
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/examples/impl"
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 const (
@@ -27,10 +27,10 @@ type provider struct {
 	addr string
 
 	mu       sync.Mutex
-	metadata []runtime.Metadata // of every call, in order
+	metadata []storks.Metadata // of every call, in order
 }
 
-func (p *provider) lastMetadata() runtime.Metadata {
+func (p *provider) lastMetadata() storks.Metadata {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.metadata) == 0 {
@@ -41,22 +41,22 @@ func (p *provider) lastMetadata() runtime.Metadata {
 
 // startProvider serves the example greeter (named name) and echo services
 // on 127.0.0.1, registered in reg (nil: none) with the export options.
-func startProvider(t *testing.T, reg registry.Registry, name string, opts ...runtime.ExportOption) *provider {
+func startProvider(t *testing.T, reg registry.Registry, name string, opts ...storks.ExportOption) *provider {
 	t.Helper()
 	p := &provider{}
-	sopts := []runtime.ServerOption{
-		runtime.WithShutdownWait(0),
-		runtime.WithServerInterceptor(func(ctx context.Context, req any, info *runtime.UnaryServerInfo, h runtime.UnaryHandler) (any, error) {
+	sopts := []storks.ServerOption{
+		storks.WithShutdownWait(0),
+		storks.WithServerInterceptor(func(ctx context.Context, req any, info *storks.UnaryServerInfo, h storks.UnaryHandler) (any, error) {
 			p.mu.Lock()
-			p.metadata = append(p.metadata, maps.Clone(runtime.FromIncomingContext(ctx)))
+			p.metadata = append(p.metadata, maps.Clone(storks.FromIncomingContext(ctx)))
 			p.mu.Unlock()
 			return h(ctx, req)
 		}),
 	}
 	if reg != nil {
-		sopts = append(sopts, runtime.WithRegistry(reg))
+		sopts = append(sopts, storks.WithRegistry(reg))
 	}
-	srv := runtime.NewServer(sopts...)
+	srv := storks.NewServer(sopts...)
 	if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: name}, opts...); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestCall(t *testing.T) {
 	base := []string{"call", "--addr", p.addr, "-I", examplesProto, "--proto", greeterProto}
 
 	t.Run("SayHello", func(t *testing.T) {
-		r := storks(t, append(base, sayHello, `{"name":"x"}`)...)
+		r := runStorks(t, append(base, sayHello, `{"name":"x"}`)...)
 		got := decodeJSON(t, r)
 		want := map[string]any{"message": "Hello, x", "provider": "p1"}
 		if !reflect.DeepEqual(got, want) {
@@ -115,25 +115,25 @@ func TestCall(t *testing.T) {
 	})
 
 	t.Run("no JSON means {}", func(t *testing.T) {
-		r := storks(t, append(base, sayHello)...)
+		r := runStorks(t, append(base, sayHello)...)
 		// The greeter requires a name.
 		checkOneLineError(t, r, 1, "storks: call failed: InvalidArgument: name is required")
 	})
 
 	t.Run("emit defaults", func(t *testing.T) {
-		r := storks(t, append(base, "--emit-defaults", "storks.examples.greeter.v1.Greeter/SayHello", `{"name":"x"}`)...)
+		r := runStorks(t, append(base, "--emit-defaults", "storks.examples.greeter.v1.Greeter/SayHello", `{"name":"x"}`)...)
 		if got := decodeJSON(t, r); got["provider"] != "p1" {
 			t.Errorf("reply %v", got)
 		}
 	})
 
 	t.Run("error code and message", func(t *testing.T) {
-		r := storks(t, append(base, "storks.examples.greeter.v1.Greeter/Fail", `{"code": 5, "message": "no user \"bob\""}`)...)
+		r := runStorks(t, append(base, "storks.examples.greeter.v1.Greeter/Fail", `{"code": 5, "message": "no user \"bob\""}`)...)
 		checkOneLineError(t, r, 1, "storks: call failed: NotFound: no user \"bob\"\n")
 	})
 
 	t.Run("well-known types", func(t *testing.T) {
-		r := storks(t, "call", "--addr", p.addr, "-I", examplesProto, "--proto", "echo/v1/echo.proto",
+		r := runStorks(t, "call", "--addr", p.addr, "-I", examplesProto, "--proto", "echo/v1/echo.proto",
 			"storks.examples.echo.v1.Echo/Stamp", `{"body": "hi"}`)
 		got := decodeJSON(t, r)
 		if got["provider"] != "p1" || !reflect.DeepEqual(got["text"], map[string]any{"body": "hi"}) {
@@ -145,7 +145,7 @@ func TestCall(t *testing.T) {
 	})
 
 	t.Run("static registry", func(t *testing.T) {
-		r := storks(t, "call", "--registry", "static://"+p.addr+",127.0.0.1:1", "--selector", "random",
+		r := runStorks(t, "call", "--registry", "static://"+p.addr+",127.0.0.1:1", "--selector", "random",
 			"-I", examplesProto, "--proto", greeterProto, sayHello, `{"name":"y"}`)
 		// One of the two addresses refuses connections: either answer is
 		// fine, but a reply must be the provider's.
@@ -172,7 +172,7 @@ func TestCall(t *testing.T) {
 	})
 
 	t.Run("wrong version", func(t *testing.T) {
-		r := storks(t, append(base, "--version", "v9", sayHello, `{"name":"x"}`)...)
+		r := runStorks(t, append(base, "--version", "v9", sayHello, `{"name":"x"}`)...)
 		checkOneLineError(t, r, 1, "call failed: Unimplemented: ")
 	})
 }

@@ -123,7 +123,7 @@ func TestBadInput(t *testing.T) {
 		{"dev bad listen", []string{"dev", "--listen", "2379"}, 1, `listen address "2379" is not host:port`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			checkOneLineError(t, storks(t, tc.args...), tc.code, tc.want)
+			checkOneLineError(t, runStorks(t, tc.args...), tc.code, tc.want)
 		})
 	}
 }
@@ -142,7 +142,7 @@ func writeProto(t *testing.T, dir, name, src string) string {
 func TestCompileErrors(t *testing.T) {
 	dir := t.TempDir()
 	writeProto(t, dir, "a.proto", "syntax = \"proto3\";\npackage a;\nmessage M {\n  string x = 1\n}\nmessage N {\n  int32 = 2;\n}\n")
-	r := storks(t, "generate", "-I", dir, "--go_out="+t.TempDir(), "a.proto")
+	r := runStorks(t, "generate", "-I", dir, "--go_out="+t.TempDir(), "a.proto")
 	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
 	if r.code != 1 || len(lines) < 2 {
 		t.Fatalf("want exit 1 and several errors, got %s", r)
@@ -173,7 +173,7 @@ func TestHelp(t *testing.T) {
 	}
 	for _, p := range paths {
 		t.Run(strings.Join(append([]string{"storks"}, p...), " "), func(t *testing.T) {
-			r := storks(t, append(p, "--help")...)
+			r := runStorks(t, append(p, "--help")...)
 			mustSucceed(t, r)
 			if !strings.Contains(r.stdout, "\nExamples:\n") {
 				t.Errorf("no examples in the help:\n%s", r.stdout)

@@ -251,7 +251,7 @@ func TestGenerateMatchesProtoc(t *testing.T) {
 			if out, err := cmd.Output(); err != nil || len(out) > 0 {
 				t.Fatalf("protoc: %v\n%s%s", err, out, protocStderr.String())
 			}
-			r := storks(t, append(append([]string{"generate"}, outFlags(storksOut)...), tc.args...)...)
+			r := runStorks(t, append(append([]string{"generate"}, outFlags(storksOut)...), tc.args...)...)
 			if r.code != 0 || r.stdout != "" || r.stderr != protocStderr.String() {
 				t.Fatalf("want success and protoc's stderr:\n%s\ngot %s", protocStderr.String(), r)
 			}
@@ -268,7 +268,7 @@ func TestGenerateMatchesExamples(t *testing.T) {
 	args := []string{"generate", "-I", examplesProto,
 		"--go_out=" + out, "--go_opt=module=" + examplesModule,
 		"--storks_out=module=" + examplesModule + ":" + out} // protoc's OPTIONS:DIR form
-	mustSucceed(t, storks(t, append(args, protoFiles(t, examplesProto)...)...))
+	mustSucceed(t, runStorks(t, append(args, protoFiles(t, examplesProto)...)...))
 	compareTrees(t, readTree(t, filepath.Join(moduleRoot, examplesGen)), readTree(t, out), false)
 }
 
@@ -283,7 +283,7 @@ func TestGenerateMatchesGolden(t *testing.T) {
 	args := []string{"generate", "-I", goldenProto,
 		"--go_out=" + out, "--go_opt=module=" + goldenModule,
 		"--storks_out=" + out, "--storks_opt=module=" + goldenModule}
-	r := storks(t, append(args, protoFiles(t, goldenProto)...)...)
+	r := runStorks(t, append(args, protoFiles(t, goldenProto)...)...)
 	if r.code != 0 || r.stdout != "" {
 		t.Fatalf("want success, got %s", r)
 	}
@@ -304,7 +304,7 @@ func TestGenerateMatchesGolden(t *testing.T) {
 // plugin's stderr, and succeeds.
 func TestGenerateStorksWarnings(t *testing.T) {
 	out := t.TempDir()
-	r := storks(t, "generate", "-I", goldenProto, "--storks_out="+out, "--storks_opt=module="+goldenModule,
+	r := runStorks(t, "generate", "-I", goldenProto, "--storks_out="+out, "--storks_opt=module="+goldenModule,
 		"collide/v1/collide.proto", "collide/v1/collide_types.proto", "stream/v1/stream.proto")
 	if r.code != 0 || r.stdout != "" {
 		t.Fatalf("want success, got %s", r)
@@ -332,7 +332,7 @@ func TestGenerateStorksWarnings(t *testing.T) {
 // the output directory alone, even when the other one succeeded.
 func TestGenerateWritesNothingOnFailure(t *testing.T) {
 	out := t.TempDir()
-	r := storks(t, "generate", "-I", examplesProto, "--go_out="+out, "--storks_out="+out,
+	r := runStorks(t, "generate", "-I", examplesProto, "--go_out="+out, "--storks_out="+out,
 		"--storks_opt=bogus=1", "greeter/v1/greeter.proto")
 	checkOneLineError(t, r, 1, "--storks_out: ")
 	if files := readTree(t, out); len(files) != 0 {
@@ -349,7 +349,7 @@ func TestGenerateWarnings(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	r := storks(t, "generate", "-I", dir, "--go_out="+out, "w.proto")
+	r := runStorks(t, "generate", "-I", dir, "--go_out="+out, "w.proto")
 	if r.code != 0 {
 		t.Fatalf("want success, got %s", r)
 	}

@@ -64,14 +64,14 @@ func (r result) String() string {
 	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 }
 
-// storks runs the binary with args in the module root and returns what it
+// runStorks runs the binary with args in the module root and returns what it
 // printed. $STORKS_REGISTRY is unset for it.
-func storks(t *testing.T, args ...string) result {
+func runStorks(t *testing.T, args ...string) result {
 	t.Helper()
 	return storksStdin(t, nil, args...)
 }
 
-// storksStdin is storks with stdin.
+// storksStdin is runStorks with stdin.
 func storksStdin(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/all"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // newInproc returns the URL of an in-process registry of this test and a
@@ -156,7 +156,7 @@ func TestLsWithLister(t *testing.T) {
 
 func TestLsWithoutLister(t *testing.T) {
 	// A static registry cannot list its services but discovers any key.
-	r := storks(t, "registry", "ls", "--registry", "static://10.0.0.1:80,10.0.0.2:80", "--version", "v1", "a.Greeter")
+	r := runStorks(t, "registry", "ls", "--registry", "static://10.0.0.1:80,10.0.0.2:80", "--version", "v1", "a.Greeter")
 	mustSucceed(t, r)
 	want := [][]string{
 		{"a.Greeter", "v1", "-", "10.0.0.1:80", "10.0.0.1:80", "100", "-"},
@@ -165,7 +165,7 @@ func TestLsWithoutLister(t *testing.T) {
 	if got := tableRows(t, r.stdout); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("ls:\n%s\nwant rows %q", r.stdout, want)
 	}
-	r = storks(t, "registry", "ls", "--registry", "static://10.0.0.1:80")
+	r = runStorks(t, "registry", "ls", "--registry", "static://10.0.0.1:80")
 	checkOneLineError(t, r, 1, "this registry cannot list its services (it does not implement registry.Lister)")
 }
 
@@ -361,11 +361,11 @@ func TestRegistryEtcd(t *testing.T) {
 	}
 	defer reg.Close()
 
-	p1 := startProvider(t, reg, "p1", runtime.WithVersion("v1"), runtime.WithMetadata(map[string]string{"name": "p1"}))
+	p1 := startProvider(t, reg, "p1", storks.WithVersion("v1"), storks.WithMetadata(map[string]string{"name": "p1"}))
 	waitInstances(t, reg, registry.ServiceKey{Service: greeterService, Version: "v1"}, 1)
 
 	// ls of the exact key works with any registry.
-	r := storks(t, "registry", "ls", "--registry", d.url, "--version", "v1", greeterService)
+	r := runStorks(t, "registry", "ls", "--registry", d.url, "--version", "v1", greeterService)
 	mustSucceed(t, r)
 	rows := tableRows(t, r.stdout)
 	if len(rows) != 1 || rows[0][0] != greeterService || rows[0][1] != "v1" || rows[0][4] != p1.addr || rows[0][6] != "name=p1" {
@@ -373,7 +373,7 @@ func TestRegistryEtcd(t *testing.T) {
 	}
 
 	// ls of everything (the etcd adapter is a registry.Lister).
-	r = storks(t, "registry", "ls", "--registry", d.url)
+	r = runStorks(t, "registry", "ls", "--registry", d.url)
 	mustSucceed(t, r)
 	rows = tableRows(t, r.stdout)
 	if len(rows) != 2 || rows[0][0] != "storks.examples.echo.v1.Echo" || rows[1][0] != greeterService {
@@ -381,7 +381,7 @@ func TestRegistryEtcd(t *testing.T) {
 	}
 
 	// call through the registry.
-	got := decodeJSON(t, storks(t, "call", "--registry", d.url, "--version", "v1", "-I", examplesProto,
+	got := decodeJSON(t, runStorks(t, "call", "--registry", d.url, "--version", "v1", "-I", examplesProto,
 		"--proto", greeterProto, sayHello, `{"name":"etcd"}`))
 	if got["message"] != "Hello, etcd" || got["provider"] != "p1" {
 		t.Errorf("call: %v", got)
@@ -458,7 +458,7 @@ func TestRegistryLsShowsDemoProviders(t *testing.T) {
 	var out string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		r := storks(t, "registry", "ls", "--registry", d.url, greeterService)
+		r := runStorks(t, "registry", "ls", "--registry", d.url, greeterService)
 		mustSucceed(t, r)
 		out, rows = r.stdout, tableRows(t, r.stdout)
 		if len(rows) == 3 || time.Now().After(deadline) {

@@ -17,7 +17,7 @@ import (
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/all"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 func main() {
@@ -42,12 +42,12 @@ func run() error {
 	if *regURL == "" {
 		return errors.New("-registry is required")
 	}
-	var sel runtime.Selector
+	var sel storks.Selector
 	switch *selector {
 	case "roundrobin":
-		sel = runtime.RoundRobin()
+		sel = storks.RoundRobin()
 	case "random":
-		sel = runtime.Random()
+		sel = storks.Random()
 	default:
 		return fmt.Errorf("-selector %q: want roundrobin or random", *selector)
 	}
@@ -59,13 +59,13 @@ func run() error {
 		return err
 	}
 	defer reg.Close()
-	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := storks.NewClient(storks.WithRegistry(reg))
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
 	ref, err := cli.Refer(ctx, greeterv1.Greeter_ServiceName,
-		runtime.WithVersion(*version), runtime.WithGroup(*group), runtime.WithSelector(sel))
+		storks.WithVersion(*version), storks.WithGroup(*group), storks.WithSelector(sel))
 	if err != nil {
 		return err
 	}

@@ -16,14 +16,14 @@ import (
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/examples/impl"
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 type provider struct {
-	srv      *runtime.Server
+	srv      *storks.Server
 	greeter  *impl.Greeter
-	export   *runtime.Exporter
+	export   *storks.Exporter
 	accepted *atomic.Int64 // connections the server accepted
 }
 
@@ -47,7 +47,7 @@ func startProviders(t *testing.T, reg registry.Registry, n int) []*provider {
 	t.Helper()
 	ps := make([]*provider, n)
 	for i := range ps {
-		srv := runtime.NewServer(runtime.WithRegistry(reg), runtime.WithShutdownWait(100*time.Millisecond))
+		srv := storks.NewServer(storks.WithRegistry(reg), storks.WithShutdownWait(100*time.Millisecond))
 		g := &impl.Greeter{Name: fmt.Sprintf("p%d", i+1)}
 		ex, err := greeterv1.RegisterGreeterServer(srv, g)
 		if err != nil {
@@ -86,14 +86,14 @@ func startProviders(t *testing.T, reg registry.Registry, n int) []*provider {
 // greeter refers the greeter over the network (the providers live in this
 // process, so without WithRemote calls would take the in-process path) and
 // waits until it knows n providers.
-func greeter(t *testing.T, reg registry.Registry, n int, opts ...runtime.ReferOption) (greeterv1.GreeterClient, *runtime.Reference) {
+func greeter(t *testing.T, reg registry.Registry, n int, opts ...storks.ReferOption) (greeterv1.GreeterClient, *storks.Reference) {
 	t.Helper()
-	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := storks.NewClient(storks.WithRegistry(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, append([]runtime.ReferOption{runtime.WithRemote()}, opts...)...)
+	ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, append([]storks.ReferOption{storks.WithRemote()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func hello(t *testing.T, c greeterv1.GreeterClient) string {
 func TestRoundRobinIsExactlyEven(t *testing.T) {
 	reg := newRegistry(t)
 	ps := startProviders(t, reg, 3)
-	c, _ := greeter(t, reg, 3, runtime.WithSelector(runtime.RoundRobin()))
+	c, _ := greeter(t, reg, 3, storks.WithSelector(storks.RoundRobin()))
 	const perProvider = 100
 	seen := map[string]int{}
 	for range 3 * perProvider {
@@ -145,7 +145,7 @@ func TestRoundRobinIsExactlyEven(t *testing.T) {
 func TestRandomIsRoughlyUniform(t *testing.T) {
 	reg := newRegistry(t)
 	startProviders(t, reg, 3)
-	c, _ := greeter(t, reg, 3, runtime.WithSelector(runtime.Random()))
+	c, _ := greeter(t, reg, 3, storks.WithSelector(storks.Random()))
 	const calls = 3000
 	seen := map[string]int{}
 	for range calls {
@@ -168,12 +168,12 @@ func TestRandomIsRoughlyUniform(t *testing.T) {
 func TestConcurrentCallsOverOneConnection(t *testing.T) {
 	reg := newRegistry(t)
 	ps := startProviders(t, reg, 1)
-	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := storks.NewClient(storks.WithRegistry(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	ref, err := cli.Refer(context.Background(), echov1.Echo_ServiceName, runtime.WithRemote())
+	ref, err := cli.Refer(context.Background(), echov1.Echo_ServiceName, storks.WithRemote())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,24 +212,24 @@ func TestErrorsCrossTheWire(t *testing.T) {
 	reg := newRegistry(t)
 	startProviders(t, reg, 1)
 	c, ref := greeter(t, reg, 1)
-	_, err := c.Fail(context.Background(), &greeterv1.FailRequest{Code: uint32(runtime.CodePermissionDenied), Message: "not you"})
-	var e *runtime.Error
-	if !errors.As(err, &e) || e.Code != runtime.CodePermissionDenied || e.Message != "not you" {
+	_, err := c.Fail(context.Background(), &greeterv1.FailRequest{Code: uint32(storks.CodePermissionDenied), Message: "not you"})
+	var e *storks.Error
+	if !errors.As(err, &e) || e.Code != storks.CodePermissionDenied || e.Message != "not you" {
 		t.Fatalf("Fail: %v", err)
 	}
 	_, err = c.SayHello(context.Background(), &greeterv1.HelloRequest{})
-	if runtime.CodeOf(err) != runtime.CodeInvalidArgument {
+	if storks.CodeOf(err) != storks.CodeInvalidArgument {
 		t.Fatalf("empty name: %v", err)
 	}
-	_, err = ref.Invoke(context.Background(), "/"+greeterv1.Greeter_ServiceName+"/Missing", &greeterv1.HelloRequest{}, new(greeterv1.HelloReply))
-	if runtime.CodeOf(err) != runtime.CodeUnimplemented {
+	err = ref.Invoke(context.Background(), "/"+greeterv1.Greeter_ServiceName+"/Missing", &greeterv1.HelloRequest{}, new(greeterv1.HelloReply))
+	if storks.CodeOf(err) != storks.CodeUnimplemented {
 		t.Fatalf("unknown method: %v", err)
 	}
 }
 
 func TestDeadlineExpires(t *testing.T) {
 	reg := newRegistry(t)
-	srv := runtime.NewServer(runtime.WithRegistry(reg))
+	srv := storks.NewServer(storks.WithRegistry(reg))
 	handlerDone := make(chan error, 1)
 	if _, err := greeterv1.RegisterGreeterServer(srv, &slowGreeter{done: handlerDone}); err != nil {
 		t.Fatal(err)
@@ -241,7 +241,7 @@ func TestDeadlineExpires(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "x"})
-	if runtime.CodeOf(err) != runtime.CodeDeadlineExceeded || !errors.Is(err, context.DeadlineExceeded) {
+	if storks.CodeOf(err) != storks.CodeDeadlineExceeded || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
 	select {
@@ -296,7 +296,7 @@ func TestUnexportStopsTraffic(t *testing.T) {
 
 func TestUnimplementedByDefault(t *testing.T) {
 	reg := newRegistry(t)
-	srv := runtime.NewServer(runtime.WithRegistry(reg))
+	srv := storks.NewServer(storks.WithRegistry(reg))
 	type bare struct {
 		greeterv1.UnimplementedGreeterServer
 	}
@@ -308,7 +308,7 @@ func TestUnimplementedByDefault(t *testing.T) {
 	defer srv.Close()
 	c, _ := greeter(t, reg, 1)
 	_, err := c.SayHello(context.Background(), &greeterv1.HelloRequest{Name: "x"})
-	if runtime.CodeOf(err) != runtime.CodeUnimplemented {
+	if storks.CodeOf(err) != storks.CodeUnimplemented {
 		t.Fatalf("err = %v", err)
 	}
 }

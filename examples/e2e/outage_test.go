@@ -17,7 +17,7 @@ import (
 	"github.com/storks-rpc/storks/examples/impl"
 	"github.com/storks-rpc/storks/internal/testservers"
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 const ttl = 2 * time.Second
@@ -50,7 +50,7 @@ var restartable = []struct {
 // serveGreeter starts an in-process provider with its own registry client.
 func serveGreeter(t *testing.T, url, name string) *impl.Greeter {
 	t.Helper()
-	srv := runtime.NewServer(runtime.WithRegistry(openURL(t, url)), runtime.WithShutdownWait(0))
+	srv := storks.NewServer(storks.WithRegistry(openURL(t, url)), storks.WithShutdownWait(0))
 	g := &impl.Greeter{Name: name}
 	if _, err := greeterv1.RegisterGreeterServer(srv, g); err != nil {
 		t.Fatal(err)
@@ -75,12 +75,12 @@ func TestRegistryOutageKeepsCallsWorking(t *testing.T) {
 			srv := rs.start(t)
 			serveGreeter(t, srv.url, "a")
 			serveGreeter(t, srv.url, "b")
-			cli, err := runtime.NewClient(runtime.WithRegistry(openURL(t, srv.url)))
+			cli, err := storks.NewClient(storks.WithRegistry(openURL(t, srv.url)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cli.Close() })
-			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.WithRemote())
+			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, storks.WithRemote())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -160,12 +160,12 @@ func TestKilledProviderDisappears(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-			cli, err := runtime.NewClient(runtime.WithRegistry(openURL(t, srv.url)))
+			cli, err := storks.NewClient(storks.WithRegistry(openURL(t, srv.url)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cli.Close() })
-			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.WithRemote())
+			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, storks.WithRemote())
 			if err != nil {
 				t.Fatal(err)
 			}

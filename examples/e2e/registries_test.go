@@ -13,7 +13,7 @@ import (
 	"github.com/storks-rpc/storks/internal/testservers"
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/all"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // realRegistries are the networked registries, each started for real by
@@ -48,14 +48,14 @@ func TestRealRegistriesEndToEnd(t *testing.T) {
 		t.Run(rr.name, func(t *testing.T) {
 			url := rr.url(t)
 			type prov struct {
-				srv *runtime.Server
+				srv *storks.Server
 				g   *impl.Greeter
 			}
 			var ps []prov
 			for i := range 3 {
-				srv := runtime.NewServer(runtime.WithRegistry(openURL(t, url)), runtime.WithShutdownWait(time.Second))
+				srv := storks.NewServer(storks.WithRegistry(openURL(t, url)), storks.WithShutdownWait(time.Second))
 				g := &impl.Greeter{Name: fmt.Sprintf("%s-%d", rr.name, i+1)}
-				if _, err := greeterv1.RegisterGreeterServer(srv, g, runtime.WithVersion("e2e")); err != nil {
+				if _, err := greeterv1.RegisterGreeterServer(srv, g, storks.WithVersion("e2e")); err != nil {
 					t.Fatal(err)
 				}
 				lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -67,12 +67,12 @@ func TestRealRegistriesEndToEnd(t *testing.T) {
 				t.Cleanup(func() { srv.Close(); <-done })
 				ps = append(ps, prov{srv, g})
 			}
-			cli, err := runtime.NewClient(runtime.WithRegistry(openURL(t, url)))
+			cli, err := storks.NewClient(storks.WithRegistry(openURL(t, url)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cli.Close() })
-			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, runtime.WithVersion("e2e"), runtime.WithRemote())
+			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, storks.WithVersion("e2e"), storks.WithRemote())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +119,7 @@ func TestRealRegistriesEndToEnd(t *testing.T) {
 	}
 }
 
-func waitProviders(t *testing.T, ref *runtime.Reference, n int) {
+func waitProviders(t *testing.T, ref *storks.Reference, n int) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for len(ref.Providers()) != n {

@@ -11,7 +11,7 @@ import (
 	commonv1 "github.com/storks-rpc/storks/examples/gen/common/v1"
 	echov1 "github.com/storks-rpc/storks/examples/gen/echo/v1"
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -59,7 +59,7 @@ func (h *Hooks) run(ctx context.Context, method, name string) error {
 func (g *Greeter) SayHello(ctx context.Context, in *greeterv1.HelloRequest) (*greeterv1.HelloReply, error) {
 	g.Calls.Add(1)
 	if in.GetName() == "" {
-		return nil, runtime.Errorf(runtime.CodeInvalidArgument, "name is required")
+		return nil, storks.Errorf(storks.CodeInvalidArgument, "name is required")
 	}
 	if err := g.run(ctx, "SayHello", in.GetName()); err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ func (g *Greeter) SayHello(ctx context.Context, in *greeterv1.HelloRequest) (*gr
 
 // Fail fails with the code and message of the request.
 func (g *Greeter) Fail(ctx context.Context, in *greeterv1.FailRequest) (*greeterv1.FailReply, error) {
-	return nil, runtime.NewError(runtime.Code(in.GetCode()), in.GetMessage())
+	return nil, storks.NewError(storks.Code(in.GetCode()), in.GetMessage())
 }
 
 // Echo implements the echo service over the shared common messages.

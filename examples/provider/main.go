@@ -22,7 +22,7 @@ import (
 	"github.com/storks-rpc/storks/examples/impl"
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/all"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 func main() {
@@ -65,13 +65,13 @@ func run() error {
 	if *name == "" {
 		*name = lis.Addr().String()
 	}
-	opts := []runtime.ServerOption{runtime.WithRegistry(reg), runtime.WithShutdownWait(*wait)}
+	opts := []storks.ServerOption{storks.WithRegistry(reg), storks.WithShutdownWait(*wait)}
 	if *advertise != "" {
-		opts = append(opts, runtime.WithAdvertiseAddr(*advertise))
+		opts = append(opts, storks.WithAdvertiseAddr(*advertise))
 	}
-	srv := runtime.NewServer(opts...)
-	eopts := []runtime.ExportOption{runtime.WithVersion(*version), runtime.WithGroup(*group), runtime.WithWeight(*weight),
-		runtime.WithMetadata(map[string]string{"name": *name})}
+	srv := storks.NewServer(opts...)
+	eopts := []storks.ExportOption{storks.WithVersion(*version), storks.WithGroup(*group), storks.WithWeight(*weight),
+		storks.WithMetadata(map[string]string{"name": *name})}
 	hooks := impl.Hooks{Latency: *latency}
 	if *logRequests != "" {
 		f, err := os.OpenFile(*logRequests, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)

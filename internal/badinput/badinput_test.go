@@ -11,7 +11,7 @@ import (
 
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/all"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"github.com/storks-rpc/storks/runtime/auth"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -28,11 +28,11 @@ func (echo) Echo(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.Str
 
 const service = "badinput.Echo"
 
-func desc() *runtime.ServiceDesc {
-	return &runtime.ServiceDesc{
+func desc() *storks.ServiceDesc {
+	return &storks.ServiceDesc{
 		ServiceName: service,
 		HandlerType: (*echoServer)(nil),
-		Methods: []runtime.MethodDesc{{
+		Methods: []storks.MethodDesc{{
 			Name:       "Echo",
 			NewRequest: func() any { return new(wrapperspb.StringValue) },
 			Handler: func(srv any, ctx context.Context, req any) (any, error) {
@@ -74,7 +74,7 @@ func (e *env) listen() net.Listener {
 }
 
 // serve runs srv on lis, returning Serve's error if it fails at once.
-func (e *env) serve(srv *runtime.Server, lis net.Listener) error {
+func (e *env) serve(srv *storks.Server, lis net.Listener) error {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
 	select {
@@ -87,19 +87,19 @@ func (e *env) serve(srv *runtime.Server, lis net.Listener) error {
 	}
 }
 
-func (e *env) refer(copts []runtime.ClientOption, ropts ...runtime.ReferOption) (*runtime.Client, *runtime.Reference, error) {
-	cli, err := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(e.reg)}, copts...)...)
+func (e *env) refer(copts []storks.ClientOption, ropts ...storks.ReferOption) (*storks.Client, *storks.Reference, error) {
+	cli, err := storks.NewClient(append([]storks.ClientOption{storks.WithRegistry(e.reg)}, copts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
 	e.t.Cleanup(func() { cli.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ref, err := cli.Refer(ctx, service, append([]runtime.ReferOption{runtime.WithRemote()}, ropts...)...)
+	ref, err := cli.Refer(ctx, service, append([]storks.ReferOption{storks.WithRemote()}, ropts...)...)
 	return cli, ref, err
 }
 
-func (e *env) call(copts []runtime.ClientOption, ropts ...runtime.ReferOption) error {
+func (e *env) call(copts []storks.ClientOption, ropts ...storks.ReferOption) error {
 	_, ref, err := e.refer(copts, ropts...)
 	if err != nil {
 		return err
@@ -109,7 +109,7 @@ func (e *env) call(copts []runtime.ClientOption, ropts ...runtime.ReferOption) e
 
 // callWith makes a call with call options through a reference to the
 // provider.
-func (e *env) callWith(opts ...runtime.CallOption) error {
+func (e *env) callWith(opts ...storks.CallOption) error {
 	_, ref, err := e.refer(nil)
 	if err != nil {
 		return fmt.Errorf("refer: %w", err)
@@ -117,16 +117,16 @@ func (e *env) callWith(opts ...runtime.CallOption) error {
 	return invoke(ref, "/"+service+"/Echo", opts...)
 }
 
-func invoke(ref *runtime.Reference, method string, opts ...runtime.CallOption) error {
+func invoke(ref *storks.Reference, method string, opts ...storks.CallOption) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := ref.Invoke(ctx, method, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
+	err := ref.Invoke(ctx, method, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
 	return err
 }
 
 // newClient returns NewClient's error, closing the client if there is one.
-func newClient(opts ...runtime.ClientOption) error {
-	cli, err := runtime.NewClient(opts...)
+func newClient(opts ...storks.ClientOption) error {
+	cli, err := storks.NewClient(opts...)
 	if cli != nil {
 		cli.Close()
 	}
@@ -150,22 +150,22 @@ func openURL(url string) error {
 	return err
 }
 
-func export(d *runtime.ServiceDesc, impl any, opts ...runtime.ExportOption) error {
-	srv := runtime.NewServer()
+func export(d *storks.ServiceDesc, impl any, opts ...storks.ExportOption) error {
+	srv := storks.NewServer()
 	defer srv.Close()
 	_, err := srv.Export(d, impl, opts...)
 	return err
 }
 
-func serveWith(e *env, opts ...runtime.ServerOption) error {
-	return e.serve(runtime.NewServer(opts...), e.listen())
+func serveWith(e *env, opts ...storks.ServerOption) error {
+	return e.serve(storks.NewServer(opts...), e.listen())
 }
 
 func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 	reg := registry.NewInproc()
 	defer reg.Close()
 	e := &env{t: t, reg: reg}
-	provider := runtime.NewServer(runtime.WithRegistry(reg))
+	provider := storks.NewServer(storks.WithRegistry(reg))
 	if _, err := provider.Export(desc(), echo{}); err != nil {
 		t.Fatal(err)
 	}
@@ -200,12 +200,12 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 		{"export: wrong implementation", func() error { return export(desc(), struct{}{}) }, []string{"does not implement badinput_test.echoServer"}},
 		{"export: empty service name", func() error { d := desc(); d.ServiceName = ""; return export(d, echo{}) }, []string{"service must not be empty"}},
 		{"export: service name with a space", func() error { d := desc(); d.ServiceName = "a b"; return export(d, echo{}) }, []string{"service", "contains ' '"}},
-		{"export: version with '/'", func() error { return export(desc(), echo{}, runtime.WithVersion("v/1")) }, []string{"version", "contains '/'"}},
-		{"export: group with ':'", func() error { return export(desc(), echo{}, runtime.WithGroup("g:1")) }, []string{"group", "contains ':'"}},
-		{"export: version of 300 bytes", func() error { return export(desc(), echo{}, runtime.WithVersion(strings.Repeat("v", 300))) }, []string{"version", "longer than 255 bytes"}},
-		{"export: negative weight", func() error { return export(desc(), echo{}, runtime.WithWeight(-1)) }, []string{"WithWeight: weight -1 must not be negative"}},
-		{"export: negative delay", func() error { return export(desc(), echo{}, runtime.WithDelay(-time.Second)) }, []string{"WithDelay: delay -1s must not be negative"}},
-		{"export: empty metadata key", func() error { return export(desc(), echo{}, runtime.WithMetadata(map[string]string{"": "x"})) }, []string{"WithMetadata: a key is empty"}},
+		{"export: version with '/'", func() error { return export(desc(), echo{}, storks.WithVersion("v/1")) }, []string{"version", "contains '/'"}},
+		{"export: group with ':'", func() error { return export(desc(), echo{}, storks.WithGroup("g:1")) }, []string{"group", "contains ':'"}},
+		{"export: version of 300 bytes", func() error { return export(desc(), echo{}, storks.WithVersion(strings.Repeat("v", 300))) }, []string{"version", "longer than 255 bytes"}},
+		{"export: negative weight", func() error { return export(desc(), echo{}, storks.WithWeight(-1)) }, []string{"WithWeight: weight -1 must not be negative"}},
+		{"export: negative delay", func() error { return export(desc(), echo{}, storks.WithDelay(-time.Second)) }, []string{"WithDelay: delay -1s must not be negative"}},
+		{"export: empty metadata key", func() error { return export(desc(), echo{}, storks.WithMetadata(map[string]string{"": "x"})) }, []string{"WithMetadata: a key is empty"}},
 		{"export: nil option", func() error { return export(desc(), echo{}, nil) }, []string{"Export: option 0 is nil"}},
 		{"export: method without a name", func() error {
 			d := desc()
@@ -223,7 +223,7 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 			return export(d, echo{})
 		}, []string{"method Echo is listed twice"}},
 		{"export: duplicate export", func() error {
-			srv := runtime.NewServer()
+			srv := storks.NewServer()
 			defer srv.Close()
 			if _, err := srv.Export(desc(), echo{}); err != nil {
 				return fmt.Errorf("first export: %w", err)
@@ -232,96 +232,96 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 			return err
 		}, []string{"service key is already exported"}},
 		{"export: after Close", func() error {
-			srv := runtime.NewServer()
+			srv := storks.NewServer()
 			srv.Close()
 			_, err := srv.Export(desc(), echo{})
 			return err
 		}, []string{"server is shut down"}},
 
 		// Serve and server options.
-		{"server: advertised port 0", func() error { return serveWith(e, runtime.WithAdvertiseAddr("127.0.0.1:0")) }, []string{"WithAdvertiseAddr", "port must be 1-65535"}},
-		{"server: advertised address without port", func() error { return serveWith(e, runtime.WithAdvertiseAddr("127.0.0.1")) }, []string{"WithAdvertiseAddr", "is not host:port"}},
-		{"server: empty advertised address", func() error { return serveWith(e, runtime.WithAdvertiseAddr("")) }, []string{"WithAdvertiseAddr", "is not host:port"}},
-		{"server: advertised address 0.0.0.0", func() error { return serveWith(e, runtime.WithAdvertiseAddr("0.0.0.0:7000")) }, []string{"WithAdvertiseAddr", "unspecified host"}},
+		{"server: advertised port 0", func() error { return serveWith(e, storks.WithAdvertiseAddr("127.0.0.1:0")) }, []string{"WithAdvertiseAddr", "port must be 1-65535"}},
+		{"server: advertised address without port", func() error { return serveWith(e, storks.WithAdvertiseAddr("127.0.0.1")) }, []string{"WithAdvertiseAddr", "is not host:port"}},
+		{"server: empty advertised address", func() error { return serveWith(e, storks.WithAdvertiseAddr("")) }, []string{"WithAdvertiseAddr", "is not host:port"}},
+		{"server: advertised address 0.0.0.0", func() error { return serveWith(e, storks.WithAdvertiseAddr("0.0.0.0:7000")) }, []string{"WithAdvertiseAddr", "unspecified host"}},
 		{"serve: listener on port 0", func() error {
-			return e.serve(runtime.NewServer(), fixedAddrListener{e.listen(), "127.0.0.1:0"})
+			return e.serve(storks.NewServer(), fixedAddrListener{e.listen(), "127.0.0.1:0"})
 		}, []string{"listener address", "has port 0; set WithAdvertiseAddr"}},
-		{"serve: nil listener", func() error { return runtime.NewServer().Serve(nil) }, []string{"listener is nil"}},
+		{"serve: nil listener", func() error { return storks.NewServer().Serve(nil) }, []string{"listener is nil"}},
 		{"serve: after Close", func() error {
-			srv := runtime.NewServer()
+			srv := storks.NewServer()
 			srv.Close()
 			return srv.Serve(e.listen())
 		}, []string{"server is shut down"}},
-		{"server: negative max message size", func() error { return serveWith(e, runtime.WithMaxMessageSize(-1)) }, []string{"WithMaxMessageSize", "-1 must not be negative"}},
-		{"server: negative frame timeout", func() error { return serveWith(e, runtime.WithFrameTimeout(-time.Second)) }, []string{"WithFrameTimeout", "must not be negative"}},
-		{"server: negative idle timeout", func() error { return serveWith(e, runtime.WithIdleTimeout(-time.Minute)) }, []string{"WithIdleTimeout", "must not be negative"}},
-		{"server: negative request cap", func() error { return serveWith(e, runtime.WithMaxConcurrentRequests(-1)) }, []string{"WithMaxConcurrentRequests", "must not be negative"}},
-		{"server: negative shutdown wait", func() error { return serveWith(e, runtime.WithShutdownWait(-time.Second)) }, []string{"WithShutdownWait", "must not be negative"}},
-		{"server: nil codec", func() error { return serveWith(e, runtime.WithCodec(nil)) }, []string{"WithCodec: codec is nil"}},
+		{"server: negative max message size", func() error { return serveWith(e, storks.WithMaxMessageSize(-1)) }, []string{"WithMaxMessageSize", "-1 must not be negative"}},
+		{"server: negative frame timeout", func() error { return serveWith(e, storks.WithFrameTimeout(-time.Second)) }, []string{"WithFrameTimeout", "must not be negative"}},
+		{"server: negative idle timeout", func() error { return serveWith(e, storks.WithIdleTimeout(-time.Minute)) }, []string{"WithIdleTimeout", "must not be negative"}},
+		{"server: negative request cap", func() error { return serveWith(e, storks.WithMaxConcurrentRequests(-1)) }, []string{"WithMaxConcurrentRequests", "must not be negative"}},
+		{"server: negative shutdown wait", func() error { return serveWith(e, storks.WithShutdownWait(-time.Second)) }, []string{"WithShutdownWait", "must not be negative"}},
+		{"server: nil codec", func() error { return serveWith(e, storks.WithCodec(nil)) }, []string{"WithCodec: codec is nil"}},
 		{"server: nil interceptor, export", func() error {
-			srv := runtime.NewServer(runtime.WithServerInterceptor(nil))
+			srv := storks.NewServer(storks.WithServerInterceptor(nil))
 			defer srv.Close()
 			_, err := srv.Export(desc(), echo{})
 			return err
 		}, []string{"WithServerInterceptor: interceptor 0 is nil"}},
-		{"server: nil TLS config", func() error { return serveWith(e, runtime.WithTLSConfig(nil)) }, []string{"WithTLSConfig", "nil"}},
-		{"server: TLS config without a certificate", func() error { return serveWith(e, runtime.WithTLSConfig(&tls.Config{})) }, []string{"WithTLSConfig", "no certificate"}},
+		{"server: nil TLS config", func() error { return serveWith(e, storks.WithTLSConfig(nil)) }, []string{"WithTLSConfig", "nil"}},
+		{"server: TLS config without a certificate", func() error { return serveWith(e, storks.WithTLSConfig(&tls.Config{})) }, []string{"WithTLSConfig", "no certificate"}},
 		{"server: TLS MinVersion above MaxVersion", func() error {
-			return serveWith(e, runtime.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
+			return serveWith(e, storks.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
 		}, []string{"WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2"}},
 		{"server: nil option", func() error { return serveWith(e, nil) }, []string{"NewServer: option 0 is nil"}},
-		{"server: nil logger", func() error { return serveWith(e, runtime.WithLogger(nil)) }, []string{"WithLogger: logger is nil"}},
-		{"server: nil registry", func() error { return serveWith(e, runtime.WithRegistry(nil)) }, []string{"WithRegistry: registry is nil"}},
-		{"server: registry of a failed Open", func() error { return serveWith(e, runtime.WithRegistry(failedOpen())) }, []string{"WithRegistry: registry is nil"}},
-		{"server: typed nil registry", func() error { return serveWith(e, runtime.WithRegistry((*registry.Inproc)(nil))) }, []string{"WithRegistry: registry is nil"}},
-		{"server: nil interceptor, serve", func() error { return serveWith(e, runtime.WithServerInterceptor(nil)) }, []string{"WithServerInterceptor: interceptor 0 is nil"}},
+		{"server: nil logger", func() error { return serveWith(e, storks.WithLogger(nil)) }, []string{"WithLogger: logger is nil"}},
+		{"server: nil registry", func() error { return serveWith(e, storks.WithRegistry(nil)) }, []string{"WithRegistry: registry is nil"}},
+		{"server: registry of a failed Open", func() error { return serveWith(e, storks.WithRegistry(failedOpen())) }, []string{"WithRegistry: registry is nil"}},
+		{"server: typed nil registry", func() error { return serveWith(e, storks.WithRegistry((*registry.Inproc)(nil))) }, []string{"WithRegistry: registry is nil"}},
+		{"server: nil interceptor, serve", func() error { return serveWith(e, storks.WithServerInterceptor(nil)) }, []string{"WithServerInterceptor: interceptor 0 is nil"}},
 
 		// Client options: NewClient returns the error.
 		{"client: nil option", func() error { return newClient(nil) }, []string{"NewClient: option 0 is nil"}},
-		{"client: nil codec", func() error { return newClient(runtime.WithCodec(nil)) }, []string{"WithCodec: codec is nil"}},
-		{"client: nil logger", func() error { return newClient(runtime.WithLogger(nil)) }, []string{"WithLogger: logger is nil"}},
-		{"client: nil registry", func() error { return newClient(runtime.WithRegistry(nil)) }, []string{"WithRegistry: registry is nil"}},
-		{"client: registry of a failed Open", func() error { return newClient(runtime.WithRegistry(failedOpen())) }, []string{"WithRegistry: registry is nil"}},
+		{"client: nil codec", func() error { return newClient(storks.WithCodec(nil)) }, []string{"WithCodec: codec is nil"}},
+		{"client: nil logger", func() error { return newClient(storks.WithLogger(nil)) }, []string{"WithLogger: logger is nil"}},
+		{"client: nil registry", func() error { return newClient(storks.WithRegistry(nil)) }, []string{"WithRegistry: registry is nil"}},
+		{"client: registry of a failed Open", func() error { return newClient(storks.WithRegistry(failedOpen())) }, []string{"WithRegistry: registry is nil"}},
 		{"client: nil interceptor", func() error {
-			ok := func(ctx context.Context, m string, req, reply any, inv runtime.UnaryInvoker) (any, error) {
+			ok := func(ctx context.Context, m string, req, reply any, inv storks.UnaryInvoker) error {
 				return inv(ctx, m, req, reply)
 			}
-			return newClient(runtime.WithClientInterceptor(ok, ok, nil))
+			return newClient(storks.WithClientInterceptor(ok, ok, nil))
 		}, []string{"WithClientInterceptor: interceptor 2 is nil"}},
-		{"client: negative dial timeout", func() error { return newClient(runtime.WithDialTimeout(-time.Second)) }, []string{"WithDialTimeout: must be positive (got -1s)"}},
-		{"client: zero dial timeout", func() error { return newClient(runtime.WithDialTimeout(0)) }, []string{"WithDialTimeout: must be positive (got 0s)"}},
-		{"client: negative max message size", func() error { return newClient(runtime.WithMaxMessageSize(-1)) }, []string{"WithMaxMessageSize", "-1 must not be negative"}},
+		{"client: negative dial timeout", func() error { return newClient(storks.WithDialTimeout(-time.Second)) }, []string{"WithDialTimeout: must be positive (got -1s)"}},
+		{"client: zero dial timeout", func() error { return newClient(storks.WithDialTimeout(0)) }, []string{"WithDialTimeout: must be positive (got 0s)"}},
+		{"client: negative max message size", func() error { return newClient(storks.WithMaxMessageSize(-1)) }, []string{"WithMaxMessageSize", "-1 must not be negative"}},
 		{"client: TLS MinVersion above MaxVersion", func() error {
-			return newClient(runtime.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
+			return newClient(storks.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS12}))
 		}, []string{"WithTLSConfig: MinVersion TLS 1.3 is above MaxVersion TLS 1.2"}},
 		{"client: negative ejection backoff", func() error {
-			return newClient(runtime.WithEjection(runtime.EjectionPolicy{BaseBackoff: -time.Second}))
+			return newClient(storks.WithEjection(storks.EjectionPolicy{BaseBackoff: -time.Second}))
 		}, []string{"WithEjection: BaseBackoff -1s must not be negative"}},
 		{"client: negative ejection max backoff", func() error {
-			return newClient(runtime.WithEjection(runtime.EjectionPolicy{MaxBackoff: -time.Second}))
+			return newClient(storks.WithEjection(storks.EjectionPolicy{MaxBackoff: -time.Second}))
 		}, []string{"WithEjection: MaxBackoff -1s must not be negative"}},
 		{"client: negative probe timeout", func() error {
-			return newClient(runtime.WithEjection(runtime.EjectionPolicy{ProbeTimeout: -time.Second}))
+			return newClient(storks.WithEjection(storks.EjectionPolicy{ProbeTimeout: -time.Second}))
 		}, []string{"WithEjection: ProbeTimeout -1s must not be negative"}},
 		{"client: ejection max backoff under base", func() error {
-			return newClient(runtime.WithEjection(runtime.EjectionPolicy{BaseBackoff: time.Second, MaxBackoff: time.Millisecond}))
+			return newClient(storks.WithEjection(storks.EjectionPolicy{BaseBackoff: time.Second, MaxBackoff: time.Millisecond}))
 		}, []string{"WithEjection: MaxBackoff 1ms is shorter than BaseBackoff 1s"}},
 		{"client: ejected percent over 100", func() error {
-			return newClient(runtime.WithEjection(runtime.EjectionPolicy{MaxEjectedPercent: 150}))
+			return newClient(storks.WithEjection(storks.EjectionPolicy{MaxEjectedPercent: 150}))
 		}, []string{"WithEjection: MaxEjectedPercent 150 must be 0-100"}},
 		{"client: negative ejected percent", func() error {
-			return newClient(runtime.WithEjection(runtime.EjectionPolicy{MaxEjectedPercent: -1}))
+			return newClient(storks.WithEjection(storks.EjectionPolicy{MaxEjectedPercent: -1}))
 		}, []string{"WithEjection: MaxEjectedPercent -1 must be 0-100"}},
-		{"client: nil observer", func() error { return newClient(runtime.WithObserver(nil)) }, []string{"WithObserver: observer is nil"}},
-		{"client: negative default timeout", func() error { return newClient(runtime.WithDefaultTimeout(-time.Second)) }, []string{"WithDefaultTimeout", "-1s must not be negative"}},
-		{"client: negative Failover", func() error { return newClient(runtime.Failover(-1)) }, []string{"Failover: retries -1 must not be negative"}},
-		{"client: negative Failtry", func() error { return newClient(runtime.Failtry(-1)) }, []string{"Failtry: retries -1 must not be negative"}},
-		{"client: zero Failbackup delay", func() error { return newClient(runtime.Failbackup(0)) }, []string{"Failbackup: delay must be positive (got 0s)"}},
-		{"client: negative Failbackup delay", func() error { return newClient(runtime.Failbackup(-time.Second)) }, []string{"Failbackup: delay must be positive (got -1s)"}},
+		{"client: nil observer", func() error { return newClient(storks.WithObserver(nil)) }, []string{"WithObserver: observer is nil"}},
+		{"client: negative default timeout", func() error { return newClient(storks.WithDefaultTimeout(-time.Second)) }, []string{"WithDefaultTimeout", "-1s must not be negative"}},
+		{"client: negative Failover", func() error { return newClient(storks.Failover(-1)) }, []string{"Failover: retries -1 must not be negative"}},
+		{"client: negative Failtry", func() error { return newClient(storks.Failtry(-1)) }, []string{"Failtry: retries -1 must not be negative"}},
+		{"client: zero Failbackup delay", func() error { return newClient(storks.Failbackup(0)) }, []string{"Failbackup: delay must be positive (got 0s)"}},
+		{"client: negative Failbackup delay", func() error { return newClient(storks.Failbackup(-time.Second)) }, []string{"Failbackup: delay must be positive (got -1s)"}},
 
 		// Refer and calls.
 		{"refer: empty service", func() error {
-			cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+			cli, err := storks.NewClient(storks.WithRegistry(reg))
 			if err != nil {
 				return fmt.Errorf("NewClient: %w", err)
 			}
@@ -329,9 +329,9 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 			_, err = cli.Refer(context.Background(), "")
 			return err
 		}, []string{"service must not be empty"}},
-		{"refer: bad version", func() error { _, _, err := e.refer(nil, runtime.WithVersion("a b")); return err }, []string{"WithVersion", "version", "contains ' '"}},
+		{"refer: bad version", func() error { _, _, err := e.refer(nil, storks.WithVersion("a b")); return err }, []string{"WithVersion", "version", "contains ' '"}},
 		{"refer: no registry", func() error {
-			cli, err := runtime.NewClient()
+			cli, err := storks.NewClient()
 			if err != nil {
 				return fmt.Errorf("NewClient: %w", err)
 			}
@@ -339,34 +339,34 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 			_, err = cli.Refer(context.Background(), service)
 			return err
 		}, []string{"no registry; pass WithRegistry"}},
-		{"refer: nil registry", func() error { _, _, err := e.refer(nil, runtime.WithRegistry(nil)); return err }, []string{"WithRegistry: registry is nil"}},
+		{"refer: nil registry", func() error { _, _, err := e.refer(nil, storks.WithRegistry(nil)); return err }, []string{"WithRegistry: registry is nil"}},
 		{"refer: nil option", func() error { _, _, err := e.refer(nil, nil); return err }, []string{"Refer: option 1 is nil"}},
-		{"refer: nil selector", func() error { _, _, err := e.refer(nil, runtime.WithSelector(nil)); return err }, []string{"WithSelector: selector is nil"}},
-		{"refer: empty idempotent method", func() error { _, _, err := e.refer(nil, runtime.WithIdempotentMethods("")); return err }, []string{"WithIdempotentMethods: method 0 is empty"}},
+		{"refer: nil selector", func() error { _, _, err := e.refer(nil, storks.WithSelector(nil)); return err }, []string{"WithSelector: selector is nil"}},
+		{"refer: empty idempotent method", func() error { _, _, err := e.refer(nil, storks.WithIdempotentMethods("")); return err }, []string{"WithIdempotentMethods: method 0 is empty"}},
 		{"refer: idempotent method with a slash", func() error {
-			_, _, err := e.refer(nil, runtime.WithIdempotentMethods("badinput.Echo/Echo"))
+			_, _, err := e.refer(nil, storks.WithIdempotentMethods("badinput.Echo/Echo"))
 			return err
 		}, []string{"WithIdempotentMethods", `"badinput.Echo/Echo" is neither`}},
 		{"refer: idempotent method of another service", func() error {
-			_, _, err := e.refer(nil, runtime.WithIdempotentMethods("/other.Svc/Echo"))
+			_, _, err := e.refer(nil, storks.WithIdempotentMethods("/other.Svc/Echo"))
 			return err
 		}, []string{"WithIdempotentMethods", `"/other.Svc/Echo" is not a method of badinput.Echo`}},
-		{"refer: negative default timeout", func() error { _, _, err := e.refer(nil, runtime.WithDefaultTimeout(-1)); return err }, []string{"WithDefaultTimeout", "must not be negative"}},
-		{"refer: negative Failover", func() error { _, _, err := e.refer(nil, runtime.Failover(-2)); return err }, []string{"Failover: retries -2 must not be negative"}},
-		{"refer: zero Failbackup delay", func() error { _, _, err := e.refer(nil, runtime.Failbackup(0)); return err }, []string{"Failbackup: delay must be positive"}},
+		{"refer: negative default timeout", func() error { _, _, err := e.refer(nil, storks.WithDefaultTimeout(-1)); return err }, []string{"WithDefaultTimeout", "must not be negative"}},
+		{"refer: negative Failover", func() error { _, _, err := e.refer(nil, storks.Failover(-2)); return err }, []string{"Failover: retries -2 must not be negative"}},
+		{"refer: zero Failbackup delay", func() error { _, _, err := e.refer(nil, storks.Failbackup(0)); return err }, []string{"Failbackup: delay must be positive"}},
 		{"call: nil option", func() error { return e.callWith(nil) }, []string{"Invoke: call option 0 is nil"}},
-		{"call: empty metadata key", func() error { return e.callWith(runtime.WithCallMetadata(runtime.Metadata{"": "v"})) }, []string{"WithCallMetadata: a key is empty"}},
+		{"call: empty metadata key", func() error { return e.callWith(storks.WithCallMetadata(storks.Metadata{"": "v"})) }, []string{"WithCallMetadata: a key is empty"}},
 		{"call: too much metadata", func() error {
-			md := make(runtime.Metadata, 2000)
+			md := make(storks.Metadata, 2000)
 			for i := range 2000 {
 				md[fmt.Sprint("k", i)] = "v"
 			}
-			return e.callWith(runtime.WithCallMetadata(md))
+			return e.callWith(storks.WithCallMetadata(md))
 		}, []string{"WithCallMetadata: 2000 pairs are more than a request may carry (1024)"}},
-		{"call: zero Failbackup delay", func() error { return e.callWith(runtime.Failbackup(0)) }, []string{"Failbackup: delay must be positive (got 0s)"}},
-		{"call: negative Failover", func() error { return e.callWith(runtime.Failover(-1)) }, []string{"Failover: retries -1 must not be negative"}},
+		{"call: zero Failbackup delay", func() error { return e.callWith(storks.Failbackup(0)) }, []string{"Failbackup: delay must be positive (got 0s)"}},
+		{"call: negative Failover", func() error { return e.callWith(storks.Failover(-1)) }, []string{"Failover: retries -1 must not be negative"}},
 		{"refer: after Close", func() error {
-			cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+			cli, err := storks.NewClient(storks.WithRegistry(reg))
 			if err != nil {
 				return fmt.Errorf("NewClient: %w", err)
 			}
@@ -404,9 +404,9 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 			}
 			return invoke(ref, "/"+service+"/Nope")
 		}, []string{"unknown method Nope"}},
-		{"call: selector index out of range", func() error { return e.call(nil, runtime.WithSelector(badSelector(5))) }, []string{"selector returned index 5 for 1 providers"}},
-		{"call: negative selector index", func() error { return e.call(nil, runtime.WithSelector(badSelector(-1))) }, []string{"selector returned index -1"}},
-		{"client: nil TLS config", func() error { return e.call([]runtime.ClientOption{runtime.WithTLSConfig(nil)}) }, []string{"WithTLSConfig: the *tls.Config is nil"}},
+		{"call: selector index out of range", func() error { return e.call(nil, storks.WithSelector(badSelector(5))) }, []string{"selector returned index 5 for 1 providers"}},
+		{"call: negative selector index", func() error { return e.call(nil, storks.WithSelector(badSelector(-1))) }, []string{"selector returned index -1"}},
+		{"client: nil TLS config", func() error { return e.call([]storks.ClientOption{storks.WithTLSConfig(nil)}) }, []string{"WithTLSConfig: the *tls.Config is nil"}},
 
 		// Registries: instances and URLs of every scheme.
 		{"register: empty instance ID", func() error { return register(inst(func(in *registry.Instance) { in.ID = "" })) }, []string{"instance ID must not be empty"}},

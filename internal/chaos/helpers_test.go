@@ -20,7 +20,7 @@ import (
 
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/all"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // binDir holds the programs the tests build, removed when they end.
@@ -199,9 +199,9 @@ func openRegistry(t *testing.T, url string) registry.Registry {
 }
 
 // refer makes a client of the registry at url and refers service.
-func refer(t *testing.T, url, service string, copts []runtime.ClientOption, ropts ...runtime.ReferOption) *runtime.Reference {
+func refer(t *testing.T, url, service string, copts []storks.ClientOption, ropts ...storks.ReferOption) *storks.Reference {
 	t.Helper()
-	cli, err := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(openRegistry(t, url))}, copts...)...)
+	cli, err := storks.NewClient(append([]storks.ClientOption{storks.WithRegistry(openRegistry(t, url))}, copts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func refer(t *testing.T, url, service string, copts []runtime.ClientOption, ropt
 }
 
 // waitListed waits until the reference lists exactly the addresses of ps.
-func waitListed(t *testing.T, ref *runtime.Reference, ps ...*proc) {
+func waitListed(t *testing.T, ref *storks.Reference, ps ...*proc) {
 	t.Helper()
 	want := make([]string, len(ps))
 	for i, p := range ps {
@@ -349,12 +349,12 @@ type addrStats struct {
 
 type healthEvent struct {
 	at time.Time
-	ev runtime.Event
+	ev storks.Event
 }
 
 func newRecorder(watched string) *recorder { return &recorder{watched: watched} }
 
-func (r *recorder) option() runtime.ClientOption { return runtime.WithObserver(r.observe) }
+func (r *recorder) option() storks.ClientOption { return storks.WithObserver(r.observe) }
 
 func (r *recorder) stats(addr string) *addrStats {
 	if s, ok := r.addrs.Load(addr); ok {
@@ -364,10 +364,10 @@ func (r *recorder) stats(addr string) *addrStats {
 	return s.(*addrStats)
 }
 
-func (r *recorder) observe(ev runtime.Event) {
+func (r *recorder) observe(ev storks.Event) {
 	now := time.Now()
 	switch ev.Kind {
-	case runtime.EventAttempt:
+	case storks.EventAttempt:
 		s := r.stats(ev.Addr)
 		s.attempts.Add(1)
 		n := s.inflight.Add(1)
@@ -379,9 +379,9 @@ func (r *recorder) observe(ev runtime.Event) {
 			r.attempts = append(r.attempts, now)
 			r.mu.Unlock()
 		}
-	case runtime.EventAttemptDone:
+	case storks.EventAttemptDone:
 		s := r.stats(ev.Addr)
-		broken := errors.Is(ev.Err, runtime.ErrConnClosed)
+		broken := errors.Is(ev.Err, storks.ErrConnClosed)
 		if ev.Addr == r.watched && broken && r.armed.Load() {
 			r.raisePeak(s.inflight.Load())
 			r.armed.Store(false)
@@ -457,7 +457,7 @@ func (r *recorder) firstOK(after time.Time) (time.Time, bool) {
 }
 
 // healthEvents returns the health events of kind on addr after t.
-func (r *recorder) healthEvents(kind runtime.EventKind, addr string, after time.Time) []healthEvent {
+func (r *recorder) healthEvents(kind storks.EventKind, addr string, after time.Time) []healthEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []healthEvent
@@ -470,7 +470,7 @@ func (r *recorder) healthEvents(kind runtime.EventKind, addr string, after time.
 }
 
 // waitHealth waits for the first health event of kind on addr after t.
-func (r *recorder) waitHealth(t *testing.T, kind runtime.EventKind, addr string, after time.Time, timeout time.Duration) time.Time {
+func (r *recorder) waitHealth(t *testing.T, kind storks.EventKind, addr string, after time.Time, timeout time.Duration) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -13,7 +13,7 @@ import (
 	echov1 "github.com/storks-rpc/storks/examples/gen/echo/v1"
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/internal/testservers"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 const (
@@ -33,7 +33,7 @@ func TestKillWithFailoverLosesNoIdempotentCall(t *testing.T) {
 	ps := startProcs(t, url, 3)
 	victim := ps[0]
 	rec := newRecorder(victim.addr)
-	ref := refer(t, url, greeterv1.Greeter_ServiceName, []runtime.ClientOption{rec.option()}, runtime.Failover(2))
+	ref := refer(t, url, greeterv1.Greeter_ServiceName, []storks.ClientOption{rec.option()}, storks.Failover(2))
 	waitListed(t, ref, ps...)
 	g := greeterv1.NewGreeterClient(ref)
 
@@ -54,12 +54,12 @@ func TestKillWithFailoverLosesNoIdempotentCall(t *testing.T) {
 	calls, failed := l.done.Load(), l.failed.Load()
 	late := rec.attemptsBetween(killed.Add(time.Second), time.Now())
 	after := rec.attemptsBetween(killed, time.Now())
-	ej := rec.healthEvents(runtime.EventEjected, victim.addr, killed)
+	ej := rec.healthEvents(storks.EventEjected, victim.addr, killed)
 	ejectedAfter := "never"
 	if len(ej) > 0 {
 		ejectedAfter = ms(ej[0].at.Sub(killed))
 	}
-	probes := len(rec.healthEvents(runtime.EventProbe, victim.addr, killed))
+	probes := len(rec.healthEvents(storks.EventProbe, victim.addr, killed))
 	figures(t, "%d callers, %d calls (%d after the kill), %d failed; in flight on the killed provider at the kill: %d",
 		callers, calls, calls-before, failed, rec.peak.Load())
 	figures(t, "attempts on the killed provider after the kill: %d (last %v after it), more than 1s after: %d; ejected %s after the kill; %d probes since",
@@ -82,7 +82,7 @@ func TestKillRunsNoNonIdempotentCallTwice(t *testing.T) {
 	ps := startProcs(t, url, 3)
 	victim := ps[0]
 	rec := newRecorder(victim.addr)
-	ref := refer(t, url, echov1.Echo_ServiceName, []runtime.ClientOption{rec.option()}, runtime.Failover(2))
+	ref := refer(t, url, echov1.Echo_ServiceName, []storks.ClientOption{rec.option()}, storks.Failover(2))
 	waitListed(t, ref, ps...)
 	e := echov1.NewEchoClient(ref)
 
@@ -148,7 +148,7 @@ func TestKillRunsNoNonIdempotentCallTwice(t *testing.T) {
 		t.Errorf("%d calls failed, more than the %d in flight on the killed provider:%s", failed, inflight, l.firstFailures(5))
 	}
 	for _, f := range l.failuresSnapshot() {
-		if !errors.Is(f.err, runtime.ErrConnClosed) || runtime.CodeOf(f.err) != runtime.CodeUnavailable {
+		if !errors.Is(f.err, storks.ErrConnClosed) || storks.CodeOf(f.err) != storks.CodeUnavailable {
 			t.Errorf("a call failed otherwise than on the killed provider's broken connection: %v", f.err)
 			break
 		}

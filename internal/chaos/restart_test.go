@@ -11,7 +11,7 @@ import (
 	commonv1 "github.com/storks-rpc/storks/examples/gen/common/v1"
 	echov1 "github.com/storks-rpc/storks/examples/gen/echo/v1"
 	"github.com/storks-rpc/storks/internal/testservers"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // A rolling restart under load: each of three providers in turn gets
@@ -28,7 +28,7 @@ func TestRollingRestartLosesNoCall(t *testing.T) {
 	args := []string{"-latency", latency.String(), "-shutdown-wait", "1s"}
 	ps := startProcs(t, url, 3, args...)
 	rec := newRecorder("")
-	ref := refer(t, url, echov1.Echo_ServiceName, []runtime.ClientOption{rec.option()})
+	ref := refer(t, url, echov1.Echo_ServiceName, []storks.ClientOption{rec.option()})
 	waitListed(t, ref, ps...)
 	e := echov1.NewEchoClient(ref)
 

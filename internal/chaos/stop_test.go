@@ -9,7 +9,7 @@ import (
 
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/internal/testservers"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // A provider that hangs (SIGSTOP: its sockets stay open, nothing answers)
@@ -30,7 +30,7 @@ func TestHungProviderIsEjectedAndComesBack(t *testing.T) {
 	victim := ps[0]
 	rec := newRecorder(victim.addr)
 	ref := refer(t, url, greeterv1.Greeter_ServiceName,
-		[]runtime.ClientOption{rec.option(), runtime.WithDefaultTimeout(300 * time.Millisecond)})
+		[]storks.ClientOption{rec.option(), storks.WithDefaultTimeout(300 * time.Millisecond)})
 	waitListed(t, ref, ps...)
 	g := greeterv1.NewGreeterClient(ref)
 
@@ -41,7 +41,7 @@ func TestHungProviderIsEjectedAndComesBack(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 	stopped := victim.signal(t, syscall.SIGSTOP)
-	ejected := rec.waitHealth(t, runtime.EventEjected, victim.addr, stopped, 5*time.Second)
+	ejected := rec.waitHealth(t, storks.EventEjected, victim.addr, stopped, 5*time.Second)
 	time.Sleep(time.Until(stopped.Add(stopFor)))
 	resumed := victim.signal(t, syscall.SIGCONT)
 	failedWhileStopped := l.failed.Load()
@@ -63,14 +63,14 @@ func TestHungProviderIsEjectedAndComesBack(t *testing.T) {
 
 	regular := rec.attemptsBetween(ejected.Add(grace), resumed)
 	rawRegular := rec.attemptsBetween(ejected, resumed)
-	probes := rec.healthEvents(runtime.EventProbe, victim.addr, stopped)
+	probes := rec.healthEvents(storks.EventProbe, victim.addr, stopped)
 	probesWhileStopped := 0
 	for _, p := range probes {
 		if p.at.Before(resumed) {
 			probesWhileStopped++
 		}
 	}
-	readmitted := rec.healthEvents(runtime.EventReadmitted, victim.addr, resumed)
+	readmitted := rec.healthEvents(storks.EventReadmitted, victim.addr, resumed)
 	readmittedAfter := "never"
 	if len(readmitted) > 0 {
 		readmittedAfter = ms(readmitted[0].at.Sub(resumed))
@@ -79,7 +79,7 @@ func TestHungProviderIsEjectedAndComesBack(t *testing.T) {
 	if !served.IsZero() {
 		servedAfter = ms(served.Sub(resumed))
 	}
-	ejections := len(rec.healthEvents(runtime.EventEjected, victim.addr, stopped))
+	ejections := len(rec.healthEvents(storks.EventEjected, victim.addr, stopped))
 	figures(t, "50 callers, 300ms deadline; %d calls, %d failed (all while stopped: %d); stopped %v",
 		l.done.Load(), l.failed.Load(), failedWhileStopped, stopFor)
 	figures(t, "ejected %s after SIGSTOP; calls to it after the ejection until SIGCONT: %d (%d counting the first %v); probes while stopped: %d; ejection periods: %d",
@@ -93,7 +93,7 @@ func TestHungProviderIsEjectedAndComesBack(t *testing.T) {
 	if probesWhileStopped == 0 {
 		t.Errorf("the stopped provider was never probed")
 	}
-	if len(rec.healthEvents(runtime.EventReadmitted, victim.addr, stopped)) != len(readmitted) {
+	if len(rec.healthEvents(storks.EventReadmitted, victim.addr, stopped)) != len(readmitted) {
 		t.Errorf("the stopped provider was readmitted before SIGCONT")
 	}
 	if served.IsZero() {

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // MetadataKey is the call metadata key that carries the credentials.
@@ -20,12 +20,12 @@ const scheme = "Bearer"
 // A Verifier decides whether token, the bearer token of a call to
 // info.FullMethod, is acceptable. It returns the context the handler runs
 // with (ctx itself, or ctx carrying the caller's identity) or an error. A
-// *runtime.Error is returned to the caller as it is (use
+// *storks.Error is returned to the caller as it is (use
 // CodeUnauthenticated or CodePermissionDenied); any other error becomes
 // CodeUnauthenticated "invalid bearer token", so that its text, which may
 // quote the token, never reaches the caller. A Verifier must be safe for
 // concurrent use.
-type Verifier func(ctx context.Context, token string, info *runtime.UnaryServerInfo) (context.Context, error)
+type Verifier func(ctx context.Context, token string, info *storks.UnaryServerInfo) (context.Context, error)
 
 // ServerOption configures NewServerInterceptor.
 type ServerOption func(*serverConfig)
@@ -61,19 +61,19 @@ func WithVerifier(v Verifier) ServerOption {
 // WithTokens or WithVerifier fails with CodeUnauthenticated, and its
 // handler never runs. It returns an error if no token or verifier is given,
 // or if a token is empty.
-func NewServerInterceptor(opts ...ServerOption) (runtime.UnaryServerInterceptor, error) {
+func NewServerInterceptor(opts ...ServerOption) (storks.UnaryServerInterceptor, error) {
 	var c serverConfig
 	for _, o := range opts {
 		o(&c)
 	}
 	if c.empty {
-		return nil, runtime.Errorf(runtime.CodeInvalidArgument, "auth: WithTokens: a token is empty")
+		return nil, storks.Errorf(storks.CodeInvalidArgument, "auth: WithTokens: a token is empty")
 	}
 	if len(c.digests) == 0 && c.verifier == nil {
-		return nil, runtime.Errorf(runtime.CodeInvalidArgument, "auth: NewServerInterceptor: no tokens and no verifier; give WithTokens or WithVerifier")
+		return nil, storks.Errorf(storks.CodeInvalidArgument, "auth: NewServerInterceptor: no tokens and no verifier; give WithTokens or WithVerifier")
 	}
-	return func(ctx context.Context, req any, info *runtime.UnaryServerInfo, handler runtime.UnaryHandler) (any, error) {
-		token, err := bearer(runtime.FromIncomingContext(ctx))
+	return func(ctx context.Context, req any, info *storks.UnaryServerInfo, handler storks.UnaryHandler) (any, error) {
+		token, err := bearer(storks.FromIncomingContext(ctx))
 		if err != nil {
 			return nil, err
 		}
@@ -85,7 +85,7 @@ func NewServerInterceptor(opts ...ServerOption) (runtime.UnaryServerInterceptor,
 		}
 		vctx, err := c.verifier(ctx, token, info)
 		if err != nil {
-			var re *runtime.Error
+			var re *storks.Error
 			if errors.As(err, &re) {
 				return nil, re
 			}
@@ -98,7 +98,7 @@ func NewServerInterceptor(opts ...ServerOption) (runtime.UnaryServerInterceptor,
 	}, nil
 }
 
-var errInvalid = runtime.NewError(runtime.CodeUnauthenticated, "invalid bearer token")
+var errInvalid = storks.NewError(storks.CodeUnauthenticated, "invalid bearer token")
 
 // match compares token with every configured token in constant time.
 func (c *serverConfig) match(token string) bool {
@@ -114,34 +114,34 @@ func (c *serverConfig) match(token string) bool {
 }
 
 // bearer extracts the token from the call's metadata.
-func bearer(md runtime.Metadata) (string, error) {
+func bearer(md storks.Metadata) (string, error) {
 	v, ok := md[MetadataKey]
 	if !ok {
-		return "", runtime.NewError(runtime.CodeUnauthenticated, `missing credentials: the call has no "authorization: Bearer <token>" metadata`)
+		return "", storks.NewError(storks.CodeUnauthenticated, `missing credentials: the call has no "authorization: Bearer <token>" metadata`)
 	}
 	s, token, found := strings.Cut(v, " ")
 	if !found || !strings.EqualFold(s, scheme) {
-		return "", runtime.NewError(runtime.CodeUnauthenticated, `the "authorization" metadata is not a bearer token (want "Bearer <token>")`)
+		return "", storks.NewError(storks.CodeUnauthenticated, `the "authorization" metadata is not a bearer token (want "Bearer <token>")`)
 	}
 	if token == "" {
-		return "", runtime.NewError(runtime.CodeUnauthenticated, "the bearer token is empty")
+		return "", storks.NewError(storks.CodeUnauthenticated, "the bearer token is empty")
 	}
 	return token, nil
 }
 
 // NewClientInterceptor returns the client half: every call carries
 // "authorization: Bearer <token>", unless the call already carries
-// authorization metadata (set with runtime.NewOutgoingContext or
-// runtime.WithCallMetadata), which is then sent as it is. It returns an
+// authorization metadata (set with storks.NewOutgoingContext or
+// storks.WithCallMetadata), which is then sent as it is. It returns an
 // error if token is empty or contains a line break.
-func NewClientInterceptor(token string) (runtime.UnaryClientInterceptor, error) {
+func NewClientInterceptor(token string) (storks.UnaryClientInterceptor, error) {
 	if err := checkToken(token); err != nil {
 		return nil, err
 	}
-	md := runtime.Metadata{MetadataKey: scheme + " " + token}
-	return func(ctx context.Context, method string, req, reply any, invoker runtime.UnaryInvoker) (any, error) {
-		if _, set := runtime.OutgoingMetadata(ctx)[MetadataKey]; !set {
-			ctx = runtime.NewOutgoingContext(ctx, md)
+	md := storks.Metadata{MetadataKey: scheme + " " + token}
+	return func(ctx context.Context, method string, req, reply any, invoker storks.UnaryInvoker) error {
+		if _, set := storks.OutgoingMetadata(ctx)[MetadataKey]; !set {
+			ctx = storks.NewOutgoingContext(ctx, md)
 		}
 		return invoker(ctx, method, req, reply)
 	}, nil
@@ -150,25 +150,25 @@ func NewClientInterceptor(token string) (runtime.UnaryClientInterceptor, error) 
 // NewClientInterceptorFunc is NewClientInterceptor with a token obtained
 // for each call from source, for tokens that expire and are renewed. An
 // error from source fails the call with CodeUnauthenticated (the error's
-// code, if it is a *runtime.Error) before anything is sent.
-func NewClientInterceptorFunc(source func(ctx context.Context) (string, error)) (runtime.UnaryClientInterceptor, error) {
+// code, if it is a *storks.Error) before anything is sent.
+func NewClientInterceptorFunc(source func(ctx context.Context) (string, error)) (storks.UnaryClientInterceptor, error) {
 	if source == nil {
-		return nil, runtime.Errorf(runtime.CodeInvalidArgument, "auth: NewClientInterceptorFunc: token source is nil")
+		return nil, storks.Errorf(storks.CodeInvalidArgument, "auth: NewClientInterceptorFunc: token source is nil")
 	}
-	return func(ctx context.Context, method string, req, reply any, invoker runtime.UnaryInvoker) (any, error) {
-		if _, set := runtime.OutgoingMetadata(ctx)[MetadataKey]; !set {
+	return func(ctx context.Context, method string, req, reply any, invoker storks.UnaryInvoker) error {
+		if _, set := storks.OutgoingMetadata(ctx)[MetadataKey]; !set {
 			token, err := source(ctx)
 			if err != nil {
-				var re *runtime.Error
+				var re *storks.Error
 				if errors.As(err, &re) {
-					return nil, re
+					return re
 				}
-				return nil, runtime.Errorf(runtime.CodeUnauthenticated, "call %s: no bearer token: %v", method, err)
+				return storks.Errorf(storks.CodeUnauthenticated, "call %s: no bearer token: %v", method, err)
 			}
 			if err := checkToken(token); err != nil {
-				return nil, runtime.Errorf(runtime.CodeUnauthenticated, "call %s: the token source returned an unusable token: %s", method, err.(*runtime.Error).Message)
+				return storks.Errorf(storks.CodeUnauthenticated, "call %s: the token source returned an unusable token: %s", method, err.(*storks.Error).Message)
 			}
-			ctx = runtime.NewOutgoingContext(ctx, runtime.Metadata{MetadataKey: scheme + " " + token})
+			ctx = storks.NewOutgoingContext(ctx, storks.Metadata{MetadataKey: scheme + " " + token})
 		}
 		return invoker(ctx, method, req, reply)
 	}, nil
@@ -176,10 +176,10 @@ func NewClientInterceptorFunc(source func(ctx context.Context) (string, error)) 
 
 func checkToken(token string) error {
 	if token == "" {
-		return runtime.Errorf(runtime.CodeInvalidArgument, "auth: token is empty")
+		return storks.Errorf(storks.CodeInvalidArgument, "auth: token is empty")
 	}
 	if strings.ContainsAny(token, "\r\n") {
-		return runtime.Errorf(runtime.CodeInvalidArgument, "auth: token contains a line break")
+		return storks.Errorf(storks.CodeInvalidArgument, "auth: token contains a line break")
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"github.com/storks-rpc/storks/runtime/auth"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -37,10 +37,10 @@ func (w *who) Who(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.
 	return wrapperspb.String("hello"), nil
 }
 
-var whoDesc = runtime.ServiceDesc{
+var whoDesc = storks.ServiceDesc{
 	ServiceName: "authtest.Who",
 	HandlerType: (*whoServer)(nil),
-	Methods: []runtime.MethodDesc{{
+	Methods: []storks.MethodDesc{{
 		Name:       "Who",
 		NewRequest: func() any { return new(wrapperspb.StringValue) },
 		Handler: func(srv any, ctx context.Context, req any) (any, error) {
@@ -72,7 +72,7 @@ func (s *syncBuffer) String() string {
 
 // setup serves the Who service behind the server interceptor and returns a
 // reference made with copts, remote or local.
-func setup(t *testing.T, logs *syncBuffer, sopts []auth.ServerOption, remote bool, copts ...runtime.ClientOption) (*who, *runtime.Reference) {
+func setup(t *testing.T, logs *syncBuffer, sopts []auth.ServerOption, remote bool, copts ...storks.ClientOption) (*who, *storks.Reference) {
 	t.Helper()
 	check, err := auth.NewServerInterceptor(sopts...)
 	if err != nil {
@@ -81,12 +81,12 @@ func setup(t *testing.T, logs *syncBuffer, sopts []auth.ServerOption, remote boo
 	reg := registry.NewInproc()
 	t.Cleanup(func() { reg.Close() })
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv := runtime.NewServer(runtime.WithRegistry(reg), runtime.WithServerInterceptor(check), runtime.WithLogger(logger), runtime.WithShutdownWait(0))
+	srv := storks.NewServer(storks.WithRegistry(reg), storks.WithServerInterceptor(check), storks.WithLogger(logger), storks.WithShutdownWait(0))
 	impl := &who{}
 	// Each setup has its own version: local calls go to the first export
 	// of a key in the process.
 	version := fmt.Sprint("v", setups.Add(1))
-	if _, err := srv.Export(&whoDesc, impl, runtime.WithVersion(version)); err != nil {
+	if _, err := srv.Export(&whoDesc, impl, storks.WithVersion(version)); err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -95,14 +95,14 @@ func setup(t *testing.T, logs *syncBuffer, sopts []auth.ServerOption, remote boo
 	}
 	go srv.Serve(lis)
 	t.Cleanup(func() { srv.Close() })
-	cli, err := runtime.NewClient(append([]runtime.ClientOption{runtime.WithRegistry(reg), runtime.WithLogger(logger)}, copts...)...)
+	cli, err := storks.NewClient(append([]storks.ClientOption{storks.WithRegistry(reg), storks.WithLogger(logger)}, copts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	ropts := []runtime.ReferOption{runtime.WithVersion(version)}
+	ropts := []storks.ReferOption{storks.WithVersion(version)}
 	if remote {
-		ropts = append(ropts, runtime.WithRemote())
+		ropts = append(ropts, storks.WithRemote())
 	}
 	ref, err := cli.Refer(context.Background(), "authtest.Who", ropts...)
 	if err != nil {
@@ -118,26 +118,26 @@ func setup(t *testing.T, logs *syncBuffer, sopts []auth.ServerOption, remote boo
 	return impl, ref
 }
 
-func call(ctx context.Context, ref *runtime.Reference, opts ...runtime.CallOption) (string, error) {
-	out, err := ref.Invoke(ctx, whoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue), opts...)
-	if err != nil {
+func call(ctx context.Context, ref *storks.Reference, opts ...storks.CallOption) (string, error) {
+	out := new(wrapperspb.StringValue)
+	if err := ref.Invoke(ctx, whoMethod, wrapperspb.String("x"), out, opts...); err != nil {
 		return "", err
 	}
-	return out.(*wrapperspb.StringValue).GetValue(), nil
+	return out.GetValue(), nil
 }
 
-func clientAuth(t *testing.T, token string) runtime.ClientOption {
+func clientAuth(t *testing.T, token string) storks.ClientOption {
 	t.Helper()
 	in, err := auth.NewClientInterceptor(token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return runtime.WithClientInterceptor(in)
+	return storks.WithClientInterceptor(in)
 }
 
 func wantUnauthenticated(t *testing.T, err error, substr string) {
 	t.Helper()
-	if runtime.CodeOf(err) != runtime.CodeUnauthenticated || !strings.Contains(err.Error(), substr) {
+	if storks.CodeOf(err) != storks.CodeUnauthenticated || !strings.Contains(err.Error(), substr) {
 		t.Fatalf("err = %v, want Unauthenticated containing %q", err, substr)
 	}
 }
@@ -152,9 +152,9 @@ func TestTokens(t *testing.T) {
 			impl, anon := setup(t, &logs, sopts, remote)
 			_, err := call(context.Background(), anon)
 			wantUnauthenticated(t, err, "missing credentials")
-			_, err = call(context.Background(), anon, runtime.WithCallMetadata(runtime.Metadata{"authorization": "Basic dXNlcjpwdw=="}))
+			_, err = call(context.Background(), anon, storks.WithCallMetadata(storks.Metadata{"authorization": "Basic dXNlcjpwdw=="}))
 			wantUnauthenticated(t, err, "not a bearer token")
-			_, err = call(context.Background(), anon, runtime.WithCallMetadata(runtime.Metadata{"authorization": "Bearer "}))
+			_, err = call(context.Background(), anon, storks.WithCallMetadata(storks.Metadata{"authorization": "Bearer "}))
 			wantUnauthenticated(t, err, "empty")
 
 			_, wrong := setup(t, &logs, sopts, remote, clientAuth(t, "wrong-"+secret))
@@ -173,10 +173,10 @@ func TestTokens(t *testing.T) {
 			}
 			// The scheme is case-insensitive (RFC 7235); a per-call
 			// authorization wins over the interceptor's.
-			if _, err := call(context.Background(), ok, runtime.WithCallMetadata(runtime.Metadata{"authorization": "bearer other-token"})); err != nil {
+			if _, err := call(context.Background(), ok, storks.WithCallMetadata(storks.Metadata{"authorization": "bearer other-token"})); err != nil {
 				t.Fatal(err)
 			}
-			_, err = call(context.Background(), ok, runtime.WithCallMetadata(runtime.Metadata{"authorization": "Bearer nope"}))
+			_, err = call(context.Background(), ok, storks.WithCallMetadata(storks.Metadata{"authorization": "Bearer nope"}))
 			wantUnauthenticated(t, err, "invalid bearer token")
 			if n := good.calls.Load(); n != 2 {
 				t.Fatalf("handler ran %d times, want 2", n)
@@ -189,12 +189,12 @@ func TestTokens(t *testing.T) {
 }
 
 func TestVerifier(t *testing.T) {
-	verify := func(ctx context.Context, token string, info *runtime.UnaryServerInfo) (context.Context, error) {
+	verify := func(ctx context.Context, token string, info *storks.UnaryServerInfo) (context.Context, error) {
 		switch {
 		case token == "alice-"+secret:
 			return context.WithValue(ctx, principalKey{}, "alice"), nil
 		case token == "mallory-"+secret:
-			return nil, runtime.NewError(runtime.CodePermissionDenied, "mallory may not call "+info.FullMethod)
+			return nil, storks.NewError(storks.CodePermissionDenied, "mallory may not call "+info.FullMethod)
 		}
 		return nil, errors.New("token " + token + " is unknown") // must not reach the caller
 	}
@@ -210,7 +210,7 @@ func TestVerifier(t *testing.T) {
 	}
 	_, mallory := setup(t, &logs, sopts, true, clientAuth(t, "mallory-"+secret))
 	_, err := call(context.Background(), mallory)
-	if runtime.CodeOf(err) != runtime.CodePermissionDenied {
+	if storks.CodeOf(err) != storks.CodePermissionDenied {
 		t.Fatalf("mallory: %v", err)
 	}
 	_, eve := setup(t, &logs, sopts, true, clientAuth(t, "eve-"+secret))
@@ -239,7 +239,7 @@ func TestClientInterceptorFunc(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
-	impl, ref := setup(t, &logs, []auth.ServerOption{auth.WithTokens(secret)}, true, runtime.WithClientInterceptor(src))
+	impl, ref := setup(t, &logs, []auth.ServerOption{auth.WithTokens(secret)}, true, storks.WithClientInterceptor(src))
 	if _, err := call(context.Background(), ref); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestConstructorsRejectBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		err := c.err()
-		if runtime.CodeOf(err) != runtime.CodeInvalidArgument || !strings.Contains(err.Error(), c.want) {
+		if storks.CodeOf(err) != storks.CodeInvalidArgument || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want InvalidArgument containing %q", c.name, err, c.want)
 		}
 	}

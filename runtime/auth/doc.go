@@ -8,13 +8,13 @@
 // identity in the handler's context.
 //
 //	srvAuth, err := auth.NewServerInterceptor(auth.WithTokens(os.Getenv("STORKS_TOKEN")))
-//	srv := runtime.NewServer(runtime.WithServerInterceptor(srvAuth), ...)
+//	srv := storks.NewServer(storks.WithServerInterceptor(srvAuth), ...)
 //
 //	cliAuth, err := auth.NewClientInterceptor(os.Getenv("STORKS_TOKEN"))
-//	cli, err := runtime.NewClient(runtime.WithClientInterceptor(cliAuth), ...)
+//	cli, err := storks.NewClient(storks.WithClientInterceptor(cliAuth), ...)
 //
 // Server interceptors run for in-process calls too, so a call that skips the
 // network is checked the same way. Tokens travel in call metadata: use
-// runtime.WithTLSConfig on both sides so that they cannot be read off the
+// storks.WithTLSConfig on both sides so that they cannot be read off the
 // network. Neither half logs a token or puts one in an error.
 package auth

@@ -6,7 +6,7 @@ import (
 	"net"
 
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"github.com/storks-rpc/storks/runtime/auth"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -23,7 +23,7 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	srv := runtime.NewServer(runtime.WithRegistry(reg), runtime.WithServerInterceptor(check))
+	srv := storks.NewServer(storks.WithRegistry(reg), storks.WithServerInterceptor(check))
 	if _, err := srv.Export(&whoDesc, &who{}); err != nil {
 		panic(err)
 	}
@@ -38,11 +38,11 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	for _, opts := range [][]runtime.ClientOption{
-		{runtime.WithRegistry(reg), runtime.WithClientInterceptor(send)},
-		{runtime.WithRegistry(reg)},
+	for _, opts := range [][]storks.ClientOption{
+		{storks.WithRegistry(reg), storks.WithClientInterceptor(send)},
+		{storks.WithRegistry(reg)},
 	} {
-		cli, err := runtime.NewClient(opts...)
+		cli, err := storks.NewClient(opts...)
 		if err != nil {
 			panic(err)
 		}
@@ -50,11 +50,11 @@ func Example() {
 		if err != nil {
 			panic(err)
 		}
-		out, err := ref.Invoke(context.Background(), whoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue))
-		if err != nil {
-			fmt.Println(runtime.CodeOf(err))
+		out := new(wrapperspb.StringValue)
+		if err := ref.Invoke(context.Background(), whoMethod, wrapperspb.String("x"), out); err != nil {
+			fmt.Println(storks.CodeOf(err))
 		} else {
-			fmt.Println(out.(*wrapperspb.StringValue).GetValue())
+			fmt.Println(out.GetValue())
 		}
 		cli.Close()
 	}

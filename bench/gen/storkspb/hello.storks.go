@@ -8,43 +8,44 @@ package storkspb
 import (
 	"context"
 	"github.com/storks-rpc/storks/bench/gen/benchpb"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Hello_ServiceName is the fully-qualified name of the bench.storkssvc.v1.Hello service.
 const Hello_ServiceName = "bench.storkssvc.v1.Hello"
 
-// Full method names of the bench.storkssvc.v1.Hello service, as passed to runtime.Invoker.
+// Full method names of the bench.storkssvc.v1.Hello service, as passed to storks.Invoker.
 const (
 	Hello_Say_FullMethodName = "/bench.storkssvc.v1.Hello/Say"
 )
 
 // HelloClient is the client API for the bench.storkssvc.v1.Hello service.
 type HelloClient interface {
-	Say(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...runtime.CallOption) (*benchpb.BenchmarkMessage, error)
+	Say(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...storks.CallOption) (*benchpb.BenchmarkMessage, error)
 }
 
 type helloClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewHelloClient returns an implementation of HelloClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewHelloClient(inv runtime.Invoker) HelloClient {
-	return &helloClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Hello_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewHelloClient(inv storks.Invoker) HelloClient {
+	return &helloClient{inv: storks.BindService(inv, &Hello_ServiceDesc)}
 }
 
-func (c *helloClient) Say(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...runtime.CallOption) (*benchpb.BenchmarkMessage, error) {
-	out, err := c.inv.Invoke(ctx, Hello_Say_FullMethodName, in, new(benchpb.BenchmarkMessage), opts...)
-	if err != nil {
+func (c *helloClient) Say(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...storks.CallOption) (*benchpb.BenchmarkMessage, error) {
+	out := new(benchpb.BenchmarkMessage)
+	if err := c.inv.Invoke(ctx, Hello_Say_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*benchpb.BenchmarkMessage), nil
+	return out, nil
 }
 
 // HelloServer is the server API for the bench.storkssvc.v1.Hello service.
@@ -62,7 +63,7 @@ type HelloServer interface {
 type UnimplementedHelloServer struct{}
 
 func (UnimplementedHelloServer) Say(context.Context, *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Say not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Say not implemented")
 }
 func (UnimplementedHelloServer) mustEmbedUnimplementedHelloServer() {}
 func (UnimplementedHelloServer) testEmbeddedByValue()               {}
@@ -76,7 +77,7 @@ type UnsafeHelloServer interface {
 
 // RegisterHelloServer exports srv on s as the implementation of the
 // bench.storkssvc.v1.Hello service.
-func RegisterHelloServer(s runtime.ServiceRegistrar, srv HelloServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterHelloServer(s storks.ServiceRegistrar, srv HelloServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedHelloServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -87,13 +88,13 @@ func RegisterHelloServer(s runtime.ServiceRegistrar, srv HelloServer, opts ...ru
 	return s.Export(&Hello_ServiceDesc, srv, opts...)
 }
 
-// Hello_ServiceDesc is the runtime.ServiceDesc for the bench.storkssvc.v1.Hello service.
-// It's only intended for direct use with RegisterHelloServer,
+// Hello_ServiceDesc is the storks.ServiceDesc for the bench.storkssvc.v1.Hello service.
+// It's only intended for direct use with RegisterHelloServer and NewHelloClient,
 // and not to be introspected or modified (even as a copy).
-var Hello_ServiceDesc = runtime.ServiceDesc{
+var Hello_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Hello_ServiceName,
 	HandlerType: (*HelloServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Say",
 			NewRequest: func() any { return new(benchpb.BenchmarkMessage) },
@@ -103,9 +104,4 @@ var Hello_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "storkssvc/v1/hello.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Hello_ServiceDesc)
 }

@@ -29,7 +29,7 @@ import (
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/all"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // Result is what loadgen prints at the end, after "RESULT ".
@@ -67,7 +67,7 @@ func run() error {
 		return err
 	}
 	defer reg.Close()
-	cli, err := runtime.NewClient(runtime.WithRegistry(reg))
+	cli, err := storks.NewClient(storks.WithRegistry(reg))
 	if err != nil {
 		return err
 	}

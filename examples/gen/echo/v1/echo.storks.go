@@ -8,19 +8,19 @@ package echov1
 import (
 	"context"
 	commonv1 "github.com/storks-rpc/storks/examples/gen/common/v1"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Echo_ServiceName is the fully-qualified name of the storks.examples.echo.v1.Echo service.
 const Echo_ServiceName = "storks.examples.echo.v1.Echo"
 
-// Full method names of the storks.examples.echo.v1.Echo service, as passed to runtime.Invoker.
+// Full method names of the storks.examples.echo.v1.Echo service, as passed to storks.Invoker.
 const (
 	Echo_Echo_FullMethodName  = "/storks.examples.echo.v1.Echo/Echo"
 	Echo_Now_FullMethodName   = "/storks.examples.echo.v1.Echo/Now"
@@ -32,46 +32,47 @@ const (
 // Echo sends back what it receives.
 type EchoClient interface {
 	// Echo returns the text it was sent.
-	Echo(ctx context.Context, in *commonv1.Text, opts ...runtime.CallOption) (*commonv1.Text, error)
+	Echo(ctx context.Context, in *commonv1.Text, opts ...storks.CallOption) (*commonv1.Text, error)
 	// Now returns the provider's clock.
-	Now(ctx context.Context, in *emptypb.Empty, opts ...runtime.CallOption) (*timestamppb.Timestamp, error)
+	Now(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (*timestamppb.Timestamp, error)
 	// Stamp returns the text it was sent with the provider's name.
-	Stamp(ctx context.Context, in *commonv1.Text, opts ...runtime.CallOption) (*commonv1.Stamped, error)
+	Stamp(ctx context.Context, in *commonv1.Text, opts ...storks.CallOption) (*commonv1.Stamped, error)
 }
 
 type echoClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewEchoClient returns an implementation of EchoClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewEchoClient(inv runtime.Invoker) EchoClient {
-	return &echoClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Echo_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewEchoClient(inv storks.Invoker) EchoClient {
+	return &echoClient{inv: storks.BindService(inv, &Echo_ServiceDesc)}
 }
 
-func (c *echoClient) Echo(ctx context.Context, in *commonv1.Text, opts ...runtime.CallOption) (*commonv1.Text, error) {
-	out, err := c.inv.Invoke(ctx, Echo_Echo_FullMethodName, in, new(commonv1.Text), opts...)
-	if err != nil {
+func (c *echoClient) Echo(ctx context.Context, in *commonv1.Text, opts ...storks.CallOption) (*commonv1.Text, error) {
+	out := new(commonv1.Text)
+	if err := c.inv.Invoke(ctx, Echo_Echo_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*commonv1.Text), nil
+	return out, nil
 }
 
-func (c *echoClient) Now(ctx context.Context, in *emptypb.Empty, opts ...runtime.CallOption) (*timestamppb.Timestamp, error) {
-	out, err := c.inv.Invoke(ctx, Echo_Now_FullMethodName, in, new(timestamppb.Timestamp), opts...)
-	if err != nil {
+func (c *echoClient) Now(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (*timestamppb.Timestamp, error) {
+	out := new(timestamppb.Timestamp)
+	if err := c.inv.Invoke(ctx, Echo_Now_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*timestamppb.Timestamp), nil
+	return out, nil
 }
 
-func (c *echoClient) Stamp(ctx context.Context, in *commonv1.Text, opts ...runtime.CallOption) (*commonv1.Stamped, error) {
-	out, err := c.inv.Invoke(ctx, Echo_Stamp_FullMethodName, in, new(commonv1.Stamped), opts...)
-	if err != nil {
+func (c *echoClient) Stamp(ctx context.Context, in *commonv1.Text, opts ...storks.CallOption) (*commonv1.Stamped, error) {
+	out := new(commonv1.Stamped)
+	if err := c.inv.Invoke(ctx, Echo_Stamp_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*commonv1.Stamped), nil
+	return out, nil
 }
 
 // EchoServer is the server API for the storks.examples.echo.v1.Echo service.
@@ -96,13 +97,13 @@ type EchoServer interface {
 type UnimplementedEchoServer struct{}
 
 func (UnimplementedEchoServer) Echo(context.Context, *commonv1.Text) (*commonv1.Text, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Echo not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Echo not implemented")
 }
 func (UnimplementedEchoServer) Now(context.Context, *emptypb.Empty) (*timestamppb.Timestamp, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Now not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Now not implemented")
 }
 func (UnimplementedEchoServer) Stamp(context.Context, *commonv1.Text) (*commonv1.Stamped, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Stamp not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Stamp not implemented")
 }
 func (UnimplementedEchoServer) mustEmbedUnimplementedEchoServer() {}
 func (UnimplementedEchoServer) testEmbeddedByValue()              {}
@@ -116,7 +117,7 @@ type UnsafeEchoServer interface {
 
 // RegisterEchoServer exports srv on s as the implementation of the
 // storks.examples.echo.v1.Echo service.
-func RegisterEchoServer(s runtime.ServiceRegistrar, srv EchoServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterEchoServer(s storks.ServiceRegistrar, srv EchoServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedEchoServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -127,13 +128,13 @@ func RegisterEchoServer(s runtime.ServiceRegistrar, srv EchoServer, opts ...runt
 	return s.Export(&Echo_ServiceDesc, srv, opts...)
 }
 
-// Echo_ServiceDesc is the runtime.ServiceDesc for the storks.examples.echo.v1.Echo service.
-// It's only intended for direct use with RegisterEchoServer,
+// Echo_ServiceDesc is the storks.ServiceDesc for the storks.examples.echo.v1.Echo service.
+// It's only intended for direct use with RegisterEchoServer and NewEchoClient,
 // and not to be introspected or modified (even as a copy).
-var Echo_ServiceDesc = runtime.ServiceDesc{
+var Echo_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Echo_ServiceName,
 	HandlerType: (*EchoServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Echo",
 			NewRequest: func() any { return new(commonv1.Text) },
@@ -158,9 +159,4 @@ var Echo_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "echo/v1/echo.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Echo_ServiceDesc)
 }

@@ -7,17 +7,17 @@ package greeterv1
 
 import (
 	"context"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Greeter_ServiceName is the fully-qualified name of the storks.examples.greeter.v1.Greeter service.
 const Greeter_ServiceName = "storks.examples.greeter.v1.Greeter"
 
-// Full method names of the storks.examples.greeter.v1.Greeter service, as passed to runtime.Invoker.
+// Full method names of the storks.examples.greeter.v1.Greeter service, as passed to storks.Invoker.
 const (
 	Greeter_SayHello_FullMethodName = "/storks.examples.greeter.v1.Greeter/SayHello"
 	Greeter_Fail_FullMethodName     = "/storks.examples.greeter.v1.Greeter/Fail"
@@ -29,37 +29,38 @@ const (
 // so a demo can show which instance served a call.
 type GreeterClient interface {
 	// SayHello returns a greeting for the name in the request.
-	SayHello(ctx context.Context, in *HelloRequest, opts ...runtime.CallOption) (*HelloReply, error)
+	SayHello(ctx context.Context, in *HelloRequest, opts ...storks.CallOption) (*HelloReply, error)
 	// Fail always fails, with the code and message in the request; it exists
 	// to exercise error propagation.
-	Fail(ctx context.Context, in *FailRequest, opts ...runtime.CallOption) (*FailReply, error)
+	Fail(ctx context.Context, in *FailRequest, opts ...storks.CallOption) (*FailReply, error)
 }
 
 type greeterClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewGreeterClient returns an implementation of GreeterClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewGreeterClient(inv runtime.Invoker) GreeterClient {
-	return &greeterClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Greeter_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewGreeterClient(inv storks.Invoker) GreeterClient {
+	return &greeterClient{inv: storks.BindService(inv, &Greeter_ServiceDesc)}
 }
 
-func (c *greeterClient) SayHello(ctx context.Context, in *HelloRequest, opts ...runtime.CallOption) (*HelloReply, error) {
-	out, err := c.inv.Invoke(ctx, Greeter_SayHello_FullMethodName, in, new(HelloReply), opts...)
-	if err != nil {
+func (c *greeterClient) SayHello(ctx context.Context, in *HelloRequest, opts ...storks.CallOption) (*HelloReply, error) {
+	out := new(HelloReply)
+	if err := c.inv.Invoke(ctx, Greeter_SayHello_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*HelloReply), nil
+	return out, nil
 }
 
-func (c *greeterClient) Fail(ctx context.Context, in *FailRequest, opts ...runtime.CallOption) (*FailReply, error) {
-	out, err := c.inv.Invoke(ctx, Greeter_Fail_FullMethodName, in, new(FailReply), opts...)
-	if err != nil {
+func (c *greeterClient) Fail(ctx context.Context, in *FailRequest, opts ...storks.CallOption) (*FailReply, error) {
+	out := new(FailReply)
+	if err := c.inv.Invoke(ctx, Greeter_Fail_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*FailReply), nil
+	return out, nil
 }
 
 // GreeterServer is the server API for the storks.examples.greeter.v1.Greeter service.
@@ -84,10 +85,10 @@ type GreeterServer interface {
 type UnimplementedGreeterServer struct{}
 
 func (UnimplementedGreeterServer) SayHello(context.Context, *HelloRequest) (*HelloReply, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method SayHello not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method SayHello not implemented")
 }
 func (UnimplementedGreeterServer) Fail(context.Context, *FailRequest) (*FailReply, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Fail not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Fail not implemented")
 }
 func (UnimplementedGreeterServer) mustEmbedUnimplementedGreeterServer() {}
 func (UnimplementedGreeterServer) testEmbeddedByValue()                 {}
@@ -101,7 +102,7 @@ type UnsafeGreeterServer interface {
 
 // RegisterGreeterServer exports srv on s as the implementation of the
 // storks.examples.greeter.v1.Greeter service.
-func RegisterGreeterServer(s runtime.ServiceRegistrar, srv GreeterServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterGreeterServer(s storks.ServiceRegistrar, srv GreeterServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedGreeterServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -112,13 +113,13 @@ func RegisterGreeterServer(s runtime.ServiceRegistrar, srv GreeterServer, opts .
 	return s.Export(&Greeter_ServiceDesc, srv, opts...)
 }
 
-// Greeter_ServiceDesc is the runtime.ServiceDesc for the storks.examples.greeter.v1.Greeter service.
-// It's only intended for direct use with RegisterGreeterServer,
+// Greeter_ServiceDesc is the storks.ServiceDesc for the storks.examples.greeter.v1.Greeter service.
+// It's only intended for direct use with RegisterGreeterServer and NewGreeterClient,
 // and not to be introspected or modified (even as a copy).
-var Greeter_ServiceDesc = runtime.ServiceDesc{
+var Greeter_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Greeter_ServiceName,
 	HandlerType: (*GreeterServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "SayHello",
 			NewRequest: func() any { return new(HelloRequest) },
@@ -136,9 +137,4 @@ var Greeter_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "greeter/v1/greeter.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Greeter_ServiceDesc)
 }

@@ -7,17 +7,17 @@ package keywords
 
 import (
 	"context"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Chan_ServiceName is the fully-qualified name of the storks.test.keywords.chan service.
 const Chan_ServiceName = "storks.test.keywords.chan"
 
-// Full method names of the storks.test.keywords.chan service, as passed to runtime.Invoker.
+// Full method names of the storks.test.keywords.chan service, as passed to storks.Invoker.
 const (
 	Chan_Func_FullMethodName   = "/storks.test.keywords.chan/func"
 	Chan_Type_FullMethodName   = "/storks.test.keywords.chan/type"
@@ -29,71 +29,72 @@ const (
 
 // ChanClient is the client API for the storks.test.keywords.chan service.
 type ChanClient interface {
-	Func(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Type(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Go(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Select(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Map(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
-	Range(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
+	Func(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Type(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Go(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Select(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Map(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
+	Range(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
 }
 
 type chanClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewChanClient returns an implementation of ChanClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewChanClient(inv runtime.Invoker) ChanClient {
-	return &chanClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Chan_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewChanClient(inv storks.Invoker) ChanClient {
+	return &chanClient{inv: storks.BindService(inv, &Chan_ServiceDesc)}
 }
 
-func (c *chanClient) Func(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Func_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+func (c *chanClient) Func(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Func_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
-func (c *chanClient) Type(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Type_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+func (c *chanClient) Type(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Type_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
-func (c *chanClient) Go(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Go_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+func (c *chanClient) Go(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Go_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
-func (c *chanClient) Select(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Select_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+func (c *chanClient) Select(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Select_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
-func (c *chanClient) Map(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Map_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+func (c *chanClient) Map(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Map_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
-func (c *chanClient) Range(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Chan_Range_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+func (c *chanClient) Range(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Chan_Range_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 // ChanServer is the server API for the storks.test.keywords.chan service.
@@ -116,22 +117,22 @@ type ChanServer interface {
 type UnimplementedChanServer struct{}
 
 func (UnimplementedChanServer) Func(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method func not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method func not implemented")
 }
 func (UnimplementedChanServer) Type(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method type not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method type not implemented")
 }
 func (UnimplementedChanServer) Go(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method go not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method go not implemented")
 }
 func (UnimplementedChanServer) Select(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method select not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method select not implemented")
 }
 func (UnimplementedChanServer) Map(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Map not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Map not implemented")
 }
 func (UnimplementedChanServer) Range(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method range not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method range not implemented")
 }
 func (UnimplementedChanServer) mustEmbedUnimplementedChanServer() {}
 func (UnimplementedChanServer) testEmbeddedByValue()              {}
@@ -145,7 +146,7 @@ type UnsafeChanServer interface {
 
 // RegisterChanServer exports srv on s as the implementation of the
 // storks.test.keywords.chan service.
-func RegisterChanServer(s runtime.ServiceRegistrar, srv ChanServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterChanServer(s storks.ServiceRegistrar, srv ChanServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedChanServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -156,13 +157,13 @@ func RegisterChanServer(s runtime.ServiceRegistrar, srv ChanServer, opts ...runt
 	return s.Export(&Chan_ServiceDesc, srv, opts...)
 }
 
-// Chan_ServiceDesc is the runtime.ServiceDesc for the storks.test.keywords.chan service.
-// It's only intended for direct use with RegisterChanServer,
+// Chan_ServiceDesc is the storks.ServiceDesc for the storks.test.keywords.chan service.
+// It's only intended for direct use with RegisterChanServer and NewChanClient,
 // and not to be introspected or modified (even as a copy).
-var Chan_ServiceDesc = runtime.ServiceDesc{
+var Chan_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Chan_ServiceName,
 	HandlerType: (*ChanServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "func",
 			NewRequest: func() any { return new(Type) },
@@ -209,41 +210,37 @@ var Chan_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "keywords/keywords.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Chan_ServiceDesc)
-}
-
 // Interface_ServiceName is the fully-qualified name of the storks.test.keywords.interface service.
 const Interface_ServiceName = "storks.test.keywords.interface"
 
-// Full method names of the storks.test.keywords.interface service, as passed to runtime.Invoker.
+// Full method names of the storks.test.keywords.interface service, as passed to storks.Invoker.
 const (
 	Interface_Default_FullMethodName = "/storks.test.keywords.interface/default"
 )
 
 // InterfaceClient is the client API for the storks.test.keywords.interface service.
 type InterfaceClient interface {
-	Default(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error)
+	Default(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error)
 }
 
 type interfaceClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewInterfaceClient returns an implementation of InterfaceClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewInterfaceClient(inv runtime.Invoker) InterfaceClient {
-	return &interfaceClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Interface_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewInterfaceClient(inv storks.Invoker) InterfaceClient {
+	return &interfaceClient{inv: storks.BindService(inv, &Interface_ServiceDesc)}
 }
 
-func (c *interfaceClient) Default(ctx context.Context, in *Type, opts ...runtime.CallOption) (*Type, error) {
-	out, err := c.inv.Invoke(ctx, Interface_Default_FullMethodName, in, new(Type), opts...)
-	if err != nil {
+func (c *interfaceClient) Default(ctx context.Context, in *Type, opts ...storks.CallOption) (*Type, error) {
+	out := new(Type)
+	if err := c.inv.Invoke(ctx, Interface_Default_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Type), nil
+	return out, nil
 }
 
 // InterfaceServer is the server API for the storks.test.keywords.interface service.
@@ -261,7 +258,7 @@ type InterfaceServer interface {
 type UnimplementedInterfaceServer struct{}
 
 func (UnimplementedInterfaceServer) Default(context.Context, *Type) (*Type, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method default not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method default not implemented")
 }
 func (UnimplementedInterfaceServer) mustEmbedUnimplementedInterfaceServer() {}
 func (UnimplementedInterfaceServer) testEmbeddedByValue()                   {}
@@ -275,7 +272,7 @@ type UnsafeInterfaceServer interface {
 
 // RegisterInterfaceServer exports srv on s as the implementation of the
 // storks.test.keywords.interface service.
-func RegisterInterfaceServer(s runtime.ServiceRegistrar, srv InterfaceServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterInterfaceServer(s storks.ServiceRegistrar, srv InterfaceServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedInterfaceServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -286,13 +283,13 @@ func RegisterInterfaceServer(s runtime.ServiceRegistrar, srv InterfaceServer, op
 	return s.Export(&Interface_ServiceDesc, srv, opts...)
 }
 
-// Interface_ServiceDesc is the runtime.ServiceDesc for the storks.test.keywords.interface service.
-// It's only intended for direct use with RegisterInterfaceServer,
+// Interface_ServiceDesc is the storks.ServiceDesc for the storks.test.keywords.interface service.
+// It's only intended for direct use with RegisterInterfaceServer and NewInterfaceClient,
 // and not to be introspected or modified (even as a copy).
-var Interface_ServiceDesc = runtime.ServiceDesc{
+var Interface_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Interface_ServiceName,
 	HandlerType: (*InterfaceServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "default",
 			NewRequest: func() any { return new(Type) },
@@ -302,9 +299,4 @@ var Interface_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "keywords/keywords.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Interface_ServiceDesc)
 }

@@ -9,43 +9,44 @@ import (
 	"context"
 	context1 "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/context"
 	in1 "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/in"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Shadow_ServiceName is the fully-qualified name of the storks.test.shadow.Shadow service.
 const Shadow_ServiceName = "storks.test.shadow.Shadow"
 
-// Full method names of the storks.test.shadow.Shadow service, as passed to runtime.Invoker.
+// Full method names of the storks.test.shadow.Shadow service, as passed to storks.Invoker.
 const (
 	Shadow_Call_FullMethodName = "/storks.test.shadow.Shadow/Call"
 )
 
 // ShadowClient is the client API for the storks.test.shadow.Shadow service.
 type ShadowClient interface {
-	Call(ctx context.Context, in *in1.In, opts ...runtime.CallOption) (*context1.Ctx, error)
+	Call(ctx context.Context, in *in1.In, opts ...storks.CallOption) (*context1.Ctx, error)
 }
 
 type shadowClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewShadowClient returns an implementation of ShadowClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewShadowClient(inv runtime.Invoker) ShadowClient {
-	return &shadowClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Shadow_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewShadowClient(inv storks.Invoker) ShadowClient {
+	return &shadowClient{inv: storks.BindService(inv, &Shadow_ServiceDesc)}
 }
 
-func (c *shadowClient) Call(ctx context.Context, in *in1.In, opts ...runtime.CallOption) (*context1.Ctx, error) {
-	out, err := c.inv.Invoke(ctx, Shadow_Call_FullMethodName, in, new(context1.Ctx), opts...)
-	if err != nil {
+func (c *shadowClient) Call(ctx context.Context, in *in1.In, opts ...storks.CallOption) (*context1.Ctx, error) {
+	out := new(context1.Ctx)
+	if err := c.inv.Invoke(ctx, Shadow_Call_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*context1.Ctx), nil
+	return out, nil
 }
 
 // ShadowServer is the server API for the storks.test.shadow.Shadow service.
@@ -63,7 +64,7 @@ type ShadowServer interface {
 type UnimplementedShadowServer struct{}
 
 func (UnimplementedShadowServer) Call(context.Context, *in1.In) (*context1.Ctx, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Call not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Call not implemented")
 }
 func (UnimplementedShadowServer) mustEmbedUnimplementedShadowServer() {}
 func (UnimplementedShadowServer) testEmbeddedByValue()                {}
@@ -77,7 +78,7 @@ type UnsafeShadowServer interface {
 
 // RegisterShadowServer exports srv on s as the implementation of the
 // storks.test.shadow.Shadow service.
-func RegisterShadowServer(s runtime.ServiceRegistrar, srv ShadowServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterShadowServer(s storks.ServiceRegistrar, srv ShadowServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedShadowServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -88,13 +89,13 @@ func RegisterShadowServer(s runtime.ServiceRegistrar, srv ShadowServer, opts ...
 	return s.Export(&Shadow_ServiceDesc, srv, opts...)
 }
 
-// Shadow_ServiceDesc is the runtime.ServiceDesc for the storks.test.shadow.Shadow service.
-// It's only intended for direct use with RegisterShadowServer,
+// Shadow_ServiceDesc is the storks.ServiceDesc for the storks.test.shadow.Shadow service.
+// It's only intended for direct use with RegisterShadowServer and NewShadowClient,
 // and not to be introspected or modified (even as a copy).
-var Shadow_ServiceDesc = runtime.ServiceDesc{
+var Shadow_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Shadow_ServiceName,
 	HandlerType: (*ShadowServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Call",
 			NewRequest: func() any { return new(in1.In) },
@@ -104,9 +105,4 @@ var Shadow_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "shadow/shadow.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Shadow_ServiceDesc)
 }

@@ -7,17 +7,17 @@ package collidev1
 
 import (
 	"context"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Foo_ServiceName_ is the fully-qualified name of the storks.test.collide.v1.Foo service.
 const Foo_ServiceName_ = "storks.test.collide.v1.Foo"
 
-// Full method names of the storks.test.collide.v1.Foo service, as passed to runtime.Invoker.
+// Full method names of the storks.test.collide.v1.Foo service, as passed to storks.Invoker.
 const (
 	Foo_MustEmbedUnimplementedFooServer_FullMethodName = "/storks.test.collide.v1.Foo/MustEmbedUnimplementedFooServer"
 	Foo_Bar_FullMethodName_                            = "/storks.test.collide.v1.Foo/Bar"
@@ -28,63 +28,64 @@ const (
 
 // FooClient_ is the client API for the storks.test.collide.v1.Foo service.
 type FooClient_ interface {
-	MustEmbedUnimplementedFooServer(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error)
-	Bar(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error)
+	MustEmbedUnimplementedFooServer(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error)
+	Bar(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error)
 	// get and Get have the same Go name.
-	Get(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error)
-	Get_(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error)
-	Bar_Baz(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error)
+	Get(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error)
+	Get_(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error)
+	Bar_Baz(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error)
 }
 
 type fooClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewFooClient returns an implementation of FooClient_ that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewFooClient(inv runtime.Invoker) FooClient_ {
-	return &fooClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Foo_ServiceDesc_ (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewFooClient(inv storks.Invoker) FooClient_ {
+	return &fooClient{inv: storks.BindService(inv, &Foo_ServiceDesc_)}
 }
 
-func (c *fooClient) MustEmbedUnimplementedFooServer(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_MustEmbedUnimplementedFooServer_FullMethodName, in, new(Res), opts...)
-	if err != nil {
+func (c *fooClient) MustEmbedUnimplementedFooServer(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_MustEmbedUnimplementedFooServer_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
-func (c *fooClient) Bar(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Bar_FullMethodName_, in, new(Res), opts...)
-	if err != nil {
+func (c *fooClient) Bar(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Bar_FullMethodName_, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
-func (c *fooClient) Get(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Get_FullMethodName, in, new(Res), opts...)
-	if err != nil {
+func (c *fooClient) Get(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Get_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
-func (c *fooClient) Get_(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Get__FullMethodName, in, new(Res), opts...)
-	if err != nil {
+func (c *fooClient) Get_(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Get__FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
-func (c *fooClient) Bar_Baz(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Bar_Baz_FullMethodName, in, new(Res), opts...)
-	if err != nil {
+func (c *fooClient) Bar_Baz(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Bar_Baz_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 // FooServer is the server API for the storks.test.collide.v1.Foo service.
@@ -107,19 +108,19 @@ type FooServer interface {
 type UnimplementedFooServer_ struct{}
 
 func (UnimplementedFooServer_) MustEmbedUnimplementedFooServer(context.Context, *Req) (*Res, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method MustEmbedUnimplementedFooServer not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method MustEmbedUnimplementedFooServer not implemented")
 }
 func (UnimplementedFooServer_) Bar(context.Context, *Req) (*Res, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Bar not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Bar not implemented")
 }
 func (UnimplementedFooServer_) Get(context.Context, *Req) (*Res, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method get not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method get not implemented")
 }
 func (UnimplementedFooServer_) Get_(context.Context, *Req) (*Res, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Get not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Get not implemented")
 }
 func (UnimplementedFooServer_) Bar_Baz(context.Context, *Req) (*Res, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Bar_Baz not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Bar_Baz not implemented")
 }
 func (UnimplementedFooServer_) mustEmbedUnimplementedFooServer_() {}
 func (UnimplementedFooServer_) testEmbeddedByValue()              {}
@@ -133,7 +134,7 @@ type UnsafeFooServer interface {
 
 // RegisterFooServer_ exports srv on s as the implementation of the
 // storks.test.collide.v1.Foo service.
-func RegisterFooServer_(s runtime.ServiceRegistrar, srv FooServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterFooServer_(s storks.ServiceRegistrar, srv FooServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedFooServer_ was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -144,13 +145,13 @@ func RegisterFooServer_(s runtime.ServiceRegistrar, srv FooServer, opts ...runti
 	return s.Export(&Foo_ServiceDesc_, srv, opts...)
 }
 
-// Foo_ServiceDesc_ is the runtime.ServiceDesc for the storks.test.collide.v1.Foo service.
-// It's only intended for direct use with RegisterFooServer_,
+// Foo_ServiceDesc_ is the storks.ServiceDesc for the storks.test.collide.v1.Foo service.
+// It's only intended for direct use with RegisterFooServer_ and NewFooClient,
 // and not to be introspected or modified (even as a copy).
-var Foo_ServiceDesc_ = runtime.ServiceDesc{
+var Foo_ServiceDesc_ = storks.ServiceDesc{
 	ServiceName: Foo_ServiceName_,
 	HandlerType: (*FooServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "MustEmbedUnimplementedFooServer",
 			NewRequest: func() any { return new(Req) },
@@ -190,15 +191,10 @@ var Foo_ServiceDesc_ = runtime.ServiceDesc{
 	Metadata: "collide/v1/collide.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Foo_ServiceDesc_)
-}
-
 // Foo_ServiceName__ is the fully-qualified name of the storks.test.collide.v1.foo service.
 const Foo_ServiceName__ = "storks.test.collide.v1.foo"
 
-// Full method names of the storks.test.collide.v1.foo service, as passed to runtime.Invoker.
+// Full method names of the storks.test.collide.v1.foo service, as passed to storks.Invoker.
 const (
 	Foo_Bar_FullMethodName__ = "/storks.test.collide.v1.foo/Bar"
 )
@@ -207,26 +203,27 @@ const (
 //
 // foo has the same Go name as Foo.
 type FooClient__ interface {
-	Bar(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error)
+	Bar(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error)
 }
 
 type fooClient_ struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewFooClient_ returns an implementation of FooClient__ that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewFooClient_(inv runtime.Invoker) FooClient__ {
-	return &fooClient_{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Foo_ServiceDesc__ (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewFooClient_(inv storks.Invoker) FooClient__ {
+	return &fooClient_{inv: storks.BindService(inv, &Foo_ServiceDesc__)}
 }
 
-func (c *fooClient_) Bar(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Bar_FullMethodName__, in, new(Res), opts...)
-	if err != nil {
+func (c *fooClient_) Bar(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Bar_FullMethodName__, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 // FooServer_ is the server API for the storks.test.collide.v1.foo service.
@@ -246,7 +243,7 @@ type FooServer_ interface {
 type UnimplementedFooServer__ struct{}
 
 func (UnimplementedFooServer__) Bar(context.Context, *Req) (*Res, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Bar not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Bar not implemented")
 }
 func (UnimplementedFooServer__) mustEmbedUnimplementedFooServer__() {}
 func (UnimplementedFooServer__) testEmbeddedByValue()               {}
@@ -260,7 +257,7 @@ type UnsafeFooServer_ interface {
 
 // RegisterFooServer__ exports srv on s as the implementation of the
 // storks.test.collide.v1.foo service.
-func RegisterFooServer__(s runtime.ServiceRegistrar, srv FooServer_, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterFooServer__(s storks.ServiceRegistrar, srv FooServer_, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedFooServer__ was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -271,13 +268,13 @@ func RegisterFooServer__(s runtime.ServiceRegistrar, srv FooServer_, opts ...run
 	return s.Export(&Foo_ServiceDesc__, srv, opts...)
 }
 
-// Foo_ServiceDesc__ is the runtime.ServiceDesc for the storks.test.collide.v1.foo service.
-// It's only intended for direct use with RegisterFooServer__,
+// Foo_ServiceDesc__ is the storks.ServiceDesc for the storks.test.collide.v1.foo service.
+// It's only intended for direct use with RegisterFooServer__ and NewFooClient_,
 // and not to be introspected or modified (even as a copy).
-var Foo_ServiceDesc__ = runtime.ServiceDesc{
+var Foo_ServiceDesc__ = storks.ServiceDesc{
 	ServiceName: Foo_ServiceName__,
 	HandlerType: (*FooServer_)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Bar",
 			NewRequest: func() any { return new(Req) },
@@ -289,15 +286,10 @@ var Foo_ServiceDesc__ = runtime.ServiceDesc{
 	Metadata: "collide/v1/collide.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Foo_ServiceDesc__)
-}
-
 // Foo_Bar_ServiceName is the fully-qualified name of the storks.test.collide.v1.Foo_Bar service.
 const Foo_Bar_ServiceName = "storks.test.collide.v1.Foo_Bar"
 
-// Full method names of the storks.test.collide.v1.Foo_Bar service, as passed to runtime.Invoker.
+// Full method names of the storks.test.collide.v1.Foo_Bar service, as passed to storks.Invoker.
 const (
 	Foo_Bar_Baz_FullMethodName_ = "/storks.test.collide.v1.Foo_Bar/Baz"
 )
@@ -307,26 +299,27 @@ const (
 // Foo_Bar.Baz and Foo.Bar_Baz both want Foo_Bar_Baz_FullMethodName: Foo,
 // declared first, gets it.
 type Foo_BarClient interface {
-	Baz(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error)
+	Baz(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error)
 }
 
 type foo_BarClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewFoo_BarClient returns an implementation of Foo_BarClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewFoo_BarClient(inv runtime.Invoker) Foo_BarClient {
-	return &foo_BarClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Foo_Bar_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewFoo_BarClient(inv storks.Invoker) Foo_BarClient {
+	return &foo_BarClient{inv: storks.BindService(inv, &Foo_Bar_ServiceDesc)}
 }
 
-func (c *foo_BarClient) Baz(ctx context.Context, in *Req, opts ...runtime.CallOption) (*Res, error) {
-	out, err := c.inv.Invoke(ctx, Foo_Bar_Baz_FullMethodName_, in, new(Res), opts...)
-	if err != nil {
+func (c *foo_BarClient) Baz(ctx context.Context, in *Req, opts ...storks.CallOption) (*Res, error) {
+	out := new(Res)
+	if err := c.inv.Invoke(ctx, Foo_Bar_Baz_FullMethodName_, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Res), nil
+	return out, nil
 }
 
 // Foo_BarServer is the server API for the storks.test.collide.v1.Foo_Bar service.
@@ -347,7 +340,7 @@ type Foo_BarServer interface {
 type UnimplementedFoo_BarServer struct{}
 
 func (UnimplementedFoo_BarServer) Baz(context.Context, *Req) (*Res, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Baz not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Baz not implemented")
 }
 func (UnimplementedFoo_BarServer) mustEmbedUnimplementedFoo_BarServer() {}
 func (UnimplementedFoo_BarServer) testEmbeddedByValue()                 {}
@@ -361,7 +354,7 @@ type UnsafeFoo_BarServer interface {
 
 // RegisterFoo_BarServer exports srv on s as the implementation of the
 // storks.test.collide.v1.Foo_Bar service.
-func RegisterFoo_BarServer(s runtime.ServiceRegistrar, srv Foo_BarServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterFoo_BarServer(s storks.ServiceRegistrar, srv Foo_BarServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedFoo_BarServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -372,13 +365,13 @@ func RegisterFoo_BarServer(s runtime.ServiceRegistrar, srv Foo_BarServer, opts .
 	return s.Export(&Foo_Bar_ServiceDesc, srv, opts...)
 }
 
-// Foo_Bar_ServiceDesc is the runtime.ServiceDesc for the storks.test.collide.v1.Foo_Bar service.
-// It's only intended for direct use with RegisterFoo_BarServer,
+// Foo_Bar_ServiceDesc is the storks.ServiceDesc for the storks.test.collide.v1.Foo_Bar service.
+// It's only intended for direct use with RegisterFoo_BarServer and NewFoo_BarClient,
 // and not to be introspected or modified (even as a copy).
-var Foo_Bar_ServiceDesc = runtime.ServiceDesc{
+var Foo_Bar_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Foo_Bar_ServiceName,
 	HandlerType: (*Foo_BarServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Baz",
 			NewRequest: func() any { return new(Req) },
@@ -388,9 +381,4 @@ var Foo_Bar_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "collide/v1/collide.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Foo_Bar_ServiceDesc)
 }

@@ -7,43 +7,44 @@ package editionsv1
 
 import (
 	"context"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Editor_ServiceName is the fully-qualified name of the storks.test.editions.v1.Editor service.
 const Editor_ServiceName = "storks.test.editions.v1.Editor"
 
-// Full method names of the storks.test.editions.v1.Editor service, as passed to runtime.Invoker.
+// Full method names of the storks.test.editions.v1.Editor service, as passed to storks.Invoker.
 const (
 	Editor_Edit_FullMethodName = "/storks.test.editions.v1.Editor/Edit"
 )
 
 // EditorClient is the client API for the storks.test.editions.v1.Editor service.
 type EditorClient interface {
-	Edit(ctx context.Context, in *Doc, opts ...runtime.CallOption) (*Doc, error)
+	Edit(ctx context.Context, in *Doc, opts ...storks.CallOption) (*Doc, error)
 }
 
 type editorClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewEditorClient returns an implementation of EditorClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewEditorClient(inv runtime.Invoker) EditorClient {
-	return &editorClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Editor_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewEditorClient(inv storks.Invoker) EditorClient {
+	return &editorClient{inv: storks.BindService(inv, &Editor_ServiceDesc)}
 }
 
-func (c *editorClient) Edit(ctx context.Context, in *Doc, opts ...runtime.CallOption) (*Doc, error) {
-	out, err := c.inv.Invoke(ctx, Editor_Edit_FullMethodName, in, new(Doc), opts...)
-	if err != nil {
+func (c *editorClient) Edit(ctx context.Context, in *Doc, opts ...storks.CallOption) (*Doc, error) {
+	out := new(Doc)
+	if err := c.inv.Invoke(ctx, Editor_Edit_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Doc), nil
+	return out, nil
 }
 
 // EditorServer is the server API for the storks.test.editions.v1.Editor service.
@@ -61,7 +62,7 @@ type EditorServer interface {
 type UnimplementedEditorServer struct{}
 
 func (UnimplementedEditorServer) Edit(context.Context, *Doc) (*Doc, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Edit not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Edit not implemented")
 }
 func (UnimplementedEditorServer) mustEmbedUnimplementedEditorServer() {}
 func (UnimplementedEditorServer) testEmbeddedByValue()                {}
@@ -75,7 +76,7 @@ type UnsafeEditorServer interface {
 
 // RegisterEditorServer exports srv on s as the implementation of the
 // storks.test.editions.v1.Editor service.
-func RegisterEditorServer(s runtime.ServiceRegistrar, srv EditorServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterEditorServer(s storks.ServiceRegistrar, srv EditorServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedEditorServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -86,13 +87,13 @@ func RegisterEditorServer(s runtime.ServiceRegistrar, srv EditorServer, opts ...
 	return s.Export(&Editor_ServiceDesc, srv, opts...)
 }
 
-// Editor_ServiceDesc is the runtime.ServiceDesc for the storks.test.editions.v1.Editor service.
-// It's only intended for direct use with RegisterEditorServer,
+// Editor_ServiceDesc is the storks.ServiceDesc for the storks.test.editions.v1.Editor service.
+// It's only intended for direct use with RegisterEditorServer and NewEditorClient,
 // and not to be introspected or modified (even as a copy).
-var Editor_ServiceDesc = runtime.ServiceDesc{
+var Editor_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Editor_ServiceName,
 	HandlerType: (*EditorServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Edit",
 			NewRequest: func() any { return new(Doc) },
@@ -102,9 +103,4 @@ var Editor_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "editions/v1/editions.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Editor_ServiceDesc)
 }

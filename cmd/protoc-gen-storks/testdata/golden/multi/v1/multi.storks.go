@@ -9,19 +9,19 @@ import (
 	"context"
 	otherpb "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/other/gopkg"
 	typesv1 "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/types/v1"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Alpha_ServiceName is the fully-qualified name of the storks.test.multi.v1.Alpha service.
 const Alpha_ServiceName = "storks.test.multi.v1.Alpha"
 
-// Full method names of the storks.test.multi.v1.Alpha service, as passed to runtime.Invoker.
+// Full method names of the storks.test.multi.v1.Alpha service, as passed to storks.Invoker.
 const (
 	Alpha_Get_FullMethodName       = "/storks.test.multi.v1.Alpha/Get"
 	Alpha_Put_FullMethodName       = "/storks.test.multi.v1.Alpha/Put"
@@ -39,65 +39,66 @@ const (
 //	alpha.Get(ctx, req)
 type AlphaClient interface {
 	// Get gets, with types from another Go package.
-	Get(ctx context.Context, in *typesv1.Request, opts ...runtime.CallOption) (*typesv1.Response, error)
+	Get(ctx context.Context, in *typesv1.Request, opts ...storks.CallOption) (*typesv1.Response, error)
 	// Put is idempotent.
-	Put(ctx context.Context, in *Item, opts ...runtime.CallOption) (*emptypb.Empty, error)
+	Put(ctx context.Context, in *Item, opts ...storks.CallOption) (*emptypb.Empty, error)
 	// Time uses only well-known types.
-	Time(ctx context.Context, in *emptypb.Empty, opts ...runtime.CallOption) (*timestamppb.Timestamp, error)
+	Time(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (*timestamppb.Timestamp, error)
 	// Thing returns a message of a package whose name needs an import alias.
-	Thing(ctx context.Context, in *Item, opts ...runtime.CallOption) (*otherpb.Thing, error)
-	NoComment(ctx context.Context, in *Item, opts ...runtime.CallOption) (*Item, error)
+	Thing(ctx context.Context, in *Item, opts ...storks.CallOption) (*otherpb.Thing, error)
+	NoComment(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error)
 }
 
 type alphaClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewAlphaClient returns an implementation of AlphaClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewAlphaClient(inv runtime.Invoker) AlphaClient {
-	return &alphaClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Alpha_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewAlphaClient(inv storks.Invoker) AlphaClient {
+	return &alphaClient{inv: storks.BindService(inv, &Alpha_ServiceDesc)}
 }
 
-func (c *alphaClient) Get(ctx context.Context, in *typesv1.Request, opts ...runtime.CallOption) (*typesv1.Response, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_Get_FullMethodName, in, new(typesv1.Response), opts...)
-	if err != nil {
+func (c *alphaClient) Get(ctx context.Context, in *typesv1.Request, opts ...storks.CallOption) (*typesv1.Response, error) {
+	out := new(typesv1.Response)
+	if err := c.inv.Invoke(ctx, Alpha_Get_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*typesv1.Response), nil
+	return out, nil
 }
 
-func (c *alphaClient) Put(ctx context.Context, in *Item, opts ...runtime.CallOption) (*emptypb.Empty, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_Put_FullMethodName, in, new(emptypb.Empty), opts...)
-	if err != nil {
+func (c *alphaClient) Put(ctx context.Context, in *Item, opts ...storks.CallOption) (*emptypb.Empty, error) {
+	out := new(emptypb.Empty)
+	if err := c.inv.Invoke(ctx, Alpha_Put_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*emptypb.Empty), nil
+	return out, nil
 }
 
-func (c *alphaClient) Time(ctx context.Context, in *emptypb.Empty, opts ...runtime.CallOption) (*timestamppb.Timestamp, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_Time_FullMethodName, in, new(timestamppb.Timestamp), opts...)
-	if err != nil {
+func (c *alphaClient) Time(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (*timestamppb.Timestamp, error) {
+	out := new(timestamppb.Timestamp)
+	if err := c.inv.Invoke(ctx, Alpha_Time_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*timestamppb.Timestamp), nil
+	return out, nil
 }
 
-func (c *alphaClient) Thing(ctx context.Context, in *Item, opts ...runtime.CallOption) (*otherpb.Thing, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_Thing_FullMethodName, in, new(otherpb.Thing), opts...)
-	if err != nil {
+func (c *alphaClient) Thing(ctx context.Context, in *Item, opts ...storks.CallOption) (*otherpb.Thing, error) {
+	out := new(otherpb.Thing)
+	if err := c.inv.Invoke(ctx, Alpha_Thing_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*otherpb.Thing), nil
+	return out, nil
 }
 
-func (c *alphaClient) NoComment(ctx context.Context, in *Item, opts ...runtime.CallOption) (*Item, error) {
-	out, err := c.inv.Invoke(ctx, Alpha_NoComment_FullMethodName, in, new(Item), opts...)
-	if err != nil {
+func (c *alphaClient) NoComment(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
+	out := new(Item)
+	if err := c.inv.Invoke(ctx, Alpha_NoComment_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Item), nil
+	return out, nil
 }
 
 // AlphaServer is the server API for the storks.test.multi.v1.Alpha service.
@@ -129,19 +130,19 @@ type AlphaServer interface {
 type UnimplementedAlphaServer struct{}
 
 func (UnimplementedAlphaServer) Get(context.Context, *typesv1.Request) (*typesv1.Response, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Get not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Get not implemented")
 }
 func (UnimplementedAlphaServer) Put(context.Context, *Item) (*emptypb.Empty, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Put not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Put not implemented")
 }
 func (UnimplementedAlphaServer) Time(context.Context, *emptypb.Empty) (*timestamppb.Timestamp, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Time not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Time not implemented")
 }
 func (UnimplementedAlphaServer) Thing(context.Context, *Item) (*otherpb.Thing, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Thing not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Thing not implemented")
 }
 func (UnimplementedAlphaServer) NoComment(context.Context, *Item) (*Item, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method NoComment not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method NoComment not implemented")
 }
 func (UnimplementedAlphaServer) mustEmbedUnimplementedAlphaServer() {}
 func (UnimplementedAlphaServer) testEmbeddedByValue()               {}
@@ -155,7 +156,7 @@ type UnsafeAlphaServer interface {
 
 // RegisterAlphaServer exports srv on s as the implementation of the
 // storks.test.multi.v1.Alpha service.
-func RegisterAlphaServer(s runtime.ServiceRegistrar, srv AlphaServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterAlphaServer(s storks.ServiceRegistrar, srv AlphaServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedAlphaServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -166,13 +167,13 @@ func RegisterAlphaServer(s runtime.ServiceRegistrar, srv AlphaServer, opts ...ru
 	return s.Export(&Alpha_ServiceDesc, srv, opts...)
 }
 
-// Alpha_ServiceDesc is the runtime.ServiceDesc for the storks.test.multi.v1.Alpha service.
-// It's only intended for direct use with RegisterAlphaServer,
+// Alpha_ServiceDesc is the storks.ServiceDesc for the storks.test.multi.v1.Alpha service.
+// It's only intended for direct use with RegisterAlphaServer and NewAlphaClient,
 // and not to be introspected or modified (even as a copy).
-var Alpha_ServiceDesc = runtime.ServiceDesc{
+var Alpha_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Alpha_ServiceName,
 	HandlerType: (*AlphaServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Get",
 			NewRequest: func() any { return new(typesv1.Request) },
@@ -214,15 +215,10 @@ var Alpha_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "multi/v1/multi.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Alpha_ServiceDesc)
-}
-
 // Beta_ServiceName is the fully-qualified name of the storks.test.multi.v1.Beta service.
 const Beta_ServiceName = "storks.test.multi.v1.Beta"
 
-// Full method names of the storks.test.multi.v1.Beta service, as passed to runtime.Invoker.
+// Full method names of the storks.test.multi.v1.Beta service, as passed to storks.Invoker.
 const (
 	Beta_Ping_FullMethodName = "/storks.test.multi.v1.Beta/Ping"
 )
@@ -233,28 +229,29 @@ const (
 //
 // Deprecated: Do not use.
 type BetaClient interface {
-	Ping(ctx context.Context, in *Item, opts ...runtime.CallOption) (*Item, error)
+	Ping(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error)
 }
 
 type betaClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewBetaClient returns an implementation of BetaClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Beta_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
 //
 // Deprecated: Do not use.
-func NewBetaClient(inv runtime.Invoker) BetaClient {
-	return &betaClient{inv: inv}
+func NewBetaClient(inv storks.Invoker) BetaClient {
+	return &betaClient{inv: storks.BindService(inv, &Beta_ServiceDesc)}
 }
 
-func (c *betaClient) Ping(ctx context.Context, in *Item, opts ...runtime.CallOption) (*Item, error) {
-	out, err := c.inv.Invoke(ctx, Beta_Ping_FullMethodName, in, new(Item), opts...)
-	if err != nil {
+func (c *betaClient) Ping(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
+	out := new(Item)
+	if err := c.inv.Invoke(ctx, Beta_Ping_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Item), nil
+	return out, nil
 }
 
 // BetaServer is the server API for the storks.test.multi.v1.Beta service.
@@ -276,7 +273,7 @@ type BetaServer interface {
 type UnimplementedBetaServer struct{}
 
 func (UnimplementedBetaServer) Ping(context.Context, *Item) (*Item, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Ping not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Ping not implemented")
 }
 func (UnimplementedBetaServer) mustEmbedUnimplementedBetaServer() {}
 func (UnimplementedBetaServer) testEmbeddedByValue()              {}
@@ -292,7 +289,7 @@ type UnsafeBetaServer interface {
 // storks.test.multi.v1.Beta service.
 //
 // Deprecated: Do not use.
-func RegisterBetaServer(s runtime.ServiceRegistrar, srv BetaServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterBetaServer(s storks.ServiceRegistrar, srv BetaServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedBetaServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -303,13 +300,13 @@ func RegisterBetaServer(s runtime.ServiceRegistrar, srv BetaServer, opts ...runt
 	return s.Export(&Beta_ServiceDesc, srv, opts...)
 }
 
-// Beta_ServiceDesc is the runtime.ServiceDesc for the storks.test.multi.v1.Beta service.
-// It's only intended for direct use with RegisterBetaServer,
+// Beta_ServiceDesc is the storks.ServiceDesc for the storks.test.multi.v1.Beta service.
+// It's only intended for direct use with RegisterBetaServer and NewBetaClient,
 // and not to be introspected or modified (even as a copy).
-var Beta_ServiceDesc = runtime.ServiceDesc{
+var Beta_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Beta_ServiceName,
 	HandlerType: (*BetaServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Ping",
 			NewRequest: func() any { return new(Item) },
@@ -321,15 +318,10 @@ var Beta_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "multi/v1/multi.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Beta_ServiceDesc)
-}
-
 // Gamma_ServiceName is the fully-qualified name of the storks.test.multi.v1.Gamma service.
 const Gamma_ServiceName = "storks.test.multi.v1.Gamma"
 
-// Full method names of the storks.test.multi.v1.Gamma service, as passed to runtime.Invoker.
+// Full method names of the storks.test.multi.v1.Gamma service, as passed to storks.Invoker.
 const (
 	Gamma_Old_FullMethodName = "/storks.test.multi.v1.Gamma/Old"
 	Gamma_New_FullMethodName = "/storks.test.multi.v1.Gamma/New"
@@ -340,36 +332,37 @@ type GammaClient interface {
 	// Old is deprecated; New is not.
 	//
 	// Deprecated: Do not use.
-	Old(ctx context.Context, in *Item, opts ...runtime.CallOption) (*Item, error)
-	New(ctx context.Context, in *Item, opts ...runtime.CallOption) (*Item, error)
+	Old(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error)
+	New(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error)
 }
 
 type gammaClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewGammaClient returns an implementation of GammaClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewGammaClient(inv runtime.Invoker) GammaClient {
-	return &gammaClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Gamma_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewGammaClient(inv storks.Invoker) GammaClient {
+	return &gammaClient{inv: storks.BindService(inv, &Gamma_ServiceDesc)}
 }
 
 // Deprecated: Do not use.
-func (c *gammaClient) Old(ctx context.Context, in *Item, opts ...runtime.CallOption) (*Item, error) {
-	out, err := c.inv.Invoke(ctx, Gamma_Old_FullMethodName, in, new(Item), opts...)
-	if err != nil {
+func (c *gammaClient) Old(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
+	out := new(Item)
+	if err := c.inv.Invoke(ctx, Gamma_Old_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Item), nil
+	return out, nil
 }
 
-func (c *gammaClient) New(ctx context.Context, in *Item, opts ...runtime.CallOption) (*Item, error) {
-	out, err := c.inv.Invoke(ctx, Gamma_New_FullMethodName, in, new(Item), opts...)
-	if err != nil {
+func (c *gammaClient) New(ctx context.Context, in *Item, opts ...storks.CallOption) (*Item, error) {
+	out := new(Item)
+	if err := c.inv.Invoke(ctx, Gamma_New_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Item), nil
+	return out, nil
 }
 
 // GammaServer is the server API for the storks.test.multi.v1.Gamma service.
@@ -391,10 +384,10 @@ type GammaServer interface {
 type UnimplementedGammaServer struct{}
 
 func (UnimplementedGammaServer) Old(context.Context, *Item) (*Item, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Old not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Old not implemented")
 }
 func (UnimplementedGammaServer) New(context.Context, *Item) (*Item, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method New not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method New not implemented")
 }
 func (UnimplementedGammaServer) mustEmbedUnimplementedGammaServer() {}
 func (UnimplementedGammaServer) testEmbeddedByValue()               {}
@@ -408,7 +401,7 @@ type UnsafeGammaServer interface {
 
 // RegisterGammaServer exports srv on s as the implementation of the
 // storks.test.multi.v1.Gamma service.
-func RegisterGammaServer(s runtime.ServiceRegistrar, srv GammaServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterGammaServer(s storks.ServiceRegistrar, srv GammaServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedGammaServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -419,13 +412,13 @@ func RegisterGammaServer(s runtime.ServiceRegistrar, srv GammaServer, opts ...ru
 	return s.Export(&Gamma_ServiceDesc, srv, opts...)
 }
 
-// Gamma_ServiceDesc is the runtime.ServiceDesc for the storks.test.multi.v1.Gamma service.
-// It's only intended for direct use with RegisterGammaServer,
+// Gamma_ServiceDesc is the storks.ServiceDesc for the storks.test.multi.v1.Gamma service.
+// It's only intended for direct use with RegisterGammaServer and NewGammaClient,
 // and not to be introspected or modified (even as a copy).
-var Gamma_ServiceDesc = runtime.ServiceDesc{
+var Gamma_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Gamma_ServiceName,
 	HandlerType: (*GammaServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Old",
 			NewRequest: func() any { return new(Item) },
@@ -444,11 +437,6 @@ var Gamma_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "multi/v1/multi.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Gamma_ServiceDesc)
-}
-
 // Empty_ServiceName is the fully-qualified name of the storks.test.multi.v1.Empty service.
 const Empty_ServiceName = "storks.test.multi.v1.Empty"
 
@@ -458,14 +446,15 @@ const Empty_ServiceName = "storks.test.multi.v1.Empty"
 type EmptyClient interface{}
 
 type emptyClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewEmptyClient returns an implementation of EmptyClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewEmptyClient(inv runtime.Invoker) EmptyClient {
-	return &emptyClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Empty_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewEmptyClient(inv storks.Invoker) EmptyClient {
+	return &emptyClient{inv: storks.BindService(inv, &Empty_ServiceDesc)}
 }
 
 // EmptyServer is the server API for the storks.test.multi.v1.Empty service.
@@ -495,7 +484,7 @@ type UnsafeEmptyServer interface {
 
 // RegisterEmptyServer exports srv on s as the implementation of the
 // storks.test.multi.v1.Empty service.
-func RegisterEmptyServer(s runtime.ServiceRegistrar, srv EmptyServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterEmptyServer(s storks.ServiceRegistrar, srv EmptyServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedEmptyServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -506,17 +495,12 @@ func RegisterEmptyServer(s runtime.ServiceRegistrar, srv EmptyServer, opts ...ru
 	return s.Export(&Empty_ServiceDesc, srv, opts...)
 }
 
-// Empty_ServiceDesc is the runtime.ServiceDesc for the storks.test.multi.v1.Empty service.
-// It's only intended for direct use with RegisterEmptyServer,
+// Empty_ServiceDesc is the storks.ServiceDesc for the storks.test.multi.v1.Empty service.
+// It's only intended for direct use with RegisterEmptyServer and NewEmptyClient,
 // and not to be introspected or modified (even as a copy).
-var Empty_ServiceDesc = runtime.ServiceDesc{
+var Empty_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Empty_ServiceName,
 	HandlerType: (*EmptyServer)(nil),
-	Methods:     []runtime.MethodDesc{},
+	Methods:     []storks.MethodDesc{},
 	Metadata:    "multi/v1/multi.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Empty_ServiceDesc)
 }

@@ -8,17 +8,17 @@ package otherpb
 import (
 	"context"
 	typesv1 "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/types/v1"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Lookup_ServiceName is the fully-qualified name of the storks.test.weird.name.Lookup service.
 const Lookup_ServiceName = "storks.test.weird.name.Lookup"
 
-// Full method names of the storks.test.weird.name.Lookup service, as passed to runtime.Invoker.
+// Full method names of the storks.test.weird.name.Lookup service, as passed to storks.Invoker.
 const (
 	Lookup_Find_FullMethodName = "/storks.test.weird.name.Lookup/Find"
 )
@@ -28,26 +28,27 @@ const (
 // Lookup is a service in a file whose go_package differs from its proto
 // package.
 type LookupClient interface {
-	Find(ctx context.Context, in *typesv1.Request, opts ...runtime.CallOption) (*Thing, error)
+	Find(ctx context.Context, in *typesv1.Request, opts ...storks.CallOption) (*Thing, error)
 }
 
 type lookupClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewLookupClient returns an implementation of LookupClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewLookupClient(inv runtime.Invoker) LookupClient {
-	return &lookupClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Lookup_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewLookupClient(inv storks.Invoker) LookupClient {
+	return &lookupClient{inv: storks.BindService(inv, &Lookup_ServiceDesc)}
 }
 
-func (c *lookupClient) Find(ctx context.Context, in *typesv1.Request, opts ...runtime.CallOption) (*Thing, error) {
-	out, err := c.inv.Invoke(ctx, Lookup_Find_FullMethodName, in, new(Thing), opts...)
-	if err != nil {
+func (c *lookupClient) Find(ctx context.Context, in *typesv1.Request, opts ...storks.CallOption) (*Thing, error) {
+	out := new(Thing)
+	if err := c.inv.Invoke(ctx, Lookup_Find_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Thing), nil
+	return out, nil
 }
 
 // LookupServer is the server API for the storks.test.weird.name.Lookup service.
@@ -68,7 +69,7 @@ type LookupServer interface {
 type UnimplementedLookupServer struct{}
 
 func (UnimplementedLookupServer) Find(context.Context, *typesv1.Request) (*Thing, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Find not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Find not implemented")
 }
 func (UnimplementedLookupServer) mustEmbedUnimplementedLookupServer() {}
 func (UnimplementedLookupServer) testEmbeddedByValue()                {}
@@ -82,7 +83,7 @@ type UnsafeLookupServer interface {
 
 // RegisterLookupServer exports srv on s as the implementation of the
 // storks.test.weird.name.Lookup service.
-func RegisterLookupServer(s runtime.ServiceRegistrar, srv LookupServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterLookupServer(s storks.ServiceRegistrar, srv LookupServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedLookupServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -93,13 +94,13 @@ func RegisterLookupServer(s runtime.ServiceRegistrar, srv LookupServer, opts ...
 	return s.Export(&Lookup_ServiceDesc, srv, opts...)
 }
 
-// Lookup_ServiceDesc is the runtime.ServiceDesc for the storks.test.weird.name.Lookup service.
-// It's only intended for direct use with RegisterLookupServer,
+// Lookup_ServiceDesc is the storks.ServiceDesc for the storks.test.weird.name.Lookup service.
+// It's only intended for direct use with RegisterLookupServer and NewLookupClient,
 // and not to be introspected or modified (even as a copy).
-var Lookup_ServiceDesc = runtime.ServiceDesc{
+var Lookup_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Lookup_ServiceName,
 	HandlerType: (*LookupServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Find",
 			NewRequest: func() any { return new(typesv1.Request) },
@@ -109,9 +110,4 @@ var Lookup_ServiceDesc = runtime.ServiceDesc{
 		},
 	},
 	Metadata: "other/other.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Lookup_ServiceDesc)
 }

@@ -7,17 +7,17 @@ package streamv1
 
 import (
 	"context"
-	"github.com/storks-rpc/storks/runtime"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = runtime.SupportPackageIsVersion2
+const _ = storks.SupportPackageIsVersion3
 
 // Streamer_ServiceName is the fully-qualified name of the storks.test.stream.v1.Streamer service.
 const Streamer_ServiceName = "storks.test.stream.v1.Streamer"
 
-// Full method names of the storks.test.stream.v1.Streamer service, as passed to runtime.Invoker.
+// Full method names of the storks.test.stream.v1.Streamer service, as passed to storks.Invoker.
 const (
 	Streamer_Unary_FullMethodName = "/storks.test.stream.v1.Streamer/Unary"
 	Streamer_Last_FullMethodName  = "/storks.test.stream.v1.Streamer/Last"
@@ -27,40 +27,41 @@ const (
 //
 // Streamer mixes unary and streaming methods.
 type StreamerClient interface {
-	Unary(ctx context.Context, in *Msg, opts ...runtime.CallOption) (*Msg, error)
+	Unary(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error)
 
 	// Method Watch is server-streaming, which this version of protoc-gen-storks does not generate.
 	// Method Upload is client-streaming, which this version of protoc-gen-storks does not generate.
 	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
 
-	Last(ctx context.Context, in *Msg, opts ...runtime.CallOption) (*Msg, error)
+	Last(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error)
 }
 
 type streamerClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewStreamerClient returns an implementation of StreamerClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewStreamerClient(inv runtime.Invoker) StreamerClient {
-	return &streamerClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to Streamer_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewStreamerClient(inv storks.Invoker) StreamerClient {
+	return &streamerClient{inv: storks.BindService(inv, &Streamer_ServiceDesc)}
 }
 
-func (c *streamerClient) Unary(ctx context.Context, in *Msg, opts ...runtime.CallOption) (*Msg, error) {
-	out, err := c.inv.Invoke(ctx, Streamer_Unary_FullMethodName, in, new(Msg), opts...)
-	if err != nil {
+func (c *streamerClient) Unary(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error) {
+	out := new(Msg)
+	if err := c.inv.Invoke(ctx, Streamer_Unary_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Msg), nil
+	return out, nil
 }
 
-func (c *streamerClient) Last(ctx context.Context, in *Msg, opts ...runtime.CallOption) (*Msg, error) {
-	out, err := c.inv.Invoke(ctx, Streamer_Last_FullMethodName, in, new(Msg), opts...)
-	if err != nil {
+func (c *streamerClient) Last(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error) {
+	out := new(Msg)
+	if err := c.inv.Invoke(ctx, Streamer_Last_FullMethodName, in, out, opts...); err != nil {
 		return nil, err
 	}
-	return out.(*Msg), nil
+	return out, nil
 }
 
 // StreamerServer is the server API for the storks.test.stream.v1.Streamer service.
@@ -86,10 +87,10 @@ type StreamerServer interface {
 type UnimplementedStreamerServer struct{}
 
 func (UnimplementedStreamerServer) Unary(context.Context, *Msg) (*Msg, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Unary not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Unary not implemented")
 }
 func (UnimplementedStreamerServer) Last(context.Context, *Msg) (*Msg, error) {
-	return nil, runtime.Errorf(runtime.CodeUnimplemented, "method Last not implemented")
+	return nil, storks.Errorf(storks.CodeUnimplemented, "method Last not implemented")
 }
 func (UnimplementedStreamerServer) mustEmbedUnimplementedStreamerServer() {}
 func (UnimplementedStreamerServer) testEmbeddedByValue()                  {}
@@ -103,7 +104,7 @@ type UnsafeStreamerServer interface {
 
 // RegisterStreamerServer exports srv on s as the implementation of the
 // storks.test.stream.v1.Streamer service.
-func RegisterStreamerServer(s runtime.ServiceRegistrar, srv StreamerServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterStreamerServer(s storks.ServiceRegistrar, srv StreamerServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedStreamerServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -114,13 +115,13 @@ func RegisterStreamerServer(s runtime.ServiceRegistrar, srv StreamerServer, opts
 	return s.Export(&Streamer_ServiceDesc, srv, opts...)
 }
 
-// Streamer_ServiceDesc is the runtime.ServiceDesc for the storks.test.stream.v1.Streamer service.
-// It's only intended for direct use with RegisterStreamerServer,
+// Streamer_ServiceDesc is the storks.ServiceDesc for the storks.test.stream.v1.Streamer service.
+// It's only intended for direct use with RegisterStreamerServer and NewStreamerClient,
 // and not to be introspected or modified (even as a copy).
-var Streamer_ServiceDesc = runtime.ServiceDesc{
+var Streamer_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Streamer_ServiceName,
 	HandlerType: (*StreamerServer)(nil),
-	Methods: []runtime.MethodDesc{
+	Methods: []storks.MethodDesc{
 		{
 			Name:       "Unary",
 			NewRequest: func() any { return new(Msg) },
@@ -139,11 +140,6 @@ var Streamer_ServiceDesc = runtime.ServiceDesc{
 	Metadata: "stream/v1/stream.proto",
 }
 
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&Streamer_ServiceDesc)
-}
-
 // OnlyStreams_ServiceName is the fully-qualified name of the storks.test.stream.v1.OnlyStreams service.
 const OnlyStreams_ServiceName = "storks.test.stream.v1.OnlyStreams"
 
@@ -155,14 +151,15 @@ type OnlyStreamsClient interface {
 }
 
 type onlyStreamsClient struct {
-	inv runtime.Invoker
+	inv storks.Invoker
 }
 
 // NewOnlyStreamsClient returns an implementation of OnlyStreamsClient that makes every
-// call through inv, usually a reference to the service obtained from a
-// runtime client.
-func NewOnlyStreamsClient(inv runtime.Invoker) OnlyStreamsClient {
-	return &onlyStreamsClient{inv: inv}
+// call through inv, usually a *storks.Reference to the service. It binds inv
+// to OnlyStreams_ServiceDesc (storks.BindService), so that the reference's fail
+// mode knows which methods are idempotent.
+func NewOnlyStreamsClient(inv storks.Invoker) OnlyStreamsClient {
+	return &onlyStreamsClient{inv: storks.BindService(inv, &OnlyStreams_ServiceDesc)}
 }
 
 // OnlyStreamsServer is the server API for the storks.test.stream.v1.OnlyStreams service.
@@ -194,7 +191,7 @@ type UnsafeOnlyStreamsServer interface {
 
 // RegisterOnlyStreamsServer exports srv on s as the implementation of the
 // storks.test.stream.v1.OnlyStreams service.
-func RegisterOnlyStreamsServer(s runtime.ServiceRegistrar, srv OnlyStreamsServer, opts ...runtime.ExportOption) (*runtime.Exporter, error) {
+func RegisterOnlyStreamsServer(s storks.ServiceRegistrar, srv OnlyStreamsServer, opts ...storks.ExportOption) (*storks.Exporter, error) {
 	// If the following call panics, it indicates UnimplementedOnlyStreamsServer was
 	// embedded by pointer and is nil. This would cause panics if an
 	// unimplemented method were ever invoked, so it is tested at export
@@ -205,17 +202,12 @@ func RegisterOnlyStreamsServer(s runtime.ServiceRegistrar, srv OnlyStreamsServer
 	return s.Export(&OnlyStreams_ServiceDesc, srv, opts...)
 }
 
-// OnlyStreams_ServiceDesc is the runtime.ServiceDesc for the storks.test.stream.v1.OnlyStreams service.
-// It's only intended for direct use with RegisterOnlyStreamsServer,
+// OnlyStreams_ServiceDesc is the storks.ServiceDesc for the storks.test.stream.v1.OnlyStreams service.
+// It's only intended for direct use with RegisterOnlyStreamsServer and NewOnlyStreamsClient,
 // and not to be introspected or modified (even as a copy).
-var OnlyStreams_ServiceDesc = runtime.ServiceDesc{
+var OnlyStreams_ServiceDesc = storks.ServiceDesc{
 	ServiceName: OnlyStreams_ServiceName,
 	HandlerType: (*OnlyStreamsServer)(nil),
-	Methods:     []runtime.MethodDesc{},
+	Methods:     []storks.MethodDesc{},
 	Metadata:    "stream/v1/stream.proto",
-}
-
-func init() {
-	// Tell clients in this process which methods of the service may be retried.
-	runtime.RegisterMethods(&OnlyStreams_ServiceDesc)
 }
