@@ -37,6 +37,18 @@ const (
 	framePong     frameType = 5 // body: empty
 	frameCancel   frameType = 6 // body: empty; cancels the request with this ID
 	frameGoAway   frameType = 7 // body: empty; the server takes no new requests on this connection
+
+	// Version 2 (docs/protocol.md, "Version 2: settings and streams"); the
+	// bodies are encoded and decoded in frame_stream.go. A peer sends these
+	// only on a connection whose settings exchange made it version 2.
+	frameSettings     frameType = 8  // ID 0; body: settings, each peer's first frame
+	frameOpen         frameType = 9  // client → server; body: request header, no payload
+	frameHeaders      frameType = 10 // server → client; body: metadata
+	frameData         frameType = 11 // either; body: flags byte, then a chunk of a message
+	frameHalfClose    frameType = 12 // client → server; body: empty; the client sends no more data
+	frameEnd          frameType = 13 // server → client; body: status, flags, message, trailers
+	frameReset        frameType = 14 // either; body: uvarint code; abandons the stream
+	frameWindowUpdate frameType = 15 // either; ID 0 for the connection; body: uvarint increment
 )
 
 func (t frameType) String() string {
@@ -55,6 +67,22 @@ func (t frameType) String() string {
 		return "cancel"
 	case frameGoAway:
 		return "goaway"
+	case frameSettings:
+		return "settings"
+	case frameOpen:
+		return "open"
+	case frameHeaders:
+		return "headers"
+	case frameData:
+		return "data"
+	case frameHalfClose:
+		return "half-close"
+	case frameEnd:
+		return "end"
+	case frameReset:
+		return "reset"
+	case frameWindowUpdate:
+		return "window update"
 	}
 	return fmt.Sprintf("frame type %d", uint8(t))
 }
