@@ -75,6 +75,10 @@ type serverConfig struct {
 	logger         *slog.Logger
 	codec          Codec
 	sec            serverSecurity
+
+	// Serve and Export fail when a registration fails, instead of
+	// retrying it in the background (register.go).
+	registrationRequired bool
 }
 
 type clientConfig struct {
