@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -172,4 +173,180 @@ func TestWaitForProviderReferWhileTheRegistryIsDown(t *testing.T) {
 	}
 	t.Logf("the call went through %v after the registry came back (%d watch attempts)",
 		time.Since(back).Round(time.Millisecond), reg.watches.Load())
+}
+
+// listCounter is an in-process registry that counts the calls of its
+// registry.Lister method.
+type listCounter struct {
+	*registry.Inproc
+	services atomic.Int64
+	block    bool // Services waits for its context to end
+}
+
+func (l *listCounter) Services(ctx context.Context) ([]registry.ServiceKey, error) {
+	l.services.Add(1)
+	if l.block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return l.Inproc.Services(ctx)
+}
+
+// noLister hides the registry.Lister method of a registry.
+type noLister struct{ registry.Registry }
+
+// A version mismatch: the error says which versions and groups the
+// registry has, with their providers, and how to refer to them; the
+// registry is asked at most once a second per reference.
+func TestNoProviderNamesOtherVersionsAndGroups(t *testing.T) {
+	reg := &listCounter{Inproc: newRegistry(t).(*registry.Inproc)}
+	startProvider(t, reg.Inproc, &echoImpl{name: "a"}, nil, runtime.WithVersion("v1"))
+	startProvider(t, reg.Inproc, &echoImpl{name: "b"}, nil, runtime.WithVersion("v1"))
+	startProvider(t, reg.Inproc, &echoImpl{name: "c"}, nil, runtime.WithVersion("v2"), runtime.WithGroup("blue"))
+
+	_, ref := refer(t, reg, nil)
+	_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+	const want = `storks: Unavailable: no provider for test.Echo (version "", group ""); ` +
+		`the registry has test.Echo:v1 with 2 providers, blue/test.Echo:v2 with 1 provider; ` +
+		`refer with WithVersion("v1") or WithVersion("v2") and WithGroup("blue")`
+	if err == nil || err.Error() != want {
+		t.Fatalf("error:\n%v\nwant:\n%s", err, want)
+	}
+	if !errors.Is(err, runtime.ErrNoProvider) {
+		t.Errorf("errors.Is(%v, ErrNoProvider) = false", err)
+	}
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				if _, err := callEcho(context.Background(), ref, "x"); err == nil || err.Error() != want {
+					t.Errorf("error %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := reg.services.Load(); n != 1 {
+		t.Errorf("%d registry queries for 1001 failed calls, want 1", n)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	callEcho(context.Background(), ref, "x")
+	if n := reg.services.Load(); n != 2 {
+		t.Errorf("%d registry queries after a second, want 2", n)
+	}
+
+	t.Run("group", func(t *testing.T) {
+		_, ref := refer(t, reg, nil, runtime.WithVersion("v2"))
+		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		wantCode(t, err, runtime.CodeUnavailable, `no provider for test.Echo:v2 (version "v2", group ""); `+
+			`the registry has test.Echo:v1 with 2 providers, blue/test.Echo:v2 with 1 provider; `+
+			`refer with WithVersion("v1") or WithGroup("blue")`)
+	})
+	t.Run("waiting call", func(t *testing.T) {
+		_, ref := refer(t, reg, nil, runtime.WithWaitForProvider())
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		r := <-callAsync(ctx, ref)
+		wantCode(t, r.err, runtime.CodeDeadlineExceeded, `no provider appeared for test.Echo (version "", group "") within the deadline; `+
+			`the registry has test.Echo:v1 with 2 providers`)
+		if r.took > 700*time.Millisecond {
+			t.Errorf("the call took %v", r.took)
+		}
+	})
+	t.Run("no Lister", func(t *testing.T) {
+		_, ref := refer(t, noLister{reg}, nil)
+		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		if err == nil || err.Error() != "storks: Unavailable: no provider for test.Echo" {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("no other key", func(t *testing.T) {
+		other := &listCounter{Inproc: newRegistry(t).(*registry.Inproc)}
+		_, ref := refer(t, other, nil)
+		_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+		if err == nil || err.Error() != "storks: Unavailable: no provider for test.Echo" {
+			t.Fatalf("error %v", err)
+		}
+	})
+}
+
+// A registry that does not answer the query delays a failing call by at
+// most the query's bound, and the concurrent calls share one query.
+func TestNoProviderHintIsBounded(t *testing.T) {
+	reg := &listCounter{Inproc: newRegistry(t).(*registry.Inproc), block: true}
+	_, ref := refer(t, reg, nil)
+	var wg sync.WaitGroup
+	var slowest atomic.Int64
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			_, err := callEcho(context.Background(), ref, "x")
+			if err == nil || err.Error() != "storks: Unavailable: no provider for test.Echo" {
+				t.Errorf("error %v", err)
+			}
+			if d := int64(time.Since(start)); d > slowest.Load() {
+				slowest.Store(d)
+			}
+		}()
+	}
+	wg.Wait()
+	if d := time.Duration(slowest.Load()); d > 600*time.Millisecond {
+		t.Errorf("the slowest call took %v", d)
+	}
+	if n := reg.services.Load(); n != 1 {
+		t.Errorf("%d registry queries, want 1", n)
+	}
+	// A call whose context ends first does not wait for the query.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	time.Sleep(time.Second) // the last answer ("") is stale
+	start := time.Now()
+	callEcho(ctx, ref, "x")
+	if d := time.Since(start); d > 150*time.Millisecond {
+		t.Errorf("a call with a 20ms deadline took %v", d)
+	}
+}
+
+// A request for a key the server does not export names the keys of the
+// same service it does export; the error is still one that provably did
+// not run, so a call goes on to another provider.
+func TestNotExportedNamesTheExportedVersions(t *testing.T) {
+	reg := newRegistry(t)
+	v1, _ := startProvider(t, reg, &echoImpl{name: "v1"}, nil, runtime.WithVersion("v1"))
+	_, ref := refer(t, mustOpen(t, "direct://"+v1.Addr()), nil)
+	_, err := callEcho(withTimeout(t, 5*time.Second), ref, "x")
+	want := "storks: Unimplemented: service test.Echo (no version) is not exported by " + v1.Addr() + "; it exports test.Echo:v1"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error:\n%v\nwant:\n%s", err, want)
+	}
+
+	_, ref = refer(t, mustOpen(t, "direct://"+v1.Addr()), nil, runtime.WithVersion("v3"), runtime.WithGroup("g"))
+	_, err = callEcho(withTimeout(t, 5*time.Second), ref, "x")
+	wantCode(t, err, runtime.CodeUnimplemented, "service g/test.Echo:v3 is not exported by "+v1.Addr()+"; it exports test.Echo:v1")
+
+	// Another service entirely: no list.
+	other := runtime.NewServer()
+	if _, err := other.Export(&bytesDesc, bytesImpl{}); err != nil {
+		t.Fatal(err)
+	}
+	lis, _ := serve(t, other)
+	_, ref = refer(t, mustOpen(t, "direct://"+lis.Addr().String()), nil)
+	_, err = callEcho(withTimeout(t, 5*time.Second), ref, "x")
+	if want := "storks: Unimplemented: service test.Echo is not exported by " + lis.Addr().String(); err == nil || err.Error() != want {
+		t.Fatalf("error %v, want %s", err, want)
+	}
+
+	// Failover still works: the mismatched provider did not run the call.
+	plain, _ := startProvider(t, reg, &echoImpl{name: "plain"}, nil)
+	_, ref = refer(t, mustOpen(t, "static://"+v1.Addr()+","+plain.Addr()), nil)
+	for range 6 {
+		if got, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil || got != "plain:x" {
+			t.Fatalf("call: %q, %v", got, err)
+		}
+	}
 }
