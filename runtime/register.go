@@ -288,7 +288,8 @@ func (s *Server) startRetrier(ex *Exporter) <-chan struct{} {
 }
 
 // retry makes registration attempts for ex until one succeeds or ex is
-// withdrawn, logging the first failure and the eventual success.
+// withdrawn, logging the first failure and the success that follows (or
+// that came after Serve or Export went on without it).
 func (s *Server) retry(ex *Exporter, rctx context.Context, first chan struct{}) {
 	defer s.bg.Done()
 	defer func() {
@@ -309,7 +310,7 @@ func (s *Server) retry(ex *Exporter, rctx context.Context, first chan struct{}) 
 		}
 		switch {
 		case err == nil:
-			if n > 1 {
+			if n > 1 || time.Since(start) > firstAttemptWait {
 				log.Info("storks: export registered after retrying", "service", ex.exp.keyStr, "addr", s.Addr(),
 					"attempts", n, "after", time.Since(start).Round(time.Millisecond))
 			}
