@@ -24,6 +24,19 @@
 //	greeter := greeterv1.NewGreeterClient(ref)
 //	reply, err := greeter.SayHello(ctx, &greeterv1.HelloRequest{Name: "storks"})
 //
+// Neither side needs the registry to start. Serve registers every export,
+// and a registration that fails is logged and retried in the background,
+// with backoff, while the server takes calls; Exporter.State says where an
+// export stands, and WithRegistrationRequired makes Serve fail instead. A
+// consumer that refers WithWaitForProvider gets its reference at once, and
+// its calls wait, within their deadline, for a provider to appear instead
+// of failing at once with ErrNoProvider:
+//
+//	ref, _ := cli.Refer(ctx, greeterv1.Greeter_ServiceName, runtime.WithWaitForProvider())
+//
+// A call that finds no provider says which versions and groups of the
+// service the registry does have, if any.
+//
 // Many concurrent calls share one TCP connection per provider and are matched
 // by request ID; the format is described in docs/protocol.md.
 //

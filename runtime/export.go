@@ -41,10 +41,11 @@ type Exporter struct {
 	inst registry.Instance
 	stop chan struct{} // closed by Unexport and Close; ends a delayed export
 
-	mu         sync.Mutex // serializes registration of this export
+	mu         sync.Mutex // guards the fields below
 	active     bool       // in srv.exports and the local table
 	registered bool
 	removed    bool
+	reg        exportRegistration // register.go
 }
 
 // Key returns the service key the export answers to.
@@ -64,8 +65,10 @@ func (ex *Exporter) Instance() registry.Instance {
 // the server's options or opts are invalid (a CodeInvalidArgument *Error
 // whose message starts with the option's name), if desc or impl is
 // unusable, if the service key is already exported on this server, or if
-// the server is serving and the registration fails. Without WithDelay the
-// export takes calls when Export returns.
+// the server is serving, was made WithRegistrationRequired and the
+// registration fails. Without that option a failed registration is retried
+// in the background (see Exporter.State). Without WithDelay the export
+// takes calls when Export returns.
 func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exporter, error) {
 	if s.cfgErr != nil {
 		return nil, s.cfgErr
@@ -212,44 +215,6 @@ func (s *Server) activate(ctx context.Context, ex *Exporter) error {
 	s.mu.Unlock()
 	addLocal(ex.exp)
 	return s.register(ctx, ex)
-}
-
-// register registers an active export once the server has an address.
-func (s *Server) register(ctx context.Context, ex *Exporter) error {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	s.mu.RLock()
-	addr := s.addr
-	s.mu.RUnlock()
-	if s.cfg.registry == nil || !ex.active || ex.registered || ex.removed || addr == "" {
-		return nil
-	}
-	in := ex.inst.Clone()
-	in.Addr = addr
-	if err := s.cfg.registry.Register(ctx, in); err != nil {
-		return wrapError(CodeUnavailable, err, "register %s at %s: %v", ex.exp.keyStr, addr, err)
-	}
-	ex.registered = true
-	return nil
-}
-
-// deregister removes the export from the registry; the export keeps taking
-// calls until it is unexported or the server closes.
-func (ex *Exporter) deregister(ctx context.Context) error {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	if !ex.registered {
-		return nil
-	}
-	in := ex.inst.Clone()
-	ex.srv.mu.RLock()
-	in.Addr = ex.srv.addr
-	ex.srv.mu.RUnlock()
-	if err := ex.srv.cfg.registry.Deregister(ctx, in); err != nil {
-		return wrapError(CodeUnavailable, err, "deregister %s at %s: %v", ex.exp.keyStr, in.Addr, err)
-	}
-	ex.registered = false
-	return nil
 }
 
 // Unexport deregisters the export (synchronously, bounded by ctx) and stops

@@ -279,6 +279,11 @@ func (r *Reference) call(ctx context.Context, method string, req, reply any, cc 
 	if cc != nil && cc.resilience.fail.kind != failUnset {
 		mode = cc.resilience.fail
 	}
+	if cc != nil && cc.resilience.waitForProvider && mode.kind == failBackup {
+		if err := r.awaitProvider(ctx, cc); err != nil { // hedge does not see cc
+			return err
+		}
+	}
 	if mode.kind == failBackup && r.idempotent(method, cc, b) {
 		if reply2 := newReply(reply); reply2 != nil {
 			return r.hedge(ctx, method, short, req, reply, reply2, mode.delay)
@@ -324,7 +329,10 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 				return attempts, outLocal, wrapError(CodeCanceled, ErrClientClosed, "call %s: reference is closed", method)
 			}
 			if err == nil {
-				err, o = wrapError(CodeUnavailable, ErrNoProvider, "no provider for %s", r.keyStr), outNotRun
+				if err = r.noProvider(ctx, cc); err == nil {
+					continue // the list changed: look again
+				}
+				o = outNotRun
 			}
 			return attempts, o, err
 		}

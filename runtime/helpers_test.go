@@ -107,7 +107,8 @@ func (l *countingListener) Accept() (net.Conn, error) {
 func startProvider(t testing.TB, reg registry.Registry, impl echoServer, sopts []storks.ServerOption, eopts ...storks.ExportOption) (*storks.Server, *countingListener) {
 	t.Helper()
 	srv := storks.NewServer(append([]storks.ServerOption{storks.WithRegistry(reg), storks.WithShutdownWait(50 * time.Millisecond)}, sopts...)...)
-	if _, err := srv.Export(&echoDesc, impl, eopts...); err != nil {
+	ex, err := srv.Export(&echoDesc, impl, eopts...)
+	if err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -121,7 +122,8 @@ func startProvider(t testing.TB, reg registry.Registry, impl echoServer, sopts [
 		srv.Close()
 		<-done
 	})
-	waitFor(t, func() bool { return srv.Addr() != "" })
+	// Serve registers in the background; a delayed export stays pending.
+	waitFor(t, func() bool { return srv.Addr() != "" && ex.State() != storks.ExportRegistering })
 	return srv, cl
 }
 

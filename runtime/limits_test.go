@@ -342,7 +342,7 @@ func TestIdleConnections(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	t.Cleanup(func() { srv.Close(); <-served })
-	waitFor(t, func() bool { return srv.Addr() != "" })
+	waitFor(t, func() bool { return len(instances(t, reg)) == 1 }) // Serve registers in the background
 	_, ref := refer(t, reg, nil)
 
 	// A call four times as long as the idle timeout keeps its connection.

@@ -65,6 +65,15 @@ type PolicyOption interface {
 	ReferOption
 }
 
+// CallPolicyOption is a call policy that a single call can set too:
+// NewClient, Refer and a call (a generated method or Invoke) accept it, the
+// call's overriding the reference's and the reference's the client's.
+// WithWaitForProvider returns one.
+type CallPolicyOption interface {
+	PolicyOption
+	CallOption
+}
+
 type serverConfig struct {
 	optionErrors
 	registry       registry.Registry
@@ -75,6 +84,10 @@ type serverConfig struct {
 	logger         *slog.Logger
 	codec          Codec
 	sec            serverSecurity
+
+	// Serve and Export fail when a registration fails, instead of
+	// retrying it in the background (register.go).
+	registrationRequired bool
 }
 
 type clientConfig struct {
@@ -138,6 +151,8 @@ type clientResilience struct {
 	defaultTimeout time.Duration
 	ejection       EjectionPolicy
 	observer       func(Event)
+
+	waitForProvider bool // discovery.go
 }
 
 // referResilience is the part of referConfig set by the options in
@@ -147,6 +162,8 @@ type referResilience struct {
 	defaultTimeout time.Duration
 	timeoutSet     bool
 	idempotent     []string
+
+	waitForProvider bool // discovery.go
 }
 
 // callResilience is the part of callConfig set by the options in
@@ -154,9 +171,13 @@ type referResilience struct {
 type callResilience struct {
 	fail       FailMode
 	idempotent bool
+
+	waitForProvider bool // discovery.go
 }
 
-func (c callResilience) set() bool { return c.fail.kind != failUnset || c.idempotent }
+func (c callResilience) set() bool {
+	return c.fail.kind != failUnset || c.idempotent || c.waitForProvider
+}
 
 // Every option is checked, and a bad one is reported by the constructor or
 // call it is given to, never by a panic later. An option constructor given

@@ -50,6 +50,8 @@ type Reference struct {
 	cancel  context.CancelFunc
 	once    sync.Once
 	closed  atomic.Bool
+
+	disc discovery // waiting for providers, and why there are none (discovery.go)
 }
 
 type refState struct {
@@ -60,15 +62,21 @@ type refState struct {
 	// are instances and eps.
 	live    []registry.Instance
 	liveEps []*endpoint
+	// changed is closed when update or Close replaces the state, for the
+	// calls that wait for a provider (discovery.go). The states health.go
+	// rebuilds, which are never empty, have none.
+	changed chan struct{}
 }
 
 // Refer subscribes to the providers of service (a fully qualified proto
 // service name, such as a generated <Svc>_ServiceName constant) with the
 // version and group from opts. It waits, bounded by ctx, for the registry's
-// current list, then follows changes until the reference or client is
-// closed. An empty list is not an error: calls fail with ErrNoProvider until
-// a provider appears. An invalid option is: Refer returns a
-// CodeInvalidArgument *Error whose message starts with the option's name.
+// current list (unless WithWaitForProvider applies: then it returns at
+// once), then follows changes until the reference or client is closed. An
+// empty list is not an error: calls fail with ErrNoProvider until a
+// provider appears, or wait for one (WithWaitForProvider). An invalid
+// option is: Refer returns a CodeInvalidArgument *Error whose message
+// starts with the option's name.
 func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption) (*Reference, error) {
 	cfg := referConfig{registry: c.cfg.registry}
 	if err := applyOptions(&cfg.optionErrors, "Refer", opts, func(o ReferOption) { o.applyRefer(&cfg) }); err != nil {
@@ -94,17 +102,12 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 	}
 	c.mu.Unlock()
 
+	wait := cfg.resilience.waitForProvider || c.cfg.resilience.waitForProvider
 	wctx, cancel := context.WithCancel(c.ctx)
-	w, err := cfg.registry.Watch(wctx, key)
+	w, list, err := c.watch(ctx, wctx, cfg.registry, key, wait)
 	if err != nil {
 		cancel()
-		return nil, wrapError(CodeUnavailable, err, "refer %s: watch: %v", key, err)
-	}
-	list, err := nextList(ctx, wctx, w)
-	if err != nil {
-		w.Stop()
-		cancel()
-		return nil, wrapError(CodeOf(err), err, "refer %s: first discovery: %v", key, err)
+		return nil, err
 	}
 	r := &Reference{
 		cl:       c,
@@ -118,6 +121,7 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 		cancel:   cancel,
 	}
 	r.invoker = r.invoke
+	r.disc.reg, r.disc.wait = cfg.registry, wait
 	r.fail = cfg.resilience.fail
 	if r.fail.kind == failUnset {
 		r.fail = c.cfg.resilience.fail
@@ -195,7 +199,7 @@ func (r *Reference) follow(ctx context.Context) {
 
 // update installs a new provider list.
 func (r *Reference) update(list []registry.Instance) {
-	st := &refState{instances: list, eps: make([]*endpoint, len(list))}
+	st := &refState{instances: list, eps: make([]*endpoint, len(list)), changed: make(chan struct{})}
 	c := r.cl
 	c.mu.Lock()
 	for i, in := range list {
@@ -207,6 +211,7 @@ func (r *Reference) update(list []registry.Instance) {
 		for _, ep := range old.eps {
 			c.release(ep)
 		}
+		old.notifyChanged()
 	}
 	c.mu.Unlock()
 }
@@ -241,6 +246,7 @@ func (r *Reference) Close() error {
 			for _, ep := range old.eps {
 				c.release(ep)
 			}
+			old.notifyChanged()
 		}
 		c.mu.Unlock()
 	})

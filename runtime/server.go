@@ -94,9 +94,11 @@ func (s *Server) Addr() string {
 
 // Serve accepts connections on lis until the server is closed. The first
 // call to Serve fixes the server's advertised address and registers every
-// active export; if a registration fails, Serve closes lis and returns the
-// error. Serve returns ErrServerClosed (wrapped) after Shutdown or Close, and
-// a CodeInvalidArgument error naming the option if the server's options are
+// active export. A registration that fails is logged and retried in the
+// background while the server takes calls (see Exporter.State); with
+// WithRegistrationRequired, Serve closes lis and returns the error instead.
+// Serve returns ErrServerClosed (wrapped) after Shutdown or Close, and a
+// CodeInvalidArgument error naming the option if the server's options are
 // invalid.
 func (s *Server) Serve(lis net.Listener) error {
 	if lis == nil {
@@ -136,12 +138,10 @@ func (s *Server) Serve(lis net.Listener) error {
 	defer s.bg.Done()
 
 	ctx, cancel := context.WithTimeout(s.ctx, registryTimeout)
-	for _, ex := range pending {
-		if err := s.register(ctx, ex); err != nil {
-			cancel()
-			s.removeListener(lis)
-			return err
-		}
+	if err := s.registerAll(ctx, pending); err != nil {
+		cancel()
+		s.removeListener(lis)
+		return err
 	}
 	cancel()
 
@@ -216,10 +216,12 @@ func outboundHost() string {
 	return "127.0.0.1"
 }
 
-// Shutdown stops the server gracefully: it deregisters every export, waits
-// the propagation window (WithShutdownWait) so consumers stop choosing this
-// provider, then refuses new calls with CodeUnavailable, tells every
-// connected client to go away, waits for the calls in flight, and closes.
+// Shutdown stops the server gracefully: it deregisters every export (and
+// stops the registrations still retried), waits the propagation window
+// (WithShutdownWait) so consumers stop choosing this provider, unless no
+// export was registered, then refuses new calls with CodeUnavailable, tells
+// every connected client to go away, waits for the calls in flight, and
+// closes.
 // If ctx ends first, the remaining work is abandoned as by Close and the
 // context's error is returned. Deregistration errors are returned too.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -237,10 +239,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	anyRegistered := false
 	for _, ex := range exporters {
-		ex.mu.Lock()
-		anyRegistered = anyRegistered || ex.registered
-		ex.mu.Unlock()
-		if err := ex.deregister(ctx); err != nil {
+		was, err := ex.withdraw(ctx)
+		anyRegistered = anyRegistered || was
+		if err != nil {
 			errs = append(errs, err)
 		}
 		removeLocal(ex.exp)

@@ -169,7 +169,7 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 	exp := s.lookup(rh.key)
 	if exp == nil {
 		s.inflight.Add(-1)
-		e := Errorf(CodeUnimplemented, "service %s is not exported by %s", rh.key, s.Addr())
+		e := s.notExported(rh.key)
 		putBuf(body)
 		sc.writeError(id, e, errNotExecuted)
 		return true

@@ -223,11 +223,74 @@ func callError(err error, key registry.ServiceKey, f callFlags) error {
 	if !errors.As(err, &re) {
 		return fmt.Errorf("call failed: %s: %v", storks.CodeOf(err), err)
 	}
-	msg := fmt.Sprintf("call failed: %s: %s", re.Code, re.Message)
-	if errors.Is(err, storks.ErrNoProvider) && f.addr == "" {
+	text, others := otherKeys(re.Message, key)
+	msg := fmt.Sprintf("call failed: %s: %s", re.Code, text)
+	switch {
+	case len(others) > 0:
+		msg += "; pass " + keyFlags(key, others)
+	case errors.Is(err, storks.ErrNoProvider) && f.addr == "":
 		msg += fmt.Sprintf(" (is a provider of %s running? see storks registry ls %s)", key, key.Service)
 	}
 	return errors.New(msg)
+}
+
+// otherKeys returns the keys of key's service other than key that the
+// message of a failed call names: those a provider exports (its "is not
+// exported" error ends with "; it exports KEY, ...") or those the registry
+// has (a "no provider" error says "; the registry has KEY with N
+// providers, ...; refer with OPTIONS"). It also returns the message without
+// the runtime's advice to programs (the options to refer with), for which
+// keyFlags gives the flags.
+func otherKeys(msg string, key registry.ServiceKey) (string, []registry.ServiceKey) {
+	var list string
+	if _, after, ok := strings.Cut(msg, "; it exports "); ok {
+		list = after
+	} else if _, after, ok := strings.Cut(msg, "; the registry has "); ok {
+		list, _, _ = strings.Cut(after, "; refer with ")
+	}
+	var keys []registry.ServiceKey
+	for _, part := range strings.Split(list, ", ") {
+		s, _, _ := strings.Cut(part, " ") // "KEY with N providers"
+		var k registry.ServiceKey
+		if g, rest, ok := strings.Cut(s, "/"); ok {
+			k.Group, s = g, rest
+		}
+		k.Service, k.Version, _ = strings.Cut(s, ":")
+		if k.Service == key.Service && k != key {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) > 0 {
+		msg, _, _ = strings.Cut(msg, "; refer with ")
+	}
+	return msg, keys
+}
+
+// keyFlags returns the --version and --group flags that name the keys
+// instead of want: "--version v1", or "--version v1, or --version v2
+// --group blue".
+func keyFlags(want registry.ServiceKey, keys []registry.ServiceKey) string {
+	var alts []string
+	for _, k := range keys {
+		var flags []string
+		if k.Version != want.Version {
+			flags = append(flags, "--version "+shellWord(k.Version))
+		}
+		if k.Group != want.Group {
+			flags = append(flags, "--group "+shellWord(k.Group))
+		}
+		alts = append(alts, strings.Join(flags, " "))
+	}
+	return strings.Join(alts, ", or ")
+}
+
+// shellWord quotes s for a POSIX shell if it is empty or holds a character
+// the shell would interpret (a version or group holds no whitespace).
+func shellWord(s string) string {
+	if s == "" || strings.ContainsAny(s, "'\"$`\\!*?[]{}()<>|&;~#") {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	return s
 }
 
 // parseMethod splits "package.Service/Method" or "/package.Service/Method".

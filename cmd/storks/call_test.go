@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net"
+	"path/filepath"
 	"reflect"
 	"sync"
 	"testing"
@@ -175,4 +176,33 @@ func TestCall(t *testing.T) {
 		r := runStorks(t, append(base, "--version", "v9", sayHello, `{"name":"x"}`)...)
 		checkOneLineError(t, r, 1, "call failed: Unimplemented: ")
 	})
+}
+
+// A call for a version or group that no provider has says which exist and
+// which flags name them: a provider called by address lists what it
+// exports, a registry what it has.
+func TestCallNamesTheVersionsThatExist(t *testing.T) {
+	p := startProvider(t, nil, "p1", storks.WithVersion("v1"))
+	r := runStorks(t, "call", "--addr", p.addr, "-I", examplesProto, "--proto", greeterProto, sayHello, `{"name":"x"}`)
+	checkOneLineError(t, r, 1, "storks: call failed: Unimplemented: service "+greeterService+" (no version) is not exported by "+
+		p.addr+"; it exports "+greeterService+":v1; pass --version v1\n")
+
+	u, reg := newInproc(t)
+	mustRegister(t, reg,
+		inst(greeterService, "v1", "", "g1", "10.0.0.1:1", nil),
+		inst(greeterService, "v1", "", "g2", "10.0.0.2:1", nil),
+		inst(greeterService, "v2", "blue", "g3", "10.0.0.3:1", nil),
+		inst("storks.examples.echo.v1.Echo", "", "", "e1", "10.0.0.4:1", nil),
+	)
+	// In this process, whose working directory is not the module's.
+	protos := filepath.Join(moduleRoot, examplesProto)
+	r = runInProcess(context.Background(), "call", "--registry", u, "-I", protos, "--proto", greeterProto, sayHello, `{"name":"x"}`)
+	checkOneLineError(t, r, 1, "storks: call failed: Unavailable: no provider for "+greeterService+` (version "", group ""); `+
+		"the registry has "+greeterService+":v1 with 2 providers, blue/"+greeterService+":v2 with 1 provider; "+
+		"pass --version v1, or --version v2 --group blue\n")
+
+	r = runInProcess(context.Background(), "call", "--registry", u, "--version", "v2", "--group", "blue", "-I", protos,
+		"--proto", "echo/v1/echo.proto", "storks.examples.echo.v1.Echo/Echo", `{}`)
+	checkOneLineError(t, r, 1, "storks: call failed: Unavailable: no provider for blue/storks.examples.echo.v1.Echo:v2 "+
+		`(version "v2", group "blue"); the registry has storks.examples.echo.v1.Echo with 1 provider; pass --version '' --group ''`+"\n")
 }

@@ -386,6 +386,9 @@ func TestRegistryEtcd(t *testing.T) {
 	if got["message"] != "Hello, etcd" || got["provider"] != "p1" {
 		t.Errorf("call: %v", got)
 	}
+	// Without the version, the error says which one the registry has.
+	r = runStorks(t, "call", "--registry", d.url, "-I", examplesProto, "--proto", greeterProto, sayHello, `{"name":"etcd"}`)
+	checkOneLineError(t, r, 1, "the registry has "+greeterService+":v1 with 1 provider; pass --version v1\n")
 
 	// watch follows a second provider coming and going.
 	cmd := storksCmd(ctx, "registry", "watch", "--registry", d.url, "--version", "v1", "-o", "json", greeterService)

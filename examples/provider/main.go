@@ -14,6 +14,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -82,15 +84,18 @@ func run() error {
 		// Unbuffered: a provider killed with SIGKILL loses nothing it ran.
 		hooks.OnCall = func(method, name string) { f.WriteString(method + " " + name + "\n") }
 	}
-	if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: *name, Hooks: hooks}, eopts...); err != nil {
+	greeter, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: *name, Hooks: hooks}, eopts...)
+	if err != nil {
 		return err
 	}
-	if _, err := echov1.RegisterEchoServer(srv, &impl.Echo{Name: *name, Hooks: hooks}, eopts...); err != nil {
+	echo, err := echov1.RegisterEchoServer(srv, &impl.Echo{Name: *name, Hooks: hooks}, eopts...)
+	if err != nil {
 		return err
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	slog.Info("provider serving", "name", *name, "addr", lis.Addr().String(), "registry", registry.RedactURL(*regURL))
+	slog.Info("provider serving", "name", *name, "addr", lis.Addr().String(), "registry", registry.RedactURL(*regURL),
+		"exports", exportStates(greeter, echo))
 	fmt.Printf("READY %s %s\n", *name, lis.Addr())
 
 	select {
@@ -107,4 +112,29 @@ func run() error {
 	<-served
 	slog.Info("provider stopped", "name", *name)
 	return nil
+}
+
+// exportStates waits (at most 2 s) for the first registration attempts
+// that Serve makes, and describes the state of each export, for example
+// "storks.examples.greeter.v1.Greeter: registered". An export whose
+// registry is unreachable is "registering", with the error: the server
+// takes calls meanwhile and registers it in the background.
+func exportStates(exports ...*storks.Exporter) string {
+	settled := func(ex *storks.Exporter) bool {
+		st := ex.State()
+		return st != storks.ExportPending && (st != storks.ExportRegistering || ex.Err() != nil)
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if !slices.ContainsFunc(exports, func(ex *storks.Exporter) bool { return !settled(ex) }) {
+			break
+		}
+	}
+	states := make([]string, len(exports))
+	for i, ex := range exports {
+		states[i] = fmt.Sprintf("%s: %s", ex.Key(), ex.State())
+		if err := ex.Err(); err != nil {
+			states[i] += fmt.Sprintf(" (%v)", err)
+		}
+	}
+	return strings.Join(states, ", ")
 }

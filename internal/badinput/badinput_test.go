@@ -166,13 +166,14 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 	defer reg.Close()
 	e := &env{t: t, reg: reg}
 	provider := storks.NewServer(storks.WithRegistry(reg))
-	if _, err := provider.Export(desc(), echo{}); err != nil {
+	ex, err := provider.Export(desc(), echo{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	lis := e.listen()
 	go provider.Serve(lis)
 	defer provider.Close()
-	for provider.Addr() == "" {
+	for ex.State() != storks.ExportRegistered { // Serve registers in the background
 		time.Sleep(time.Millisecond)
 	}
 
