@@ -3,11 +3,14 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/storks-rpc/storks/registry"
@@ -248,5 +251,23 @@ func TestSchemes(t *testing.T) {
 	}
 	if !slices.IsSorted(got) {
 		t.Errorf("Schemes() = %v, not sorted", got)
+	}
+}
+
+// An UnreachableError names every address's dial error and unwraps to them,
+// so that callers can test for both the outage and its cause.
+func TestUnreachableError(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	timeout := errors.New("i/o timeout")
+	err := fmt.Errorf("register: %w", &registry.UnreachableError{Errs: []error{refused, timeout}})
+	var ue *registry.UnreachableError
+	if !errors.As(err, &ue) || len(ue.Errs) != 2 {
+		t.Fatalf("errors.As(%v) = %v", err, ue)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) || !errors.Is(err, timeout) {
+		t.Errorf("%v does not unwrap to its dial errors", err)
+	}
+	if got, want := err.Error(), "register: cannot connect: dial tcp: connection refused; i/o timeout"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }

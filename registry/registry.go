@@ -205,6 +205,24 @@ func (e *InputError) Error() string {
 	return fmt.Sprintf("registry: %s %s", e.Field, e.Reason)
 }
 
+// UnreachableError reports that no server of a registry accepted a
+// connection; Errs holds the dial error of each address tried. Adapters
+// return it (wrapped) from calls made while their server is unreachable, so
+// that callers can tell an outage, which passes, from a rejection, which
+// does not: errors.As(err, new(*UnreachableError)). Unwrap returns Errs, so
+// errors.Is(err, syscall.ECONNREFUSED) works too.
+type UnreachableError struct{ Errs []error }
+
+func (e *UnreachableError) Error() string {
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return "cannot connect: " + strings.Join(msgs, "; ")
+}
+
+func (e *UnreachableError) Unwrap() []error { return e.Errs }
+
 // Check is the preflight of every [Registry] method that takes a context.
 // It returns, in this order: an [*InputError] naming "context" if ctx is
 // nil, [ErrClosed] if closed (the registry was closed), validation if it is

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strings"
 	"sync"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+
+	"github.com/storks-rpc/storks/registry"
 )
 
 // How the registry knows that no member can be reached, and says so at once
@@ -57,7 +58,7 @@ func (d *dialTracker) now() (uint64, <-chan struct{}) {
 	return d.seq, d.changed
 }
 
-// failedSince returns an *unreachableError if the last attempt to connect to
+// failedSince returns a *registry.UnreachableError if the last attempt to connect to
 // every endpoint of eps ended after attempt number since and failed, and nil
 // otherwise.
 func (d *dialTracker) failedSince(since uint64, eps []string) error {
@@ -71,22 +72,8 @@ func (d *dialTracker) failedSince(since uint64, eps []string) error {
 		}
 		errs = append(errs, res.err)
 	}
-	return &unreachableError{errs: errs}
+	return &registry.UnreachableError{Errs: errs}
 }
-
-// unreachableError reports that no endpoint accepted a connection: the
-// dial error of each.
-type unreachableError struct{ errs []error }
-
-func (e *unreachableError) Error() string {
-	msgs := make([]string, len(e.errs))
-	for i, err := range e.errs {
-		msgs[i] = err.Error()
-	}
-	return "cannot connect: " + strings.Join(msgs, "; ")
-}
-
-func (e *unreachableError) Unwrap() []error { return e.errs }
 
 // dial is the gRPC client's dialer: a plain TCP connection (TLS is added by
 // gRPC), whose result it records.
@@ -102,7 +89,7 @@ func (r *Registry) dial(ctx context.Context, addr string) (net.Conn, error) {
 }
 
 // connectErr returns nil as soon as the client has a connection that is
-// ready, and an *unreachableError as soon as the last attempt to connect to
+// ready, and a *registry.UnreachableError as soon as the last attempt to connect to
 // every endpoint failed, or ctx's error if ctx ends first (a host that does
 // not answer at all takes the dial timeout to fail; one that accepts the
 // connection but does not speak gRPC, or TLS as configured, takes until ctx
@@ -186,6 +173,6 @@ func isClosed(ch <-chan struct{}) bool {
 // isUnreachable reports whether err says that no endpoint could be
 // connected to.
 func isUnreachable(err error) bool {
-	var ue *unreachableError
+	var ue *registry.UnreachableError
 	return errors.As(err, &ue)
 }

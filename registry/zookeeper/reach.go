@@ -7,10 +7,11 @@ import (
 	"maps"
 	"net"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/storks-rpc/storks/registry"
 )
 
 // How the registry knows that no server can be reached, and says so at once
@@ -43,21 +44,7 @@ func (d *dialState) noteLocked() {
 	d.changed = make(chan struct{})
 }
 
-// unreachableError reports that no server accepted a connection: the dial
-// error of each.
-type unreachableError struct{ errs []error }
-
-func (e *unreachableError) Error() string {
-	msgs := make([]string, len(e.errs))
-	for i, err := range e.errs {
-		msgs[i] = err.Error()
-	}
-	return "cannot connect: " + strings.Join(msgs, "; ")
-}
-
-func (e *unreachableError) Unwrap() []error { return e.errs }
-
-// reachErr returns an *unreachableError if the registry has no session and
+// reachErr returns a *registry.UnreachableError if the registry has no session and
 // the last attempt to connect to every server failed, and nil otherwise.
 func (r *Registry) reachErr() error {
 	if _, err := r.session(); err == nil {
@@ -77,7 +64,7 @@ func (r *Registry) reachErr() error {
 		}
 		errs = append(errs, err)
 	}
-	return &unreachableError{errs: errs}
+	return &registry.UnreachableError{Errs: errs}
 }
 
 // hostProvider is the client's DNSHostProvider, which resolves the server
