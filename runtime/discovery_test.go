@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,8 +155,10 @@ func TestWaitForProviderReferWhileTheRegistryIsDown(t *testing.T) {
 	if _, err := cli.Refer(withTimeout(t, time.Second), echoService); !errors.Is(err, errInjected) {
 		t.Fatalf("Refer without the option: %v, want the registry's error", err)
 	}
+	var logs logBuffer
+	waiting := newClient(t, storks.WithRegistry(reg), storks.WithLogger(logs.logger()))
 	start := time.Now()
-	ref, err := cli.Refer(withTimeout(t, time.Second), echoService, storks.WithWaitForProvider(), storks.WithRemote())
+	ref, err := waiting.Refer(withTimeout(t, time.Second), echoService, storks.WithWaitForProvider(), storks.WithRemote())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +173,10 @@ func TestWaitForProviderReferWhileTheRegistryIsDown(t *testing.T) {
 	r := <-res
 	if r.err != nil || r.reply != "p:x" {
 		t.Fatalf("call: %q, %v", r.reply, r.err)
+	}
+	// There was no list to keep: the log must not claim one.
+	if l := logs.String(); !strings.Contains(l, "the registry has not answered yet") || strings.Contains(l, "last known list") {
+		t.Errorf("log while the registry was down:\n%s", l)
 	}
 	t.Logf("the call went through %v after the registry came back (%d watch attempts)",
 		time.Since(back).Round(time.Millisecond), reg.watches.Load())

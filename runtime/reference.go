@@ -148,7 +148,7 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 	if r.InProcess() {
 		r.noteLocal(true)
 	}
-	go r.follow(wctx)
+	go r.follow(wctx, !wait) // without wait, list is the registry's first answer
 	return r, nil
 }
 
@@ -162,8 +162,10 @@ func nextList(ctx, wctx context.Context, w registry.Watcher) ([]registry.Instanc
 }
 
 // follow applies every change of the provider list until the reference is
-// closed. Registry failures leave the last known list in place.
-func (r *Reference) follow(ctx context.Context) {
+// closed. Registry failures leave the last known list in place. listed says
+// whether the registry has answered once already (Refer waited for it), so
+// that the log says whether there is a last known list to keep.
+func (r *Reference) follow(ctx context.Context, listed bool) {
 	defer r.cl.bg.Done()
 	log := r.cl.cfg.logger
 	var failing bool
@@ -175,7 +177,11 @@ func (r *Reference) follow(ctx context.Context) {
 				return
 			}
 			if !failing {
-				log.Warn("storks: watching providers failed; keeping the last known list", "service", r.keyStr, "err", err)
+				if listed {
+					log.Warn("storks: watching providers failed; keeping the last known list", "service", r.keyStr, "err", err)
+				} else {
+					log.Warn("storks: the registry has not answered yet; calls find no provider until it does", "service", r.keyStr, "err", err)
+				}
 				failing = true
 			}
 			t := time.NewTimer(backoff)
@@ -193,6 +199,7 @@ func (r *Reference) follow(ctx context.Context) {
 			failing = false
 			backoff = 100 * time.Millisecond
 		}
+		listed = true
 		r.update(list)
 	}
 }
