@@ -333,6 +333,8 @@ type fakeV1Server struct {
 	mu        sync.Mutex
 	executed  map[string]int
 	conns     []string // "settings" or "v1", in order
+	pipelined int      // request frames found (and not executed) behind settings
+	unread    bool     // do not read what follows the settings (the close then resets)
 	settingsV bool     // send a settings frame first on a v1 connection (hostile)
 }
 
@@ -367,14 +369,42 @@ func (f *fakeV1Server) serve(nc net.Conn) {
 	r := bufio.NewReader(nc)
 	first := true
 	for {
-		fh, body, err := readFrame(r, 1<<20, acceptV1)
+		maxType := acceptV1
+		if first {
+			maxType = acceptFirst // to skip a settings body and count what follows
+		}
+		fh, body, err := readFrame(r, 1<<20, maxType)
+		if err == nil && fh.typ == frameSettings {
+			// A version 1 server: "unknown frame type 8".
+			putBuf(body)
+			err = errors.New("unknown frame type 8")
+		}
 		if err != nil {
 			if first && strings.Contains(err.Error(), "unknown frame type 8") {
 				f.mu.Lock()
 				f.conns = append(f.conns, "settings")
 				f.mu.Unlock()
-				// Let the client queue requests behind its settings.
+				// Let the client queue requests behind its settings, and
+				// count them (without executing them) for the test.
 				time.Sleep(50 * time.Millisecond)
+				nc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				f.mu.Lock()
+				unread := f.unread
+				f.mu.Unlock()
+				n := 0
+				for !unread {
+					fh, body, err := readFrame(r, 1<<20, acceptV1)
+					if err != nil {
+						break
+					}
+					putBuf(body)
+					if fh.typ == frameRequest {
+						n++
+					}
+				}
+				f.mu.Lock()
+				f.pipelined += n
+				f.mu.Unlock()
 				nc.Write(appendHeader(nil, frameGoAway, 0, 0))
 			}
 			return
@@ -409,7 +439,17 @@ func (f *fakeV1Server) serve(nc net.Conn) {
 }
 
 func TestSettingsV2ClientFallsBackToV1Server(t *testing.T) {
+	t.Run("requests read", func(t *testing.T) { testFallback(t, false) })
+	// As a real version 1 server: the requests behind the settings stay
+	// unread, so closing resets the connection.
+	t.Run("requests unread", func(t *testing.T) { testFallback(t, true) })
+}
+
+func testFallback(t *testing.T, unread bool) {
 	f := startFakeV1(t)
+	f.mu.Lock()
+	f.unread = unread
+	f.mu.Unlock()
 	log := &syncLog{}
 	c, err := NewClient(WithLogger(log.logger()))
 	if err != nil {
@@ -449,6 +489,10 @@ func TestSettingsV2ClientFallsBackToV1Server(t *testing.T) {
 			t.Errorf("call %s executed %d times", v, k)
 		}
 	}
+	if f.pipelined == 0 && !unread {
+		t.Error("no request was pipelined behind the settings")
+	}
+	t.Logf("%d of %d calls were pipelined behind the settings and sent again", f.pipelined, n)
 	if len(f.conns) != 2 || f.conns[0] != "settings" || f.conns[1] != "v1" {
 		t.Errorf("connections %v, want [settings v1]", f.conns)
 	}
@@ -468,7 +512,9 @@ func TestSettingsV2ClientFallsBackToV1Server(t *testing.T) {
 func TestSettingsHostileFromServer(t *testing.T) {
 	t.Run("to a client that sent none", func(t *testing.T) {
 		f := startFakeV1(t)
+		f.mu.Lock()
 		f.settingsV = true
+		f.mu.Unlock()
 		log := &syncLog{}
 		c, err := NewClient(WithLogger(log.logger()))
 		if err != nil {
