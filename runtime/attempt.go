@@ -17,27 +17,35 @@ func (r *Reference) attempt(ctx context.Context, ep *endpoint, method, short str
 	if obs != nil {
 		obs(Event{Kind: EventAttempt, Addr: ep.addr, Method: method, Attempt: n})
 	}
-	cc, cerr := ep.conn(ctx, c)
-	if cerr != nil {
-		err = cerr
-		switch {
-		case errors.Is(cerr, ErrClientClosed):
-			o = outLocal
-		case ctx.Err() == nil:
-			o = outNoConn
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			o = outTimeout
-		default:
-			o = outLocal
-		}
-	} else {
-		o, err = cc.invoke(ctx, r.keyStr, method, short, req, reply)
+	o, err = r.try(ctx, ep, method, short, req, reply)
+	if err != nil && errors.Is(err, errV1Server) {
+		// The provider speaks version 1 and ran nothing sent on that
+		// connection: dial it again, without settings this time
+		// (Client.speaksV1), and send the call again, once.
+		o, err = r.try(ctx, ep, method, short, req, reply)
 	}
 	c.noteOutcome(ep, o)
 	if obs != nil {
 		obs(Event{Kind: EventAttemptDone, Addr: ep.addr, Method: method, Attempt: n, Err: err})
 	}
 	return o, err
+}
+
+// try gets a connection to ep and makes the call on it.
+func (r *Reference) try(ctx context.Context, ep *endpoint, method, short string, req, reply any) (outcome, error) {
+	cc, cerr := ep.conn(ctx, r.cl)
+	if cerr == nil {
+		return cc.invoke(ctx, r.keyStr, method, short, req, reply)
+	}
+	switch {
+	case errors.Is(cerr, ErrClientClosed):
+		return outLocal, cerr
+	case ctx.Err() == nil:
+		return outNoConn, cerr
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return outTimeout, cerr
+	}
+	return outLocal, cerr
 }
 
 // outcome classifies how an attempt ended, for the fail mode and for the

@@ -30,6 +30,11 @@ type Client struct {
 	refs   map[*Reference]struct{}
 	closed bool
 	bg     sync.WaitGroup
+	// Addresses whose server answered our settings with goaway (it speaks
+	// version 1): the next dial there sends no settings, and forgets the
+	// entry, so the dial after it probes again (docs/protocol.md,
+	// "Compatibility"). Guarded by mu.
+	v1Next map[string]bool
 
 	// Every open connection, including draining ones no endpoint holds any
 	// more, so that Close can end the calls still waiting on them.
@@ -221,10 +226,44 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 		nc.Close()
 		return nil, wrapError(CodeCanceled, ErrClientClosed, "connect to %s: client is closed", addr)
 	}
+	cc.probing = !c.v1Next[addr]
+	delete(c.v1Next, addr)
 	c.bg.Add(1)
 	c.mu.Unlock()
+	if cc.probing {
+		// Our settings go first; requests may follow at once, before the
+		// server's settings arrive (docs/protocol.md, "Settings exchange").
+		if err := cc.w.write(c.settingsFrame()); err != nil {
+			c.bg.Done()
+			nc.Close()
+			return nil, wrapError(CodeUnavailable, err, "connect to %s: %v", addr, err)
+		}
+	} else {
+		cc.version.Store(1)
+	}
 	go cc.read()
 	return cc, nil
+}
+
+// settingsFrame is the settings frame a client sends first on a connection.
+func (c *Client) settingsFrame() []byte {
+	st := defaultSettings()
+	st.maxStreams = 0 // only clients open streams
+	st.maxMessage = c.cfg.maxMessageSize
+	b := appendSettings(appendHeader(make([]byte, 0, headerSize+32), frameSettings, 0, 0), st)
+	setBodyLen(b)
+	return b
+}
+
+// speaksV1 records that the server at addr answered our settings with
+// goaway: the next dial to addr sends none.
+func (c *Client) speaksV1(addr string) {
+	c.mu.Lock()
+	if c.v1Next == nil {
+		c.v1Next = make(map[string]bool)
+	}
+	c.v1Next[addr] = true
+	c.mu.Unlock()
 }
 
 // trackConn adds a new connection to the set Close closes, or closes it if

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -27,6 +28,14 @@ type clientConn struct {
 
 	draining atomic.Bool // no new calls; closed when the last reply arrives
 	broken   atomic.Bool
+
+	// The settings exchange (docs/protocol.md, "Settings exchange").
+	// probing: our settings were sent first. version: 0 until the server's
+	// first frame settles it, then 1 or 2. peer: the server's settings, on a
+	// version 2 connection, for the stream work.
+	probing bool
+	version atomic.Int32
+	peer    atomic.Pointer[settings]
 
 	mu      sync.Mutex
 	pending map[uint64]*call
@@ -92,6 +101,8 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 			o = outClosing
 		case errors.Is(cerr, ErrClientClosed):
 			o = outLocal
+		case errors.Is(cerr, errV1Server):
+			o = outNotRun
 		}
 		return o, cerr
 	}
@@ -170,7 +181,10 @@ func (cc *clientConn) exchange(ctx context.Context, id uint64, frame []byte, buf
 
 	werr := cc.w.write(frame)
 	release()
-	if werr != nil {
+	// While the settings exchange is open, the read loop tells a broken
+	// connection from a version 1 server's goaway (which may have closed
+	// the connection under this write), so it alone fails the calls.
+	if werr != nil && cc.version.Load() != 0 {
 		cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, werr))
 	}
 
@@ -207,8 +221,12 @@ func (cc *clientConn) read() {
 	defer cc.cl.bg.Done()
 	r := bufio.NewReaderSize(cc.c, 32<<10)
 	limit := cc.cl.cfg.maxMessageSize
+	maxType, first := acceptV1, cc.probing
+	if first {
+		maxType = acceptFirst
+	}
 	for {
-		fh, body, err := readFrame(r, limit)
+		fh, body, err := readFrame(r, limit, maxType)
 		if err != nil {
 			var tl *TooLargeError
 			if errors.As(err, &tl) && (fh.typ == frameResponse || fh.typ == frameError) {
@@ -220,6 +238,21 @@ func (cc *clientConn) read() {
 			}
 			cc.fail(cc.readError(err))
 			return
+		}
+		if first {
+			first, maxType = false, acceptV1
+			if fh.typ == frameSettings || fh.typ == frameGoAway {
+				if !cc.firstFrame(fh, body) {
+					return
+				}
+				maxType = acceptV2
+				continue
+			}
+			// Any other frame first comes from a server that does not
+			// speak version 2 but went on reading after our settings: an
+			// error frame from a TLS server to a plaintext client, or a
+			// peer that skips unknown frames. The connection is version 1.
+			cc.version.Store(1)
 		}
 		switch fh.typ {
 		case frameResponse, frameError, framePong:
@@ -238,12 +271,64 @@ func (cc *clientConn) read() {
 			putBuf(body)
 			cc.draining.Store(true)
 			cc.maybeClose()
-		default:
+		case frameSettings: // only on a version 2 connection, which had its settings
 			putBuf(body)
-			cc.fail(Errorf(CodeInternal, "connection to %s: unexpected %s frame from server", cc.addr, fh.typ))
+			cc.protocolError("a second settings frame from the server")
+			return
+		default:
+			if fh.typ >= firstUnknownV2 {
+				continue // only on a version 2 connection; readFrame skipped the body
+			}
+			putBuf(body)
+			reason := "unexpected " + fh.typ.String() + " frame from server"
+			if fh.typ >= frameOpen {
+				reason = fh.typ.String() + " frame for a stream this client did not open (streams are not supported yet)"
+			}
+			cc.cl.cfg.logger.Warn("storks: closing connection: "+reason, "remote", cc.addr)
+			cc.fail(Errorf(CodeInternal, "connection to %s: %s", cc.addr, reason))
 			return
 		}
 	}
+}
+
+// errV1Server fails the calls sent on a connection whose server answered
+// our settings with goaway: it speaks version 1 and executed none of them,
+// so they are sent again on a new connection (Reference.attempt).
+var errV1Server = errors.New("the provider speaks protocol version 1")
+
+// firstFrame handles the server's first frame on a connection that began
+// with our settings: settings or goaway. It returns body to the pool, and
+// false if the read loop must end.
+func (cc *clientConn) firstFrame(fh frameHeader, body *[]byte) bool {
+	defer putBuf(body)
+	if fh.typ == frameGoAway {
+		// A version 2 server sends its settings before anything: this one
+		// speaks version 1, found our settings an unknown frame type and
+		// read nothing after them (docs/protocol.md, "Compatibility").
+		cc.version.Store(1)
+		cc.cl.speaksV1(cc.addr)
+		cc.fail(wrapError(CodeUnavailable, errV1Server, "provider %s speaks protocol version 1: sending the calls again without settings", cc.addr))
+		return false
+	}
+	if fh.id != 0 {
+		cc.protocolError(fmt.Sprintf("settings frame with ID %d (want 0)", fh.id))
+		return false
+	}
+	peer, err := parseSettings(*body)
+	if err != nil {
+		cc.protocolError(err.Error())
+		return false
+	}
+	cc.peer.Store(&peer)
+	cc.version.Store(2)
+	return true
+}
+
+// protocolError is a connection error found by the read loop: logged with
+// its reason, and every call on the connection fails.
+func (cc *clientConn) protocolError(reason string) {
+	cc.cl.cfg.logger.Warn("storks: closing connection: "+reason, "remote", cc.addr)
+	cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %s", cc.addr, reason))
 }
 
 func (cc *clientConn) readError(err error) *Error {

@@ -131,8 +131,23 @@ func setBodyLen(b []byte) {
 	binary.BigEndian.PutUint32(b[12:16], uint32(len(b)-headerSize))
 }
 
-// parseHeader validates the fixed header. limit is the largest body accepted.
-func parseHeader(h []byte, limit int) (frameHeader, error) {
+// Frame types a receiver accepts, by the state of its connection: the
+// maxType argument of parseHeader and readFrame.
+const (
+	acceptV1    = frameGoAway    // a version 1 connection: types 1 to 7
+	acceptFirst = frameSettings  // a first frame, which may be settings
+	acceptV2    = frameType(255) // a version 2 connection: every type; 16 and up are skipped
+)
+
+// firstUnknownV2 is the first frame type version 2 leaves to extensions: a
+// version 2 receiver skips such frames (docs/protocol.md, "Unknown frame
+// types").
+const firstUnknownV2 frameType = 16
+
+// parseHeader validates the fixed header. limit is the largest body
+// accepted; types from 1 to maxType are accepted (acceptV1, acceptFirst,
+// acceptV2).
+func parseHeader(h []byte, limit int, maxType frameType) (frameHeader, error) {
 	if h[0] != magic0 || h[1] != magic1 {
 		if h[0] == 0x16 && h[1] == 0x03 {
 			// A TLS handshake record: the peer uses TLS, this side does not.
@@ -148,7 +163,7 @@ func parseHeader(h []byte, limit int) (frameHeader, error) {
 		id:  binary.BigEndian.Uint64(h[4:12]),
 	}
 	n := binary.BigEndian.Uint32(h[12:16])
-	if fh.typ < frameRequest || fh.typ > frameGoAway {
+	if fh.typ < frameRequest || fh.typ > maxType {
 		return frameHeader{}, &FrameError{Reason: fmt.Sprintf("unknown frame type %d", h[3])}
 	}
 	if uint64(n) > uint64(limit) {
@@ -161,8 +176,10 @@ func parseHeader(h []byte, limit int) (frameHeader, error) {
 // readFrame reads one frame. The body is read into a buffer from the pool;
 // the caller owns it and returns it with putBuf. Nothing is allocated for a
 // body that is over the limit, and a large body's buffer grows only as its
-// bytes arrive (see readBody).
-func readFrame(r *bufio.Reader, limit int) (frameHeader, *[]byte, error) {
+// bytes arrive (see readBody). The body of a type of firstUnknownV2 or more
+// (accepted with acceptV2 only) is skipped without being kept: the frame is
+// returned with a nil body.
+func readFrame(r *bufio.Reader, limit int, maxType frameType) (frameHeader, *[]byte, error) {
 	// The header is parsed where it lies in the reader's buffer: a local
 	// array passed to io.ReadFull would escape, costing an allocation per
 	// frame.
@@ -173,10 +190,19 @@ func readFrame(r *bufio.Reader, limit int) (frameHeader, *[]byte, error) {
 		}
 		return frameHeader{}, nil, err
 	}
-	fh, err := parseHeader(hb, limit)
+	fh, err := parseHeader(hb, limit, maxType)
 	r.Discard(headerSize)
 	if err != nil {
 		return fh, nil, err
+	}
+	if fh.typ >= firstUnknownV2 {
+		if _, err := r.Discard(fh.len); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fh, nil, err
+		}
+		return fh, nil, nil
 	}
 	body, err := readBody(r, fh.len)
 	if err != nil {

@@ -21,7 +21,7 @@ func encodeRequest(id uint64, key, method string, timeout time.Duration, md Meta
 func TestRequestRoundTrip(t *testing.T) {
 	md := Metadata{"trace": "abc", "user": "ü"}
 	frame := encodeRequest(42, "g/svc.S:v1", "Do", 1500*time.Millisecond, md, []byte("payload"))
-	fh, body, err := readFrame(bufio.NewReader(bytes.NewReader(frame)), 1<<20)
+	fh, body, err := readFrame(bufio.NewReader(bytes.NewReader(frame)), 1<<20, acceptV1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func decodeAll(data []byte, limit int) (int, error) {
 	r := bufio.NewReader(bytes.NewReader(data))
 	n := 0
 	for {
-		fh, body, err := readFrame(r, limit)
+		fh, body, err := readFrame(r, limit, acceptV1)
 		if err != nil {
 			if n > 0 && err.Error() == "EOF" {
 				return n, nil

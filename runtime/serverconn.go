@@ -40,6 +40,15 @@ type serverConn struct {
 
 	mu      sync.Mutex
 	running map[uint64]*callCtx // nil once the connection is closing
+
+	// The protocol version, decided by the connection's first frame, or
+	// by a goaway sent before it (version 1; docs/protocol.md, "Settings
+	// exchange"). verMu orders the server's settings frame before a goaway
+	// sent from another goroutine.
+	verMu    sync.Mutex
+	version  atomic.Int32             // 0 until decided, then 1 or 2
+	peer     atomic.Pointer[settings] // the client's settings, on a version 2 connection
+	lastOpen uint64                   // largest stream ID opened; the reader goroutine's
 }
 
 func (s *Server) newConn(c net.Conn) *serverConn {
@@ -85,17 +94,31 @@ func (sc *serverConn) serve() {
 	}
 	r := bufio.NewReaderSize(src, 32<<10)
 	limit := s.cfg.maxMessageSize
+	maxType, first := acceptFirst, true
 	for {
 		if _, err := r.Peek(1); err != nil {
 			sc.readFailed(frameHeader{}, err)
 			return
 		}
 		sc.in.frameStarted()
-		fh, body, err := readFrame(r, limit)
+		fh, body, err := readFrame(r, limit, maxType)
 		sc.in.frameDone()
 		if err != nil {
 			sc.readFailed(fh, err)
 			return
+		}
+		if first {
+			// The first frame decides the connection's version: settings
+			// make it version 2, anything else version 1 for good.
+			first, maxType = false, acceptV1
+			if fh.typ == frameSettings {
+				if !sc.settings(fh, body) {
+					return
+				}
+				maxType = acceptV2
+				continue
+			}
+			sc.decide(1, nil)
 		}
 		switch fh.typ {
 		case frameRequest:
@@ -118,7 +141,20 @@ func (sc *serverConn) serve() {
 			if c != nil {
 				c.cancel(context.Canceled)
 			}
+		case frameSettings: // only on a version 2 connection: its first frame was settings
+			putBuf(body)
+			sc.connError("a second settings frame")
+			return
+		case frameOpen, frameData, frameHalfClose, frameReset, frameWindowUpdate:
+			ok := sc.streamFrame(fh, *body)
+			putBuf(body)
+			if !ok {
+				return
+			}
 		default:
+			if fh.typ >= firstUnknownV2 {
+				continue // only on a version 2 connection; readFrame skipped the body
+			}
 			putBuf(body)
 			s.cfg.logger.Warn("storks: closing connection: unexpected frame from client", "remote", sc.c.RemoteAddr().String(), "frame", fh.typ.String())
 			return
@@ -126,7 +162,135 @@ func (sc *serverConn) serve() {
 	}
 }
 
+// decide records the connection's version, unless it is decided already
+// (a goaway sent before the first frame decides version 1), and reports
+// whether it did. For version 2 it writes the server's settings frame,
+// under verMu, so that a goaway from another goroutine comes after it.
+func (sc *serverConn) decide(v int32, settingsFrame []byte) bool {
+	sc.verMu.Lock()
+	defer sc.verMu.Unlock()
+	if sc.version.Load() != 0 {
+		return false
+	}
+	sc.version.Store(v)
+	if settingsFrame != nil {
+		sc.w.writeNoWait(settingsFrame)
+	}
+	return true
+}
+
+// ourSettings are the settings a server announces. It accepts no stream
+// yet (max concurrent streams 0): the stream work raises it.
+func (s *Server) ourSettings() settings {
+	st := defaultSettings()
+	st.maxStreams = 0
+	st.maxMessage = s.cfg.maxMessageSize
+	return st
+}
+
+// settings handles the settings frame that opens a version 2 connection:
+// it applies the client's settings, then writes the server's before
+// anything else. It returns false if the connection must be closed.
+func (sc *serverConn) settings(fh frameHeader, body *[]byte) bool {
+	defer putBuf(body)
+	if fh.id != 0 {
+		sc.decide(1, nil)
+		sc.connError(fmt.Sprintf("settings frame with ID %d (want 0)", fh.id))
+		return false
+	}
+	peer, err := parseSettings(*body)
+	if err != nil {
+		sc.decide(1, nil)
+		sc.connError(err.Error())
+		return false
+	}
+	sc.peer.Store(&peer)
+	var b [headerSize + 64]byte
+	f := appendSettings(appendHeader(b[:0], frameSettings, 0, 0), sc.s.ourSettings())
+	setBodyLen(f)
+	if !sc.decide(2, f) {
+		// A goaway went out before this first frame was read, which made
+		// the connection version 1: a settings frame is an unknown type
+		// there, and the client, whose first frame received is that
+		// goaway, sends its calls again on a new connection.
+		sc.connError("unknown frame type 8 (settings) after goaway on a connection without settings")
+		return false
+	}
+	return true
+}
+
+// streamFrame handles a stream frame from the client on a version 2
+// connection. Streams are not implemented yet: an open is refused with end
+// Unimplemented and the not-executed flag, which closes the stream at once;
+// every later frame for it is for a closed stream and ignored (a data
+// frame's credit is granted again at once). It returns false if the
+// connection must be closed.
+func (sc *serverConn) streamFrame(fh frameHeader, body []byte) bool {
+	var err error
+	switch fh.typ {
+	case frameOpen:
+		_, err = parseOpen(body)
+	case frameData:
+		_, _, err = parseData(body, defaultMaxChunk)
+	case frameHalfClose:
+		err = parseHalfClose(body)
+	case frameReset:
+		_, err = parseReset(body)
+	case frameWindowUpdate:
+		_, err = parseWindowUpdate(body)
+	}
+	if err != nil {
+		sc.connError(err.Error())
+		return false
+	}
+	switch {
+	case fh.id == 0 && fh.typ == frameWindowUpdate:
+		return true // the connection's window: the server sends no data yet
+	case fh.id == 0:
+		sc.connError(fh.typ.String() + " frame with stream ID 0")
+		return false
+	case fh.typ == frameOpen:
+		if fh.id <= sc.lastOpen {
+			sc.connError(fmt.Sprintf("open of stream %d, not above the last one (%d)", fh.id, sc.lastOpen))
+			return false
+		}
+		sc.mu.Lock()
+		busy := sc.running[fh.id] != nil
+		sc.mu.Unlock()
+		if busy {
+			sc.connError(fmt.Sprintf("open of stream %d, the ID of a call in progress", fh.id))
+			return false
+		}
+		sc.lastOpen = fh.id
+		buf := getBuf(headerSize + 64)
+		b := appendHeader(*buf, frameEnd, fh.id, 0)
+		b = appendEnd(b, streamEnd{code: CodeUnimplemented, flags: errNotExecuted, message: "streams are not supported by this server yet"})
+		setBodyLen(b)
+		sc.w.write(b)
+		*buf = b
+		putBuf(buf)
+		return true
+	case fh.id > sc.lastOpen:
+		sc.connError(fmt.Sprintf("%s frame for unknown stream %d", fh.typ, fh.id))
+		return false
+	case fh.typ == frameData:
+		var b [headerSize + 8]byte
+		f := appendWindowUpdate(appendHeader(b[:0], frameWindowUpdate, 0, 0), len(body))
+		setBodyLen(f)
+		sc.w.writeNoWait(f)
+	}
+	return true
+}
+
+// connError logs a connection error found by the serve loop and sends
+// goaway; the caller closes the connection.
+func (sc *serverConn) connError(reason string) {
+	sc.s.cfg.logger.Warn("storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
+	sc.goAway()
+}
+
 func (sc *serverConn) readFailed(fh frameHeader, err error) {
+	sc.decide(1, nil) // a first frame that fails is not settings
 	log := sc.s.cfg.logger
 	remote := sc.c.RemoteAddr().String()
 	var tl *TooLargeError
@@ -291,6 +455,22 @@ func (sc *serverConn) goAway() {
 	if !sc.ready.Load() {
 		return
 	}
+	if sc.version.Load() == 0 {
+		sc.verMu.Lock()
+		if sc.version.Load() == 0 {
+			// Before the first frame (an idle connection, a shutdown): the
+			// connection becomes version 1, so no settings frame may
+			// follow this goaway (docs/protocol.md, "Compatibility").
+			sc.version.Store(1)
+		}
+		sc.writeGoAway()
+		sc.verMu.Unlock()
+		return
+	}
+	sc.writeGoAway()
+}
+
+func (sc *serverConn) writeGoAway() {
 	var b [headerSize]byte
 	sc.w.writeNoWait(appendHeader(b[:0], frameGoAway, 0, 0))
 }

@@ -124,7 +124,7 @@ func (sc *serverConn) handshake() bool {
 		// a header we can answer.
 		s.cfg.logger.Warn("storks: closing connection: plaintext client on a TLS server", "remote", remote)
 		if _, err := io.ReadFull(sc.c, first[1:]); err == nil && first[1] == magic1 {
-			fh, _ := parseHeader(first[:], 1<<31-1)
+			fh, _ := parseHeader(first[:], 1<<31-1, acceptV2)
 			b := appendHeader(nil, frameGoAway, 0, 0)
 			start := len(b)
 			b = appendHeader(b, frameError, fh.id, 0)
