@@ -243,9 +243,19 @@ func TestAuth(t *testing.T) {
 			return late["right"].Register(ctx, inst(key, "c", 3))
 		})
 		registrytest.WaitDiscover(t, r, key, 10*time.Second, registrytest.HasIDs("a", "c"))
-		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer rcancel()
-		err = late["wrong"].Register(rctx, inst(key, "d", 4))
+		// Its connection may still be in the reconnect backoff it entered
+		// while the server was down (at most TTL/3): until it redials,
+		// Register reports the outage, then the authentication failure.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = late["wrong"].Register(rctx, inst(key, "d", 4))
+			rcancel()
+			if !errors.As(err, new(*registry.UnreachableError)) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		if err == nil || !strings.Contains(err.Error(), `authentication as user "storks" failed`) {
 			t.Errorf("Register with a wrong password, opened while the server was down: %v; want the authentication failure", err)
 		} else {
