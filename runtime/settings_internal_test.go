@@ -2,12 +2,10 @@ package runtime
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -15,32 +13,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/storks-rpc/storks/registry"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/registry/registrytest"
 )
 
 // The settings exchange of protocol version 2 (docs/protocol.md, "Settings
 // exchange" and "Compatibility").
 
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// newLoggedClient returns a client with opts whose log is captured.
+func newLoggedClient(t *testing.T, opts ...ClientOption) (*Client, *registrytest.LogBuffer) {
+	t.Helper()
+	log := &registrytest.LogBuffer{}
+	c, err := NewClient(append(opts, WithLogger(log.Logger()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, log
 }
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *syncLog) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 type settingsEcho struct{ calls atomic.Int64 }
 
@@ -58,11 +51,11 @@ var settingsEchoDesc = ServiceDesc{
 }
 
 // startSettingsServer serves the echo service and returns its address.
-func startSettingsServer(t *testing.T, log *syncLog, opts ...ServerOption) (*Server, string) {
+func startSettingsServer(t *testing.T, log *registrytest.LogBuffer, opts ...ServerOption) (*Server, string) {
 	t.Helper()
 	reg := registry.NewInproc()
 	t.Cleanup(func() { reg.Close() })
-	s := NewServer(append([]ServerOption{WithRegistry(reg), WithLogger(log.logger()), WithShutdownWait(10 * time.Millisecond)}, opts...)...)
+	s := NewServer(append([]ServerOption{WithRegistry(reg), WithLogger(log.Logger()), WithShutdownWait(10 * time.Millisecond)}, opts...)...)
 	if _, err := s.Export(&settingsEchoDesc, &settingsEcho{}); err != nil {
 		t.Fatal(err)
 	}
@@ -126,9 +119,9 @@ func clientSettingsBody(maxMsg int) []byte {
 }
 
 func TestSettingsV2Negotiated(t *testing.T) {
-	log := &syncLog{}
+	log := &registrytest.LogBuffer{}
 	s, addr := startSettingsServer(t, log, WithMaxMessageSize(2<<20))
-	c, err := NewClient(WithMaxMessageSize(3<<20), WithLogger(log.logger()))
+	c, err := NewClient(WithMaxMessageSize(3<<20), WithLogger(log.Logger()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +153,7 @@ func TestSettingsV2Negotiated(t *testing.T) {
 // A client that sends no settings (version 1) gets its calls answered and
 // never a settings frame.
 func TestSettingsV1ClientUnchanged(t *testing.T) {
-	log := &syncLog{}
+	log := &registrytest.LogBuffer{}
 	s, addr := startSettingsServer(t, log)
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -231,7 +224,7 @@ func v2Conn(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 }
 
 func TestSettingsUnknownFrameSkippedOnV2(t *testing.T) {
-	log := &syncLog{}
+	log := &registrytest.LogBuffer{}
 	_, addr := startSettingsServer(t, log)
 	nc, r := v2Conn(t, addr)
 	unknown := append(appendHeader(nil, frameType(200), 5, 10), make([]byte, 10)...)
@@ -300,7 +293,7 @@ func TestSettingsHostileFromClient(t *testing.T) {
 		{"unknown type on v1", string(appendHeader(nil, framePing, 1, 0)) + string(appendHeader(nil, frameType(16), 0, 0)), "unknown frame type 16"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			log := &syncLog{}
+			log := &registrytest.LogBuffer{}
 			_, addr := startSettingsServer(t, log)
 			nc, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -450,12 +443,7 @@ func testFallback(t *testing.T, unread bool) {
 	f.mu.Lock()
 	f.unread = unread
 	f.mu.Unlock()
-	log := &syncLog{}
-	c, err := NewClient(WithLogger(log.logger()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _ := newLoggedClient(t)
 	ep := &endpoint{addr: f.l.Addr().String()}
 	defer ep.closeConn()
 	ref := &Reference{cl: c, keyStr: "test.Echo"}
@@ -515,12 +503,7 @@ func TestSettingsHostileFromServer(t *testing.T) {
 		f.mu.Lock()
 		f.settingsV = true
 		f.mu.Unlock()
-		log := &syncLog{}
-		c, err := NewClient(WithLogger(log.logger()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c, log := newLoggedClient(t)
 		c.speaksV1(f.l.Addr().String())
 		cc, err := c.dial(context.Background(), f.l.Addr().String())
 		if err != nil {
@@ -552,12 +535,7 @@ func TestSettingsHostileFromServer(t *testing.T) {
 				nc.Write([]byte(tc.frames))
 				io.Copy(io.Discard, nc)
 			}()
-			log := &syncLog{}
-			c, err := NewClient(WithLogger(log.logger()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c, log := newLoggedClient(t)
 			cc, err := c.dial(context.Background(), l.Addr().String())
 			if err != nil {
 				t.Fatal(err)
