@@ -150,30 +150,24 @@ func (ex *Exporter) regLocked() *exportRegistration {
 	return r
 }
 
-// register registers an active export once the server has an address:
-// with WithRegistrationRequired by one attempt bounded by ctx, whose error
-// it returns; otherwise by starting the export's retrier, whose first
-// attempt it waits for (bounded by ctx and firstAttemptWait).
+// register registers an active export once the server has an address, as
+// registerAll does.
 func (s *Server) register(ctx context.Context, ex *Exporter) error {
-	if s.cfg.registry == nil {
-		return nil
-	}
-	if s.cfg.registrationRequired {
-		if err := s.attempt(ctx, ex); err != errStop {
-			return err
-		}
-		return nil
-	}
-	s.awaitFirst(ctx, []<-chan struct{}{s.startRetrier(ex)})
-	return nil
+	return s.registerAll(ctx, []*Exporter{ex})
 }
 
-// registerAll registers exs for Serve, as register does, but waits for the
-// first attempts of all of them at once.
+// registerAll registers the active exports exs once the server has an
+// address: with WithRegistrationRequired by one attempt each, bounded by
+// ctx, returning the first error; otherwise by starting each export's
+// retrier and waiting for their first attempts (bounded by ctx and
+// firstAttemptWait) all at once.
 func (s *Server) registerAll(ctx context.Context, exs []*Exporter) error {
-	if s.cfg.registry == nil || s.cfg.registrationRequired {
+	switch {
+	case s.cfg.registry == nil:
+		return nil
+	case s.cfg.registrationRequired:
 		for _, ex := range exs {
-			if err := s.register(ctx, ex); err != nil {
+			if err := s.attempt(ctx, ex); err != nil && err != errStop {
 				return err
 			}
 		}
