@@ -276,8 +276,8 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 func (r *Reference) invokeWith(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
 	var cfg *callConfig // call options the invoker needs, nil if none
 	if len(opts) > 0 {
-		// applyOptions' loop, written out: this is the per-call path, and
-		// the closure applyOptions takes would move cc to the heap.
+		// applyOptions' loop, written out so that a nil one is named a
+		// "call option", as Invoke's callers know them.
 		var cc callConfig
 		for i, o := range opts {
 			if o == nil {
