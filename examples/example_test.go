@@ -60,6 +60,11 @@ func (l *loopback) Invoke(ctx context.Context, method string, req, reply any, _ 
 	return copyMessage(reply, out)
 }
 
+// NewStream is not needed by the example: Greeter has no streaming method.
+func (l *loopback) NewStream(_ context.Context, _ *storks.StreamDesc, method string, _ ...storks.CallOption) (storks.ClientStream, error) {
+	return nil, storks.Errorf(storks.CodeUnimplemented, "loopback: no streams (%s)", method)
+}
+
 // copyMessage copies src into dst through the wire format.
 func copyMessage(dst, src any) error {
 	b, err := proto.Marshal(src.(proto.Message))

@@ -90,3 +90,12 @@ type mismatchedService struct{ client, ref string }
 func (m mismatchedService) Invoke(_ context.Context, method string, _, _ any, _ ...CallOption) error {
 	return Errorf(CodeInvalidArgument, "call %s: the client is for service %s, but its Invoker is a reference to service %s", method, m.client, m.ref)
 }
+
+// NewStream is Reference.NewStream.
+func (b *boundReference) NewStream(ctx context.Context, desc *StreamDesc, method string, opts ...CallOption) (ClientStream, error) {
+	return b.r.NewStream(ctx, desc, method, opts...)
+}
+
+func (m mismatchedService) NewStream(_ context.Context, _ *StreamDesc, method string, _ ...CallOption) (ClientStream, error) {
+	return nil, Errorf(CodeInvalidArgument, "open stream %s: the client is for service %s, but its Invoker is a reference to service %s", method, m.client, m.ref)
+}

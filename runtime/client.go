@@ -20,10 +20,11 @@ import (
 //
 // All methods are safe for concurrent use.
 type Client struct {
-	cfg         clientConfig
-	interceptor UnaryClientInterceptor
-	ctx         context.Context
-	cancel      context.CancelFunc
+	cfg               clientConfig
+	interceptor       UnaryClientInterceptor
+	streamInterceptor StreamClientInterceptor
+	ctx               context.Context
+	cancel            context.CancelFunc
 
 	mu     sync.Mutex
 	pool   map[string]*endpoint
@@ -68,13 +69,14 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 	cfg.resilience.ejection = cfg.resilience.ejection.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{
-		cfg:         cfg,
-		interceptor: chainClient(cfg.interceptors),
-		ctx:         ctx,
-		cancel:      cancel,
-		pool:        make(map[string]*endpoint),
-		refs:        make(map[*Reference]struct{}),
-		conns:       make(map[*clientConn]struct{}),
+		cfg:               cfg,
+		interceptor:       chainClient(cfg.interceptors),
+		streamInterceptor: chainStreamClient(cfg.streamClientInterceptors),
+		ctx:               ctx,
+		cancel:            cancel,
+		pool:              make(map[string]*endpoint),
+		refs:              make(map[*Reference]struct{}),
+		conns:             make(map[*clientConn]struct{}),
 	}, nil
 }
 

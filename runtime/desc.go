@@ -25,6 +25,8 @@ type ServiceDesc struct {
 	HandlerType any
 	// Methods are the unary methods of the service.
 	Methods []MethodDesc
+	// Streams are the streaming methods of the service.
+	Streams []StreamDesc
 	// Metadata is the proto file the service was generated from.
 	Metadata string
 }
@@ -57,8 +59,14 @@ type MethodDesc struct {
 // This is grpc-go's shape: generated clients allocate the reply and return
 // it, with no type assertion that a client interceptor could make fail.
 // Invoke is safe for concurrent use.
+//
+// NewStream opens a stream for method, a streaming method described by
+// desc, and returns its client side: generated clients wrap it in
+// GenericClientStream. It is safe for concurrent use; see ClientStream for
+// the stream's own rules.
 type Invoker interface {
 	Invoke(ctx context.Context, method string, req, reply any, opts ...CallOption) error
+	NewStream(ctx context.Context, desc *StreamDesc, method string, opts ...CallOption) (ClientStream, error)
 }
 
 // ServiceRegistrar exports services. A *Server is a ServiceRegistrar.

@@ -101,3 +101,73 @@ func WithClientInterceptor(in ...UnaryClientInterceptor) ClientOption {
 	in = slices.Clone(in)
 	return clientFunc(func(c *clientConfig) { c.interceptors = append(c.interceptors, in...) })
 }
+
+// WithStreamServerInterceptor appends stream server interceptors, which
+// wrap every stream a server handles, remote or local. The first one is the
+// outermost. A nil interceptor is an error naming its index among in, from
+// 0.
+func WithStreamServerInterceptor(in ...StreamServerInterceptor) ServerOption {
+	for i, f := range in {
+		if f == nil {
+			return reject("WithStreamServerInterceptor", "interceptor %d is nil", i)
+		}
+	}
+	in = slices.Clone(in)
+	return serverFunc(func(c *serverConfig) { c.streamServerInterceptors = append(c.streamServerInterceptors, in...) })
+}
+
+// WithStreamClientInterceptor appends stream client interceptors, which
+// wrap the opening of every stream made through a Client's references. The
+// first one is the outermost. A nil interceptor is an error naming its
+// index among in, from 0.
+func WithStreamClientInterceptor(in ...StreamClientInterceptor) ClientOption {
+	for i, f := range in {
+		if f == nil {
+			return reject("WithStreamClientInterceptor", "interceptor %d is nil", i)
+		}
+	}
+	in = slices.Clone(in)
+	return clientFunc(func(c *clientConfig) { c.streamClientInterceptors = append(c.streamClientInterceptors, in...) })
+}
+
+func chainStreamServer(in []StreamServerInterceptor) StreamServerInterceptor {
+	switch len(in) {
+	case 0:
+		return nil
+	case 1:
+		return in[0]
+	}
+	return func(srv any, ss ServerStream, info *StreamServerInfo, handler StreamHandler) error {
+		return in[0](srv, ss, info, streamServerNext(in, 1, info, handler))
+	}
+}
+
+func streamServerNext(in []StreamServerInterceptor, i int, info *StreamServerInfo, final StreamHandler) StreamHandler {
+	if i == len(in) {
+		return final
+	}
+	return func(srv any, ss ServerStream) error {
+		return in[i](srv, ss, info, streamServerNext(in, i+1, info, final))
+	}
+}
+
+func chainStreamClient(in []StreamClientInterceptor) StreamClientInterceptor {
+	switch len(in) {
+	case 0:
+		return nil
+	case 1:
+		return in[0]
+	}
+	return func(ctx context.Context, desc *StreamDesc, method string, streamer Streamer) (ClientStream, error) {
+		return in[0](ctx, desc, method, streamClientNext(in, 1, streamer))
+	}
+}
+
+func streamClientNext(in []StreamClientInterceptor, i int, final Streamer) Streamer {
+	if i == len(in) {
+		return final
+	}
+	return func(ctx context.Context, desc *StreamDesc, method string) (ClientStream, error) {
+		return in[i](ctx, desc, method, streamClientNext(in, i+1, final))
+	}
+}

@@ -111,6 +111,10 @@ type fakeInvoker struct{}
 
 func (*fakeInvoker) Invoke(context.Context, string, any, any, ...storks.CallOption) error { return nil }
 
+func (*fakeInvoker) NewStream(context.Context, *storks.StreamDesc, string, ...storks.CallOption) (storks.ClientStream, error) {
+	return nil, nil
+}
+
 // BindService returns an Invoker it does not know unchanged, so that a
 // generated client made with a fake calls the fake itself.
 func TestBindServiceLeavesOtherInvokers(t *testing.T) {

@@ -76,14 +76,15 @@ type CallPolicyOption interface {
 
 type serverConfig struct {
 	optionErrors
-	registry       registry.Registry
-	advertise      string
-	maxMessageSize int
-	interceptors   []UnaryServerInterceptor
-	shutdownWait   time.Duration
-	logger         *slog.Logger
-	codec          Codec
-	sec            serverSecurity
+	registry                 registry.Registry
+	advertise                string
+	maxMessageSize           int
+	interceptors             []UnaryServerInterceptor
+	streamServerInterceptors []StreamServerInterceptor
+	shutdownWait             time.Duration
+	logger                   *slog.Logger
+	codec                    Codec
+	sec                      serverSecurity
 
 	// Serve and Export fail when a registration fails, instead of
 	// retrying it in the background (register.go).
@@ -92,14 +93,15 @@ type serverConfig struct {
 
 type clientConfig struct {
 	optionErrors
-	registry       registry.Registry
-	maxMessageSize int
-	interceptors   []UnaryClientInterceptor
-	logger         *slog.Logger
-	codec          Codec
-	dialTimeout    time.Duration
-	tls            *tls.Config // nil: plaintext
-	resilience     clientResilience
+	registry                 registry.Registry
+	maxMessageSize           int
+	interceptors             []UnaryClientInterceptor
+	streamClientInterceptors []StreamClientInterceptor
+	logger                   *slog.Logger
+	codec                    Codec
+	dialTimeout              time.Duration
+	tls                      *tls.Config // nil: plaintext
+	resilience               clientResilience
 }
 
 type exportConfig struct {

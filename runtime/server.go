@@ -26,10 +26,11 @@ const registryTimeout = 10 * time.Second
 //
 // All methods are safe for concurrent use.
 type Server struct {
-	cfg         serverConfig
-	interceptor UnaryServerInterceptor
-	ctx         context.Context
-	cancel      context.CancelFunc
+	cfg               serverConfig
+	interceptor       UnaryServerInterceptor
+	streamInterceptor StreamServerInterceptor
+	ctx               context.Context
+	cancel            context.CancelFunc
 
 	mu        sync.RWMutex
 	exports   map[string]*export // active exports by canonical key
@@ -69,16 +70,17 @@ func NewServer(opts ...ServerOption) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		cfg:         cfg,
-		interceptor: chainServer(cfg.interceptors),
-		ctx:         ctx,
-		cancel:      cancel,
-		exports:     make(map[string]*export),
-		exporters:   make(map[*Exporter]struct{}),
-		listeners:   make(map[net.Listener]struct{}),
-		conns:       make(map[*serverConn]struct{}),
-		cfgErr:      cfgErr,
-		epoch:       time.Now(),
+		cfg:               cfg,
+		interceptor:       chainServer(cfg.interceptors),
+		streamInterceptor: chainStreamServer(cfg.streamServerInterceptors),
+		ctx:               ctx,
+		cancel:            cancel,
+		exports:           make(map[string]*export),
+		exporters:         make(map[*Exporter]struct{}),
+		listeners:         make(map[net.Listener]struct{}),
+		conns:             make(map[*serverConn]struct{}),
+		cfgErr:            cfgErr,
+		epoch:             time.Now(),
 	}
 	s.tick.Store(1)
 	return s
