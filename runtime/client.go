@@ -221,7 +221,8 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	if nc, err = c.secure(ctx, nc, addr); err != nil { // TLS, if configured: tls.go
 		return nil, err
 	}
-	cc := &clientConn{cl: c, addr: addr, c: nc, w: connWriter{conn: nc}, pending: make(map[uint64]*call)}
+	cc := &clientConn{cl: c, addr: addr, c: nc, w: connWriter{conn: nc}, pending: make(map[uint64]*call),
+		streams: make(map[uint64]*clientStream), settled: make(chan struct{}), done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -242,16 +243,23 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 		}
 	} else {
 		cc.version.Store(1)
+		cc.settle()
 	}
 	go cc.read()
 	return cc, nil
 }
 
-// settingsFrame is the settings frame a client sends first on a connection.
-func (c *Client) settingsFrame() []byte {
+// ourSettings are the settings a client announces.
+func (c *Client) ourSettings() settings {
 	st := defaultSettings()
 	st.maxStreams = 0 // only clients open streams
 	st.maxMessage = c.cfg.maxMessageSize
+	return st
+}
+
+// settingsFrame is the settings frame a client sends first on a connection.
+func (c *Client) settingsFrame() []byte {
+	st := c.ourSettings()
 	b := appendSettings(appendHeader(make([]byte, 0, headerSize+32), frameSettings, 0, 0), st)
 	setBodyLen(b)
 	return b

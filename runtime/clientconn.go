@@ -37,10 +37,29 @@ type clientConn struct {
 	version atomic.Int32
 	peer    atomic.Pointer[settings]
 
+	// Streams (clientstream.go). settled is closed once the version is
+	// known (or the connection broke); done when it broke. link, and
+	// slots (a semaphore of the server's max concurrent streams), are set
+	// before settled closes on a version 2 connection. openMu orders the
+	// IDs of open frames with their place in the write queue; lastOpen is
+	// the largest stream ID opened.
+	settled     chan struct{}
+	settledOnce sync.Once
+	done        chan struct{}
+	doneOnce    sync.Once
+	link        streamLink
+	slots       chan struct{}
+	openMu      sync.Mutex
+	lastOpen    atomic.Uint64
+
 	mu      sync.Mutex
 	pending map[uint64]*call
+	streams map[uint64]*clientStream
 	err     *Error // why the connection broke
 }
+
+// settle marks the connection's version as known.
+func (cc *clientConn) settle() { cc.settledOnce.Do(func() { close(cc.settled) }) }
 
 func (cc *clientConn) usable() bool { return !cc.draining.Load() && !cc.broken.Load() }
 
@@ -253,6 +272,7 @@ func (cc *clientConn) read() {
 			// error frame from a TLS server to a plaintext client, or a
 			// peer that skips unknown frames. The connection is version 1.
 			cc.version.Store(1)
+			cc.settle()
 		}
 		switch fh.typ {
 		case frameResponse, frameError, framePong:
@@ -275,15 +295,18 @@ func (cc *clientConn) read() {
 			putBuf(body)
 			cc.protocolError("a second settings frame from the server")
 			return
+		case frameOpen, frameHeaders, frameData, frameHalfClose, frameEnd, frameReset, frameWindowUpdate:
+			// Only on a version 2 connection: readFrame refuses them on
+			// version 1.
+			if !cc.streamFrame(fh, body) {
+				return
+			}
 		default:
 			if fh.typ >= firstUnknownV2 {
 				continue // only on a version 2 connection; readFrame skipped the body
 			}
 			putBuf(body)
 			reason := "unexpected " + fh.typ.String() + " frame from server"
-			if fh.typ >= frameOpen {
-				reason = fh.typ.String() + " frame for a stream this client did not open (streams are not supported yet)"
-			}
 			cc.cl.cfg.logger.Warn("storks: closing connection: "+reason, "remote", cc.addr)
 			cc.fail(Errorf(CodeInternal, "connection to %s: %s", cc.addr, reason))
 			return
@@ -307,6 +330,7 @@ func (cc *clientConn) firstFrame(fh frameHeader, body *[]byte) bool {
 		// read nothing after them (docs/protocol.md, "Compatibility").
 		cc.version.Store(1)
 		cc.cl.speaksV1(cc.addr)
+		cc.settle()
 		cc.fail(wrapError(CodeUnavailable, errV1Server, "provider %s speaks protocol version 1: sending the calls again without settings", cc.addr))
 		return false
 	}
@@ -320,7 +344,10 @@ func (cc *clientConn) firstFrame(fh frameHeader, body *[]byte) bool {
 		return false
 	}
 	cc.peer.Store(&peer)
+	cc.link.init(&cc.w, cc.cl.cfg.codec, cc.cl.ourSettings(), peer, cc.cl.cfg.maxMessageSize)
+	cc.slots = make(chan struct{}, peer.maxStreams)
 	cc.version.Store(2)
+	cc.settle()
 	return true
 }
 
@@ -364,11 +391,23 @@ func (cc *clientConn) fail(e *Error) {
 	}
 	pending := cc.pending
 	cc.pending = make(map[uint64]*call)
+	streams := cc.streams
+	cc.streams = make(map[uint64]*clientStream)
 	cc.mu.Unlock()
 	cc.c.Close()
+	cc.doneOnce.Do(func() {
+		cc.settle()
+		close(cc.done)
+		if cc.version.Load() == 2 {
+			cc.link.send.close(e)
+		}
+	})
 	for _, cl := range pending {
 		cl.err = e
 		cl.done <- struct{}{}
+	}
+	for _, cs := range streams {
+		cs.finish(e, nil, false, false)
 	}
 }
 
@@ -385,7 +424,7 @@ func (cc *clientConn) maybeClose() {
 		return
 	}
 	cc.mu.Lock()
-	idle := len(cc.pending) == 0 && cc.err == nil
+	idle := len(cc.pending) == 0 && len(cc.streams) == 0 && cc.err == nil
 	cc.mu.Unlock()
 	if idle {
 		cc.fail(wrapError(CodeUnavailable, ErrConnClosed, "connection to %s closed after draining", cc.addr))

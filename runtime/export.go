@@ -26,6 +26,7 @@ type export struct {
 	impl    any
 	server  *Server
 	methods map[string]*method
+	streams map[string]*streamMethod
 }
 
 type method struct {
@@ -108,6 +109,23 @@ func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exp
 		m := &method{desc: md, info: UnaryServerInfo{Server: impl, FullMethod: "/" + desc.ServiceName + "/" + md.Name, Key: key}}
 		m.handler = func(ctx context.Context, req any) (any, error) { return md.Handler(impl, ctx, req) }
 		exp.methods[md.Name] = m
+	}
+	for i := range desc.Streams {
+		sd := &desc.Streams[i]
+		if sd.StreamName == "" || sd.Handler == nil {
+			return nil, Errorf(CodeInvalidArgument, "export %s: stream %d (%q) needs a name and a handler", key, i, sd.StreamName)
+		}
+		_, unary := exp.methods[sd.StreamName]
+		if _, dup := exp.streams[sd.StreamName]; dup || unary {
+			return nil, Errorf(CodeInvalidArgument, "export %s: method %s is listed twice", key, sd.StreamName)
+		}
+		if exp.streams == nil {
+			exp.streams = make(map[string]*streamMethod, len(desc.Streams))
+		}
+		exp.streams[sd.StreamName] = &streamMethod{desc: sd, info: StreamServerInfo{
+			Server: impl, FullMethod: "/" + desc.ServiceName + "/" + sd.StreamName, Key: key,
+			IsClientStream: sd.ClientStreams, IsServerStream: sd.ServerStreams,
+		}}
 	}
 	id, err := newInstanceID()
 	if err != nil {

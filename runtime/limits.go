@@ -205,7 +205,7 @@ func (s *Server) watch() {
 				continue
 			}
 			started := sc.started.Load()
-			if started != wd.seen || started != sc.finished.Load() {
+			if started != wd.seen || started != sc.finished.Load() || sc.nstreams.Load() > 0 {
 				wd.seen, wd.busy = started, now
 				continue
 			}

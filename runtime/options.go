@@ -82,6 +82,7 @@ type serverConfig struct {
 	interceptors             []UnaryServerInterceptor
 	streamServerInterceptors []StreamServerInterceptor
 	shutdownWait             time.Duration
+	maxStreams               int // WithMaxConcurrentStreams
 	logger                   *slog.Logger
 	codec                    Codec
 	sec                      serverSecurity

@@ -43,7 +43,9 @@ type Server struct {
 	handlers handlerPool  // goroutines that run requests
 	refusing atomic.Bool  // new calls get ErrServerClosed
 	inflight atomic.Int64 // calls being handled
-	bg       sync.WaitGroup
+	// openStreams counts the streams whose handler runs.
+	openStreams atomic.Int64
+	bg          sync.WaitGroup
 
 	cfgErr   error        // an invalid option; Serve returns it
 	epoch    time.Time    // tick counts from here
@@ -60,6 +62,7 @@ func NewServer(opts ...ServerOption) *Server {
 	cfg := serverConfig{
 		maxMessageSize: DefaultMaxMessageSize,
 		shutdownWait:   DefaultShutdownWait,
+		maxStreams:     DefaultMaxConcurrentStreams,
 		codec:          ProtoCodec{},
 		logger:         slog.Default(),
 		sec:            defaultServerSecurity(),
@@ -271,13 +274,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sc.goAway()
 	}
 
+	// Calls run to their end (bounded by ctx); open streams get
+	// shutdownWait more to end by themselves, then end with Unavailable.
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for s.inflight.Load() > 0 {
+	streamsEnd := time.NewTimer(s.cfg.shutdownWait)
+	defer streamsEnd.Stop()
+	for s.inflight.Load() > 0 || s.openStreams.Load() > 0 {
 		select {
 		case <-tick.C:
+		case <-streamsEnd.C:
+			s.endStreams()
 		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("storks: shutdown: %d calls still running: %w", s.inflight.Load(), ctx.Err()))
+			errs = append(errs, fmt.Errorf("storks: shutdown: %d calls and %d streams still running: %w", s.inflight.Load(), s.openStreams.Load(), ctx.Err()))
 			s.closeNow()
 			return errors.Join(errs...)
 		}

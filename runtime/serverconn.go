@@ -49,11 +49,18 @@ type serverConn struct {
 	version  atomic.Int32             // 0 until decided, then 1 or 2
 	peer     atomic.Pointer[settings] // the client's settings, on a version 2 connection
 	lastOpen uint64                   // largest stream ID opened; the reader goroutine's
+
+	// Streams (serverstream.go): the flow-control state shared by the
+	// connection's streams, set by the settings exchange, and the open
+	// streams (under mu; nil once the connection is closing).
+	link     streamLink
+	streams  map[uint64]*serverStream
+	nstreams atomic.Int64 // streams whose handler runs
 }
 
 func (s *Server) newConn(c net.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(s.ctx)
-	sc := &serverConn{s: s, c: c, ctx: ctx, cancel: cancel, running: make(map[uint64]*callCtx)}
+	sc := &serverConn{s: s, c: c, ctx: ctx, cancel: cancel, running: make(map[uint64]*callCtx), streams: make(map[uint64]*serverStream)}
 	sc.in = connReader{Conn: c, sc: sc}
 	sc.rw = c
 	if s.cfg.sec.tls != nil {
@@ -79,6 +86,7 @@ func (sc *serverConn) serve() {
 	defer func() {
 		sc.cancel()
 		sc.cancelAll()
+		sc.closeStreams()
 		sc.c.Close()
 		s.mu.Lock()
 		delete(s.conns, sc)
@@ -145,10 +153,10 @@ func (sc *serverConn) serve() {
 			putBuf(body)
 			sc.connError("a second settings frame")
 			return
-		case frameOpen, frameData, frameHalfClose, frameReset, frameWindowUpdate:
-			ok := sc.streamFrame(fh, *body)
-			putBuf(body)
-			if !ok {
+		case frameOpen, frameHeaders, frameData, frameHalfClose, frameEnd, frameReset, frameWindowUpdate:
+			// Only on a version 2 connection: readFrame refuses them on
+			// version 1.
+			if !sc.streamFrame(fh, body) {
 				return
 			}
 		default:
@@ -179,11 +187,10 @@ func (sc *serverConn) decide(v int32, settingsFrame []byte) bool {
 	return true
 }
 
-// ourSettings are the settings a server announces. It accepts no stream
-// yet (max concurrent streams 0): the stream work raises it.
+// ourSettings are the settings a server announces.
 func (s *Server) ourSettings() settings {
 	st := defaultSettings()
-	st.maxStreams = 0
+	st.maxStreams = s.cfg.maxStreams
 	st.maxMessage = s.cfg.maxMessageSize
 	return st
 }
@@ -205,6 +212,7 @@ func (sc *serverConn) settings(fh frameHeader, body *[]byte) bool {
 		return false
 	}
 	sc.peer.Store(&peer)
+	sc.link.init(&sc.w, sc.s.cfg.codec, sc.s.ourSettings(), peer, sc.s.cfg.maxMessageSize)
 	var b [headerSize + 64]byte
 	f := appendSettings(appendHeader(b[:0], frameSettings, 0, 0), sc.s.ourSettings())
 	setBodyLen(f)
@@ -215,69 +223,6 @@ func (sc *serverConn) settings(fh frameHeader, body *[]byte) bool {
 		// goaway, sends its calls again on a new connection.
 		sc.connError("unknown frame type 8 (settings) after goaway on a connection without settings")
 		return false
-	}
-	return true
-}
-
-// streamFrame handles a stream frame from the client on a version 2
-// connection. Streams are not implemented yet: an open is refused with end
-// Unimplemented and the not-executed flag, which closes the stream at once;
-// every later frame for it is for a closed stream and ignored (a data
-// frame's credit is granted again at once). It returns false if the
-// connection must be closed.
-func (sc *serverConn) streamFrame(fh frameHeader, body []byte) bool {
-	var err error
-	switch fh.typ {
-	case frameOpen:
-		_, err = parseOpen(body)
-	case frameData:
-		_, _, err = parseData(body, defaultMaxChunk)
-	case frameHalfClose:
-		err = parseHalfClose(body)
-	case frameReset:
-		_, err = parseReset(body)
-	case frameWindowUpdate:
-		_, err = parseWindowUpdate(body)
-	}
-	if err != nil {
-		sc.connError(err.Error())
-		return false
-	}
-	switch {
-	case fh.id == 0 && fh.typ == frameWindowUpdate:
-		return true // the connection's window: the server sends no data yet
-	case fh.id == 0:
-		sc.connError(fh.typ.String() + " frame with stream ID 0")
-		return false
-	case fh.typ == frameOpen:
-		if fh.id <= sc.lastOpen {
-			sc.connError(fmt.Sprintf("open of stream %d, not above the last one (%d)", fh.id, sc.lastOpen))
-			return false
-		}
-		sc.mu.Lock()
-		busy := sc.running[fh.id] != nil
-		sc.mu.Unlock()
-		if busy {
-			sc.connError(fmt.Sprintf("open of stream %d, the ID of a call in progress", fh.id))
-			return false
-		}
-		sc.lastOpen = fh.id
-		buf := getBuf(headerSize + 64)
-		b := appendHeader(*buf, frameEnd, fh.id, 0)
-		b = appendEnd(b, streamEnd{code: CodeUnimplemented, flags: errNotExecuted, message: "streams are not supported by this server yet"})
-		setBodyLen(b)
-		sc.w.write(b)
-		*buf = b
-		putBuf(buf)
-		return true
-	case fh.id > sc.lastOpen:
-		sc.connError(fmt.Sprintf("%s frame for unknown stream %d", fh.typ, fh.id))
-		return false
-	case fh.typ == frameData:
-		var b [headerSize + 8]byte
-		f := appendWindowUpdate(appendHeader(b[:0], frameWindowUpdate, 0, 0), len(body))
-		setBodyLen(f)
-		sc.w.writeNoWait(f)
 	}
 	return true
 }
@@ -322,6 +267,16 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 		putBuf(body)
 		s.cfg.logger.Warn("storks: closing connection: "+err.Error(), "remote", sc.c.RemoteAddr().String())
 		return false
+	}
+	if sc.nstreams.Load() > 0 {
+		sc.mu.Lock()
+		open := sc.streams[id] != nil
+		sc.mu.Unlock()
+		if open {
+			putBuf(body)
+			sc.connError(fmt.Sprintf("request with the ID of open stream %d", id))
+			return false
+		}
 	}
 	s.inflight.Add(1)
 	if s.refusing.Load() {

@@ -106,6 +106,11 @@ func echoRequest(id uint64, s string) []byte {
 	return b
 }
 
+// anyFrame is a frame of type t, ID id and body body.
+func anyFrame(t frameType, id uint64, body []byte) []byte {
+	return append(appendHeader(nil, t, id, len(body)), body...)
+}
+
 func settingsFrame(body []byte) []byte {
 	b := appendHeader(nil, frameSettings, 0, len(body))
 	return append(b, body...)
@@ -138,7 +143,7 @@ func TestSettingsV2Negotiated(t *testing.T) {
 		t.Fatalf("call: %q, %v", reply.GetValue(), err)
 	}
 	waitSettled(t, func() bool { return cc.version.Load() == 2 })
-	if p := cc.peer.Load(); p == nil || p.maxMessage != 2<<20 || p.maxStreams != 0 || p.version != 2 {
+	if p := cc.peer.Load(); p == nil || p.maxMessage != 2<<20 || p.maxStreams != DefaultMaxConcurrentStreams || p.version != 2 {
 		t.Errorf("client's peer settings %+v", p)
 	}
 	sc := s.onlyConn(t)
@@ -289,7 +294,7 @@ func TestSettingsHostileFromClient(t *testing.T) {
 		{"second settings", string(good) + string(good), "second settings frame"},
 		{"settings not first", string(appendHeader(nil, framePing, 1, 0)) + string(good), "unknown frame type 8"},
 		{"stream frame for an unknown stream", string(good) + string(appendHeader(nil, frameHalfClose, 9, 0)), "unknown stream 9"},
-		{"end to a server", string(good) + string(appendHeader(nil, frameEnd, 1, 0)), "unexpected frame from client"},
+		{"end to a server", string(good) + string(appendHeader(nil, frameEnd, 1, 0)), "end frame from the client (only servers send it)"},
 		{"unknown type on v1", string(appendHeader(nil, framePing, 1, 0)) + string(appendHeader(nil, frameType(16), 0, 0)), "unknown frame type 16"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -518,7 +523,7 @@ func TestSettingsHostileFromServer(t *testing.T) {
 	for _, tc := range []struct{ name, frames, reason string }{
 		{"bad settings", string(settingsFrame([]byte{2, 4, 1, 4, 1})), "initial stream window"},
 		{"second settings", string(settingsFrame(clientSettingsBody(1))) + string(settingsFrame(clientSettingsBody(1))), "second settings frame"},
-		{"stream frame", string(settingsFrame(clientSettingsBody(1))) + string(appendHeader(nil, frameEnd, 1, 0)), "streams are not supported yet"},
+		{"stream frame for a stream not opened", string(settingsFrame(clientSettingsBody(1))) + string(anyFrame(frameEnd, 1, appendEnd(nil, streamEnd{}))), "end frame for unknown stream 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
