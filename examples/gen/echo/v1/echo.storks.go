@@ -158,5 +158,6 @@ var Echo_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "echo/v1/echo.proto",
 }
