@@ -7,10 +7,10 @@ import (
 )
 
 // A Diagnostic is a warning about the code generated for a .proto file: an
-// identifier generated under another name than the usual one, or a method
-// not generated. The generator returns diagnostics instead of printing
-// them; protoc-gen-storks and storks generate print each as
-// [Diagnostic.Warning].
+// identifier generated under another name than the usual one, or a stream
+// type alias omitted because its name is taken. The generator returns
+// diagnostics instead of printing them; protoc-gen-storks and storks
+// generate print each as [Diagnostic.Warning].
 type Diagnostic struct {
 	// Kind is what happened.
 	Kind DiagnosticKind
@@ -21,8 +21,10 @@ type Diagnostic struct {
 	Service, Method string
 	// Message says what happened, starting with the method if there is
 	// one: "GreeterClient collides with message GreeterClient in package
-	// greeterv1; generated as GreeterClient_", "method Chat is
-	// bidi-streaming, which this version does not generate; skipped".
+	// greeterv1; generated as GreeterClient_", "method Talk:
+	// Chat_TalkClient collides with message Chat_TalkClient in package
+	// chatv1; the grpc-go-style alias of its client stream type is
+	// omitted".
 	Message string
 }
 
@@ -32,9 +34,11 @@ type DiagnosticKind int
 const (
 	// Renamed: a derived identifier was taken and got "_" appended.
 	Renamed DiagnosticKind = iota + 1
-	// Skipped: the generator cannot produce a method, and generated
-	// nothing for it.
-	Skipped
+	// Omitted: the name of a stream type alias (<Svc>_<Method>Client or
+	// <Svc>_<Method>Server, protoc-gen-go-grpc's names, for code written
+	// for grpc-go) was taken, so the alias is not declared. Everything
+	// else of the method is generated.
+	Omitted
 )
 
 // String returns "FILE: service SERVICE: MESSAGE".
@@ -51,8 +55,8 @@ func (d Diagnostic) Warning() string {
 
 // Diagnostics returns the diagnostics of the service, for file, in the
 // order the generated code declares things: the renamed identifiers of the
-// service, then per method in declaration order its renamed identifiers or
-// that it is skipped.
+// service, then per method in declaration order its renamed identifiers and
+// its omitted stream type aliases.
 func (sn *ServiceNames) Diagnostics(file *protogen.File) []Diagnostic {
 	service := string(sn.Service.Desc.Name())
 	var out []Diagnostic
@@ -77,13 +81,22 @@ func (sn *ServiceNames) Diagnostics(file *protogen.File) []Diagnostic {
 	}
 	renames(nil)
 	for _, m := range sn.Methods {
-		if m.Unsupported != "" {
-			add(Skipped, m, " "+m.Unsupported+", which this version does not generate; skipped")
-			continue
-		}
 		renames(m)
+		for _, o := range sn.Omissions {
+			if o.Method == m {
+				add(Omitted, m, ": "+o.message())
+			}
+		}
 	}
 	return out
+}
+
+// message describes the omission: "Chat_TalkClient collides with message
+// Chat_TalkClient in package chatv1; the grpc-go-style alias of its client
+// stream type is omitted".
+func (o Omission) message() string {
+	return o.Name + " collides with " + o.TakenBy + " in package " + string(o.Package) +
+		"; the grpc-go-style alias of its " + o.Side + " stream type is omitted"
 }
 
 // message describes the rename: "FooClient collides with message

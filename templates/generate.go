@@ -79,12 +79,18 @@ func newFile(file *protogen.File, names *Names) *jen.File {
 	return f
 }
 
-// importPaths lists the Go packages the file for services refers to.
+// importPaths lists the Go packages the file for services refers to: io
+// only if a method is server-streaming (its client method compares an error
+// with io.EOF).
 func importPaths(file *protogen.File, services []*ServiceNames) []string {
 	seen := map[string]bool{contextPackage: true, runtimePackage: true}
 	paths := []string{contextPackage, runtimePackage}
 	for _, sn := range services {
-		for _, m := range sn.Generated() {
+		for _, m := range sn.Methods {
+			if d := m.Method.Desc; d.IsStreamingServer() && !d.IsStreamingClient() && !seen[ioPackage] {
+				seen[ioPackage] = true
+				paths = append(paths, ioPackage)
+			}
 			for _, msg := range []*protogen.Message{m.Method.Input, m.Method.Output} {
 				ip := string(msg.GoIdent.GoImportPath)
 				if ip != string(file.GoImportPath) && !seen[ip] {

@@ -20,13 +20,20 @@ import (
 //
 // A derived identifier that is already taken in the target Go package gets
 // "_" appended until it is free; the ServiceNames record each such rename
-// with what took the name, for [ServiceNames.Diagnostics]. Taken are the
+// with what took the name, for [ServiceNames.Diagnostics]. The one
+// exception are the type aliases of stream types under protoc-gen-go-grpc's
+// names (<Svc>_<Method>Client and <Svc>_<Method>Server): they exist only so
+// that code written for grpc-go compiles, which a renamed alias would not
+// help, so an alias whose name is taken is omitted instead, and the
+// omission recorded. Aliases are named after every other identifier of the
+// package, so that they give way to those, never the reverse. Taken are the
 // identifiers protoc-gen-go declares for every file in the plugin request
 // that has the same Go import path (messages, nested messages, enums and
 // their values and name/value maps, oneof wrappers and interfaces,
 // extensions, proto2 defaults, opaque API builders and case constants,
-// File_* descriptors), and the identifiers of Storks services named before. Services are named in a fixed order: the
-// package's files sorted by proto path, services in declaration order. The
+// File_* descriptors), and the identifiers of Storks services named before.
+// Services are named in a fixed order: the package's files sorted by proto
+// path, services in declaration order. The
 // result therefore depends only on the set of files of the package in the
 // request, not on the order protoc lists them in.
 //
@@ -73,15 +80,17 @@ type ServiceNames struct {
 	// derived from Unimplemented so two services never share it.
 	MustEmbed string
 
-	// Methods are the service's methods in declaration order, those that
-	// cannot be generated included (they have Unsupported set and no
-	// names).
+	// Methods are the service's methods in declaration order.
 	Methods []*MethodNames
 
 	// Renames are the identifiers of the service and of its methods that
 	// were taken, so that others were generated instead, in the order they
 	// were named.
 	Renames []Rename
+
+	// Omissions are the stream type aliases of the service's methods that
+	// were taken, and so are not declared, in the order they were named.
+	Omissions []Omission
 }
 
 // A Rename records a derived identifier that was already taken, and the
@@ -101,13 +110,24 @@ type Rename struct {
 	Package protogen.GoPackageName
 }
 
+// An Omission records a stream type alias whose name was taken, and that
+// is therefore not declared.
+type Omission struct {
+	// Method is the streaming method the alias is for.
+	Method *MethodNames
+	// Name is the alias's name: <Svc>_<Method>Client or <Svc>_<Method>Server.
+	Name string
+	// Side is "client" or "server": whose stream type the alias names.
+	Side string
+	// TakenBy says what had taken Name.
+	TakenBy string
+	// Package is the Go package the alias would be declared in.
+	Package protogen.GoPackageName
+}
+
 // MethodNames are the Go identifiers generated for one method.
 type MethodNames struct {
 	Method *protogen.Method
-
-	// Unsupported is why nothing is generated for the method, as a
-	// predicate ("is bidi-streaming"), or "" if it is generated.
-	Unsupported string
 
 	// GoName is the Go method name in the client and server interfaces:
 	// protogen's GoName, with "_" appended if an earlier method of the
@@ -117,6 +137,13 @@ type MethodNames struct {
 	// FullMethodNameConst is the constant holding "/pkg.Service/Method":
 	// Greeter_SayHello_FullMethodName.
 	FullMethodNameConst string
+
+	// ClientAlias and ServerAlias, for a streaming method, are the type
+	// aliases of the stream types of its client and server methods under
+	// the names protoc-gen-go-grpc gives them, for code written for
+	// grpc-go: Chat_TalkClient, Chat_TalkServer. Either is "" if the
+	// method is unary, or if the name was taken (see Omissions).
+	ClientAlias, ServerAlias string
 }
 
 // TestEmbeddedByValue is the unexported method of every Unimplemented*Server
@@ -127,7 +154,7 @@ const TestEmbeddedByValue = "testEmbeddedByValue"
 // localNames are the parameter and variable names used inside generated
 // function bodies. An import name equal to one of them would be shadowed,
 // so imports never get these names.
-var localNames = []string{"c", "ctx", "err", "in", "inv", "ok", "opts", "out", "req", "s", "srv", "t"}
+var localNames = []string{"c", "ctx", "err", "in", "inv", "m", "ok", "opts", "out", "req", "s", "srv", "stream", "t", "x"}
 
 // NewNames returns the Names for the files of gen.
 func NewNames(gen *protogen.Plugin) *Names {
@@ -184,6 +211,13 @@ func (n *Names) pkg(importPath protogen.GoImportPath) *packageNames {
 	for _, f := range files {
 		for _, s := range f.Services {
 			p.services[s.Desc.FullName()] = p.nameService(s)
+		}
+	}
+	// The stream type aliases only once every other identifier of the
+	// package is named: an alias gives way to those, never the reverse.
+	for _, f := range files {
+		for _, s := range f.Services {
+			p.nameAliases(p.services[s.Desc.FullName()])
 		}
 	}
 	return p
@@ -289,11 +323,7 @@ func (sn *ServiceNames) claim(taken map[string]declaration, pkg protogen.GoPacka
 		if !ok {
 			break
 		}
-		what := prev.what
-		if prev.file != d.file {
-			what += " (" + prev.file + ")"
-		}
-		takenBy = append(takenBy, what)
+		takenBy = append(takenBy, prev.from(d.file))
 		name += "_"
 	}
 	taken[name] = d
@@ -326,11 +356,8 @@ func (p *packageNames) nameService(s *protogen.Service) *ServiceNames {
 	// with MustEmbed or TestEmbeddedByValue.
 	methods := make(map[string]declaration)
 	for _, m := range s.Methods {
-		mn := &MethodNames{Method: m, Unsupported: unsupported(m)}
+		mn := &MethodNames{Method: m}
 		sn.Methods = append(sn.Methods, mn)
-		if mn.Unsupported != "" {
-			continue
-		}
 		name := string(m.Desc.Name())
 		mn.GoName = sn.claim(methods, "", mn, m.GoName, declaration{what: "the Go name of method " + name, file: file})
 		mn.FullMethodNameConst = p.claim(sn, mn, base+"_"+mn.GoName+"_FullMethodName",
@@ -339,30 +366,48 @@ func (p *packageNames) nameService(s *protogen.Service) *ServiceNames {
 	return sn
 }
 
-// unsupported says why the generator cannot produce m, as a predicate
-// ("is bidi-streaming"), or returns "" if it can. It is the one place that
-// decides which methods are generated.
-func unsupported(m *protogen.Method) string {
-	switch d := m.Desc; {
-	case d.IsStreamingClient() && d.IsStreamingServer():
-		return "is bidi-streaming"
-	case d.IsStreamingClient():
-		return "is client-streaming"
-	case d.IsStreamingServer():
-		return "is server-streaming"
+// nameAliases names the stream type aliases of sn's streaming methods, or
+// records their omission when the name is taken.
+func (p *packageNames) nameAliases(sn *ServiceNames) {
+	file := sn.Service.Desc.ParentFile().Path()
+	for _, m := range sn.Methods {
+		if !isStreaming(m.Method) {
+			continue
+		}
+		of := func(side string) declaration {
+			return declaration{
+				what: "the " + side + " stream alias of method " + string(m.Method.Desc.Name()) + " of service " + string(sn.Service.Desc.Name()),
+				file: file,
+			}
+		}
+		m.ClientAlias = p.claimOptional(sn, m, sn.Base+"_"+m.GoName+"Client", "client", of("client"))
+		m.ServerAlias = p.claimOptional(sn, m, sn.Base+"_"+m.GoName+"Server", "server", of("server"))
 	}
-	return ""
 }
 
-// Generated returns the service's methods that are generated.
-func (sn *ServiceNames) Generated() []*MethodNames {
-	var out []*MethodNames
-	for _, m := range sn.Methods {
-		if m.Unsupported == "" {
-			out = append(out, m)
-		}
+// claimOptional takes name for d and returns it, if it is free. If it is
+// taken, it records an Omission in sn and returns "".
+func (p *packageNames) claimOptional(sn *ServiceNames, m *MethodNames, name, side string, d declaration) string {
+	if prev, ok := p.taken[name]; ok {
+		sn.Omissions = append(sn.Omissions, Omission{Method: m, Name: name, Side: side, TakenBy: prev.from(d.file), Package: p.name})
+		return ""
 	}
-	return out
+	p.taken[name] = d
+	return name
+}
+
+// from describes d for a warning about an identifier of file: what it is,
+// and its file if that is another.
+func (d declaration) from(file string) string {
+	if d.file != file {
+		return d.what + " (" + d.file + ")"
+	}
+	return d.what
+}
+
+// isStreaming reports whether m is client-, server- or bidi-streaming.
+func isStreaming(m *protogen.Method) bool {
+	return m.Desc.IsStreamingClient() || m.Desc.IsStreamingServer()
 }
 
 // Import is how a generated file imports a package.
@@ -376,14 +421,14 @@ type Import struct {
 }
 
 // Imports returns how a generated file of the Go package importPath imports
-// each of paths (which must not contain importPath). context keeps its own
-// name and the Storks runtime is imported as "storks" (its conventional
-// alias, see runtimeImportName) whenever possible; other packages get the
-// package name protoc-gen-go gave them. A name that is a Go keyword or
-// predeclared identifier, a parameter name used in generated bodies, an
-// identifier of the package, or the name of an earlier import gets a number
-// appended. Paths are named in sorted order after context and the runtime,
-// so the result is deterministic.
+// each of paths (which must not contain importPath). context and io keep
+// their own names and the Storks runtime is imported as "storks" (its
+// conventional alias, see runtimeImportName) whenever possible; other
+// packages get the package name protoc-gen-go gave them. A name that is a
+// Go keyword or predeclared identifier, a parameter or variable name used in
+// generated bodies, an identifier of the package, or the name of an earlier
+// import gets a number appended. Paths are named in sorted order after
+// context, io and the runtime, so the result is deterministic.
 func (n *Names) Imports(importPath protogen.GoImportPath, paths []string) map[string]Import {
 	used := make(map[string]bool)
 	for _, s := range types.Universe.Names() {
@@ -396,7 +441,7 @@ func (n *Names) Imports(importPath protogen.GoImportPath, paths []string) map[st
 	sorted := append([]string(nil), paths...)
 	rank := func(s string) int {
 		switch s {
-		case contextPackage:
+		case contextPackage, ioPackage:
 			return 0
 		case runtimePackage:
 			return 1
@@ -434,7 +479,7 @@ func (n *Names) packageName(importPath string) string {
 			return string(f.GoPackageName)
 		}
 	}
-	// Not a package generated from .proto (context, runtime): by Go
+	// Not a package generated from .proto (context, io, runtime): by Go
 	// convention, the last path element.
 	return path.Base(importPath)
 }

@@ -82,6 +82,9 @@ func TestServiceNames(t *testing.T) {
 	if len(sn.Methods) != 2 {
 		t.Fatalf("%d methods", len(sn.Methods))
 	}
+	if sn.Methods[0].ClientAlias != "" || sn.Methods[0].ServerAlias != "" {
+		t.Errorf("unary method Get has stream aliases %q, %q", sn.Methods[0].ClientAlias, sn.Methods[0].ServerAlias)
+	}
 	for i, w := range []struct{ goName, constant string }{
 		{"Get", "Foo_Get_FullMethodName"},
 		{"Get_", "Foo_Get__FullMethodName"},
@@ -94,13 +97,14 @@ func TestServiceNames(t *testing.T) {
 }
 
 // TestDiagnostics checks the warnings for renamed identifiers (with what
-// took each name tried) and skipped methods, in declaration order.
+// took each name tried) and omitted stream type aliases, in declaration
+// order.
 func TestDiagnostics(t *testing.T) {
 	foo := service("Foo", "Get", "get", "Chat")
 	foo.Method[2].ClientStreaming, foo.Method[2].ServerStreaming = proto.Bool(true), proto.Bool(true)
 	gen := newPlugin(t,
 		file("a.proto", "a", "example.com/p;p", []string{"M"}, foo, service("foo", "Get")),
-		file("b.proto", "b", "example.com/p;p", []string{"FooClient"}),
+		file("b.proto", "b", "example.com/p;p", []string{"FooClient", "Foo_ChatServer"}),
 	)
 	names := NewNames(gen)
 	a := gen.FilesByPath["a.proto"]
@@ -115,7 +119,7 @@ func TestDiagnostics(t *testing.T) {
 	want := []string{
 		"protoc-gen-storks: warning: a.proto: service Foo: FooClient collides with message FooClient (b.proto) in package p; generated as FooClient_",
 		"protoc-gen-storks: warning: a.proto: service Foo: method get: Get collides with the Go name of method Get; generated as Get_",
-		"protoc-gen-storks: warning: a.proto: service Foo: method Chat is bidi-streaming, which this version does not generate; skipped",
+		"protoc-gen-storks: warning: a.proto: service Foo: method Chat: Foo_ChatServer collides with message Foo_ChatServer (b.proto) in package p; the grpc-go-style alias of its server stream type is omitted",
 		"protoc-gen-storks: warning: a.proto: service foo: Foo_ServiceName collides with the name constant of service Foo in package p; generated as Foo_ServiceName_",
 		"protoc-gen-storks: warning: a.proto: service foo: FooClient collides with message FooClient (b.proto), and FooClient_ with the client interface of service Foo, in package p; generated as FooClient__",
 	}
@@ -127,7 +131,7 @@ func TestDiagnostics(t *testing.T) {
 			t.Errorf("diagnostic %d:\n got %s\nwant %s", i, got[i], w)
 		}
 	}
-	if !reflect.DeepEqual(kinds[:3], []DiagnosticKind{Renamed, Renamed, Skipped}) {
+	if !reflect.DeepEqual(kinds[:3], []DiagnosticKind{Renamed, Renamed, Omitted}) {
 		t.Errorf("kinds %v", kinds[:3])
 	}
 	// Every identifier of foo is renamed; the last is its method's
@@ -149,18 +153,29 @@ func TestImports(t *testing.T) {
 		file("y.proto", "y", "example.com/y;y", nil, service("Foo")),
 		file("z.proto", "z", "example.com/z;fooClient", []string{"Z"}),
 		file("s.proto", "s", "example.com/s;storks", []string{"S"}),
+		// Named like the variables of streaming methods, and like io.
+		file("m.proto", "m", "example.com/m;m", []string{"M"}),
+		file("st.proto", "st", "example.com/stream;stream", []string{"S"}),
+		file("xx.proto", "xx", "example.com/x;x", []string{"X"}),
+		file("io.proto", "io", "example.com/io;io", []string{"I"}),
 	)
 	got := NewNames(gen).Imports("example.com/y", []string{
 		"example.com/x/v1", "example.com/in/v1", runtimePackage, "example.com/ctx", contextPackage, "example.com/z", "example.com/s",
+		"example.com/m", "example.com/stream", "example.com/x", "example.com/io", ioPackage,
 	})
 	want := map[string]Import{
-		contextPackage:      {Name: "context"},
-		runtimePackage:      {Name: "storks", Alias: true},
-		"example.com/ctx":   {Name: "context1", Alias: true}, // after the standard library's
-		"example.com/in/v1": {Name: "in1", Alias: true},      // in is a parameter name
-		"example.com/x/v1":  {Name: "xv1", Alias: true},      // not the last path element
-		"example.com/z":     {Name: "fooClient1", Alias: true},
-		"example.com/s":     {Name: "storks1", Alias: true}, // the runtime's name
+		contextPackage:       {Name: "context"},
+		runtimePackage:       {Name: "storks", Alias: true},
+		"example.com/ctx":    {Name: "context1", Alias: true}, // after the standard library's
+		"example.com/in/v1":  {Name: "in1", Alias: true},      // in is a parameter name
+		"example.com/x/v1":   {Name: "xv1", Alias: true},      // not the last path element
+		"example.com/z":      {Name: "fooClient1", Alias: true},
+		"example.com/s":      {Name: "storks1", Alias: true}, // the runtime's name
+		ioPackage:            {Name: "io"},
+		"example.com/io":     {Name: "io1", Alias: true}, // after the standard library's
+		"example.com/m":      {Name: "m1", Alias: true},
+		"example.com/stream": {Name: "stream1", Alias: true},
+		"example.com/x":      {Name: "x1", Alias: true},
 	}
 	for path, w := range want {
 		if got[path] != w {
@@ -169,5 +184,37 @@ func TestImports(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("got %d imports, want %d", len(got), len(want))
+	}
+}
+
+// TestStreamAliases checks the names of the stream type aliases: those of
+// protoc-gen-go-grpc, after the method's Go name, and none when the name is
+// taken, even by an identifier of a service declared later.
+func TestStreamAliases(t *testing.T) {
+	foo := service("Foo", "Watch", "watch", "Bar", "Baz")
+	for _, m := range foo.Method[:3] {
+		m.ServerStreaming = proto.Bool(true)
+	}
+	foo.Method[3].ClientStreaming = proto.Bool(true)
+	gen := newPlugin(t,
+		file("a.proto", "a", "example.com/p;p", []string{"M", "Foo_BazClient"}, foo, service("Foo_Bar", "Get")),
+	)
+	sn := NewNames(gen).Service(gen.FilesByPath["a.proto"].Services[0])
+	for i, w := range []struct{ client, server string }{
+		{"Foo_WatchClient", "Foo_WatchServer"},
+		{"Foo_Watch_Client", "Foo_Watch_Server"}, // Go name Watch_
+		{"", ""},                                 // Foo_BarClient and Foo_BarServer: service Foo_Bar's interfaces
+		{"", "Foo_BazServer"},                    // Foo_BazClient: a message
+	} {
+		if m := sn.Methods[i]; m.ClientAlias != w.client || m.ServerAlias != w.server {
+			t.Errorf("method %d: aliases %q, %q; want %q, %q", i, m.ClientAlias, m.ServerAlias, w.client, w.server)
+		}
+	}
+	bar := NewNames(gen).Service(gen.FilesByPath["a.proto"].Services[1])
+	if bar.Client != "Foo_BarClient" || bar.Server != "Foo_BarServer" || len(bar.Renames) != 0 {
+		t.Errorf("service Foo_Bar: %s, %s, renames %v; want Foo_BarClient, Foo_BarServer, none", bar.Client, bar.Server, bar.Renames)
+	}
+	if len(sn.Omissions) != 3 {
+		t.Errorf("omissions %+v, want 3", sn.Omissions)
 	}
 }

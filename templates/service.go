@@ -36,14 +36,13 @@ func genConstants(f *jen.File, sn *ServiceNames) {
 	f.Add(doc(sn.ServiceNameConst + " is the fully-qualified name of the " + full + " service."))
 	f.Const().Id(sn.ServiceNameConst).Op("=").Lit(full)
 
-	generated := sn.Generated()
-	if len(generated) == 0 {
+	if len(sn.Methods) == 0 {
 		return
 	}
 	f.Line()
 	f.Comment("Full method names of the " + full + " service, as passed to storks.Invoker.")
 	f.Const().DefsFunc(func(g *jen.Group) {
-		for _, m := range generated {
+		for _, m := range sn.Methods {
 			name := "/" + full + "/" + string(m.Method.Desc.Name())
 			g.Id(m.FullMethodNameConst).Op("=").Lit(name)
 		}
@@ -51,56 +50,106 @@ func genConstants(f *jen.File, sn *ServiceNames) {
 }
 
 // clientSignature is the method as declared in the client interface and
-// implemented by the client struct.
+// implemented by the client struct. A unary method takes the request and
+// returns the response; a server-streaming one takes the request and
+// returns the stream of responses; client- and bidi-streaming ones return
+// the stream the requests are sent on.
 func clientSignature(m *MethodNames) *jen.Statement {
-	return jen.Id(m.GoName).Params(
-		jen.Id("ctx").Qual(contextPackage, "Context"),
-		jen.Id("in").Op("*").Add(ident(m.Method.Input.GoIdent)),
-		jen.Id("opts").Op("...").Qual(runtimePackage, "CallOption"),
-	).Params(jen.Op("*").Add(ident(m.Method.Output.GoIdent)), jen.Error())
+	params := []jen.Code{jen.Id("ctx").Qual(contextPackage, "Context")}
+	if !m.Method.Desc.IsStreamingClient() {
+		params = append(params, jen.Id("in").Op("*").Add(ident(m.Method.Input.GoIdent)))
+	}
+	params = append(params, jen.Id("opts").Op("...").Qual(runtimePackage, "CallOption"))
+	result := jen.Op("*").Add(ident(m.Method.Output.GoIdent))
+	if isStreaming(m.Method) {
+		result = clientStreamType(m)
+	}
+	return jen.Id(m.GoName).Params(params...).Params(result, jen.Error())
 }
 
 // serverSignature is the method as declared in the server interface and
-// implemented by Unimplemented*Server.
+// implemented by Unimplemented*Server: as grpc-go's, a server-streaming
+// method gets the request and the stream to send responses on, client- and
+// bidi-streaming ones the stream only.
 func serverSignature(m *MethodNames) *jen.Statement {
-	return jen.Id(m.GoName).Params(
-		jen.Qual(contextPackage, "Context"),
-		jen.Op("*").Add(ident(m.Method.Input.GoIdent)),
-	).Params(jen.Op("*").Add(ident(m.Method.Output.GoIdent)), jen.Error())
+	in := jen.Op("*").Add(ident(m.Method.Input.GoIdent))
+	if !isStreaming(m.Method) {
+		return jen.Id(m.GoName).Params(jen.Qual(contextPackage, "Context"), in).
+			Params(jen.Op("*").Add(ident(m.Method.Output.GoIdent)), jen.Error())
+	}
+	var params []jen.Code
+	if !m.Method.Desc.IsStreamingClient() {
+		params = append(params, in)
+	}
+	params = append(params, serverStreamType(m))
+	return jen.Id(m.GoName).Params(params...).Error()
 }
 
-// skippedNote is the comment left, in each interface, where a method that
-// is not generated would be.
-func skippedNote(m *MethodNames) jen.Code {
-	return jen.Comment("// Method " + string(m.Method.Desc.Name()) + " " + m.Unsupported +
-		", which this version of " + PluginName + " does not generate.")
+// streamKind is the prefix of the runtime's generic stream types for the
+// streaming method m: "ServerStreaming", "ClientStreaming" or
+// "BidiStreaming".
+func streamKind(m *MethodNames) string {
+	switch d := m.Method.Desc; {
+	case d.IsStreamingClient() && d.IsStreamingServer():
+		return "BidiStreaming"
+	case d.IsStreamingClient():
+		return "ClientStreaming"
+	}
+	return "ServerStreaming"
+}
+
+// streamTypeArgs are the type arguments of the runtime's stream types for
+// m: the response for a server-streaming method, whose client sends one
+// request, and else the request and the response.
+func streamTypeArgs(m *MethodNames) []jen.Code {
+	out := ident(m.Method.Output.GoIdent)
+	if !m.Method.Desc.IsStreamingClient() {
+		return []jen.Code{out}
+	}
+	return []jen.Code{ident(m.Method.Input.GoIdent), out}
+}
+
+// clientStreamType is the stream a streaming client method returns:
+// storks.ServerStreamingClient[Res], storks.ClientStreamingClient[Req, Res]
+// or storks.BidiStreamingClient[Req, Res].
+func clientStreamType(m *MethodNames) *jen.Statement {
+	return jen.Qual(runtimePackage, streamKind(m)+"Client").Types(streamTypeArgs(m)...)
+}
+
+// serverStreamType is the stream a streaming server method is given:
+// storks.ServerStreamingServer[Res], storks.ClientStreamingServer[Req, Res]
+// or storks.BidiStreamingServer[Req, Res].
+func serverStreamType(m *MethodNames) *jen.Statement {
+	return jen.Qual(runtimePackage, streamKind(m)+"Server").Types(streamTypeArgs(m)...)
+}
+
+// genericStream is the runtime's GenericClientStream or GenericServerStream
+// (side "Client" or "Server") for m, which wraps the untyped stream.
+func genericStream(m *MethodNames, side string) *jen.Statement {
+	return jen.Qual(runtimePackage, "Generic"+side+"Stream").Types(
+		ident(m.Method.Input.GoIdent), ident(m.Method.Output.GoIdent),
+	)
+}
+
+// streamIndexes returns the index of each streaming method of sn in its
+// ServiceDesc's Streams, which lists them in declaration order.
+func streamIndexes(sn *ServiceNames) map[*MethodNames]int {
+	idx := make(map[*MethodNames]int)
+	for _, m := range sn.Methods {
+		if isStreaming(m.Method) {
+			idx[m] = len(idx)
+		}
+	}
+	return idx
 }
 
 // interfaceMethods adds the methods of sn to an interface, each declared by
-// declare, with notes in place of the methods not generated. Blank lines
-// set runs of notes apart from methods, whose doc comments they would
-// otherwise become or look like. It reports whether the last item added is a
-// note.
-func interfaceMethods(g *jen.Group, sn *ServiceNames, declare func(*MethodNames) *jen.Statement) (endsInNote bool) {
-	const none, method, note = 0, 1, 2
-	prev := none
+// declare, with its proto comments and deprecation.
+func interfaceMethods(g *jen.Group, sn *ServiceNames, declare func(*MethodNames) *jen.Statement) {
 	for _, m := range sn.Methods {
-		if m.Unsupported != "" {
-			if prev == method {
-				g.Empty()
-			}
-			g.Add(skippedNote(m))
-			prev = note
-			continue
-		}
-		if prev == note {
-			g.Empty()
-		}
 		g.Add(doc(comments(m.Method.Comments.Leading), deprecatedIf(methodDeprecated(m))))
 		g.Add(declare(m))
-		prev = method
 	}
-	return prev == note
 }
 
 func genClient(f *jen.File, sn *ServiceNames) {
@@ -137,23 +186,80 @@ func genClient(f *jen.File, sn *ServiceNames) {
 		))),
 	)
 
-	for _, m := range sn.Generated() {
-		out := ident(m.Method.Output.GoIdent)
+	streams := streamIndexes(sn)
+	for _, m := range sn.Methods {
 		f.Line()
 		f.Add(doc(deprecatedIf(methodDeprecated(m))))
-		// The reply is allocated here and filled by Invoke (grpc-go's
-		// shape): nothing an interceptor returns can make it the wrong type.
-		f.Func().Params(jen.Id("c").Op("*").Id(sn.ClientImpl)).Add(clientSignature(m)).Block(
-			jen.Id("out").Op(":=").New(out),
+		recv := jen.Params(jen.Id("c").Op("*").Id(sn.ClientImpl))
+		if !isStreaming(m.Method) {
+			f.Func().Add(recv).Add(clientSignature(m)).Block(unaryClientBody(m)...)
+			continue
+		}
+		f.Func().Add(recv).Add(clientSignature(m)).Block(streamClientBody(sn, m, streams[m])...)
+		if m.ClientAlias != "" {
+			f.Line()
+			f.Add(doc(
+				m.ClientAlias+" is the type of the stream "+sn.Client+"."+m.GoName+" returns, by the\n"+
+					"// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.",
+				deprecatedIf(methodDeprecated(m)),
+			))
+			f.Type().Id(m.ClientAlias).Op("=").Add(clientStreamType(m))
+		}
+	}
+}
+
+// unaryClientBody is the body of a unary client method. The reply is
+// allocated here and filled by Invoke (grpc-go's shape): nothing an
+// interceptor returns can make it the wrong type.
+func unaryClientBody(m *MethodNames) []jen.Code {
+	return []jen.Code{
+		jen.Id("out").Op(":=").New(ident(m.Method.Output.GoIdent)),
+		jen.If(
+			jen.Err().Op(":=").Id("c").Dot("inv").Dot("Invoke").Call(
+				jen.Id("ctx"), jen.Id(m.FullMethodNameConst), jen.Id("in"), jen.Id("out"), jen.Id("opts").Op("..."),
+			),
+			jen.Err().Op("!=").Nil(),
+		).Block(jen.Return(jen.Nil(), jen.Err())),
+		jen.Return(jen.Id("out"), jen.Nil()),
+	}
+}
+
+// streamClientBody is the body of a streaming client method, the index-th
+// of its service's Streams: it opens the stream and wraps it in the typed
+// GenericClientStream. A server-streaming method also sends the request
+// and half-closes the stream, as grpc-go's does, but for one case: if
+// SendMsg returns io.EOF, the provider has ended the stream already, and
+// the method returns the stream, whose Recv returns how it ended, rather
+// than io.EOF, which callers would take for a stream that ended well.
+func streamClientBody(sn *ServiceNames, m *MethodNames, index int) []jen.Code {
+	body := []jen.Code{
+		jen.List(jen.Id("stream"), jen.Err()).Op(":=").Id("c").Dot("inv").Dot("NewStream").Call(
+			jen.Id("ctx"),
+			jen.Op("&").Id(sn.Desc).Dot("Streams").Index(jen.Lit(index)),
+			jen.Id(m.FullMethodNameConst),
+			jen.Id("opts").Op("..."),
+		),
+		jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Nil(), jen.Err())),
+		jen.Id("x").Op(":=").Op("&").Add(genericStream(m, "Client")).Values(jen.Id("ClientStream").Op(":").Id("stream")),
+	}
+	if !m.Method.Desc.IsStreamingClient() {
+		body = append(body,
 			jen.If(
-				jen.Err().Op(":=").Id("c").Dot("inv").Dot("Invoke").Call(
-					jen.Id("ctx"), jen.Id(m.FullMethodNameConst), jen.Id("in"), jen.Id("out"), jen.Id("opts").Op("..."),
-				),
+				jen.Err().Op(":=").Id("x").Dot("ClientStream").Dot("SendMsg").Call(jen.Id("in")),
+				jen.Err().Op("==").Qual(ioPackage, "EOF"),
+			).Block(
+				jen.Comment("The stream has ended already: Recv returns its status."),
+				jen.Return(jen.Id("x"), jen.Nil()),
+			).Else().If(jen.Err().Op("!=").Nil()).Block(
+				jen.Return(jen.Nil(), jen.Err()),
+			),
+			jen.If(
+				jen.Err().Op(":=").Id("x").Dot("ClientStream").Dot("CloseSend").Call(),
 				jen.Err().Op("!=").Nil(),
 			).Block(jen.Return(jen.Nil(), jen.Err())),
-			jen.Return(jen.Id("out"), jen.Nil()),
 		)
 	}
+	return append(body, jen.Return(jen.Id("x"), jen.Nil()))
 }
 
 func genServer(f *jen.File, sn *ServiceNames) {
@@ -171,9 +277,7 @@ func genServer(f *jen.File, sn *ServiceNames) {
 		deprecatedIf(deprecated),
 	))
 	f.Type().Id(sn.Server).InterfaceFunc(func(g *jen.Group) {
-		if interfaceMethods(g, sn, serverSignature) {
-			g.Empty()
-		}
+		interfaceMethods(g, sn, serverSignature)
 		g.Id(sn.MustEmbed).Params()
 	})
 
@@ -186,13 +290,15 @@ func genServer(f *jen.File, sn *ServiceNames) {
 	))
 	f.Type().Id(sn.Unimplemented).Struct()
 	f.Line()
-	for _, m := range sn.Generated() {
-		f.Func().Params(jen.Id(sn.Unimplemented)).Add(serverSignature(m)).Block(
-			jen.Return(jen.Nil(), jen.Qual(runtimePackage, "Errorf").Call(
-				jen.Qual(runtimePackage, "CodeUnimplemented"),
-				jen.Lit("method "+string(m.Method.Desc.Name())+" not implemented"),
-			)),
-		)
+	for _, m := range sn.Methods {
+		results := []jen.Code{jen.Qual(runtimePackage, "Errorf").Call(
+			jen.Qual(runtimePackage, "CodeUnimplemented"),
+			jen.Lit("method "+string(m.Method.Desc.Name())+" not implemented"),
+		)}
+		if !isStreaming(m.Method) {
+			results = append([]jen.Code{jen.Nil()}, results...)
+		}
+		f.Func().Params(jen.Id(sn.Unimplemented)).Add(serverSignature(m)).Block(jen.Return(results...))
 	}
 	f.Func().Params(jen.Id(sn.Unimplemented)).Id(sn.MustEmbed).Params().Block()
 	f.Func().Params(jen.Id(sn.Unimplemented)).Id(TestEmbeddedByValue).Params().Block()
@@ -228,13 +334,31 @@ func genServer(f *jen.File, sn *ServiceNames) {
 		).Block(jen.Id("t").Dot(TestEmbeddedByValue).Call()),
 		jen.Return(jen.Id("s").Dot("Export").Call(jen.Op("&").Id(sn.Desc), jen.Id("srv"), jen.Id("opts").Op("..."))),
 	)
+
+	// The stream aliases of the server side.
+	for _, m := range sn.Methods {
+		if m.ServerAlias == "" {
+			continue
+		}
+		f.Line()
+		f.Add(doc(
+			m.ServerAlias+" is the type of the stream "+sn.Server+"."+m.GoName+" is given, by the\n"+
+				"// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.",
+			deprecatedIf(methodDeprecated(m)),
+		))
+		f.Type().Id(m.ServerAlias).Op("=").Add(serverStreamType(m))
+	}
 }
 
 func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 	svc := sn.Service
 
-	var methods []jen.Code
-	for _, m := range sn.Generated() {
+	var methods, streams []jen.Code
+	for _, m := range sn.Methods {
+		if isStreaming(m.Method) {
+			streams = append(streams, composite(streamDescFields(sn, m)...).Op(","))
+			continue
+		}
 		in := ident(m.Method.Input.GoIdent)
 		fields := []jen.Code{
 			field("Name", jen.Lit(string(m.Method.Desc.Name()))),
@@ -265,8 +389,45 @@ func genServiceDesc(f *jen.File, file *protogen.File, sn *ServiceNames) {
 		field("ServiceName", jen.Id(sn.ServiceNameConst)),
 		field("HandlerType", jen.Parens(jen.Op("*").Id(sn.Server)).Call(jen.Nil())),
 		field("Methods", jen.Index().Qual(runtimePackage, "MethodDesc").Add(composite(methods...))),
+		field("Streams", jen.Index().Qual(runtimePackage, "StreamDesc").Add(composite(streams...))),
 		field("Metadata", jen.Lit(file.Desc.Path())),
 	))
+}
+
+// streamDescFields are the fields of the storks.StreamDesc of the streaming
+// method m. Its handler wraps the stream in the typed GenericServerStream;
+// for a server-streaming method it first receives the one request, as
+// grpc-go's does.
+func streamDescFields(sn *ServiceNames, m *MethodNames) []jen.Code {
+	stream := jen.Op("&").Add(genericStream(m, "Server")).Values(jen.Id("ServerStream").Op(":").Id("stream"))
+	call := jen.Id("srv").Assert(jen.Id(sn.Server)).Dot(m.GoName)
+	var body []jen.Code
+	if m.Method.Desc.IsStreamingClient() {
+		body = []jen.Code{jen.Return(call.Call(stream))}
+	} else {
+		body = []jen.Code{
+			jen.Id("m").Op(":=").New(ident(m.Method.Input.GoIdent)),
+			jen.If(
+				jen.Err().Op(":=").Id("stream").Dot("RecvMsg").Call(jen.Id("m")),
+				jen.Err().Op("!=").Nil(),
+			).Block(jen.Return(jen.Err())),
+			jen.Return(call.Call(jen.Id("m"), stream)),
+		}
+	}
+	fields := []jen.Code{
+		field("StreamName", jen.Lit(string(m.Method.Desc.Name()))),
+		field("Handler", jen.Func().Params(
+			jen.Id("srv").Any(),
+			jen.Id("stream").Qual(runtimePackage, "ServerStream"),
+		).Error().Block(body...)),
+	}
+	if m.Method.Desc.IsStreamingServer() {
+		fields = append(fields, field("ServerStreams", jen.True()))
+	}
+	if m.Method.Desc.IsStreamingClient() {
+		fields = append(fields, field("ClientStreams", jen.True()))
+	}
+	return fields
 }
 
 // idempotent reports whether a method may be retried: its

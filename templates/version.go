@@ -16,6 +16,7 @@ const FileSuffix = ".storks.go"
 // Import paths the generated code refers to.
 const (
 	contextPackage = "context"
+	ioPackage      = "io"
 	runtimePackage = "github.com/storks-rpc/storks/runtime"
 )
 

@@ -152,11 +152,11 @@ func TestBinaryMatchesInProcess(t *testing.T) {
 	}
 }
 
-// TestBinaryWarnings runs the binary on the colliding and streaming protos:
-// the warnings go to stderr, and stdout stays a CodeGeneratorResponse with
-// the generated files and no error.
+// TestBinaryWarnings runs the binary on the colliding protos, unary and
+// streaming: the warnings go to stderr, and stdout stays a
+// CodeGeneratorResponse with the generated files and no error.
 func TestBinaryWarnings(t *testing.T) {
-	files := []string{"collide/v1/collide.proto", "collide/v1/collide_types.proto", "stream/v1/stream.proto"}
+	files := []string{"collide/v1/collide.proto", "collide/v1/collide_types.proto", "streamcollide/v1/streamcollide.proto"}
 	req := gen.NewRequest(files, "module="+goldenModule, compile(t, protoDir, files).Protos)
 	in, err := proto.Marshal(req)
 	if err != nil {
@@ -168,7 +168,7 @@ func TestBinaryWarnings(t *testing.T) {
 	}
 	for _, want := range []string{
 		"protoc-gen-storks: warning: collide/v1/collide.proto: service Foo: FooClient collides with message FooClient (collide/v1/collide_types.proto) in package collidev1; generated as FooClient_\n",
-		"protoc-gen-storks: warning: stream/v1/stream.proto: service Streamer: method Chat is bidi-streaming, which this version does not generate; skipped\n",
+		"protoc-gen-storks: warning: streamcollide/v1/streamcollide.proto: service Pipe: method Recv: Pipe_RecvClient collides with message Pipe_RecvClient in package streamcollidev1; the grpc-go-style alias of its client stream type is omitted\n",
 	} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr does not contain %q:\n%s", want, stderr)
@@ -179,8 +179,9 @@ func TestBinaryWarnings(t *testing.T) {
 		t.Fatalf("stdout is not a CodeGeneratorResponse: %v", err)
 	}
 	got := responseFiles(t, &resp)
-	if _, ok := got["collide/v1/collide.storks.go"]; !ok || len(got) != 2 {
-		t.Errorf("generated %q, want collide/v1/collide.storks.go and stream/v1/stream.storks.go", sortedKeys(got))
+	_, collide := got["collide/v1/collide.storks.go"]
+	if _, stream := got["streamcollide/v1/streamcollide.storks.go"]; !collide || !stream || len(got) != 2 {
+		t.Errorf("generated %q, want collide/v1/collide.storks.go and streamcollide/v1/streamcollide.storks.go", sortedKeys(got))
 	}
 }
 
@@ -196,7 +197,8 @@ func TestProtocPassesWarnings(t *testing.T) {
 	}
 	out := t.TempDir()
 	cmd := exec.Command("protoc", "-I", protoDir, "--plugin=protoc-gen-storks="+pluginBinary(t),
-		"--storks_out="+out, "--storks_opt=module="+goldenModule, "stream/v1/stream.proto")
+		"--storks_out="+out, "--storks_opt=module="+goldenModule,
+		"streamcollide/v1/streamcollide.proto", "streamcollide/v1/streamcollide_types.proto")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -204,14 +206,14 @@ func TestProtocPassesWarnings(t *testing.T) {
 	}
 	var want []string
 	for _, w := range goldenWarnings {
-		if strings.Contains(w, "stream/v1/stream.proto") {
+		if strings.Contains(w, "streamcollide/v1/streamcollide.proto") {
 			want = append(want, w+"\n")
 		}
 	}
 	if got := stderr.String(); got != strings.Join(want, "") || stdout.Len() != 0 {
 		t.Errorf("protoc stdout %q, stderr:\n%s\nwant no stdout and:\n%s", stdout.String(), got, strings.Join(want, ""))
 	}
-	if _, err := os.Stat(filepath.Join(out, "stream/v1/stream.storks.go")); err != nil {
+	if _, err := os.Stat(filepath.Join(out, "streamcollide/v1/streamcollide.storks.go")); err != nil {
 		t.Error(err)
 	}
 }

@@ -13,10 +13,11 @@
 //
 // It writes a warning to stderr, which protoc passes through, for every
 // generated identifier it renames because the name is taken in the Go
-// package, and for every method it cannot generate and skips:
+// package, and for every stream type alias under protoc-gen-go-grpc's name
+// (for code written for grpc-go) that it omits because the name is taken:
 //
 //	protoc-gen-storks: warning: greeter/v1/greeter.proto: service Greeter: GreeterClient collides with message GreeterClient in package greeterv1; generated as GreeterClient_
-//	protoc-gen-storks: warning: chat/v1/chat.proto: service Chat: method Talk is bidi-streaming, which this version does not generate; skipped
+//	protoc-gen-storks: warning: chat/v1/chat.proto: service Chat: method Talk: Chat_TalkClient collides with message Chat_TalkClient in package chatv1; the grpc-go-style alias of its client stream type is omitted
 //
 // Warnings do not fail the run; stdout carries only the
 // CodeGeneratorResponse. storks generate prints the same warnings.

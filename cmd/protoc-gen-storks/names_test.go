@@ -127,39 +127,95 @@ func TestKeywords(t *testing.T) {
 	}
 }
 
-// TestStreamingSkipped checks that streaming methods get a note instead of
-// code; see testdata/proto/stream.
-func TestStreamingSkipped(t *testing.T) {
+// TestStreaming checks what streaming methods get: methods of every kind in
+// both interfaces, a StreamDesc each in declaration order, and the stream
+// type aliases under protoc-gen-go-grpc's names; see testdata/proto/stream.
+func TestStreaming(t *testing.T) {
 	src := goldenFiles(t)["stream/v1/stream.storks.go"]
-	_, methods := declarations(t, "stream.storks.go", src)
-	for _, want := range []string{"StreamerClient.Unary", "StreamerClient.Last", "StreamerServer.Unary", "StreamerServer.Last"} {
-		if !slices.Contains(methods, want) {
-			t.Errorf("no method %s", want)
+	decls, methods := declarations(t, "stream.storks.go", src)
+	for _, name := range []string{"Unary", "Watch", "Upload", "Chat", "Tail", "Last"} {
+		for _, iface := range []string{"StreamerClient.", "StreamerServer."} {
+			if !slices.Contains(methods, iface+name) {
+				t.Errorf("no method %s%s", iface, name)
+			}
+		}
+		if !slices.Contains(decls, "Streamer_"+name+"_FullMethodName") {
+			t.Errorf("no constant Streamer_%s_FullMethodName", name)
 		}
 	}
-	for _, m := range methods {
-		if strings.HasSuffix(m, ".Watch") || strings.HasSuffix(m, ".Upload") || strings.HasSuffix(m, ".Chat") {
-			t.Errorf("streaming method generated: %s", m)
-		}
-	}
-	for _, note := range []string{
-		"// Method Watch is server-streaming, which this version of protoc-gen-storks does not generate.",
-		"// Method Upload is client-streaming, which this version of protoc-gen-storks does not generate.",
-		"// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.",
+	for _, want := range []string{
+		"Streamer_WatchClient", "Streamer_WatchServer", "Streamer_UploadClient", "Streamer_UploadServer",
+		"Streamer_ChatClient", "Streamer_ChatServer", "Streamer_TailClient", "Streamer_TailServer",
+		"OnlyStreams_ChatClient", "OnlyStreams_ChatServer", "OnlyStreams_TicksClient", "OnlyStreams_CountServer",
 	} {
-		// Once in each of StreamerClient and StreamerServer, and for Chat
-		// in OnlyStreamsClient and OnlyStreamsServer too.
-		want := 2
-		if strings.Contains(note, "Chat") {
-			want = 4
-		}
-		if got := strings.Count(src, note); got != want {
-			t.Errorf("note %q appears %d times, want %d", note, got, want)
+		if !slices.Contains(decls, want) {
+			t.Errorf("no alias %s", want)
 		}
 	}
-	for _, s := range []string{"Streamer_Watch_FullMethodName", `Name:       "Watch"`, `Name: "Chat"`} {
-		if strings.Contains(src, s) {
-			t.Errorf("generated code for a streaming method: %s", s)
+	for _, unary := range []string{"Streamer_UnaryClient", "Streamer_UnaryServer", "Streamer_LastClient"} {
+		if slices.Contains(decls, unary) {
+			t.Errorf("alias %s declared for a unary method", unary)
+		}
+	}
+	for _, want := range []string{
+		"Watch(ctx context.Context, in *Msg, opts ...storks.CallOption) (storks.ServerStreamingClient[Msg], error)",
+		"Upload(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[Msg, Msg], error)",
+		"Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[Msg, Msg], error)",
+		"Watch(*Msg, storks.ServerStreamingServer[Msg]) error",
+		"Upload(storks.ClientStreamingServer[Msg, Msg]) error",
+		"Chat(storks.BidiStreamingServer[Msg, Msg]) error",
+		// Streams lists the streaming methods in declaration order; the
+		// client opens each with its own entry.
+		"&Streamer_ServiceDesc.Streams[0], Streamer_Watch_FullMethodName,",
+		"&Streamer_ServiceDesc.Streams[1], Streamer_Upload_FullMethodName,",
+		"&Streamer_ServiceDesc.Streams[2], Streamer_Chat_FullMethodName,",
+		"&Streamer_ServiceDesc.Streams[3], Streamer_Tail_FullMethodName,",
+		"StreamName: \"Watch\",",
+		"return srv.(StreamerServer).Watch(m, &storks.GenericServerStream[Msg, Msg]{ServerStream: stream})",
+		"return srv.(StreamerServer).Chat(&storks.GenericServerStream[Msg, Msg]{ServerStream: stream})",
+		"storks.BidiStreamingClient[emptypb.Empty, timestamppb.Timestamp]",
+	} {
+		if !strings.Contains(src, want) {
+			t.Errorf("stream.storks.go does not contain %q", want)
+		}
+	}
+	// Watch and Tail (server-streaming) send the request and half-close.
+	if n := strings.Count(src, "x.ClientStream.CloseSend()"); n != 3 {
+		t.Errorf("%d client methods half-close, want 3 (Watch, Tail, Ticks)", n)
+	}
+}
+
+// TestStreamCollisions checks which stream type aliases are omitted because
+// their names are taken, and that streaming methods named like the methods
+// of streams are generated; see testdata/proto/streamcollide.
+func TestStreamCollisions(t *testing.T) {
+	files := goldenFiles(t)
+	decls, methods := declarations(t, "streamcollide.storks.go", files["streamcollide/v1/streamcollide.storks.go"])
+	for _, m := range []string{"Recv", "Send", "CloseSend", "Context", "Get", "Get_", "A_B"} {
+		if !slices.Contains(methods, "PipeClient."+m) || !slices.Contains(methods, "PipeServer."+m) {
+			t.Errorf("no method %s in PipeClient and PipeServer: %v", m, methods)
+		}
+	}
+	for _, want := range []string{
+		"Pipe_RecvServer", "Pipe_GetClient", "Pipe_Get_Client", "Pipe_Get_Server",
+		"Pipe_A_BClient", "Pipe_A_BServer", "Pipe_CloseSendClient", "Pipe_ContextServer",
+		// Service Pipe_Send keeps its interfaces, and Pipe_A.B its constant, renamed.
+		"Pipe_SendClient", "Pipe_SendServer", "Pipe_A_B_FullMethodName_",
+	} {
+		if !slices.Contains(decls, want) {
+			t.Errorf("streamcollide.storks.go does not declare %s", want)
+		}
+	}
+	// Omitted: Pipe_RecvClient is a message, Pipe_GetServer an enum value;
+	// Pipe_A's aliases for B are Pipe.A_B's.
+	for _, taken := range []string{"Pipe_RecvClient", "Pipe_GetServer"} {
+		if slices.Contains(decls, taken) {
+			t.Errorf("streamcollide.storks.go declares %s, which protoc-gen-go declares", taken)
+		}
+	}
+	for _, want := range []string{"Pipe_SendClient.Unary", "Pipe_AClient.B"} {
+		if !slices.Contains(methods, want) {
+			t.Errorf("no interface method %s", want)
 		}
 	}
 }

@@ -45,8 +45,9 @@ the current directory is the import directory, as for protoc.
 repeated, or given protoc-style as --go_out=OPTIONS:DIR. Output directories are
 created if needed. Nothing is written unless every file compiles and both
 generators succeed. The warnings of protoc-gen-storks (an identifier renamed
-because its name is taken in the Go package, a method it cannot generate) are
-printed on stderr as protoc prints them, and do not fail the command.`,
+because its name is taken in the Go package, a stream type alias omitted for
+the same reason) are printed on stderr as protoc prints them, and do not fail
+the command.`,
 		Example: `  # What protoc --go_out=gen --storks_out=gen would do:
   storks generate -I proto --go_out=gen --storks_out=gen proto/hello/v1/hello.proto
 

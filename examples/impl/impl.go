@@ -4,7 +4,10 @@ package impl
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -96,6 +99,59 @@ func (e *Echo) Now(ctx context.Context, _ *emptypb.Empty) (*timestamppb.Timestam
 // Stamp returns its input with the provider's name and clock.
 func (e *Echo) Stamp(ctx context.Context, in *commonv1.Text) (*commonv1.Stamped, error) {
 	return &commonv1.Stamped{Text: in, Provider: e.Name, Time: timestamppb.New(time.Now())}, nil
+}
+
+// MaxCount is the most copies Count streams.
+const MaxCount = 1000
+
+// Count streams in.Text back in.Times times, numbered from 1: "text 1",
+// "text 2", ... It stops early if the call's context ends.
+func (e *Echo) Count(in *echov1.CountRequest, stream storks.ServerStreamingServer[commonv1.Text]) error {
+	if in.GetTimes() < 0 || in.GetTimes() > MaxCount {
+		return storks.Errorf(storks.CodeInvalidArgument, "times is %d, want 0 to %d", in.GetTimes(), MaxCount)
+	}
+	for i := int32(1); i <= in.GetTimes(); i++ {
+		if err := stream.Context().Err(); err != nil {
+			return err
+		}
+		if err := stream.Send(&commonv1.Text{Body: fmt.Sprintf("%s %d", in.GetText(), i)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Collect receives texts until the client has sent the last, and answers
+// with their bodies concatenated.
+func (e *Echo) Collect(stream storks.ClientStreamingServer[commonv1.Text, commonv1.Text]) error {
+	var b strings.Builder
+	for {
+		t, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&commonv1.Text{Body: b.String()})
+		}
+		if err != nil {
+			return err
+		}
+		b.WriteString(t.GetBody())
+	}
+}
+
+// Chat sends back each text it receives, until the client has sent the
+// last.
+func (e *Echo) Chat(stream storks.BidiStreamingServer[commonv1.Text, commonv1.Text]) error {
+	for {
+		t, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&commonv1.Text{Body: t.GetBody()}); err != nil {
+			return err
+		}
+	}
 }
 
 // String describes the provider.

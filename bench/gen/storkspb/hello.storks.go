@@ -103,5 +103,6 @@ var Hello_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "storkssvc/v1/hello.proto",
 }

@@ -5,8 +5,8 @@
 // source: echo/v1/echo.proto
 
 // Package storks.examples.echo.v1 shows a service whose request and response
-// types live in other Go packages: storks.examples.common.v1 and the
-// well-known types.
+// types live in other Go packages, storks.examples.common.v1 and the
+// well-known types, and streaming methods of every kind.
 
 package echov1
 
@@ -17,6 +17,7 @@ import (
 	emptypb "google.golang.org/protobuf/types/known/emptypb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
+	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -27,31 +28,111 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CountRequest asks for times copies of text.
+type CountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Text  string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// How many copies to stream back, at most 1000.
+	Times         int32 `protobuf:"varint,2,opt,name=times,proto3" json:"times,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountRequest) Reset() {
+	*x = CountRequest{}
+	mi := &file_echo_v1_echo_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountRequest) ProtoMessage() {}
+
+func (x *CountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_echo_v1_echo_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
+func (*CountRequest) Descriptor() ([]byte, []int) {
+	return file_echo_v1_echo_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CountRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *CountRequest) GetTimes() int32 {
+	if x != nil {
+		return x.Times
+	}
+	return 0
+}
+
 var File_echo_v1_echo_proto protoreflect.FileDescriptor
 
 const file_echo_v1_echo_proto_rawDesc = "" +
 	"\n" +
-	"\x12echo/v1/echo.proto\x12\x17storks.examples.echo.v1\x1a\x16common/v1/common.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto2\xde\x01\n" +
+	"\x12echo/v1/echo.proto\x12\x17storks.examples.echo.v1\x1a\x16common/v1/common.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
+	"\fCountRequest\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x14\n" +
+	"\x05times\x18\x02 \x01(\x05R\x05times2\xce\x03\n" +
 	"\x04Echo\x12H\n" +
 	"\x04Echo\x12\x1f.storks.examples.common.v1.Text\x1a\x1f.storks.examples.common.v1.Text\x12>\n" +
 	"\x03Now\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp\"\x03\x90\x02\x01\x12L\n" +
-	"\x05Stamp\x12\x1f.storks.examples.common.v1.Text\x1a\".storks.examples.common.v1.StampedB:Z8github.com/storks-rpc/storks/examples/gen/echo/v1;echov1b\x06proto3"
+	"\x05Stamp\x12\x1f.storks.examples.common.v1.Text\x1a\".storks.examples.common.v1.Stamped\x12Q\n" +
+	"\x05Count\x12%.storks.examples.echo.v1.CountRequest\x1a\x1f.storks.examples.common.v1.Text0\x01\x12M\n" +
+	"\aCollect\x12\x1f.storks.examples.common.v1.Text\x1a\x1f.storks.examples.common.v1.Text(\x01\x12L\n" +
+	"\x04Chat\x12\x1f.storks.examples.common.v1.Text\x1a\x1f.storks.examples.common.v1.Text(\x010\x01B:Z8github.com/storks-rpc/storks/examples/gen/echo/v1;echov1b\x06proto3"
 
+var (
+	file_echo_v1_echo_proto_rawDescOnce sync.Once
+	file_echo_v1_echo_proto_rawDescData []byte
+)
+
+func file_echo_v1_echo_proto_rawDescGZIP() []byte {
+	file_echo_v1_echo_proto_rawDescOnce.Do(func() {
+		file_echo_v1_echo_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_echo_v1_echo_proto_rawDesc), len(file_echo_v1_echo_proto_rawDesc)))
+	})
+	return file_echo_v1_echo_proto_rawDescData
+}
+
+var file_echo_v1_echo_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_echo_v1_echo_proto_goTypes = []any{
-	(*v1.Text)(nil),               // 0: storks.examples.common.v1.Text
-	(*emptypb.Empty)(nil),         // 1: google.protobuf.Empty
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
-	(*v1.Stamped)(nil),            // 3: storks.examples.common.v1.Stamped
+	(*CountRequest)(nil),          // 0: storks.examples.echo.v1.CountRequest
+	(*v1.Text)(nil),               // 1: storks.examples.common.v1.Text
+	(*emptypb.Empty)(nil),         // 2: google.protobuf.Empty
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*v1.Stamped)(nil),            // 4: storks.examples.common.v1.Stamped
 }
 var file_echo_v1_echo_proto_depIdxs = []int32{
-	0, // 0: storks.examples.echo.v1.Echo.Echo:input_type -> storks.examples.common.v1.Text
-	1, // 1: storks.examples.echo.v1.Echo.Now:input_type -> google.protobuf.Empty
-	0, // 2: storks.examples.echo.v1.Echo.Stamp:input_type -> storks.examples.common.v1.Text
-	0, // 3: storks.examples.echo.v1.Echo.Echo:output_type -> storks.examples.common.v1.Text
-	2, // 4: storks.examples.echo.v1.Echo.Now:output_type -> google.protobuf.Timestamp
-	3, // 5: storks.examples.echo.v1.Echo.Stamp:output_type -> storks.examples.common.v1.Stamped
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
+	1, // 0: storks.examples.echo.v1.Echo.Echo:input_type -> storks.examples.common.v1.Text
+	2, // 1: storks.examples.echo.v1.Echo.Now:input_type -> google.protobuf.Empty
+	1, // 2: storks.examples.echo.v1.Echo.Stamp:input_type -> storks.examples.common.v1.Text
+	0, // 3: storks.examples.echo.v1.Echo.Count:input_type -> storks.examples.echo.v1.CountRequest
+	1, // 4: storks.examples.echo.v1.Echo.Collect:input_type -> storks.examples.common.v1.Text
+	1, // 5: storks.examples.echo.v1.Echo.Chat:input_type -> storks.examples.common.v1.Text
+	1, // 6: storks.examples.echo.v1.Echo.Echo:output_type -> storks.examples.common.v1.Text
+	3, // 7: storks.examples.echo.v1.Echo.Now:output_type -> google.protobuf.Timestamp
+	4, // 8: storks.examples.echo.v1.Echo.Stamp:output_type -> storks.examples.common.v1.Stamped
+	1, // 9: storks.examples.echo.v1.Echo.Count:output_type -> storks.examples.common.v1.Text
+	1, // 10: storks.examples.echo.v1.Echo.Collect:output_type -> storks.examples.common.v1.Text
+	1, // 11: storks.examples.echo.v1.Echo.Chat:output_type -> storks.examples.common.v1.Text
+	6, // [6:12] is the sub-list for method output_type
+	0, // [0:6] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -68,12 +149,13 @@ func file_echo_v1_echo_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_echo_v1_echo_proto_rawDesc), len(file_echo_v1_echo_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   0,
+			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_echo_v1_echo_proto_goTypes,
 		DependencyIndexes: file_echo_v1_echo_proto_depIdxs,
+		MessageInfos:      file_echo_v1_echo_proto_msgTypes,
 	}.Build()
 	File_echo_v1_echo_proto = out.File
 	file_echo_v1_echo_proto_goTypes = nil

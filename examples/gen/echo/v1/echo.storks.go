@@ -11,6 +11,7 @@ import (
 	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"io"
 )
 
 // This is a compile-time assertion that this generated file is compatible
@@ -22,9 +23,12 @@ const Echo_ServiceName = "storks.examples.echo.v1.Echo"
 
 // Full method names of the storks.examples.echo.v1.Echo service, as passed to storks.Invoker.
 const (
-	Echo_Echo_FullMethodName  = "/storks.examples.echo.v1.Echo/Echo"
-	Echo_Now_FullMethodName   = "/storks.examples.echo.v1.Echo/Now"
-	Echo_Stamp_FullMethodName = "/storks.examples.echo.v1.Echo/Stamp"
+	Echo_Echo_FullMethodName    = "/storks.examples.echo.v1.Echo/Echo"
+	Echo_Now_FullMethodName     = "/storks.examples.echo.v1.Echo/Now"
+	Echo_Stamp_FullMethodName   = "/storks.examples.echo.v1.Echo/Stamp"
+	Echo_Count_FullMethodName   = "/storks.examples.echo.v1.Echo/Count"
+	Echo_Collect_FullMethodName = "/storks.examples.echo.v1.Echo/Collect"
+	Echo_Chat_FullMethodName    = "/storks.examples.echo.v1.Echo/Chat"
 )
 
 // EchoClient is the client API for the storks.examples.echo.v1.Echo service.
@@ -37,6 +41,14 @@ type EchoClient interface {
 	Now(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (*timestamppb.Timestamp, error)
 	// Stamp returns the text it was sent with the provider's name.
 	Stamp(ctx context.Context, in *commonv1.Text, opts ...storks.CallOption) (*commonv1.Stamped, error)
+	// Count streams the text it was sent back, as many times as asked, each
+	// copy numbered: "text 1", "text 2", ...
+	Count(ctx context.Context, in *CountRequest, opts ...storks.CallOption) (storks.ServerStreamingClient[commonv1.Text], error)
+	// Collect receives a stream of texts and returns them concatenated, once
+	// the client has sent the last.
+	Collect(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[commonv1.Text, commonv1.Text], error)
+	// Chat sends back each text it receives, as it receives it.
+	Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[commonv1.Text, commonv1.Text], error)
 }
 
 type echoClient struct {
@@ -75,6 +87,54 @@ func (c *echoClient) Stamp(ctx context.Context, in *commonv1.Text, opts ...stork
 	return out, nil
 }
 
+func (c *echoClient) Count(ctx context.Context, in *CountRequest, opts ...storks.CallOption) (storks.ServerStreamingClient[commonv1.Text], error) {
+	stream, err := c.inv.NewStream(ctx, &Echo_ServiceDesc.Streams[0], Echo_Count_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[CountRequest, commonv1.Text]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err == io.EOF {
+		// The stream has ended already: Recv returns its status.
+		return x, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// Echo_CountClient is the type of the stream EchoClient.Count returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Echo_CountClient = storks.ServerStreamingClient[commonv1.Text]
+
+func (c *echoClient) Collect(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[commonv1.Text, commonv1.Text], error) {
+	stream, err := c.inv.NewStream(ctx, &Echo_ServiceDesc.Streams[1], Echo_Collect_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[commonv1.Text, commonv1.Text]{ClientStream: stream}
+	return x, nil
+}
+
+// Echo_CollectClient is the type of the stream EchoClient.Collect returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Echo_CollectClient = storks.ClientStreamingClient[commonv1.Text, commonv1.Text]
+
+func (c *echoClient) Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[commonv1.Text, commonv1.Text], error) {
+	stream, err := c.inv.NewStream(ctx, &Echo_ServiceDesc.Streams[2], Echo_Chat_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[commonv1.Text, commonv1.Text]{ClientStream: stream}
+	return x, nil
+}
+
+// Echo_ChatClient is the type of the stream EchoClient.Chat returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Echo_ChatClient = storks.BidiStreamingClient[commonv1.Text, commonv1.Text]
+
 // EchoServer is the server API for the storks.examples.echo.v1.Echo service.
 // All implementations must embed UnimplementedEchoServer
 // for forward compatibility.
@@ -87,6 +147,14 @@ type EchoServer interface {
 	Now(context.Context, *emptypb.Empty) (*timestamppb.Timestamp, error)
 	// Stamp returns the text it was sent with the provider's name.
 	Stamp(context.Context, *commonv1.Text) (*commonv1.Stamped, error)
+	// Count streams the text it was sent back, as many times as asked, each
+	// copy numbered: "text 1", "text 2", ...
+	Count(*CountRequest, storks.ServerStreamingServer[commonv1.Text]) error
+	// Collect receives a stream of texts and returns them concatenated, once
+	// the client has sent the last.
+	Collect(storks.ClientStreamingServer[commonv1.Text, commonv1.Text]) error
+	// Chat sends back each text it receives, as it receives it.
+	Chat(storks.BidiStreamingServer[commonv1.Text, commonv1.Text]) error
 	mustEmbedUnimplementedEchoServer()
 }
 
@@ -104,6 +172,15 @@ func (UnimplementedEchoServer) Now(context.Context, *emptypb.Empty) (*timestampp
 }
 func (UnimplementedEchoServer) Stamp(context.Context, *commonv1.Text) (*commonv1.Stamped, error) {
 	return nil, storks.Errorf(storks.CodeUnimplemented, "method Stamp not implemented")
+}
+func (UnimplementedEchoServer) Count(*CountRequest, storks.ServerStreamingServer[commonv1.Text]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Count not implemented")
+}
+func (UnimplementedEchoServer) Collect(storks.ClientStreamingServer[commonv1.Text, commonv1.Text]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Collect not implemented")
+}
+func (UnimplementedEchoServer) Chat(storks.BidiStreamingServer[commonv1.Text, commonv1.Text]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Chat not implemented")
 }
 func (UnimplementedEchoServer) mustEmbedUnimplementedEchoServer() {}
 func (UnimplementedEchoServer) testEmbeddedByValue()              {}
@@ -127,6 +204,18 @@ func RegisterEchoServer(s storks.ServiceRegistrar, srv EchoServer, opts ...stork
 	}
 	return s.Export(&Echo_ServiceDesc, srv, opts...)
 }
+
+// Echo_CountServer is the type of the stream EchoServer.Count is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Echo_CountServer = storks.ServerStreamingServer[commonv1.Text]
+
+// Echo_CollectServer is the type of the stream EchoServer.Collect is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Echo_CollectServer = storks.ClientStreamingServer[commonv1.Text, commonv1.Text]
+
+// Echo_ChatServer is the type of the stream EchoServer.Chat is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Echo_ChatServer = storks.BidiStreamingServer[commonv1.Text, commonv1.Text]
 
 // Echo_ServiceDesc is the storks.ServiceDesc for the storks.examples.echo.v1.Echo service.
 // It's only intended for direct use with RegisterEchoServer and NewEchoClient,
@@ -156,6 +245,34 @@ var Echo_ServiceDesc = storks.ServiceDesc{
 			Handler: func(srv any, ctx context.Context, req any) (any, error) {
 				return srv.(EchoServer).Stamp(ctx, req.(*commonv1.Text))
 			},
+		},
+	},
+	Streams: []storks.StreamDesc{
+		{
+			StreamName: "Count",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				m := new(CountRequest)
+				if err := stream.RecvMsg(m); err != nil {
+					return err
+				}
+				return srv.(EchoServer).Count(m, &storks.GenericServerStream[CountRequest, commonv1.Text]{ServerStream: stream})
+			},
+			ServerStreams: true,
+		},
+		{
+			StreamName: "Collect",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				return srv.(EchoServer).Collect(&storks.GenericServerStream[commonv1.Text, commonv1.Text]{ServerStream: stream})
+			},
+			ClientStreams: true,
+		},
+		{
+			StreamName: "Chat",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				return srv.(EchoServer).Chat(&storks.GenericServerStream[commonv1.Text, commonv1.Text]{ServerStream: stream})
+			},
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "echo/v1/echo.proto",

@@ -136,5 +136,6 @@ var Greeter_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "greeter/v1/greeter.proto",
 }

@@ -207,6 +207,7 @@ var Chan_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "keywords/keywords.proto",
 }
 
@@ -298,5 +299,6 @@ var Interface_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "keywords/keywords.proto",
 }

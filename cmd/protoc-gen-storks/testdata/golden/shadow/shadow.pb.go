@@ -12,6 +12,8 @@ package shadow
 import (
 	context "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/context"
 	in "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/in"
+	io "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/io"
+	stream "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/stream"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -29,19 +31,27 @@ var File_shadow_shadow_proto protoreflect.FileDescriptor
 
 const file_shadow_shadow_proto_rawDesc = "" +
 	"\n" +
-	"\x13shadow/shadow.proto\x12\x12storks.test.shadow\x1a\x14shadow/context.proto\x1a\x0fshadow/in.proto2L\n" +
+	"\x13shadow/shadow.proto\x12\x12storks.test.shadow\x1a\x14shadow/context.proto\x1a\x0fshadow/in.proto\x1a\x0fshadow/io.proto\x1a\x13shadow/stream.proto2\xd6\x01\n" +
 	"\x06Shadow\x12B\n" +
-	"\x04Call\x12\x19.storks.test.shadow.in.In\x1a\x1f.storks.test.shadow.context.CtxBRZPgithub.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow;shadowb\x06proto3"
+	"\x04Call\x12\x19.storks.test.shadow.in.In\x1a\x1f.storks.test.shadow.context.Ctx\x12B\n" +
+	"\x05Watch\x12\x1d.storks.test.shadow.streams.S\x1a\x18.storks.test.shadow.io.R0\x01\x12D\n" +
+	"\x06Gather\x12\x19.storks.test.shadow.in.In\x1a\x1d.storks.test.shadow.streams.S(\x01BRZPgithub.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow;shadowb\x06proto3"
 
 var file_shadow_shadow_proto_goTypes = []any{
 	(*in.In)(nil),       // 0: storks.test.shadow.in.In
-	(*context.Ctx)(nil), // 1: storks.test.shadow.context.Ctx
+	(*stream.S)(nil),    // 1: storks.test.shadow.streams.S
+	(*context.Ctx)(nil), // 2: storks.test.shadow.context.Ctx
+	(*io.R)(nil),        // 3: storks.test.shadow.io.R
 }
 var file_shadow_shadow_proto_depIdxs = []int32{
 	0, // 0: storks.test.shadow.Shadow.Call:input_type -> storks.test.shadow.in.In
-	1, // 1: storks.test.shadow.Shadow.Call:output_type -> storks.test.shadow.context.Ctx
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	1, // 1: storks.test.shadow.Shadow.Watch:input_type -> storks.test.shadow.streams.S
+	0, // 2: storks.test.shadow.Shadow.Gather:input_type -> storks.test.shadow.in.In
+	2, // 3: storks.test.shadow.Shadow.Call:output_type -> storks.test.shadow.context.Ctx
+	3, // 4: storks.test.shadow.Shadow.Watch:output_type -> storks.test.shadow.io.R
+	1, // 5: storks.test.shadow.Shadow.Gather:output_type -> storks.test.shadow.streams.S
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name

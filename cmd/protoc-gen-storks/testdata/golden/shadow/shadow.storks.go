@@ -9,7 +9,10 @@ import (
 	"context"
 	context1 "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/context"
 	in1 "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/in"
+	io1 "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/io"
+	stream1 "github.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/shadow/stream"
 	storks "github.com/storks-rpc/storks/runtime"
+	"io"
 )
 
 // This is a compile-time assertion that this generated file is compatible
@@ -21,12 +24,16 @@ const Shadow_ServiceName = "storks.test.shadow.Shadow"
 
 // Full method names of the storks.test.shadow.Shadow service, as passed to storks.Invoker.
 const (
-	Shadow_Call_FullMethodName = "/storks.test.shadow.Shadow/Call"
+	Shadow_Call_FullMethodName   = "/storks.test.shadow.Shadow/Call"
+	Shadow_Watch_FullMethodName  = "/storks.test.shadow.Shadow/Watch"
+	Shadow_Gather_FullMethodName = "/storks.test.shadow.Shadow/Gather"
 )
 
 // ShadowClient is the client API for the storks.test.shadow.Shadow service.
 type ShadowClient interface {
 	Call(ctx context.Context, in *in1.In, opts ...storks.CallOption) (*context1.Ctx, error)
+	Watch(ctx context.Context, in *stream1.S, opts ...storks.CallOption) (storks.ServerStreamingClient[io1.R], error)
+	Gather(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[in1.In, stream1.S], error)
 }
 
 type shadowClient struct {
@@ -49,11 +56,48 @@ func (c *shadowClient) Call(ctx context.Context, in *in1.In, opts ...storks.Call
 	return out, nil
 }
 
+func (c *shadowClient) Watch(ctx context.Context, in *stream1.S, opts ...storks.CallOption) (storks.ServerStreamingClient[io1.R], error) {
+	stream, err := c.inv.NewStream(ctx, &Shadow_ServiceDesc.Streams[0], Shadow_Watch_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[stream1.S, io1.R]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err == io.EOF {
+		// The stream has ended already: Recv returns its status.
+		return x, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// Shadow_WatchClient is the type of the stream ShadowClient.Watch returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Shadow_WatchClient = storks.ServerStreamingClient[io1.R]
+
+func (c *shadowClient) Gather(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[in1.In, stream1.S], error) {
+	stream, err := c.inv.NewStream(ctx, &Shadow_ServiceDesc.Streams[1], Shadow_Gather_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[in1.In, stream1.S]{ClientStream: stream}
+	return x, nil
+}
+
+// Shadow_GatherClient is the type of the stream ShadowClient.Gather returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Shadow_GatherClient = storks.ClientStreamingClient[in1.In, stream1.S]
+
 // ShadowServer is the server API for the storks.test.shadow.Shadow service.
 // All implementations must embed UnimplementedShadowServer
 // for forward compatibility.
 type ShadowServer interface {
 	Call(context.Context, *in1.In) (*context1.Ctx, error)
+	Watch(*stream1.S, storks.ServerStreamingServer[io1.R]) error
+	Gather(storks.ClientStreamingServer[in1.In, stream1.S]) error
 	mustEmbedUnimplementedShadowServer()
 }
 
@@ -65,6 +109,12 @@ type UnimplementedShadowServer struct{}
 
 func (UnimplementedShadowServer) Call(context.Context, *in1.In) (*context1.Ctx, error) {
 	return nil, storks.Errorf(storks.CodeUnimplemented, "method Call not implemented")
+}
+func (UnimplementedShadowServer) Watch(*stream1.S, storks.ServerStreamingServer[io1.R]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Watch not implemented")
+}
+func (UnimplementedShadowServer) Gather(storks.ClientStreamingServer[in1.In, stream1.S]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Gather not implemented")
 }
 func (UnimplementedShadowServer) mustEmbedUnimplementedShadowServer() {}
 func (UnimplementedShadowServer) testEmbeddedByValue()                {}
@@ -89,6 +139,14 @@ func RegisterShadowServer(s storks.ServiceRegistrar, srv ShadowServer, opts ...s
 	return s.Export(&Shadow_ServiceDesc, srv, opts...)
 }
 
+// Shadow_WatchServer is the type of the stream ShadowServer.Watch is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Shadow_WatchServer = storks.ServerStreamingServer[io1.R]
+
+// Shadow_GatherServer is the type of the stream ShadowServer.Gather is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Shadow_GatherServer = storks.ClientStreamingServer[in1.In, stream1.S]
+
 // Shadow_ServiceDesc is the storks.ServiceDesc for the storks.test.shadow.Shadow service.
 // It's only intended for direct use with RegisterShadowServer and NewShadowClient,
 // and not to be introspected or modified (even as a copy).
@@ -102,6 +160,26 @@ var Shadow_ServiceDesc = storks.ServiceDesc{
 			Handler: func(srv any, ctx context.Context, req any) (any, error) {
 				return srv.(ShadowServer).Call(ctx, req.(*in1.In))
 			},
+		},
+	},
+	Streams: []storks.StreamDesc{
+		{
+			StreamName: "Watch",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				m := new(stream1.S)
+				if err := stream.RecvMsg(m); err != nil {
+					return err
+				}
+				return srv.(ShadowServer).Watch(m, &storks.GenericServerStream[stream1.S, io1.R]{ServerStream: stream})
+			},
+			ServerStreams: true,
+		},
+		{
+			StreamName: "Gather",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				return srv.(ShadowServer).Gather(&storks.GenericServerStream[in1.In, stream1.S]{ServerStream: stream})
+			},
+			ClientStreams: true,
 		},
 	},
 	Metadata: "shadow/shadow.proto",

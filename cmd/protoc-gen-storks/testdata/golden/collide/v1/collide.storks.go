@@ -188,6 +188,7 @@ var Foo_ServiceDesc_ = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "collide/v1/collide.proto",
 }
 
@@ -283,6 +284,7 @@ var Foo_ServiceDesc__ = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "collide/v1/collide.proto",
 }
 
@@ -380,5 +382,6 @@ var Foo_Bar_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "collide/v1/collide.proto",
 }

@@ -102,5 +102,6 @@ var Editor_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "editions/v1/editions.proto",
 }

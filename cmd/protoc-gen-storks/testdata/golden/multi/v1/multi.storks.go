@@ -212,6 +212,7 @@ var Alpha_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "multi/v1/multi.proto",
 }
 
@@ -315,6 +316,7 @@ var Beta_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "multi/v1/multi.proto",
 }
 
@@ -434,6 +436,7 @@ var Gamma_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "multi/v1/multi.proto",
 }
 
@@ -502,5 +505,6 @@ var Empty_ServiceDesc = storks.ServiceDesc{
 	ServiceName: Empty_ServiceName,
 	HandlerType: (*EmptyServer)(nil),
 	Methods:     []storks.MethodDesc{},
+	Streams:     []storks.StreamDesc{},
 	Metadata:    "multi/v1/multi.proto",
 }

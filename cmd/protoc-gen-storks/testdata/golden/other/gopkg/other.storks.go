@@ -109,5 +109,6 @@ var Lookup_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams:  []storks.StreamDesc{},
 	Metadata: "other/other.proto",
 }

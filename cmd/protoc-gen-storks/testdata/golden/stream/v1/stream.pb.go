@@ -9,6 +9,8 @@ package streamv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	emptypb "google.golang.org/protobuf/types/known/emptypb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -69,17 +71,20 @@ var File_stream_v1_stream_proto protoreflect.FileDescriptor
 
 const file_stream_v1_stream_proto_rawDesc = "" +
 	"\n" +
-	"\x16stream/v1/stream.proto\x12\x15storks.test.stream.v1\"\x19\n" +
+	"\x16stream/v1/stream.proto\x12\x15storks.test.stream.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n" +
 	"\x03Msg\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2\xd6\x02\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data2\x9d\x03\n" +
 	"\bStreamer\x12?\n" +
 	"\x05Unary\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg\x12A\n" +
 	"\x05Watch\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg0\x01\x12B\n" +
 	"\x06Upload\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg(\x01\x12B\n" +
-	"\x04Chat\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg(\x010\x01\x12>\n" +
-	"\x04Last\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg2Q\n" +
-	"\vOnlyStreams\x12B\n" +
-	"\x04Chat\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg(\x010\x01BWZUgithub.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/stream/v1;streamv1b\x06proto3"
+	"\x04Chat\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg(\x010\x01\x12E\n" +
+	"\x04Tail\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg\"\x03\x88\x02\x010\x01\x12>\n" +
+	"\x04Last\x12\x1a.storks.test.stream.v1.Msg\x1a\x1a.storks.test.stream.v1.Msg2\xcb\x01\n" +
+	"\vOnlyStreams\x12>\n" +
+	"\x04Chat\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp(\x010\x01\x12=\n" +
+	"\x05Ticks\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp0\x01\x12=\n" +
+	"\x05Count\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp(\x01BWZUgithub.com/storks-rpc/storks/cmd/protoc-gen-storks/testdata/golden/stream/v1;streamv1b\x06proto3"
 
 var (
 	file_stream_v1_stream_proto_rawDescOnce sync.Once
@@ -95,23 +100,31 @@ func file_stream_v1_stream_proto_rawDescGZIP() []byte {
 
 var file_stream_v1_stream_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_stream_v1_stream_proto_goTypes = []any{
-	(*Msg)(nil), // 0: storks.test.stream.v1.Msg
+	(*Msg)(nil),                   // 0: storks.test.stream.v1.Msg
+	(*emptypb.Empty)(nil),         // 1: google.protobuf.Empty
+	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
 }
 var file_stream_v1_stream_proto_depIdxs = []int32{
 	0, // 0: storks.test.stream.v1.Streamer.Unary:input_type -> storks.test.stream.v1.Msg
 	0, // 1: storks.test.stream.v1.Streamer.Watch:input_type -> storks.test.stream.v1.Msg
 	0, // 2: storks.test.stream.v1.Streamer.Upload:input_type -> storks.test.stream.v1.Msg
 	0, // 3: storks.test.stream.v1.Streamer.Chat:input_type -> storks.test.stream.v1.Msg
-	0, // 4: storks.test.stream.v1.Streamer.Last:input_type -> storks.test.stream.v1.Msg
-	0, // 5: storks.test.stream.v1.OnlyStreams.Chat:input_type -> storks.test.stream.v1.Msg
-	0, // 6: storks.test.stream.v1.Streamer.Unary:output_type -> storks.test.stream.v1.Msg
-	0, // 7: storks.test.stream.v1.Streamer.Watch:output_type -> storks.test.stream.v1.Msg
-	0, // 8: storks.test.stream.v1.Streamer.Upload:output_type -> storks.test.stream.v1.Msg
-	0, // 9: storks.test.stream.v1.Streamer.Chat:output_type -> storks.test.stream.v1.Msg
-	0, // 10: storks.test.stream.v1.Streamer.Last:output_type -> storks.test.stream.v1.Msg
-	0, // 11: storks.test.stream.v1.OnlyStreams.Chat:output_type -> storks.test.stream.v1.Msg
-	6, // [6:12] is the sub-list for method output_type
-	0, // [0:6] is the sub-list for method input_type
+	0, // 4: storks.test.stream.v1.Streamer.Tail:input_type -> storks.test.stream.v1.Msg
+	0, // 5: storks.test.stream.v1.Streamer.Last:input_type -> storks.test.stream.v1.Msg
+	1, // 6: storks.test.stream.v1.OnlyStreams.Chat:input_type -> google.protobuf.Empty
+	1, // 7: storks.test.stream.v1.OnlyStreams.Ticks:input_type -> google.protobuf.Empty
+	1, // 8: storks.test.stream.v1.OnlyStreams.Count:input_type -> google.protobuf.Empty
+	0, // 9: storks.test.stream.v1.Streamer.Unary:output_type -> storks.test.stream.v1.Msg
+	0, // 10: storks.test.stream.v1.Streamer.Watch:output_type -> storks.test.stream.v1.Msg
+	0, // 11: storks.test.stream.v1.Streamer.Upload:output_type -> storks.test.stream.v1.Msg
+	0, // 12: storks.test.stream.v1.Streamer.Chat:output_type -> storks.test.stream.v1.Msg
+	0, // 13: storks.test.stream.v1.Streamer.Tail:output_type -> storks.test.stream.v1.Msg
+	0, // 14: storks.test.stream.v1.Streamer.Last:output_type -> storks.test.stream.v1.Msg
+	2, // 15: storks.test.stream.v1.OnlyStreams.Chat:output_type -> google.protobuf.Timestamp
+	2, // 16: storks.test.stream.v1.OnlyStreams.Ticks:output_type -> google.protobuf.Timestamp
+	2, // 17: storks.test.stream.v1.OnlyStreams.Count:output_type -> google.protobuf.Timestamp
+	9, // [9:18] is the sub-list for method output_type
+	0, // [0:9] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name

@@ -8,6 +8,9 @@ package streamv1
 import (
 	"context"
 	storks "github.com/storks-rpc/storks/runtime"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"io"
 )
 
 // This is a compile-time assertion that this generated file is compatible
@@ -19,20 +22,31 @@ const Streamer_ServiceName = "storks.test.stream.v1.Streamer"
 
 // Full method names of the storks.test.stream.v1.Streamer service, as passed to storks.Invoker.
 const (
-	Streamer_Unary_FullMethodName = "/storks.test.stream.v1.Streamer/Unary"
-	Streamer_Last_FullMethodName  = "/storks.test.stream.v1.Streamer/Last"
+	Streamer_Unary_FullMethodName  = "/storks.test.stream.v1.Streamer/Unary"
+	Streamer_Watch_FullMethodName  = "/storks.test.stream.v1.Streamer/Watch"
+	Streamer_Upload_FullMethodName = "/storks.test.stream.v1.Streamer/Upload"
+	Streamer_Chat_FullMethodName   = "/storks.test.stream.v1.Streamer/Chat"
+	Streamer_Tail_FullMethodName   = "/storks.test.stream.v1.Streamer/Tail"
+	Streamer_Last_FullMethodName   = "/storks.test.stream.v1.Streamer/Last"
 )
 
 // StreamerClient is the client API for the storks.test.stream.v1.Streamer service.
 //
-// Streamer mixes unary and streaming methods.
+// Streamer mixes unary and streaming methods of every kind.
 type StreamerClient interface {
 	Unary(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error)
-
-	// Method Watch is server-streaming, which this version of protoc-gen-storks does not generate.
-	// Method Upload is client-streaming, which this version of protoc-gen-storks does not generate.
-	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
-
+	// Watch streams from the server.
+	Watch(ctx context.Context, in *Msg, opts ...storks.CallOption) (storks.ServerStreamingClient[Msg], error)
+	// Upload streams from the client.
+	//
+	// Its response comes once the client has sent everything.
+	Upload(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[Msg, Msg], error)
+	// Chat streams both ways.
+	Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[Msg, Msg], error)
+	// Tail is deprecated.
+	//
+	// Deprecated: Do not use.
+	Tail(ctx context.Context, in *Msg, opts ...storks.CallOption) (storks.ServerStreamingClient[Msg], error)
 	Last(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error)
 }
 
@@ -56,6 +70,79 @@ func (c *streamerClient) Unary(ctx context.Context, in *Msg, opts ...storks.Call
 	return out, nil
 }
 
+func (c *streamerClient) Watch(ctx context.Context, in *Msg, opts ...storks.CallOption) (storks.ServerStreamingClient[Msg], error) {
+	stream, err := c.inv.NewStream(ctx, &Streamer_ServiceDesc.Streams[0], Streamer_Watch_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[Msg, Msg]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err == io.EOF {
+		// The stream has ended already: Recv returns its status.
+		return x, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// Streamer_WatchClient is the type of the stream StreamerClient.Watch returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Streamer_WatchClient = storks.ServerStreamingClient[Msg]
+
+func (c *streamerClient) Upload(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[Msg, Msg], error) {
+	stream, err := c.inv.NewStream(ctx, &Streamer_ServiceDesc.Streams[1], Streamer_Upload_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[Msg, Msg]{ClientStream: stream}
+	return x, nil
+}
+
+// Streamer_UploadClient is the type of the stream StreamerClient.Upload returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Streamer_UploadClient = storks.ClientStreamingClient[Msg, Msg]
+
+func (c *streamerClient) Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[Msg, Msg], error) {
+	stream, err := c.inv.NewStream(ctx, &Streamer_ServiceDesc.Streams[2], Streamer_Chat_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[Msg, Msg]{ClientStream: stream}
+	return x, nil
+}
+
+// Streamer_ChatClient is the type of the stream StreamerClient.Chat returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Streamer_ChatClient = storks.BidiStreamingClient[Msg, Msg]
+
+// Deprecated: Do not use.
+func (c *streamerClient) Tail(ctx context.Context, in *Msg, opts ...storks.CallOption) (storks.ServerStreamingClient[Msg], error) {
+	stream, err := c.inv.NewStream(ctx, &Streamer_ServiceDesc.Streams[3], Streamer_Tail_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[Msg, Msg]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err == io.EOF {
+		// The stream has ended already: Recv returns its status.
+		return x, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// Streamer_TailClient is the type of the stream StreamerClient.Tail returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+//
+// Deprecated: Do not use.
+type Streamer_TailClient = storks.ServerStreamingClient[Msg]
+
 func (c *streamerClient) Last(ctx context.Context, in *Msg, opts ...storks.CallOption) (*Msg, error) {
 	out := new(Msg)
 	if err := c.inv.Invoke(ctx, Streamer_Last_FullMethodName, in, out, opts...); err != nil {
@@ -68,14 +155,21 @@ func (c *streamerClient) Last(ctx context.Context, in *Msg, opts ...storks.CallO
 // All implementations must embed UnimplementedStreamerServer
 // for forward compatibility.
 //
-// Streamer mixes unary and streaming methods.
+// Streamer mixes unary and streaming methods of every kind.
 type StreamerServer interface {
 	Unary(context.Context, *Msg) (*Msg, error)
-
-	// Method Watch is server-streaming, which this version of protoc-gen-storks does not generate.
-	// Method Upload is client-streaming, which this version of protoc-gen-storks does not generate.
-	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
-
+	// Watch streams from the server.
+	Watch(*Msg, storks.ServerStreamingServer[Msg]) error
+	// Upload streams from the client.
+	//
+	// Its response comes once the client has sent everything.
+	Upload(storks.ClientStreamingServer[Msg, Msg]) error
+	// Chat streams both ways.
+	Chat(storks.BidiStreamingServer[Msg, Msg]) error
+	// Tail is deprecated.
+	//
+	// Deprecated: Do not use.
+	Tail(*Msg, storks.ServerStreamingServer[Msg]) error
 	Last(context.Context, *Msg) (*Msg, error)
 	mustEmbedUnimplementedStreamerServer()
 }
@@ -88,6 +182,18 @@ type UnimplementedStreamerServer struct{}
 
 func (UnimplementedStreamerServer) Unary(context.Context, *Msg) (*Msg, error) {
 	return nil, storks.Errorf(storks.CodeUnimplemented, "method Unary not implemented")
+}
+func (UnimplementedStreamerServer) Watch(*Msg, storks.ServerStreamingServer[Msg]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Watch not implemented")
+}
+func (UnimplementedStreamerServer) Upload(storks.ClientStreamingServer[Msg, Msg]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Upload not implemented")
+}
+func (UnimplementedStreamerServer) Chat(storks.BidiStreamingServer[Msg, Msg]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Chat not implemented")
+}
+func (UnimplementedStreamerServer) Tail(*Msg, storks.ServerStreamingServer[Msg]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Tail not implemented")
 }
 func (UnimplementedStreamerServer) Last(context.Context, *Msg) (*Msg, error) {
 	return nil, storks.Errorf(storks.CodeUnimplemented, "method Last not implemented")
@@ -115,6 +221,24 @@ func RegisterStreamerServer(s storks.ServiceRegistrar, srv StreamerServer, opts 
 	return s.Export(&Streamer_ServiceDesc, srv, opts...)
 }
 
+// Streamer_WatchServer is the type of the stream StreamerServer.Watch is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Streamer_WatchServer = storks.ServerStreamingServer[Msg]
+
+// Streamer_UploadServer is the type of the stream StreamerServer.Upload is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Streamer_UploadServer = storks.ClientStreamingServer[Msg, Msg]
+
+// Streamer_ChatServer is the type of the stream StreamerServer.Chat is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Streamer_ChatServer = storks.BidiStreamingServer[Msg, Msg]
+
+// Streamer_TailServer is the type of the stream StreamerServer.Tail is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+//
+// Deprecated: Do not use.
+type Streamer_TailServer = storks.ServerStreamingServer[Msg]
+
 // Streamer_ServiceDesc is the storks.ServiceDesc for the storks.test.stream.v1.Streamer service.
 // It's only intended for direct use with RegisterStreamerServer and NewStreamerClient,
 // and not to be introspected or modified (even as a copy).
@@ -137,17 +261,66 @@ var Streamer_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
+	Streams: []storks.StreamDesc{
+		{
+			StreamName: "Watch",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				m := new(Msg)
+				if err := stream.RecvMsg(m); err != nil {
+					return err
+				}
+				return srv.(StreamerServer).Watch(m, &storks.GenericServerStream[Msg, Msg]{ServerStream: stream})
+			},
+			ServerStreams: true,
+		},
+		{
+			StreamName: "Upload",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				return srv.(StreamerServer).Upload(&storks.GenericServerStream[Msg, Msg]{ServerStream: stream})
+			},
+			ClientStreams: true,
+		},
+		{
+			StreamName: "Chat",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				return srv.(StreamerServer).Chat(&storks.GenericServerStream[Msg, Msg]{ServerStream: stream})
+			},
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName: "Tail",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				m := new(Msg)
+				if err := stream.RecvMsg(m); err != nil {
+					return err
+				}
+				return srv.(StreamerServer).Tail(m, &storks.GenericServerStream[Msg, Msg]{ServerStream: stream})
+			},
+			ServerStreams: true,
+		},
+	},
 	Metadata: "stream/v1/stream.proto",
 }
 
 // OnlyStreams_ServiceName is the fully-qualified name of the storks.test.stream.v1.OnlyStreams service.
 const OnlyStreams_ServiceName = "storks.test.stream.v1.OnlyStreams"
 
+// Full method names of the storks.test.stream.v1.OnlyStreams service, as passed to storks.Invoker.
+const (
+	OnlyStreams_Chat_FullMethodName  = "/storks.test.stream.v1.OnlyStreams/Chat"
+	OnlyStreams_Ticks_FullMethodName = "/storks.test.stream.v1.OnlyStreams/Ticks"
+	OnlyStreams_Count_FullMethodName = "/storks.test.stream.v1.OnlyStreams/Count"
+)
+
 // OnlyStreamsClient is the client API for the storks.test.stream.v1.OnlyStreams service.
 //
-// OnlyStreams has no unary method.
+// OnlyStreams has no unary method; its messages come from another Go
+// package.
 type OnlyStreamsClient interface {
-	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
+	Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[emptypb.Empty, timestamppb.Timestamp], error)
+	Ticks(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (storks.ServerStreamingClient[timestamppb.Timestamp], error)
+	Count(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[emptypb.Empty, timestamppb.Timestamp], error)
 }
 
 type onlyStreamsClient struct {
@@ -162,14 +335,64 @@ func NewOnlyStreamsClient(inv storks.Invoker) OnlyStreamsClient {
 	return &onlyStreamsClient{inv: storks.BindService(inv, &OnlyStreams_ServiceDesc)}
 }
 
+func (c *onlyStreamsClient) Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[emptypb.Empty, timestamppb.Timestamp], error) {
+	stream, err := c.inv.NewStream(ctx, &OnlyStreams_ServiceDesc.Streams[0], OnlyStreams_Chat_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[emptypb.Empty, timestamppb.Timestamp]{ClientStream: stream}
+	return x, nil
+}
+
+// OnlyStreams_ChatClient is the type of the stream OnlyStreamsClient.Chat returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type OnlyStreams_ChatClient = storks.BidiStreamingClient[emptypb.Empty, timestamppb.Timestamp]
+
+func (c *onlyStreamsClient) Ticks(ctx context.Context, in *emptypb.Empty, opts ...storks.CallOption) (storks.ServerStreamingClient[timestamppb.Timestamp], error) {
+	stream, err := c.inv.NewStream(ctx, &OnlyStreams_ServiceDesc.Streams[1], OnlyStreams_Ticks_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[emptypb.Empty, timestamppb.Timestamp]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err == io.EOF {
+		// The stream has ended already: Recv returns its status.
+		return x, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// OnlyStreams_TicksClient is the type of the stream OnlyStreamsClient.Ticks returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type OnlyStreams_TicksClient = storks.ServerStreamingClient[timestamppb.Timestamp]
+
+func (c *onlyStreamsClient) Count(ctx context.Context, opts ...storks.CallOption) (storks.ClientStreamingClient[emptypb.Empty, timestamppb.Timestamp], error) {
+	stream, err := c.inv.NewStream(ctx, &OnlyStreams_ServiceDesc.Streams[2], OnlyStreams_Count_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[emptypb.Empty, timestamppb.Timestamp]{ClientStream: stream}
+	return x, nil
+}
+
+// OnlyStreams_CountClient is the type of the stream OnlyStreamsClient.Count returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type OnlyStreams_CountClient = storks.ClientStreamingClient[emptypb.Empty, timestamppb.Timestamp]
+
 // OnlyStreamsServer is the server API for the storks.test.stream.v1.OnlyStreams service.
 // All implementations must embed UnimplementedOnlyStreamsServer
 // for forward compatibility.
 //
-// OnlyStreams has no unary method.
+// OnlyStreams has no unary method; its messages come from another Go
+// package.
 type OnlyStreamsServer interface {
-	// Method Chat is bidi-streaming, which this version of protoc-gen-storks does not generate.
-
+	Chat(storks.BidiStreamingServer[emptypb.Empty, timestamppb.Timestamp]) error
+	Ticks(*emptypb.Empty, storks.ServerStreamingServer[timestamppb.Timestamp]) error
+	Count(storks.ClientStreamingServer[emptypb.Empty, timestamppb.Timestamp]) error
 	mustEmbedUnimplementedOnlyStreamsServer()
 }
 
@@ -179,6 +402,15 @@ type OnlyStreamsServer interface {
 // pointer dereference when methods are called.
 type UnimplementedOnlyStreamsServer struct{}
 
+func (UnimplementedOnlyStreamsServer) Chat(storks.BidiStreamingServer[emptypb.Empty, timestamppb.Timestamp]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Chat not implemented")
+}
+func (UnimplementedOnlyStreamsServer) Ticks(*emptypb.Empty, storks.ServerStreamingServer[timestamppb.Timestamp]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Ticks not implemented")
+}
+func (UnimplementedOnlyStreamsServer) Count(storks.ClientStreamingServer[emptypb.Empty, timestamppb.Timestamp]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Count not implemented")
+}
 func (UnimplementedOnlyStreamsServer) mustEmbedUnimplementedOnlyStreamsServer() {}
 func (UnimplementedOnlyStreamsServer) testEmbeddedByValue()                     {}
 
@@ -202,6 +434,18 @@ func RegisterOnlyStreamsServer(s storks.ServiceRegistrar, srv OnlyStreamsServer,
 	return s.Export(&OnlyStreams_ServiceDesc, srv, opts...)
 }
 
+// OnlyStreams_ChatServer is the type of the stream OnlyStreamsServer.Chat is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type OnlyStreams_ChatServer = storks.BidiStreamingServer[emptypb.Empty, timestamppb.Timestamp]
+
+// OnlyStreams_TicksServer is the type of the stream OnlyStreamsServer.Ticks is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type OnlyStreams_TicksServer = storks.ServerStreamingServer[timestamppb.Timestamp]
+
+// OnlyStreams_CountServer is the type of the stream OnlyStreamsServer.Count is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type OnlyStreams_CountServer = storks.ClientStreamingServer[emptypb.Empty, timestamppb.Timestamp]
+
 // OnlyStreams_ServiceDesc is the storks.ServiceDesc for the storks.test.stream.v1.OnlyStreams service.
 // It's only intended for direct use with RegisterOnlyStreamsServer and NewOnlyStreamsClient,
 // and not to be introspected or modified (even as a copy).
@@ -209,5 +453,33 @@ var OnlyStreams_ServiceDesc = storks.ServiceDesc{
 	ServiceName: OnlyStreams_ServiceName,
 	HandlerType: (*OnlyStreamsServer)(nil),
 	Methods:     []storks.MethodDesc{},
-	Metadata:    "stream/v1/stream.proto",
+	Streams: []storks.StreamDesc{
+		{
+			StreamName: "Chat",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				return srv.(OnlyStreamsServer).Chat(&storks.GenericServerStream[emptypb.Empty, timestamppb.Timestamp]{ServerStream: stream})
+			},
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName: "Ticks",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				m := new(emptypb.Empty)
+				if err := stream.RecvMsg(m); err != nil {
+					return err
+				}
+				return srv.(OnlyStreamsServer).Ticks(m, &storks.GenericServerStream[emptypb.Empty, timestamppb.Timestamp]{ServerStream: stream})
+			},
+			ServerStreams: true,
+		},
+		{
+			StreamName: "Count",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				return srv.(OnlyStreamsServer).Count(&storks.GenericServerStream[emptypb.Empty, timestamppb.Timestamp]{ServerStream: stream})
+			},
+			ClientStreams: true,
+		},
+	},
+	Metadata: "stream/v1/stream.proto",
 }
