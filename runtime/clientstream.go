@@ -459,6 +459,13 @@ func (cc *clientConn) streamFrame(fh frameHeader, body *[]byte) bool {
 			cc.protocolError("stream window: " + err.(*FrameError).Reason)
 			return false
 		}
+		if !cs.gotData && !cs.gotHeader {
+			// Data without headers: the header is empty.
+			cs.headerOnce.Do(func() {
+				cs.header = Metadata{}
+				close(cs.headerDone)
+			})
+		}
 		cs.gotData = true
 		if e := cs.onData(body, chunk, eom, n); e != nil {
 			cs.abort(e)

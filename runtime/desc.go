@@ -14,6 +14,11 @@ import (
 // likewise. Version 3 is the Invoke that fills the caller's reply.
 const SupportPackageIsVersion3 = true
 
+// SupportPackageIsVersion4 is referenced by code generated for streaming
+// methods: ServiceDesc.Streams, Invoker.NewStream and the generic stream
+// types. Code that references version 3 compiles and works unchanged.
+const SupportPackageIsVersion4 = true
+
 // ServiceDesc describes a service for export. Generated code builds one per
 // proto service; hand-written services can build their own.
 type ServiceDesc struct {

@@ -32,7 +32,6 @@ type streamServer interface {
 
 // streamImpl implements streamServer; the hooks replace a method's default.
 type streamImpl struct {
-	name  string
 	count func(*wrapperspb.Int64Value, storks.ServerStreamingServer[wrapperspb.StringValue]) error
 	chat  func(storks.BidiStreamingServer[wrapperspb.BytesValue, wrapperspb.BytesValue]) error
 }

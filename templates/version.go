@@ -29,4 +29,4 @@ const runtimeImportName = "storks"
 // fail compilation against a runtime too old for it. Bump it (and add the
 // constant to runtime) when generated code starts to need something new from
 // the runtime.
-const runtimeSupportConst = "SupportPackageIsVersion3"
+const runtimeSupportConst = "SupportPackageIsVersion4"

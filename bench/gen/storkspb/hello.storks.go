@@ -13,7 +13,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion3
+const _ = storks.SupportPackageIsVersion4
 
 // Hello_ServiceName is the fully-qualified name of the bench.storkssvc.v1.Hello service.
 const Hello_ServiceName = "bench.storkssvc.v1.Hello"

@@ -16,7 +16,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion3
+const _ = storks.SupportPackageIsVersion4
 
 // Echo_ServiceName is the fully-qualified name of the storks.examples.echo.v1.Echo service.
 const Echo_ServiceName = "storks.examples.echo.v1.Echo"

@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion3
+const _ = storks.SupportPackageIsVersion4
 
 // Greeter_ServiceName is the fully-qualified name of the storks.examples.greeter.v1.Greeter service.
 const Greeter_ServiceName = "storks.examples.greeter.v1.Greeter"

@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion3
+const _ = storks.SupportPackageIsVersion4
 
 // Chan_ServiceName is the fully-qualified name of the storks.test.keywords.chan service.
 const Chan_ServiceName = "storks.test.keywords.chan"

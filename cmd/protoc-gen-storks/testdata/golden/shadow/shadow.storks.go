@@ -17,7 +17,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion3
+const _ = storks.SupportPackageIsVersion4
 
 // Shadow_ServiceName is the fully-qualified name of the storks.test.shadow.Shadow service.
 const Shadow_ServiceName = "storks.test.shadow.Shadow"

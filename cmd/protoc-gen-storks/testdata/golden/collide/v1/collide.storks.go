@@ -12,7 +12,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion3
+const _ = storks.SupportPackageIsVersion4
 
 // Foo_ServiceName_ is the fully-qualified name of the storks.test.collide.v1.Foo service.
 const Foo_ServiceName_ = "storks.test.collide.v1.Foo"

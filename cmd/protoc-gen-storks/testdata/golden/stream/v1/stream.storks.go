@@ -15,7 +15,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion3
+const _ = storks.SupportPackageIsVersion4
 
 // Streamer_ServiceName is the fully-qualified name of the storks.test.stream.v1.Streamer service.
 const Streamer_ServiceName = "storks.test.stream.v1.Streamer"

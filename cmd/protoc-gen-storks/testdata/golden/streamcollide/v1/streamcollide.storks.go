@@ -13,7 +13,7 @@ import (
 
 // This is a compile-time assertion that this generated file is compatible
 // with the Storks runtime it is compiled against.
-const _ = storks.SupportPackageIsVersion3
+const _ = storks.SupportPackageIsVersion4
 
 // Pipe_ServiceName is the fully-qualified name of the storks.test.streamcollide.v1.Pipe service.
 const Pipe_ServiceName = "storks.test.streamcollide.v1.Pipe"
