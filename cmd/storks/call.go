@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,6 +24,11 @@ import (
 	storks "github.com/storks-rpc/storks/runtime"
 )
 
+// defaultCallTimeout is the default --timeout. Streams have no deadline
+// unless --timeout is given, but finding their provider and opening them
+// are bounded by this.
+const defaultCallTimeout = 10 * time.Second
+
 type callFlags struct {
 	registry     string
 	addr         string
@@ -34,6 +40,7 @@ type callFlags struct {
 	group        string
 	selector     string
 	emitDefaults bool
+	verbose      bool
 }
 
 func newCallCmd() *cobra.Command {
@@ -55,7 +62,27 @@ request in protobuf's JSON mapping: '{}' when left out, "-" to read it from
 standard input, "@FILE" to read it from a file. -H key=value sends call
 metadata. A failed call prints the Storks error code and message:
 
-  storks: call failed: NotFound: no user "bob"`,
+  storks: call failed: NotFound: no user "bob"
+
+Streaming methods print every response as one line of compact JSON, as soon
+as it arrives, then exit 0 if the stream ended with status OK, or print the
+status as above and exit 1. A server-streaming method takes its one request
+as a unary one does. A client- or bidi-streaming method takes one request per
+line, sent as soon as the line is read: from standard input when JSON is left
+out or is "-", from the file of "@FILE", or from the lines of JSON itself.
+Blank lines are skipped; at the end of the input the stream is half-closed
+and the responses still coming are printed. A line that is not a request in
+JSON cancels the stream and fails the call with its line number:
+
+  storks: line 3 of standard input: not a pkg.Item in JSON: ...
+
+Responses are printed while requests are still read, so a bidi call is
+interactive: type a line, see the replies, type the next (Ctrl-D ends).
+-v prints the metadata of the stream's header and trailer on standard error,
+as "header KEY: VALUE" and "trailer KEY: VALUE" lines (unary calls have
+none). --timeout bounds the whole stream; without it, a stream has no
+deadline (it may last as long as its input or its server), but finding the
+provider and opening the stream still give up after the default 10s.`,
 		Example: `  # One provider, by address:
   storks call --addr 127.0.0.1:8972 -I examples/proto --proto greeter/v1/greeter.proto \
       storks.examples.greeter.v1.Greeter/SayHello '{"name": "storks"}'
@@ -68,7 +95,23 @@ metadata. A failed call prints the Storks error code and message:
 
   # The request from a file:
   storks call --addr 127.0.0.1:8972 -I proto --proto hello/v1/hello.proto \
-      hello.v1.Greeter/SayHello @request.json`,
+      hello.v1.Greeter/SayHello @request.json
+
+  # A server-streaming method: one response per line, for at most a minute:
+  storks call --addr 127.0.0.1:8972 -I proto --proto feed/v1/feed.proto --timeout 1m \
+      feed.v1.Feed/Watch '{"topic": "news"}'
+
+  # A client-streaming method, one request per line of a file:
+  storks call --addr 127.0.0.1:8972 -I proto --proto feed/v1/feed.proto \
+      feed.v1.Feed/Upload @items.jsonl
+
+  # A client-streaming method, the requests from a pipe:
+  printf '{"n": 1}\n{"n": 2}\n' | storks call --addr 127.0.0.1:8972 -I proto \
+      --proto feed/v1/feed.proto feed.v1.Feed/Upload
+
+  # A bidi-streaming method, interactive (one request per line, Ctrl-D ends),
+  # with the stream's header and trailer metadata on standard error:
+  storks call -v --addr 127.0.0.1:8972 -I proto --proto chat/v1/chat.proto chat.v1.Chat/Talk`,
 		Args: rangeArgs(1, 2, "the method (package.Service/Method) and optionally the request JSON"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runCall(cmd, f, args)
@@ -79,12 +122,13 @@ metadata. A failed call prints the Storks error code and message:
 	fl.StringVar(&f.addr, "addr", "", "call the provider at `HOST:PORT` directly (short for --registry direct://HOST:PORT)")
 	fl.StringArrayVarP(&f.importPaths, "proto_path", "I", nil, "`directory` to resolve imports in (repeatable; default: the current directory)")
 	fl.StringArrayVar(&f.protos, "proto", nil, "`FILE.proto` that declares the service (repeatable)")
-	fl.DurationVar(&f.timeout, "timeout", 10*time.Second, "deadline of the whole call, registry lookup included (0: none)")
+	fl.DurationVar(&f.timeout, "timeout", defaultCallTimeout, "deadline of the whole call or stream, registry lookup included (0: none; streams: none unless given)")
 	fl.StringArrayVarP(&f.headers, "header", "H", nil, "call metadata `key=value` (repeatable)")
 	fl.StringVar(&f.version, "version", "", "version of the service key")
 	fl.StringVar(&f.group, "group", "", "group of the service key")
 	fl.StringVar(&f.selector, "selector", "round-robin", "how to pick a provider: round-robin or random")
 	fl.BoolVar(&f.emitDefaults, "emit-defaults", false, "print fields of the reply that have their default value too")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "print the header and trailer metadata of a stream on standard error")
 	return cmd
 }
 
@@ -117,12 +161,6 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 	if err := key.Validate(); err != nil {
 		return usagef("%v", err)
 	}
-	data := []byte("{}")
-	if len(args) == 2 {
-		if data, err = readRequest(cmd, args[1]); err != nil {
-			return err
-		}
-	}
 
 	ctx := cmd.Context()
 	res, err := gen.Compile(ctx, gen.Config{
@@ -137,17 +175,47 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := dynamicpb.NewMessage(method.Input())
-	if err := (protojson.UnmarshalOptions{Resolver: resolver}).Unmarshal(data, req); err != nil {
-		return fmt.Errorf("request JSON for %s: %s", method.Input().FullName(), trimProto(err))
+	unmarshal := protojson.UnmarshalOptions{Resolver: resolver}
+	var (
+		req   *dynamicpb.Message // of a unary or server-streaming call
+		lines *lineSource        // of a client- or bidi-streaming call
+	)
+	if method.IsStreamingClient() {
+		if lines, err = openLines(cmd, args[1:], method.Input(), unmarshal); err != nil {
+			return err
+		}
+		if lines.closer != nil {
+			defer lines.closer.Close()
+		}
+	} else {
+		data := []byte("{}")
+		if len(args) == 2 {
+			if data, err = readRequest(cmd, args[1]); err != nil {
+				return err
+			}
+		}
+		req = dynamicpb.NewMessage(method.Input())
+		if err := unmarshal.Unmarshal(data, req); err != nil {
+			return fmt.Errorf("request JSON for %s: %s", method.Input().FullName(), trimProto(err))
+		}
 	}
 
-	if f.timeout > 0 {
+	// A stream has no deadline unless --timeout is given; finding its
+	// provider still has one (setupCtx).
+	streaming := method.IsStreamingClient() || method.IsStreamingServer()
+	setupTimeout := f.timeout
+	if f.timeout > 0 && (!streaming || cmd.Flags().Changed("timeout")) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
-	reg, err := openRegistry(ctx, regURL, f.timeout)
+	setupCtx := ctx
+	if _, ok := ctx.Deadline(); !ok && setupTimeout > 0 {
+		var cancel context.CancelFunc
+		setupCtx, cancel = context.WithTimeout(ctx, setupTimeout)
+		defer cancel()
+	}
+	reg, err := openRegistry(setupCtx, regURL, setupTimeout)
 	if err != nil {
 		return err
 	}
@@ -160,7 +228,7 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 		return err
 	}
 	defer cli.Close()
-	ref, err := cli.Refer(ctx, serviceName,
+	ref, err := cli.Refer(setupCtx, serviceName,
 		storks.WithVersion(f.version), storks.WithGroup(f.group),
 		storks.WithSelector(sel), storks.WithRemote())
 	if err != nil {
@@ -170,6 +238,31 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 	var opts []storks.CallOption
 	if len(md) > 0 {
 		opts = append(opts, storks.WithCallMetadata(md))
+	}
+	if streaming {
+		sc := &streamCall{
+			method: method,
+			full:   full,
+			out:    cmd.OutOrStdout(),
+			errOut: cmd.ErrOrStderr(),
+			marshal: protojson.MarshalOptions{
+				EmitUnpopulated: f.emitDefaults,
+				Resolver:        resolver,
+			},
+			verbose: f.verbose,
+		}
+		var src requestSource = &oneRequest{m: req}
+		if lines != nil {
+			src = lines
+		}
+		if err := sc.run(ctx, setupCtx, ref, src, opts); err != nil {
+			var re *storks.Error
+			if errors.As(err, &re) {
+				return callError(err, key, f)
+			}
+			return err
+		}
+		return nil
 	}
 	reply := dynamicpb.NewMessage(method.Output())
 	if err := ref.Invoke(ctx, full, req, reply, opts...); err != nil {
@@ -351,6 +444,31 @@ func readRequest(cmd *cobra.Command, arg string) ([]byte, error) {
 	return []byte(arg), nil
 }
 
+// openLines returns the source of the requests of a client- or
+// bidi-streaming call: standard input when arg is left out or is "-", the
+// file of "@FILE", or else the lines of arg itself.
+func openLines(cmd *cobra.Command, arg []string, desc protoreflect.MessageDescriptor, unmarshal protojson.UnmarshalOptions) (*lineSource, error) {
+	s := &lineSource{desc: desc, unmarshal: unmarshal}
+	switch {
+	case len(arg) == 0 || arg[0] == "-":
+		s.r, s.name = bufio.NewReader(cmd.InOrStdin()), "standard input"
+	case strings.HasPrefix(arg[0], "@"):
+		name := arg[0][1:]
+		fh, err := os.Open(name)
+		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return nil, fmt.Errorf("reading the requests from %s: %w", name, err)
+		}
+		s.r, s.closer, s.name = bufio.NewReader(fh), fh, name
+	default:
+		s.r, s.name = bufio.NewReader(strings.NewReader(arg[0])), "the JSON argument"
+	}
+	return s, nil
+}
+
 // findMethod looks the method up in the compiled files and their imports.
 func findMethod(res *gen.Result, serviceName, methodName string) (protoreflect.MethodDescriptor, error) {
 	var services []string
@@ -374,9 +492,6 @@ func findMethod(res *gen.Result, serviceName, methodName string) (protoreflect.M
 			names = append(names, string(sd.Methods().Get(i).Name()))
 		}
 		return nil, fmt.Errorf("service %s has no method %q (it has %s)", serviceName, methodName, strings.Join(names, ", "))
-	}
-	if md.IsStreamingClient() || md.IsStreamingServer() {
-		return nil, fmt.Errorf("%s/%s is a streaming method; Storks calls unary methods only", serviceName, methodName)
 	}
 	return md, nil
 }
