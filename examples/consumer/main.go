@@ -1,5 +1,6 @@
 // Command consumer refers the example Greeter service through a registry and
-// calls it, printing which provider answered each call.
+// calls it, printing which provider answered each call; then it opens a
+// server-streaming and a bidi-streaming call of the Echo service.
 //
 //	consumer -registry etcd://127.0.0.1:2379/storks -calls 9 -selector roundrobin
 package main
@@ -9,11 +10,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	commonv1 "github.com/storks-rpc/storks/examples/gen/common/v1"
+	echov1 "github.com/storks-rpc/storks/examples/gen/echo/v1"
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/all"
@@ -38,6 +42,7 @@ func run() error {
 	timeout := flag.Duration("timeout", 2*time.Second, "deadline of each call")
 	version := flag.String("version", "", "service version")
 	group := flag.String("group", "", "service group")
+	streams := flag.Bool("streams", true, "after the calls, stream from the Echo service (Count and Chat)")
 	flag.Parse()
 	if *regURL == "" {
 		return errors.New("-registry is required")
@@ -104,6 +109,58 @@ func run() error {
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d calls failed", failed, *calls)
+	}
+	if *streams {
+		eref, err := cli.Refer(ctx, echov1.Echo_ServiceName,
+			storks.WithVersion(*version), storks.WithGroup(*group), storks.WithSelector(sel), storks.WithWaitForProvider())
+		if err != nil {
+			return err
+		}
+		sctx, cancel := context.WithTimeout(ctx, 5**timeout)
+		defer cancel()
+		if err := stream(sctx, echov1.NewEchoClient(eref), *name); err != nil {
+			return fmt.Errorf("streams: %w", err)
+		}
+	}
+	return nil
+}
+
+// stream makes one server-streaming call (Count) and one bidi-streaming
+// call (Chat), printing every message as it arrives.
+func stream(ctx context.Context, echo echov1.EchoClient, name string) error {
+	count, err := echo.Count(ctx, &echov1.CountRequest{Text: name, Times: 3})
+	if err != nil {
+		return err
+	}
+	for {
+		t, err := count.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Printf("stream Count: %q\n", t.GetBody())
+	}
+	chat, err := echo.Chat(ctx)
+	if err != nil {
+		return err
+	}
+	for _, line := range []string{"ping", "pong", "bye"} {
+		if err := chat.Send(&commonv1.Text{Body: line}); err != nil {
+			return err
+		}
+		t, err := chat.Recv()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("stream Chat: sent %q, got %q\n", line, t.GetBody())
+	}
+	if err := chat.CloseSend(); err != nil {
+		return err
+	}
+	if _, err := chat.Recv(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("chat did not end cleanly: %v", err)
 	}
 	return nil
 }

@@ -94,6 +94,16 @@ func TestDemo(t *testing.T) {
 	if len(calls) != 9 || seen["provider-1"] != 3 || seen["provider-2"] != 3 || seen["provider-3"] != 3 {
 		t.Errorf("want 9 calls, 3 to each provider; got %v in:\n%s", seen, r.stdout)
 	}
+	for _, want := range []string{
+		`| stream Count: "storks 1"`,
+		`| stream Count: "storks 3"`,
+		`| stream Chat: sent "ping", got "ping"`,
+		`| stream Chat: sent "bye", got "bye"`,
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, r.stdout)
+		}
+	}
 	if !strings.HasSuffix(r.stdout, "demo: done\n") {
 		t.Errorf("stdout does not end with \"demo: done\":\n%s", r.stdout)
 	}
