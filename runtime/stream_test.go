@@ -6,9 +6,13 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/storks-rpc/storks/registry"
 	storks "github.com/storks-rpc/storks/runtime"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -266,5 +270,151 @@ func TestStreamHalfCloseOrdering(t *testing.T) {
 		if len(got) != 3 || got[0] != "10" || got[2] != "12" {
 			t.Fatalf("after half-close got %v, want [10 11 12]", got)
 		}
+	})
+}
+
+// Stream interceptors run in order on both sides, remote and local, and
+// may wrap the stream to see every message.
+func TestStreamInterceptors(t *testing.T) {
+	modes(t, func(t *testing.T, local bool) {
+		reg := newRegistry(t)
+		var trail []string
+		var mu sync.Mutex
+		note := func(s string) {
+			mu.Lock()
+			trail = append(trail, s)
+			mu.Unlock()
+		}
+		var serverRecv atomic.Int64
+		sic := func(name string) storks.StreamServerInterceptor {
+			return func(srv any, ss storks.ServerStream, info *storks.StreamServerInfo, h storks.StreamHandler) error {
+				note(name + " " + info.FullMethod)
+				if !info.IsClientStream || !info.IsServerStream {
+					t.Errorf("info of Chat: %+v", info)
+				}
+				return h(srv, &countingServerStream{ServerStream: ss, n: &serverRecv})
+			}
+		}
+		startStreamProvider(t, reg, &streamBoth{}, storks.WithStreamServerInterceptor(sic("s1"), sic("s2")))
+		var clientSent atomic.Int64
+		cic := func(name string) storks.StreamClientInterceptor {
+			return func(ctx context.Context, desc *storks.StreamDesc, method string, streamer storks.Streamer) (storks.ClientStream, error) {
+				note(name + " " + method)
+				cs, err := streamer(ctx, desc, method)
+				if err != nil {
+					return nil, err
+				}
+				return &countingClientStream{ClientStream: cs, n: &clientSent}, nil
+			}
+		}
+		ref := referStream(t, reg, local, storks.WithStreamClientInterceptor(cic("c1"), cic("c2")))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		chat, err := openChat(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			if err := chat.Send(wrapperspb.Bytes([]byte("x"))); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := chat.Recv(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		chat.CloseSend()
+		if _, err := chat.Recv(); err != io.EOF {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		got := strings.Join(trail, ", ")
+		mu.Unlock()
+		want := "c1 " + chatMethod + ", c2 " + chatMethod + ", s1 " + chatMethod + ", s2 " + chatMethod
+		if got != want {
+			t.Fatalf("interceptors ran: %s\nwant: %s", got, want)
+		}
+		// Each client interceptor wraps the stream: both count 5 sends.
+		if n := clientSent.Load(); n != 10 {
+			t.Fatalf("client wrappers counted %d sends, want 10", n)
+		}
+		if n := serverRecv.Load(); n != 10 {
+			t.Fatalf("server wrappers counted %d receives, want 10", n)
+		}
+	})
+}
+
+type countingClientStream struct {
+	storks.ClientStream
+	n *atomic.Int64
+}
+
+func (c *countingClientStream) SendMsg(m any) error {
+	c.n.Add(1)
+	return c.ClientStream.SendMsg(m)
+}
+
+type countingServerStream struct {
+	storks.ServerStream
+	n *atomic.Int64
+}
+
+func (c *countingServerStream) RecvMsg(m any) error {
+	err := c.ServerStream.RecvMsg(m)
+	if err == nil {
+		c.n.Add(1)
+	}
+	return err
+}
+
+// Opening a stream goes to another instance when no connection can be
+// made to the first, as a unary call that provably did not run does.
+func TestStreamOpenSkipsDeadInstance(t *testing.T) {
+	live := startStreamProvider(t, newRegistry(t), &streamBoth{})
+	dead := listen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close() // connections to it are refused
+	reg, err := registry.NewStatic(deadAddr, live.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := newClient(t, storks.WithRegistry(reg))
+	ref, err := cli.Refer(context.Background(), streamService, storks.WithRemote())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 6 {
+		st, err := openCount(ctx, ref, 2)
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		if got, err := recvAll(st); err != nil || len(got) != 2 {
+			t.Fatalf("stream %d: %v, %v", i, got, err)
+		}
+	}
+}
+
+// A unary method is not a stream, and an unknown one is neither: both are
+// refused as not executed, with Unimplemented.
+func TestStreamRefusals(t *testing.T) {
+	modes(t, func(t *testing.T, local bool) {
+		reg := newRegistry(t)
+		startStreamProvider(t, reg, &streamBoth{})
+		ref := referStream(t, reg, local)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, tc := range []struct{ method, want string }{
+			{"/" + streamService + "/Echo", "is unary"},
+			{"/" + streamService + "/Nope", "unknown method Nope"},
+		} {
+			cs, err := ref.NewStream(ctx, &storks.StreamDesc{StreamName: "x", ServerStreams: true}, tc.method)
+			if err == nil {
+				err = cs.RecvMsg(new(wrapperspb.StringValue))
+			}
+			wantCode(t, err, storks.CodeUnimplemented, tc.want)
+		}
+		_, err := ref.NewStream(ctx, &streamDesc.Streams[0], "/other.Service/Count")
+		wantCode(t, err, storks.CodeInvalidArgument, "does not belong")
 	})
 }
