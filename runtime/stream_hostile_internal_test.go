@@ -368,6 +368,11 @@ func hostileCases() []hostileCase {
 			frames:  hOpen(9, "Hold"),
 			outcome: hConnErr, reason: "open of stream 9, the ID of a call in progress",
 		},
+		{
+			// Right behind the request, before its handler goroutine runs.
+			name: "open right behind a unary call of the same ID", frames: hCat(hEcho(9, "block"), hOpen(9, "Hold")),
+			outcome: hConnErr, reason: "open of stream 9, the ID of a call in progress",
+		},
 		{name: "request with the ID of an open stream", frames: hCat(hOpen(3, "Hold"), hEcho(3, "x")), outcome: hConnErr, reason: "request with the ID of open stream 3"},
 		{name: "open with truncated metadata", frames: truncatedMD, outcome: hConnErr, reason: "metadata value length 5 runs past the end of the frame"},
 		{name: "open with a payload", frames: openPayload, outcome: hConnErr, reason: "open frame has 2 bytes after its metadata"},
