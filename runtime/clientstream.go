@@ -222,7 +222,10 @@ func (cc *clientConn) openStream(ctx context.Context, key, method, short string)
 	*buf = b
 	putBuf(buf)
 	if werr != nil {
-		e := wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, werr)
+		e, ok := werr.(*Error) // the connection's failure, if the read loop found it first
+		if !ok {
+			e = wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, werr)
+		}
 		cc.fail(e)
 		return nil, outBroken, e
 	}
