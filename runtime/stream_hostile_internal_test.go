@@ -595,3 +595,216 @@ func healthy(t *testing.T, ref *Reference) {
 		t.Fatalf("end after the case: %v", err)
 	}
 }
+
+// The client side: a fake server makes the settings exchange, reads the
+// client's open, and answers it with hostile frames.
+
+// clientFrame is a frame the fake server received after the open.
+type clientFrame struct {
+	fh   frameHeader
+	body []byte
+}
+
+// startHostileStreamServer accepts one connection and answers the first
+// open with frames(id); with closeAfter it then closes the connection.
+// What the client sends afterwards comes on the channel, which is closed
+// when the connection is.
+func startHostileStreamServer(t *testing.T, frames func(id uint64) []byte, closeAfter bool) (string, <-chan clientFrame) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan clientFrame, 64)
+	done := make(chan struct{})
+	t.Cleanup(func() { l.Close(); <-done })
+	go func() {
+		defer close(done)
+		defer close(got)
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		go func() { <-t.Context().Done(); nc.Close() }()
+		r := bufio.NewReader(nc)
+		if fh, body, err := readFrame(r, 1<<20, acceptFirst); err != nil || fh.typ != frameSettings {
+			t.Errorf("first frame from the client: %v %v", fh, err)
+			return
+		} else {
+			putBuf(body)
+		}
+		nc.Write(settingsFrame(appendSettings(nil, defaultSettings())))
+		for {
+			fh, body, err := readFrame(r, 1<<20, acceptV2)
+			if err != nil {
+				return
+			}
+			putBuf(body)
+			if fh.typ == frameOpen {
+				nc.Write(frames(fh.id))
+				break
+			}
+		}
+		if closeAfter {
+			return
+		}
+		for {
+			fh, body, err := readFrame(r, 1<<20, acceptV2)
+			if err != nil {
+				return
+			}
+			f := clientFrame{fh: fh}
+			if body != nil {
+				f.body = append([]byte(nil), *body...)
+				putBuf(body)
+			}
+			select {
+			case got <- f:
+			default:
+			}
+		}
+	}()
+	return l.Addr().String(), got
+}
+
+func TestStreamHostileFromServer(t *testing.T) {
+	big := bytes.Repeat([]byte{'x'}, defaultMaxChunk)
+	headers := func(id uint64) []byte { return anyFrame(frameHeaders, id, appendMetadata(nil, Metadata{"k": "v"})) }
+	for _, tc := range []struct {
+		name       string
+		frames     func(id uint64) []byte
+		closeAfter bool
+		opts       []ClientOption
+		connErr    bool   // the connection fails; else only the stream
+		code       Code   // of RecvMsg's error; OK for io.EOF
+		msg        string // in RecvMsg's error
+		reason     string // logged; "" if nothing may be
+		reset      Code   // the code of the client's reset, for a stream error; OK for none
+	}{
+		{name: "data for an unknown stream", frames: func(id uint64) []byte { return hMsg(id+100, nil) }, connErr: true, code: CodeUnavailable, reason: "data frame for unknown stream"},
+		{name: "end for an unknown stream", frames: func(id uint64) []byte { return anyFrame(frameEnd, id+100, appendEnd(nil, streamEnd{})) }, connErr: true, code: CodeUnavailable, reason: "end frame for unknown stream"},
+		{name: "data with stream ID 0", frames: func(uint64) []byte { return hMsg(0, nil) }, connErr: true, code: CodeUnavailable, reason: "data frame with stream ID 0"},
+		{name: "open from the server", frames: func(id uint64) []byte { return hOpen(id+2, "Chat") }, connErr: true, code: CodeUnavailable, reason: "open frame from the server (only clients send it)"},
+		{name: "half-close from the server", frames: hHalfClose, connErr: true, code: CodeUnavailable, reason: "half-close frame from the server (only clients send it)"},
+		{name: "data past the stream window", frames: func(id uint64) []byte { return hRepeat(4, func(int) []byte { return hMsg(id, big) }) }, connErr: true, code: CodeUnavailable, reason: "stream window: peer sent 16385 bytes of data with 16381 bytes of credit (window 65536)"},
+		{name: "data chunk over the max chunk size", frames: func(id uint64) []byte { return hMsg(id, append(big, 'x')) }, connErr: true, code: CodeUnavailable, reason: "data chunk of 16385 bytes is over the max chunk size (16384)"},
+		{name: "end with reserved flags", frames: func(id uint64) []byte { return anyFrame(frameEnd, id, []byte{byte(CodeInternal), 0x02, 0, 0}) }, connErr: true, code: CodeUnavailable, reason: "end frame has reserved flags 0x02 set"},
+		{name: "end OK and not executed", frames: func(id uint64) []byte { return anyFrame(frameEnd, id, []byte{0, errNotExecuted, 0, 0}) }, connErr: true, code: CodeUnavailable, reason: "end frame has code OK and the not-executed flag"},
+		{name: "stream window overflow by increments", frames: func(id uint64) []byte { return hCat(hWindow(id, maxWindow-defaultStreamWindow), hWindow(id, 1)) }, connErr: true, code: CodeUnavailable, reason: "stream window: window update of 1 overflows the window"},
+		{name: "connection window overflow", frames: func(uint64) []byte { return hWindow(0, maxWindow) }, connErr: true, code: CodeUnavailable, reason: "window update of 2147483647 overflows the window"},
+		{name: "window update of 0", frames: func(id uint64) []byte { return hWindow(id, 0) }, connErr: true, code: CodeUnavailable, reason: "window increment 0 (must be 1 to 2147483647)"},
+		{name: "window update of 2^64-1", frames: func(id uint64) []byte { return hWindow(id, 1<<64-1) }, connErr: true, code: CodeUnavailable, reason: "window increment 18446744073709551615"},
+		{name: "truncated frame, then close", frames: func(id uint64) []byte { return appendHeader(nil, frameData, id, 100)[:10] }, closeAfter: true, connErr: true, code: CodeUnavailable, msg: "unexpected EOF", reason: "closing connection: truncated frame"},
+		{name: "headers twice", frames: func(id uint64) []byte { return hCat(headers(id), headers(id)) }, code: CodeInternal, msg: "the server sent headers after headers", reason: "resetting stream: stream /test.Stream/Chat: the server sent headers after headers", reset: CodeInternal},
+		{name: "headers after data", frames: func(id uint64) []byte { return hCat(hMsg(id, hBytesMsg("a")), headers(id)) }, code: CodeInternal, msg: "the server sent headers after data", reason: "resetting stream: stream /test.Stream/Chat: the server sent headers after data", reset: CodeInternal},
+		{
+			name:   "message over the client's max size, in chunks",
+			frames: func(id uint64) []byte { return hCat(hData(id, 0, big), hData(id, 0, big), hMsg(id, []byte("x"))) },
+			opts:   []ClientOption{WithMaxMessageSize(32 << 10)},
+			code:   CodeResourceExhausted, msg: "received message larger than max (32769 vs. 32768)",
+			reason: "resetting stream: received message larger than max (32769 vs. 32768)", reset: CodeResourceExhausted,
+		},
+		{name: "reset by the server", frames: func(id uint64) []byte { return hReset(id, uint64(CodeAborted)) }, code: CodeAborted, msg: "was reset by the provider"},
+		{
+			name: "frames after the end are ignored",
+			frames: func(id uint64) []byte {
+				return hCat(anyFrame(frameEnd, id, appendEnd(nil, streamEnd{})), hMsg(id, nil), headers(id), hWindow(id, 5), hReset(id, 1), anyFrame(frameEnd, id, appendEnd(nil, streamEnd{})))
+			},
+			code: CodeOK,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, got := startHostileStreamServer(t, tc.frames, tc.closeAfter)
+			c, log := newLoggedClient(t, tc.opts...)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cc, err := c.dial(ctx, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.close(wrapError(CodeCanceled, ErrClientClosed, "test over"))
+			want := tc.msg
+			if want == "" {
+				want = tc.reason
+			}
+			cs, _, err := cc.openStream(ctx, "test.Stream", "/test.Stream/Chat", "Chat")
+			if err != nil {
+				// The frames can break the connection before the write of
+				// the open returns: then the open fails, as clearly.
+				if e, ok := err.(*Error); !tc.connErr || !ok || e.Code != tc.code || !strings.Contains(e.Message, want) || strings.Count(e.Message, "broke") != 1 {
+					t.Fatalf("open: %v", err)
+				}
+				t.Logf("open: %v", err)
+				return
+			}
+			if tc.reason != "" {
+				waitSettled(t, func() bool { return strings.Contains(log.String(), tc.reason) })
+			}
+			if tc.connErr {
+				waitSettled(t, cc.broken.Load)
+			} else if tc.reset != CodeOK {
+				for f := range got {
+					if f.fh.typ != frameReset || f.fh.id != cs.id {
+						continue
+					}
+					if code, err := parseReset(f.body); err != nil || code != tc.reset {
+						t.Errorf("the client reset with %v, %v; want %v", code, err, tc.reset)
+					}
+					break
+				}
+			}
+			// The stream fails (or ends) at once, without hanging.
+			// The stream fails (or ends) at once, without hanging, once the
+			// messages it received before are read.
+			recv := make(chan error, 1)
+			go func() {
+				for {
+					if err := cs.RecvMsg(new(wrapperspb.BytesValue)); err != nil {
+						recv <- err
+						return
+					}
+				}
+			}()
+			select {
+			case err = <-recv:
+			case <-time.After(5 * time.Second):
+				t.Fatal("RecvMsg hangs")
+			}
+			if tc.code == CodeOK {
+				if err != io.EOF {
+					t.Errorf("RecvMsg: %v, want io.EOF", err)
+				}
+			} else if e, ok := err.(*Error); !ok || e.Code != tc.code || !strings.Contains(e.Message, strings.TrimPrefix(want, "resetting stream: ")) {
+				t.Errorf("RecvMsg: %v, want %s with %q", err, tc.code, want)
+			}
+			if tc.connErr {
+				if err := cs.SendMsg(wrapperspb.Bytes(nil)); err == nil {
+					t.Error("SendMsg on a broken connection succeeded")
+				}
+			} else {
+				// The connection stays: another stream opens on it.
+				if cc.broken.Load() {
+					t.Fatal("a stream error broke the connection")
+				}
+				cs2, _, err := cc.openStream(ctx, "test.Stream", "/test.Stream/Chat", "Chat")
+				if err != nil {
+					t.Fatalf("second stream: %v", err)
+				}
+				for f := range got {
+					if f.fh.typ == frameOpen && f.fh.id == cs2.id {
+						break
+					}
+				}
+			}
+			limit := 1
+			if tc.reason == "" {
+				limit = 0
+			}
+			if n := strings.Count(log.String(), "level=WARN"); n > limit {
+				t.Errorf("%d warnings logged (at most %d):\n%s", n, limit, log.String())
+			}
+			t.Logf("RecvMsg: %v; logged: %s", err, strings.TrimSpace(log.String()))
+		})
+	}
+}
