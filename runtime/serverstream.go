@@ -452,7 +452,10 @@ func (ss *serverStream) RecvMsg(m any) error {
 	if _, ok := err.(*Error); ok {
 		return err
 	}
-	return Errorf(CodeInvalidArgument, "stream %s: %v", ss.sm.info.FullMethod, err)
+	// A message the codec cannot decode: a stream error, as on a client.
+	e := Errorf(CodeInvalidArgument, "stream %s: %v", ss.sm.info.FullMethod, err)
+	ss.streamError(e)
+	return e
 }
 
 // closeStreams closes every stream of a connection that is closing: their

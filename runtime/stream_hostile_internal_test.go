@@ -410,6 +410,7 @@ func hostileCases() []hostileCase {
 			name:   "undecodable message",
 			frames: hCat(hOpen(1, "Chat"), hMsg(1, []byte{0xff})),
 			ends:   []hostileEnd{{id: 1, code: CodeInvalidArgument, msg: "stream /test.Stream/Chat: decode message"}},
+			reason: "ending stream: stream /test.Stream/Chat: decode message",
 		},
 
 		// Storms.
