@@ -67,7 +67,9 @@ func (sc *serverConn) writeEnd(id uint64, end streamEnd) {
 	b := appendHeader(*buf, frameEnd, id, 0)
 	b = appendEnd(b, end)
 	setBodyLen(b)
-	sc.w.writeNoWait(b)
+	// Waits for room in the write queue: a client can make an end frame
+	// for every open it sends, and must not queue them without bound.
+	sc.w.write(b)
 	*buf = b
 	putBuf(buf)
 }

@@ -40,7 +40,8 @@ const (
 // hostileSvc is a small test.Stream service: unary Echo (which blocks on
 // "block" until its context ends), bidi Chat (echoes each message), and
 // bidi Hold (reads nothing and waits for its context), which leaves what
-// the client sends queued and its credit held.
+// the client sends queued and its credit held, and server-streaming Flood
+// (sends 16000-byte messages for as long as it can).
 type hostileSvc struct {
 	blocking chan struct{} // a value for each "block" call that started
 	held     atomic.Int64  // Hold handlers running
@@ -95,6 +96,18 @@ var hostileDesc = ServiceDesc{
 			},
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName: "Flood",
+			Handler: func(_ any, st ServerStream) error {
+				m := wrapperspb.Bytes(make([]byte, 16000))
+				for {
+					if err := st.SendMsg(m); err != nil {
+						return err
+					}
+				}
+			},
+			ServerStreams: true,
 		},
 	},
 }
@@ -468,7 +481,7 @@ func TestStreamHostileFromClient(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			from := len(log.String())
-			nc, r := v2Conn(t, s.Addr())
+			nc, r := v2Conn(t, l.Addr().String())
 			h := &hostileRaw{t: t, nc: nc, r: r, s: s, svc: svc}
 			sc := h.serverConn()
 			if tc.before != nil {
@@ -807,5 +820,52 @@ func TestStreamHostileFromServer(t *testing.T) {
 			}
 			t.Logf("RecvMsg: %v; logged: %s", err, strings.TrimSpace(log.String()))
 		})
+	}
+}
+
+// A client that reads nothing, has the server's writer blocked (a Flood
+// stream under windows of 2^31-1) and sends opens that are refused, each
+// naming a 16000-byte method the refusal repeats, holds at most the write
+// queue's bound on the server: the reader stops taking frames instead of
+// queueing end frames without end.
+func TestStreamHostileRefusalsBounded(t *testing.T) {
+	log := &registrytest.LogBuffer{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, svc, _ := startHostileServer(t, l, log.Logger())
+	nc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.(*net.TCPConn).SetReadBuffer(4096)
+	st := defaultSettings()
+	st.maxStreams, st.streamWindow, st.connWindow = 0, maxWindow, maxWindow
+	nc.Write(hCat(settingsFrame(appendSettings(nil, st)), hOpen(1, "Flood")))
+	h := &hostileRaw{t: t, nc: nc, s: s, svc: svc}
+	sc := h.serverConn()
+	waitSettled(t, func() bool { return sc.w.busySince.Load() != 0 }) // Flood's write is stuck
+	queued := func() int {
+		sc.w.mu.Lock()
+		defer sc.w.mu.Unlock()
+		return len(sc.w.queue)
+	}
+	method := strings.Repeat("m", 16000)
+	id := uint64(3)
+	for round := range 4 {
+		var b []byte
+		for range 250 {
+			b = append(b, hOpen(id, method)...)
+			id += 2
+		}
+		nc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := nc.Write(b)
+		q := queued()
+		t.Logf("round %d: %d bytes queued on the server (write: %v)", round, q, err)
+		if q > maxQueuedReplies+2*len(method) {
+			t.Fatalf("%d bytes queued on the server, over the bound of %d", q, maxQueuedReplies)
+		}
 	}
 }
