@@ -86,6 +86,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStreamFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
+	$(GO) test -run '^$$' -fuzz '^FuzzServerStreamFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
 
 ## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references (bench/, ~14 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
 bench:

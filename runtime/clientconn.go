@@ -362,6 +362,8 @@ func (cc *clientConn) readError(err error) *Error {
 	var fe *FrameError
 	if errors.As(err, &fe) {
 		cc.cl.cfg.logger.Warn("storks: closing connection: "+fe.Reason, "remote", cc.addr)
+	} else if errors.Is(err, io.ErrUnexpectedEOF) {
+		cc.cl.cfg.logger.Warn("storks: closing connection: truncated frame", "remote", cc.addr)
 	}
 	if cc.draining.Load() {
 		return wrapError(CodeUnavailable, ErrServerClosed, "provider %s is shutting down", cc.addr)

@@ -222,11 +222,18 @@ func (cc *clientConn) openStream(ctx context.Context, key, method, short string)
 	*buf = b
 	putBuf(buf)
 	if werr != nil {
-		e := wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, werr)
+		e, ok := werr.(*Error) // the connection's failure, if the read loop found it first
+		if !ok {
+			e = wrapError(CodeUnavailable, ErrConnClosed, "connection to %s broke: %v", cc.addr, werr)
+		}
 		cc.fail(e)
 		return nil, outBroken, e
 	}
-	cs.stop = context.AfterFunc(ctx, func() { cs.ctxDone(ctx) })
+	cs.endMu.Lock() // the read loop may have ended the stream already
+	if !cs.ended {
+		cs.stop = context.AfterFunc(ctx, func() { cs.ctxDone(ctx) })
+	}
+	cs.endMu.Unlock()
 	return cs, outReply, nil
 }
 
@@ -274,6 +281,7 @@ func (cs *clientStream) finish(status error, trailer Metadata, byPeer, discard b
 		return false
 	}
 	cs.ended, cs.byPeer, cs.status, cs.trailer = true, byPeer, status, trailer
+	stop := cs.stop
 	cs.endMu.Unlock()
 	recvErr := status
 	if recvErr == nil {
@@ -287,8 +295,8 @@ func (cs *clientStream) finish(status error, trailer Metadata, byPeer, discard b
 	}
 	cs.headerOnce.Do(func() { close(cs.headerDone) })
 	cs.cc.removeStream(cs.id)
-	if cs.stop != nil {
-		cs.stop()
+	if stop != nil {
+		stop()
 	}
 	cs.cancel()
 	return true

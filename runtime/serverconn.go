@@ -311,6 +311,11 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 	sc.started.Store(started + 1)
 	c := newCallCtx(sc.ctx, rh.timeout)
 	c.sc, c.id, c.m, c.rh, c.body = sc, id, m, rh, body
+	// Registered here, not by the handler goroutine, so that a cancel or an
+	// open with this ID right behind the request finds it.
+	sc.mu.Lock()
+	sc.running[id] = c
+	sc.mu.Unlock()
 	s.dispatch(c)
 	return true
 }
@@ -324,15 +329,7 @@ func (sc *serverConn) handle(cctx *callCtx) {
 	cctx.m, cctx.rh.payload, cctx.rh.key, cctx.rh.method, cctx.body = nil, nil, nil, nil, nil
 	defer sc.finished.Add(1) // after the reply is queued: bounds the handlers waiting to write
 	defer s.inflight.Add(-1)
-	sc.mu.Lock()
-	if sc.running == nil { // the connection is closing
-		sc.mu.Unlock()
-		cctx.cancel(context.Canceled)
-	} else {
-		sc.running[id] = cctx
-		sc.mu.Unlock()
-	}
-	defer sc.endCall(id, cctx)
+	defer sc.endCall(id, cctx) // request registered it
 	var ctx context.Context = cctx
 	if rh.metadata != nil {
 		ctx = newIncomingContext(ctx, rh.metadata)

@@ -67,7 +67,9 @@ func (sc *serverConn) writeEnd(id uint64, end streamEnd) {
 	b := appendHeader(*buf, frameEnd, id, 0)
 	b = appendEnd(b, end)
 	setBodyLen(b)
-	sc.w.writeNoWait(b)
+	// Waits for room in the write queue: a client can make an end frame
+	// for every open it sends, and must not queue them without bound.
+	sc.w.write(b)
 	*buf = b
 	putBuf(buf)
 }
@@ -452,7 +454,10 @@ func (ss *serverStream) RecvMsg(m any) error {
 	if _, ok := err.(*Error); ok {
 		return err
 	}
-	return Errorf(CodeInvalidArgument, "stream %s: %v", ss.sm.info.FullMethod, err)
+	// A message the codec cannot decode: a stream error, as on a client.
+	e := Errorf(CodeInvalidArgument, "stream %s: %v", ss.sm.info.FullMethod, err)
+	ss.streamError(e)
+	return e
 }
 
 // closeStreams closes every stream of a connection that is closing: their
