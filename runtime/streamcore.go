@@ -78,7 +78,9 @@ type streamCore struct {
 	mu         sync.Mutex
 	queue      []inMsg // whole messages not read yet, from qhead
 	qhead      int
-	partial    inMsg // the message being assembled, if assembling
+	partial    inMsg // the message being assembled, if assembling: its cost
+	parts      []*[]byte // the bodies of its chunks so far (chunk = body[1:])
+	psize      int       // the bytes of its chunks so far
 	assembling bool
 	recvErr    error         // once set, no more messages arrive: io.EOF or the stream's error
 	wake       chan struct{} // capacity 1: something for the reader
@@ -113,7 +115,7 @@ func (s *streamCore) onData(body *[]byte, chunk []byte, eom bool, n int) *Error 
 	}
 	size := len(chunk)
 	if s.assembling {
-		size += len(s.partial.data)
+		size += s.psize
 	}
 	if size > s.link.maxMessage {
 		s.mu.Unlock()
@@ -134,23 +136,34 @@ func (s *streamCore) onData(body *[]byte, chunk []byte, eom bool, n int) *Error 
 		}
 		s.queue = append(s.queue, m)
 	} else {
-		if !s.assembling {
-			s.assembling = true
-			s.partial = inMsg{buf: getBuf(max(len(chunk), 1024))}
-		}
+		// Keep the chunks until the message is whole, then copy them
+		// once into a buffer of its exact size.
+		s.assembling = true
 		p := &s.partial
-		*p.buf = append(*p.buf, chunk...)
-		p.data = *p.buf
-		putBuf(body)
 		if head {
 			release = n + p.cost
 			p.cost = 0
 		} else {
 			p.cost += n
 		}
-		if eom {
+		if !eom {
+			s.parts = append(s.parts, body)
+			s.psize += len(chunk)
+		} else {
+			buf := getBuf(size)
+			b := *buf
+			for _, part := range s.parts {
+				b = append(b, (*part)[1:]...)
+				putBuf(part)
+			}
+			b = append(b, chunk...)
+			putBuf(body)
+			*buf = b
+			p.buf, p.data = buf, b
 			s.queue = append(s.queue, *p)
 			s.partial, s.assembling = inMsg{}, false
+			clear(s.parts)
+			s.parts, s.psize = s.parts[:0], 0
 		}
 	}
 	s.mu.Unlock()
@@ -192,8 +205,10 @@ func (s *streamCore) endRecv(err error, discard bool) {
 		}
 		s.queue, s.qhead = nil, 0
 		if s.assembling {
-			putBuf(s.partial.buf)
-			s.partial, s.assembling = inMsg{}, false
+			for _, part := range s.parts {
+				putBuf(part)
+			}
+			s.partial, s.assembling, s.parts, s.psize = inMsg{}, false, nil, 0
 		}
 	}
 	s.mu.Unlock()
@@ -278,18 +293,18 @@ func (s *streamCore) sendMsg(ctx context.Context, m any) (fatal bool, err error)
 			appendHeader(b[:0], frameData, s.id, 0)
 			b[headerSize] = dataEndOfMessage
 			setBodyLen(b)
-			if werr := l.w.write(b); werr != nil {
+			if werr := l.w.writeAsync(b); werr != nil {
 				return true, werr
 			}
 			return false, nil
 		}
-		fb := getBuf(headerSize + got)
-		f := appendData(appendHeader(*fb, frameData, s.id, 0), payload[off:off+n], eom)
-		setBodyLen(f)
-		werr := l.w.write(f)
-		*fb = f
-		putBuf(fb)
-		if werr != nil {
+		var hb [headerSize + 1]byte
+		h := appendHeader(hb[:0], frameData, s.id, got)
+		h = append(h, 0)
+		if eom {
+			h[headerSize] = dataEndOfMessage
+		}
+		if werr := l.w.writeAsync2(h, payload[off:off+n]); werr != nil {
 			return true, werr
 		}
 		off += n

@@ -55,8 +55,46 @@ func (w *connWriter) writeNoWait(frame []byte) error { return w.send(frame, fals
 
 func (w *connWriter) send(frame []byte, wait bool) error {
 	w.mu.Lock()
+	if err := w.enqueue(frame, wait); err != nil || w.writing {
+		w.mu.Unlock()
+		return err
+	}
+	w.writing = true
+	w.mu.Unlock()
+	return w.drain()
+}
+
+// writeAsync is write for a sender that must not wait for the system
+// call: it queues the frame (waiting for room, as write does) and, if no
+// goroutine is writing, starts one that writes the queue. A stream's
+// sender thus marshals its next message while the previous ones are being
+// written, and one write carries many of them. It returns the
+// connection's write error if one is known already.
+func (w *connWriter) writeAsync(frame []byte) error { return w.writeAsync2(frame, nil) }
+
+// writeAsync2 is writeAsync of the frame made of head and then rest, which
+// it copies into the queue as one: a data frame's header and flags, and
+// its chunk where it lies in the encoded message.
+func (w *connWriter) writeAsync2(head, rest []byte) error {
+	w.mu.Lock()
+	if err := w.enqueue2(head, rest, true); err != nil || w.writing {
+		w.mu.Unlock()
+		return err
+	}
+	w.writing = true
+	w.mu.Unlock()
+	go w.drain()
+	return nil
+}
+
+// enqueue waits for room if wait is set (see connWriter.limit), then
+// appends frame to the queue. w.mu is held.
+func (w *connWriter) enqueue(frame []byte, wait bool) error { return w.enqueue2(frame, nil, wait) }
+
+// enqueue2 is enqueue of the frame made of head and then rest.
+func (w *connWriter) enqueue2(head, rest []byte, wait bool) error {
 	if wait && w.limit > 0 {
-		for w.err == nil && w.writing && len(w.queue) > 0 && len(w.queue)+len(frame) > w.limit {
+		for w.err == nil && w.writing && len(w.queue) > 0 && len(w.queue)+len(head)+len(rest) > w.limit {
 			w.waiters++
 			w.congested.Store(true)
 			w.sleep()
@@ -67,20 +105,18 @@ func (w *connWriter) send(frame []byte, wait bool) error {
 		}
 	}
 	if w.err != nil {
-		err := w.err
-		w.mu.Unlock()
-		return err
+		return w.err
 	}
-	w.queue = append(w.queue, frame...)
-	if w.writing {
-		w.mu.Unlock()
-		return nil
-	}
-	w.writing = true
+	w.queue = append(w.queue, head...)
+	w.queue = append(w.queue, rest...)
+	return nil
+}
+
+// drain writes the queue until it is empty; the caller has set writing.
+func (w *connWriter) drain() error {
 	// Let goroutines that are ready to run queue their frames first: under
 	// load one write then carries many frames; when nothing else is
 	// runnable, Gosched returns at once.
-	w.mu.Unlock()
 	goruntime.Gosched()
 	w.mu.Lock()
 	for len(w.queue) > 0 {
