@@ -78,7 +78,7 @@ type streamCore struct {
 	mu         sync.Mutex
 	queue      []inMsg // whole messages not read yet, from qhead
 	qhead      int
-	partial    inMsg // the message being assembled, if assembling: its cost
+	partial    inMsg     // the message being assembled, if assembling: its cost
 	parts      []*[]byte // the bodies of its chunks so far (chunk = body[1:])
 	psize      int       // the bytes of its chunks so far
 	assembling bool
