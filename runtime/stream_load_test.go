@@ -429,7 +429,7 @@ func TestStreamAbandonedReleaseEverything(t *testing.T) {
 	}
 	g0, h0 := settle()
 	n := 10000
-	if testing.Short() || raceEnabled {
+	if testing.Short() {
 		n = 2000
 	}
 	big := wrapperspb.Bytes(make([]byte, 8192))
