@@ -188,8 +188,10 @@ func (e *export) openLocal(ctx context.Context, r *Reference, desc *StreamDesc, 
 		cs.down.close(e)
 	})
 	s.openStreams.Add(1)
+	s.localStreams.Store(cs, nil)
 	go func() {
 		defer s.openStreams.Add(-1)
+		defer s.localStreams.Delete(cs)
 		defer stop()
 		err := ss.run()
 		ss.mu.Lock()
@@ -204,6 +206,9 @@ func (e *export) openLocal(ctx context.Context, r *Reference, desc *StreamDesc, 
 			status = toError(err)
 		}
 		cs.mu.Lock()
+		if cs.ended { // ended by the server's shutdown: keep that status
+			status = cs.status
+		}
 		cs.ended, cs.status, cs.trailer = true, status, trailer
 		cs.mu.Unlock()
 		if status == nil {
@@ -390,4 +395,19 @@ func (cs *localClientStream) RecvMsg(m any) error {
 		return Errorf(CodeInternal, "stream %s: decode message: %v", cs.method, err)
 	}
 	return nil
+}
+
+// shutDown ends an in-process stream whose server's Shutdown gave it its
+// time: the client gets e, the handler's context ends.
+func (cs *localClientStream) shutDown(e *Error) {
+	cs.mu.Lock()
+	if cs.ended {
+		cs.mu.Unlock()
+		return
+	}
+	cs.ended, cs.status = true, e
+	cs.mu.Unlock()
+	cs.down.fail(e)
+	cs.up.fail(e)
+	cs.cancel()
 }

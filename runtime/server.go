@@ -43,8 +43,11 @@ type Server struct {
 	handlers handlerPool  // goroutines that run requests
 	refusing atomic.Bool  // new calls get ErrServerClosed
 	inflight atomic.Int64 // calls being handled
-	// openStreams counts the streams whose handler runs.
-	openStreams atomic.Int64
+	// openStreams counts the streams whose handler runs, remote or
+	// in-process; localStreams holds the in-process ones
+	// (*localClientStream), for Shutdown.
+	openStreams  atomic.Int64
+	localStreams sync.Map
 	bg          sync.WaitGroup
 
 	cfgErr   error        // an invalid option; Serve returns it

@@ -479,6 +479,10 @@ func (sc *serverConn) closeStreams() {
 // endStreams ends every open stream of the server with Unavailable: the
 // time Shutdown gives them has passed.
 func (s *Server) endStreams() {
+	s.localStreams.Range(func(k, _ any) bool {
+		k.(*localClientStream).shutDown(wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()))
+		return true
+	})
 	s.mu.RLock()
 	conns := make([]*serverConn, 0, len(s.conns))
 	for sc := range s.conns {

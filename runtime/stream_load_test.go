@@ -355,6 +355,10 @@ func TestStreamWaitsForSlot(t *testing.T) {
 // Shutdown: new streams are refused, open ones get WithShutdownWait and
 // then end with Unavailable.
 func TestStreamGracefulShutdown(t *testing.T) {
+	modes(t, testStreamGracefulShutdown)
+}
+
+func testStreamGracefulShutdown(t *testing.T, local bool) {
 	reg := newRegistry(t)
 	impl := &streamBoth{}
 	impl.chat = func(st storks.BidiStreamingServer[wrapperspb.BytesValue, wrapperspb.BytesValue]) error {
@@ -362,7 +366,7 @@ func TestStreamGracefulShutdown(t *testing.T) {
 		return st.Context().Err()
 	}
 	srv := startStreamProvider(t, reg, impl, storks.WithShutdownWait(300*time.Millisecond))
-	ref := referStream(t, reg, false)
+	ref := referStream(t, reg, local)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	chat, err := openChat(ctx, ref)
