@@ -491,6 +491,11 @@ func TestWatchCompaction(t *testing.T) {
 	proxy.Restore()
 
 	registrytest.WaitFor(t, w, 10*time.Second, registrytest.HasIDs("b", "c"))
+	// The list is delivered before the relist is counted: wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	for w.(*watcher).relists.Load() <= before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if after := w.(*watcher).relists.Load(); after <= before {
 		t.Errorf("the watcher did not list again after the compaction (relists %d -> %d)", before, after)
 	}
