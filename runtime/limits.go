@@ -184,6 +184,7 @@ func (s *Server) watch() {
 		}
 		now := int64(time.Since(s.epoch)) + 1
 		s.tick.Store(now)
+		s.flushWarnings(false)
 		acts = acts[:0]
 		s.mu.RLock()
 		for sc := range s.conns {
@@ -241,6 +242,6 @@ func (sc *serverConn) closeFor(reason string) {
 	if sc.closing.Swap(true) {
 		return
 	}
-	sc.s.cfg.logger.Warn("storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
+	sc.s.warn(warnTimeout, "storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
 	sc.c.Close()
 }

@@ -45,6 +45,7 @@ type Server struct {
 	inflight atomic.Int64 // calls being handled
 	bg       sync.WaitGroup
 
+	warns    warnLimiter  // connection warnings; loglimit.go
 	cfgErr   error        // an invalid option; Serve returns it
 	epoch    time.Time    // tick counts from here
 	tick     atomic.Int64 // coarse clock in ns since epoch, +1; see limits.go
@@ -333,6 +334,7 @@ func (s *Server) closeNow() {
 		exporters = append(exporters, ex)
 	}
 	s.mu.Unlock()
+	defer s.flushWarnings(true) // after the connections' last words
 	for _, ex := range exporters {
 		ex.mu.Lock()
 		if !ex.removed {

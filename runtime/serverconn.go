@@ -156,7 +156,7 @@ func (sc *serverConn) serve() {
 				continue // only on a version 2 connection; readFrame skipped the body
 			}
 			putBuf(body)
-			s.cfg.logger.Warn("storks: closing connection: unexpected frame from client", "remote", sc.c.RemoteAddr().String(), "frame", fh.typ.String())
+			s.warn(warnProtocol, "storks: closing connection: unexpected frame from client", "remote", sc.c.RemoteAddr().String(), "frame", fh.typ.String())
 			return
 		}
 	}
@@ -285,31 +285,31 @@ func (sc *serverConn) streamFrame(fh frameHeader, body []byte) bool {
 // connError logs a connection error found by the serve loop and sends
 // goaway; the caller closes the connection.
 func (sc *serverConn) connError(reason string) {
-	sc.s.cfg.logger.Warn("storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
+	sc.s.warn(warnProtocol, "storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
 	sc.goAway()
 }
 
 func (sc *serverConn) readFailed(fh frameHeader, err error) {
 	sc.decide(1, nil) // a first frame that fails is not settings
-	log := sc.s.cfg.logger
+	s := sc.s
 	remote := sc.c.RemoteAddr().String()
 	var tl *TooLargeError
 	var fe *FrameError
 	switch {
 	case errors.As(err, &tl):
-		log.Warn("storks: closing connection: request frame too large", "remote", remote, "size", tl.Size, "limit", tl.Limit)
+		s.warn(warnTooLarge, "storks: closing connection: request frame too large", "remote", remote, "size", tl.Size, "limit", tl.Limit)
 		// Goaway first, so the client sends nothing more on a connection
 		// that is about to close.
 		sc.goAway()
 		sc.writeError(tl.ID, Errorf(CodeResourceExhausted, "received message larger than max (%d vs. %d)", tl.Size, tl.Limit), errNotExecuted)
 	case errors.As(err, &fe):
-		log.Warn("storks: closing connection: "+fe.Reason, "remote", remote)
+		s.warn(warnProtocol, "storks: closing connection: "+fe.Reason, "remote", remote)
 		sc.goAway()
 	case sc.closing.Load(), errors.Is(err, io.EOF), sc.ctx.Err() != nil, errors.Is(err, net.ErrClosed):
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		log.Warn("storks: closing connection: truncated frame", "remote", remote)
+		s.warn(warnTruncated, "storks: closing connection: truncated frame", "remote", remote)
 	default:
-		log.Debug("storks: connection read failed", "remote", remote, "err", err)
+		s.cfg.logger.Debug("storks: connection read failed", "remote", remote, "err", err)
 	}
 }
 
@@ -320,7 +320,7 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 	rh, err := parseRequest(*body)
 	if err != nil {
 		putBuf(body)
-		s.cfg.logger.Warn("storks: closing connection: "+err.Error(), "remote", sc.c.RemoteAddr().String())
+		s.warn(warnProtocol, "storks: closing connection: "+err.Error(), "remote", sc.c.RemoteAddr().String())
 		return false
 	}
 	s.inflight.Add(1)
