@@ -1,6 +1,10 @@
 package runtime_test
 
 import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"io"
 	"net"
 	"regexp"
 	"strconv"
@@ -79,5 +83,122 @@ func TestConnectionWarningsAreRateLimited(t *testing.T) {
 	}
 	if suppressed == 0 || !strings.Contains(logs.String(), "similar warnings in the last") {
 		t.Errorf("no summary of the suppressed warnings:\n%s", logs.String())
+	}
+}
+
+// occupy opens a connection to addr from the local address local (nil: any)
+// and makes sure the server serves it: it answers a ping with a pong, not
+// with the goaway of a refusal.
+func occupy(t *testing.T, addr string, local net.Addr) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: local}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ping := []byte{'S', 'K', 1, 4, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0}
+	if _, err := c.Write(ping); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var h [16]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil {
+		t.Fatalf("no answer to a ping: %v", err)
+	}
+	if h[3] != 5 {
+		t.Fatalf("answer to a ping is frame type %d, want a pong (5): the connection was refused", h[3])
+	}
+	c.SetReadDeadline(time.Time{})
+	return c
+}
+
+// Beyond WithMaxConnections a connection is answered with goaway and a
+// not-executed error naming the limit: a client fails over to another
+// instance, or gets that error if there is none. Closing a connection
+// frees its place.
+func TestMaxConnections(t *testing.T) {
+	reg := newRegistry(t)
+	var logs logBuffer
+	full := &echoImpl{name: "full"}
+	srv, _ := startProvider(t, reg, full, []storks.ServerOption{storks.WithLogger(logs.logger()), storks.WithMaxConnections(2)})
+	a := occupy(t, srv.Addr(), nil)
+	occupy(t, srv.Addr(), nil)
+
+	// The only provider is full: the call fails, naming the limit.
+	_, ref := refer(t, reg, nil)
+	_, err := callEcho(context.Background(), ref, "x")
+	wantCode(t, err, storks.CodeUnavailable, "the server is at its limit of 2 connections (WithMaxConnections)")
+	if !strings.Contains(logs.String(), "refusing connection: the server is at its limit of 2 connections") {
+		t.Errorf("refusal not logged:\n%s", logs.String())
+	}
+
+	// With another provider, every call fails over to it; none runs on
+	// the full one.
+	other := &echoImpl{name: "other"}
+	startProvider(t, reg, other, nil)
+	waitFor(t, func() bool { return len(instances(t, reg)) == 2 })
+	_, ref2 := refer(t, reg, nil)
+	for i := range 20 {
+		if got, err := callEcho(context.Background(), ref2, "y"); err != nil || got != "other:y" {
+			t.Fatalf("call %d: %q, %v", i, got, err)
+		}
+	}
+	if n := full.calls.Load(); n != 0 {
+		t.Fatalf("%d calls ran on the full server", n)
+	}
+
+	// A connection closed frees its place: the first client's next call
+	// gets in.
+	a.Close()
+	waitFor(t, func() bool {
+		got, err := callEcho(context.Background(), ref, "z")
+		return err == nil && got == "full:z"
+	})
+}
+
+// WithMaxConnectionsPerIP counts the connections of each client address.
+func TestMaxConnectionsPerIP(t *testing.T) {
+	reg := newRegistry(t)
+	srv, _ := startProvider(t, reg, &echoImpl{name: "p"}, []storks.ServerOption{storks.WithMaxConnectionsPerIP(1)})
+	occupy(t, srv.Addr(), nil) // from 127.0.0.1
+	_, ref := refer(t, reg, nil)
+	_, err := callEcho(context.Background(), ref, "x")
+	wantCode(t, err, storks.CodeUnavailable, "the server is at its limit of 1 connections from 127.0.0.1 (WithMaxConnectionsPerIP)")
+	// Another loopback address is another client.
+	occupy(t, srv.Addr(), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)})
+}
+
+// A refused connection whose client speaks version 1 (a request first)
+// gets goaway, then an Unavailable error flagged as not executed for each
+// request, and is closed.
+func TestRefusedVersion1Client(t *testing.T) {
+	reg := newRegistry(t)
+	srv, _ := startProvider(t, reg, &echoImpl{name: "p"}, []storks.ServerOption{storks.WithMaxConnections(1)})
+	occupy(t, srv.Addr(), nil)
+	c, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(append(requestFrame(7, "a"), requestFrame(9, "b")...))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	var h [16]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil || h[3] != 7 {
+		t.Fatalf("first frame %x (%v), want goaway", h, err)
+	}
+	for _, id := range []byte{7, 9} {
+		if _, err := io.ReadFull(r, h[:]); err != nil || h[3] != 3 || h[11] != id {
+			t.Fatalf("frame %x (%v), want an error frame for request %d", h, err, id)
+		}
+		body := make([]byte, binary.BigEndian.Uint32(h[12:16]))
+		if _, err := io.ReadFull(r, body); err != nil {
+			t.Fatal(err)
+		}
+		// uvarint code 14 (Unavailable), flags 1 (not executed), message.
+		if body[0] != 14 || body[1] != 1 || !strings.Contains(string(body[2:]), "WithMaxConnections") {
+			t.Fatalf("error body %q, want Unavailable, not executed, naming the limit", body)
+		}
 	}
 }

@@ -432,6 +432,8 @@ func TestServerOptionsAreChecked(t *testing.T) {
 		{storks.WithFrameTimeout(-time.Second), "WithFrameTimeout: frame timeout -1s must not be negative"},
 		{storks.WithIdleTimeout(-1), "WithIdleTimeout: idle timeout -1ns must not be negative"},
 		{storks.WithMaxConcurrentRequests(-5), "WithMaxConcurrentRequests: limit -5 must not be negative"},
+		{storks.WithMaxConnections(-1), "WithMaxConnections: limit -1 must not be negative"},
+		{storks.WithMaxConnectionsPerIP(-2), "WithMaxConnectionsPerIP: limit -2 must not be negative"},
 		{storks.WithMaxMessageSize(-1), "WithMaxMessageSize: max message size -1 must not be negative"},
 		{storks.WithTLSConfig(nil), "WithTLSConfig: the *tls.Config is nil"},
 	}

@@ -21,6 +21,7 @@ import (
 type serverConn struct {
 	s      *Server
 	c      net.Conn // as accepted; closing it ends the connection
+	ip     string   // the client's IP, counted with WithMaxConnectionsPerIP
 	rw     net.Conn // frames are read from and written to it: TLS over in, or c
 	in     connReader
 	w      connWriter
@@ -51,6 +52,8 @@ type serverConn struct {
 	lastOpen uint64                   // largest stream ID opened; the reader goroutine's
 }
 
+// newConn returns the new connection c, or nil if it was closed (the
+// server is closed) or is being refused (connection limits; connlimit.go).
 func (s *Server) newConn(c net.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(s.ctx)
 	sc := &serverConn{s: s, c: c, ctx: ctx, cancel: cancel, running: make(map[uint64]*callCtx)}
@@ -62,14 +65,22 @@ func (s *Server) newConn(c net.Conn) *serverConn {
 	sc.w = connWriter{conn: sc.rw, limit: maxQueuedReplies, clock: &s.tick}
 	sc.wd.busy = s.tick.Load()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		cancel()
+		c.Close()
+		return nil
+	}
+	if why := s.admitLocked(sc); why != "" {
+		s.mu.Unlock()
+		cancel()
+		s.refuse(c, why)
 		return nil
 	}
 	s.conns[sc] = struct{}{}
 	s.bg.Add(1)
 	s.handlers.startJanitor(s)
+	s.mu.Unlock()
 	return sc
 }
 
@@ -81,7 +92,7 @@ func (sc *serverConn) serve() {
 		sc.cancelAll()
 		sc.c.Close()
 		s.mu.Lock()
-		delete(s.conns, sc)
+		s.dropConnLocked(sc)
 		s.mu.Unlock()
 	}()
 	if !sc.handshake() {
