@@ -3,9 +3,14 @@ package runtime
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"io"
+	"net"
 	goruntime "runtime"
+	"sync"
 	"testing"
+	"time"
+	"unsafe"
 )
 
 // Every size over maxPooled has a class at most a quarter larger, and a
@@ -100,5 +105,90 @@ func TestReadBodyAllocatesAsBytesArrive(t *testing.T) {
 		if got > float64(n)/2 {
 			t.Errorf("%d-byte frame: %.0f bytes allocated per read, want buffers reused", n, got)
 		}
+	}
+}
+
+// recordingConn records what is written to it, and the address of each
+// buffer written.
+type recordingConn struct {
+	net.Conn
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	addrs []*byte
+	delay time.Duration
+}
+
+func (c *recordingConn) Write(p []byte) (int, error) {
+	time.Sleep(c.delay)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Write(p)
+	if len(p) > 0 {
+		c.addrs = append(c.addrs, unsafe.SliceData(p))
+	}
+	return len(p), nil
+}
+
+// A large frame is written from the caller's buffer, not copied into the
+// queue, and frames keep their order: each goroutine's frames arrive in
+// the order it wrote them, whole, small and large mixed.
+func TestWriterLargeFramesDirect(t *testing.T) {
+	conn := &recordingConn{delay: 50 * time.Microsecond}
+	w := &connWriter{conn: conn, limit: 1 << 20}
+	large := largeFrame(100 << 10)
+	if err := w.write(large); err != nil {
+		t.Fatal(err)
+	}
+	if len(conn.addrs) != 1 || conn.addrs[0] != unsafe.SliceData(large) {
+		t.Fatal("a large frame was copied before it was written")
+	}
+
+	conn.buf.Reset()
+	const writers, frames = 8, 50
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range frames {
+				n := 10
+				if i%5 == g%5 {
+					n = 40<<10 + g // large
+				}
+				f := appendHeader(nil, frameResponse, uint64(g)<<32|uint64(i), n)
+				f = append(f, bytes.Repeat([]byte{byte(i)}, n)...)
+				if err := w.write(f); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	next := make([]int, writers)
+	r := bytes.NewReader(conn.buf.Bytes())
+	for r.Len() > 0 {
+		var h [headerSize]byte
+		if _, err := io.ReadFull(r, h[:]); err != nil {
+			t.Fatal(err)
+		}
+		id := binary.BigEndian.Uint64(h[4:12])
+		g, i := int(id>>32), int(uint32(id))
+		body := make([]byte, binary.BigEndian.Uint32(h[12:16]))
+		if _, err := io.ReadFull(r, body); err != nil {
+			t.Fatal(err)
+		}
+		if i != next[g] || !bytes.Equal(body, bytes.Repeat([]byte{byte(i)}, len(body))) {
+			t.Fatalf("goroutine %d: frame %d (%d bytes) after %d, or torn", g, i, len(body), next[g]-1)
+		}
+		next[g]++
+	}
+	for g, n := range next {
+		if n != frames {
+			t.Fatalf("goroutine %d: %d frames written, want %d", g, n, frames)
+		}
+	}
+	if cap(w.spare) >= directFrame || cap(w.queue) >= directFrame {
+		t.Errorf("the queue grew to %d bytes: large frames were copied into it", max(cap(w.spare), cap(w.queue)))
 	}
 }
