@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // Every size over maxPooled has a class at most a quarter larger, and a
@@ -105,6 +107,30 @@ func TestReadBodyAllocatesAsBytesArrive(t *testing.T) {
 		if got > float64(n)/2 {
 			t.Errorf("%d-byte frame: %.0f bytes allocated per read, want buffers reused", n, got)
 		}
+	}
+}
+
+// A large message is encoded into a pooled buffer of its size class.
+func TestAppendMessagePresizes(t *testing.T) {
+	msg := wrapperspb.Bytes(bytes.Repeat([]byte{'x'}, 1<<20))
+	var codec Codec = ProtoCodec{}
+	var last []byte
+	got := allocatedPerRun(20, func() {
+		bp := getBuf(headerSize + 1024)
+		b := appendHeader(*bp, frameRequest, 1, 0)
+		bp, b, err := appendMessage(codec, bp, b, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = b
+		*bp = b
+		putBuf(bp)
+	})
+	if _, size := largeClass(len(last)); cap(last) != size {
+		t.Errorf("a %d-byte frame is in a buffer of %d bytes, want its class's %d", len(last), cap(last), size)
+	}
+	if got > float64(len(last))/2 {
+		t.Errorf("%.0f bytes allocated per 1 MiB message encoded, want buffers reused", got)
 	}
 }
 

@@ -407,7 +407,7 @@ func (sc *serverConn) handle(cctx *callCtx) {
 	}
 	buf := getBuf(headerSize + 1024)
 	b := appendHeader(*buf, frameResponse, id, 0)
-	b, err = s.cfg.codec.MarshalAppend(b, resp)
+	buf, b, err = appendMessage(s.cfg.codec, buf, b, resp)
 	if err == nil && len(b)-headerSize > s.cfg.maxMessageSize {
 		err = Errorf(CodeResourceExhausted, "response message larger than max (%d vs. %d)", len(b)-headerSize, s.cfg.maxMessageSize)
 	}
