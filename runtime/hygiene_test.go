@@ -202,3 +202,58 @@ func TestRefusedVersion1Client(t *testing.T) {
 		}
 	}
 }
+
+// A connection that gives its read buffer back when idle keeps working:
+// calls after idle pauses succeed, over TLS too (the idle wait ends inside
+// the TLS reader), and a frame whose bytes pause for longer than the idle
+// release in the middle is read whole.
+func TestIdleReleaseKeepsConnectionsWorking(t *testing.T) {
+	const release = 30 * time.Millisecond
+	t.Cleanup(storks.SetIdleReleaseForTest(release))
+	_, serverConf, clientConf := tlsPeers(t)
+	for _, tc := range []struct {
+		name string
+		sopt []storks.ServerOption
+		copt []storks.ClientOption
+	}{
+		{"plaintext", nil, nil},
+		{"TLS", []storks.ServerOption{storks.WithTLSConfig(serverConf)}, []storks.ClientOption{storks.WithTLSConfig(clientConf)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := newRegistry(t)
+			srv, lis := startProvider(t, reg, &echoImpl{name: "p"}, tc.sopt)
+			_, ref := refer(t, reg, tc.copt)
+			for i := range 6 {
+				if got, err := callEcho(context.Background(), ref, "x"); err != nil || got != "p:x" {
+					t.Fatalf("call %d: %q, %v", i, got, err)
+				}
+				time.Sleep(time.Duration(i%3) * 3 * release)
+			}
+			if n := lis.accepted.Load(); n != 1 {
+				t.Fatalf("%d connections, want 1", n)
+			}
+			if tc.sopt != nil {
+				return
+			}
+			// A request whose bytes stop in the middle, for longer than
+			// the release, twice.
+			c, err := net.Dial("tcp", srv.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			frame := requestFrame(5, "slow")
+			for _, part := range [][]byte{frame[:10], frame[10:20], frame[20:]} {
+				if _, err := c.Write(part); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(4 * release)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			var h [16]byte
+			if _, err := io.ReadFull(c, h[:]); err != nil || h[3] != 2 || h[11] != 5 {
+				t.Fatalf("answer %x (%v), want the response to request 5", h, err)
+			}
+		})
+	}
+}

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -24,6 +23,7 @@ type serverConn struct {
 	ip     string   // the client's IP, counted with WithMaxConnectionsPerIP
 	rw     net.Conn // frames are read from and written to it: TLS over in, or c
 	in     connReader
+	lr     lazyReader // the read buffer, held while frames arrive; connread.go
 	w      connWriter
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -103,11 +103,13 @@ func (sc *serverConn) serve() {
 	if sc.rw != sc.c {
 		src = sc.rw
 	}
-	r := bufio.NewReaderSize(src, 32<<10)
+	sc.lr.pre.src = src
+	defer sc.releaseReader()
 	limit := s.cfg.maxMessageSize
 	maxType, first := acceptFirst, true
 	for {
-		if _, err := r.Peek(1); err != nil {
+		r, err := sc.nextFrame(limit, maxType)
+		if err != nil {
 			sc.readFailed(frameHeader{}, err)
 			return
 		}
