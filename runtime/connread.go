@@ -117,10 +117,15 @@ func (sc *serverConn) releaseReader() {
 // returns an error only if none arrived.
 func (sc *serverConn) awaitBytes(limit int, maxType frameType) error {
 	p := &sc.lr.pre
-	n := 0
+	n, empty := 0, 0
 	for {
 		m, err := p.src.Read(p.buf[n:])
 		n += m
+		if m == 0 && err == nil {
+			if empty++; empty == 100 { // as bufio.Reader does
+				err = io.ErrNoProgress
+			}
+		}
 		if err != nil {
 			if n == 0 {
 				return err

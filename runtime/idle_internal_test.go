@@ -132,3 +132,18 @@ func SetIdleReleaseForTest(d time.Duration) (restore func()) {
 	idleRelease = d
 	return func() { idleRelease = saved }
 }
+
+type emptyReader struct{ reads int }
+
+func (r *emptyReader) Read([]byte) (int, error) { r.reads++; return 0, nil }
+
+// A source that returns nothing, and no error, forever does not hang the
+// wait for a frame.
+func TestAwaitBytesNoProgress(t *testing.T) {
+	var sc serverConn
+	src := &emptyReader{}
+	sc.lr.pre.src = src
+	if err := sc.awaitBytes(1<<20, acceptV1); err != io.ErrNoProgress || src.reads != 100 {
+		t.Fatalf("awaitBytes: %v after %d reads, want io.ErrNoProgress after 100", err, src.reads)
+	}
+}
