@@ -9,7 +9,7 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all help build demo dev test test-go test-zk test-chaos vet fmt-check lint check-gen gen fuzz bench bench-quick bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint clean
+.PHONY: all help build demo dev test test-go test-zk test-chaos vet fmt-check lint check-gen gen fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint clean
 
 all: build
 
@@ -88,13 +88,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStreamFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
 	$(GO) test -run '^$$' -fuzz '^FuzzServerStreamFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
 
-## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references (bench/, ~14 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
+## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references (bench/, ~15 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
 bench:
 	cd bench && $(GO) run ./cmd/rpcbench -mode full
 
 ## bench-quick: 581 B at 1/64/1000 callers, 3 rounds of 1 s (under two minutes once compiled)
 bench-quick:
 	cd bench && $(GO) run ./cmd/rpcbench -mode quick
+
+## bench-large: large unary calls (16 KiB, 1 MiB, 3.9 MiB at 8 callers), Storks vs grpc-go, 5 rounds of 2 s; prints, writes nothing
+bench-large:
+	cd bench && $(GO) run ./cmd/rpcbench -mode large
 
 ## bench-micro: the runtime's own go-test benchmarks
 bench-micro:

@@ -92,7 +92,7 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 	buf := getBuf(headerSize + 1024)
 	b := appendHeader(*buf, frameRequest, id, 0)
 	b = appendRequestHeader(b, key, short, timeout, OutgoingMetadata(ctx))
-	b, err = codec.MarshalAppend(b, req)
+	buf, b, err = appendMessage(codec, buf, b, req)
 	if err != nil {
 		*buf = b
 		putBuf(buf)

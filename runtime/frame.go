@@ -175,8 +175,8 @@ func parseHeader(h []byte, limit int, maxType frameType) (frameHeader, error) {
 
 // readFrame reads one frame. The body is read into a buffer from the pool;
 // the caller owns it and returns it with putBuf. Nothing is allocated for a
-// body that is over the limit, and a large body's buffer grows only as its
-// bytes arrive (see readBody). The body of a type of firstUnknownV2 or more
+// body that is over the limit, nor for one whose bytes have not arrived
+// (see readBody). The body of a type of firstUnknownV2 or more
 // (accepted with acceptV2 only) is skipped without being kept: the frame is
 // returned with a nil body.
 func readFrame(r *bufio.Reader, limit int, maxType frameType) (frameHeader, *[]byte, error) {
@@ -214,40 +214,45 @@ func readFrame(r *bufio.Reader, limit int, maxType frameType) (frameHeader, *[]b
 	return fh, body, nil
 }
 
-// firstChunk is the buffer a body larger than maxPooled starts in.
-const firstChunk = 32 << 10
+// bodyStep is the largest buffer readBody allocates for a body, once a
+// read buffer of it has arrived, before that much of it has arrived too.
+const bodyStep = 256 << 10
 
-// readBody reads an n-byte body. A body of up to maxPooled bytes is read into
-// a pooled buffer. A larger one is read into a buffer that starts at
-// firstChunk bytes and grows fourfold, never past n, each time it fills: a
-// peer that announces a large frame and sends it slowly, or not at all, pins
-// memory in proportion to what it sent, not to what it announced. A body
-// that does arrive costs a few more allocations and at most a third of its
-// size in copying.
+// readBody reads an n-byte body into a pooled buffer of its size, allocated
+// only once the body's bytes arrive: once they fill the reader's buffer
+// (or all of them are in it). A body over bodyStep bytes is read into a
+// bodyStep buffer first, and into one of its own size only once that is
+// full. So a peer that announces a frame and sends little of it pins no
+// more than about eight times what it sent (and at most bodyStep) besides
+// the read buffer, and a body that does arrive costs one buffer of its size
+// from the pool, and one copy of bodyStep bytes if it is larger.
 func readBody(r *bufio.Reader, n int) (*[]byte, error) {
-	if n <= maxPooled {
-		body := getBuf(n)
-		*body = (*body)[:n]
-		if _, err := io.ReadFull(r, *body); err != nil {
-			putBuf(body)
-			return nil, err
-		}
-		return body, nil
-	}
-	b := make([]byte, 0, firstChunk)
-	for len(b) < n {
-		if len(b) == cap(b) {
-			nb := make([]byte, len(b), min(n, 4*cap(b)))
-			copy(nb, b)
-			b = nb
-		}
-		m, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+m]
-		if err != nil && len(b) < n {
+	if n > r.Buffered() {
+		if _, err := r.Peek(min(n, r.Size())); err != nil {
 			return nil, err
 		}
 	}
-	return &b, nil
+	var first *[]byte
+	if n > bodyStep {
+		first = getBuf(bodyStep)
+		*first = (*first)[:bodyStep]
+		if _, err := io.ReadFull(r, *first); err != nil {
+			putBuf(first)
+			return nil, err
+		}
+	}
+	body := getBuf(n)
+	*body = (*body)[:n]
+	got := 0
+	if first != nil {
+		got = copy(*body, *first)
+		putBuf(first)
+	}
+	if _, err := io.ReadFull(r, (*body)[got:]); err != nil {
+		putBuf(body)
+		return nil, err
+	}
+	return body, nil
 }
 
 // requestHeader is the decoded start of a request body. Its byte slices
@@ -397,8 +402,8 @@ func (d *decoder) bytes(what string) ([]byte, error) {
 	return v, nil
 }
 
-// Buffer pool. Buffers up to maxPooled bytes are reused; larger ones are
-// left to the garbage collector so one big message does not pin memory.
+// Buffer pool. Buffers up to maxPooled bytes share one pool; larger ones
+// are pooled by size class (bufpool.go).
 const (
 	minPooled = 1 << 10
 	maxPooled = 64 << 10
@@ -409,8 +414,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, minPooled); retur
 // getBuf returns an empty buffer with room for at least n bytes.
 func getBuf(n int) *[]byte {
 	if n > maxPooled {
-		b := make([]byte, 0, n)
-		return &b
+		return getLarge(n)
 	}
 	bp := bufPool.Get().(*[]byte)
 	if cap(*bp) < n {
@@ -421,7 +425,11 @@ func getBuf(n int) *[]byte {
 }
 
 func putBuf(bp *[]byte) {
-	if bp == nil || cap(*bp) > maxPooled {
+	if bp == nil {
+		return
+	}
+	if cap(*bp) > maxPooled {
+		putLarge(bp)
 		return
 	}
 	*bp = (*bp)[:0]

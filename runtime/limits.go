@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"errors"
 	"net"
+	"os"
 	"time"
 )
 
@@ -97,6 +99,15 @@ type connReader struct {
 	partial    bool   // bytes of the frame being read have arrived
 	frameStart int64  // Server.tick when they did
 	published  int64  // the value last stored in sc.readSince
+
+	// Idle detection (connread.go): while the connection holds a read
+	// buffer, a read deadline is armed every idleRelease; when it
+	// expires during a wait for a frame and no byte arrived since it was
+	// armed, Read returns errIdle and the buffer is given back.
+	hold       bool // the connection holds a read buffer
+	armed      bool // the idle deadline is set
+	active     bool // bytes arrived since it was
+	noDeadline bool // the connection does not support deadlines
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
@@ -113,12 +124,42 @@ func (r *connReader) Read(p []byte) (int, error) {
 		r.sc.readSince.Store(want)
 		r.published = want
 	}
-	n, err := r.Conn.Read(p)
-	if n > 0 && !r.partial {
-		r.partial = true
-		r.frameStart = r.sc.s.tick.Load()
+	if r.hold && !r.armed && !r.partial && !r.noDeadline {
+		r.arm()
 	}
-	return n, err
+	for {
+		n, err := r.Conn.Read(p)
+		if n > 0 {
+			r.active = true
+			if !r.partial {
+				r.partial = true
+				r.frameStart = r.sc.s.tick.Load()
+			}
+		}
+		if n > 0 || !r.armed || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		// The idle deadline: idle if no byte came since it was armed.
+		r.armed = false
+		if r.hold && !r.partial && !r.active {
+			r.Conn.SetReadDeadline(time.Time{})
+			return 0, errIdle
+		}
+		if r.hold && !r.partial {
+			r.arm()
+		} else {
+			r.Conn.SetReadDeadline(time.Time{})
+		}
+	}
+}
+
+// arm sets the idle deadline.
+func (r *connReader) arm() {
+	if err := r.Conn.SetReadDeadline(time.Now().Add(idleRelease)); err != nil {
+		r.noDeadline = true
+		return
+	}
+	r.armed, r.active = true, false
 }
 
 // frameStarted is called by the reader goroutine when the first byte of a
@@ -184,6 +225,7 @@ func (s *Server) watch() {
 		}
 		now := int64(time.Since(s.epoch)) + 1
 		s.tick.Store(now)
+		s.flushWarnings(false)
 		acts = acts[:0]
 		s.mu.RLock()
 		for sc := range s.conns {
@@ -241,6 +283,6 @@ func (sc *serverConn) closeFor(reason string) {
 	if sc.closing.Swap(true) {
 		return
 	}
-	sc.s.cfg.logger.Warn("storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
+	sc.s.warn(warnTimeout, "storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
 	sc.c.Close()
 }

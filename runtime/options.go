@@ -136,6 +136,8 @@ type serverSecurity struct {
 	frameTimeout  time.Duration // 0: none
 	idleTimeout   time.Duration // 0: none
 	maxConcurrent int           // 0: no limit
+	maxConns      int           // 0: no limit; connlimit.go
+	maxConnsPerIP int           // 0: no limit
 }
 
 func defaultServerSecurity() serverSecurity {

@@ -50,10 +50,13 @@ type Server struct {
 	localStreams sync.Map
 	bg          sync.WaitGroup
 
-	cfgErr   error        // an invalid option; Serve returns it
-	epoch    time.Time    // tick counts from here
-	tick     atomic.Int64 // coarse clock in ns since epoch, +1; see limits.go
-	watching bool         // the watchdog runs; guarded by mu
+	warns    warnLimiter    // connection warnings; loglimit.go
+	perIP    map[string]int // open connections by client IP, with WithMaxConnectionsPerIP; guarded by mu
+	refusals atomic.Int32   // refused connections being answered; connlimit.go
+	cfgErr   error          // an invalid option; Serve returns it
+	epoch    time.Time      // tick counts from here
+	tick     atomic.Int64   // coarse clock in ns since epoch, +1; see limits.go
+	watching bool           // the watchdog runs; guarded by mu
 }
 
 // NewServer returns a server with the options applied. Every option is
@@ -170,12 +173,9 @@ func (s *Server) Serve(lis net.Listener) error {
 			return fmt.Errorf("storks: accept on %s: %w", lis.Addr(), err)
 		}
 		backoff = 0
-		sc := s.newConn(c)
-		if sc == nil {
-			c.Close()
-			continue
+		if sc := s.newConn(c); sc != nil {
+			go sc.serve()
 		}
-		go sc.serve()
 	}
 }
 
@@ -345,6 +345,7 @@ func (s *Server) closeNow() {
 		exporters = append(exporters, ex)
 	}
 	s.mu.Unlock()
+	defer s.flushWarnings(true) // after the connections' last words
 	for _, ex := range exporters {
 		ex.mu.Lock()
 		if !ex.removed {

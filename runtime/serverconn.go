@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -21,8 +20,10 @@ import (
 type serverConn struct {
 	s      *Server
 	c      net.Conn // as accepted; closing it ends the connection
+	ip     string   // the client's IP, counted with WithMaxConnectionsPerIP
 	rw     net.Conn // frames are read from and written to it: TLS over in, or c
 	in     connReader
+	lr     lazyReader // the read buffer, held while frames arrive; connread.go
 	w      connWriter
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -58,6 +59,8 @@ type serverConn struct {
 	nstreams atomic.Int64 // streams whose handler runs
 }
 
+// newConn returns the new connection c, or nil if it was closed (the
+// server is closed) or is being refused (connection limits; connlimit.go).
 func (s *Server) newConn(c net.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(s.ctx)
 	sc := &serverConn{s: s, c: c, ctx: ctx, cancel: cancel, running: make(map[uint64]*callCtx), streams: make(map[uint64]*serverStream)}
@@ -69,14 +72,22 @@ func (s *Server) newConn(c net.Conn) *serverConn {
 	sc.w = connWriter{conn: sc.rw, limit: maxQueuedReplies, clock: &s.tick}
 	sc.wd.busy = s.tick.Load()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		cancel()
+		c.Close()
+		return nil
+	}
+	if why := s.admitLocked(sc); why != "" {
+		s.mu.Unlock()
+		cancel()
+		s.refuse(c, why)
 		return nil
 	}
 	s.conns[sc] = struct{}{}
 	s.bg.Add(1)
 	s.handlers.startJanitor(s)
+	s.mu.Unlock()
 	return sc
 }
 
@@ -89,7 +100,7 @@ func (sc *serverConn) serve() {
 		sc.closeStreams()
 		sc.c.Close()
 		s.mu.Lock()
-		delete(s.conns, sc)
+		s.dropConnLocked(sc)
 		s.mu.Unlock()
 	}()
 	if !sc.handshake() {
@@ -100,11 +111,13 @@ func (sc *serverConn) serve() {
 	if sc.rw != sc.c {
 		src = sc.rw
 	}
-	r := bufio.NewReaderSize(src, 32<<10)
+	sc.lr.pre.src = src
+	defer sc.releaseReader()
 	limit := s.cfg.maxMessageSize
 	maxType, first := acceptFirst, true
 	for {
-		if _, err := r.Peek(1); err != nil {
+		r, err := sc.nextFrame(limit, maxType)
+		if err != nil {
 			sc.readFailed(frameHeader{}, err)
 			return
 		}
@@ -164,7 +177,7 @@ func (sc *serverConn) serve() {
 				continue // only on a version 2 connection; readFrame skipped the body
 			}
 			putBuf(body)
-			s.cfg.logger.Warn("storks: closing connection: unexpected frame from client", "remote", sc.c.RemoteAddr().String(), "frame", fh.typ.String())
+			s.warn(warnProtocol, "storks: closing connection: unexpected frame from client", "remote", sc.c.RemoteAddr().String(), "frame", fh.typ.String())
 			return
 		}
 	}
@@ -230,31 +243,31 @@ func (sc *serverConn) settings(fh frameHeader, body *[]byte) bool {
 // connError logs a connection error found by the serve loop and sends
 // goaway; the caller closes the connection.
 func (sc *serverConn) connError(reason string) {
-	sc.s.cfg.logger.Warn("storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
+	sc.s.warn(warnProtocol, "storks: closing connection: "+reason, "remote", sc.c.RemoteAddr().String())
 	sc.goAway()
 }
 
 func (sc *serverConn) readFailed(fh frameHeader, err error) {
 	sc.decide(1, nil) // a first frame that fails is not settings
-	log := sc.s.cfg.logger
+	s := sc.s
 	remote := sc.c.RemoteAddr().String()
 	var tl *TooLargeError
 	var fe *FrameError
 	switch {
 	case errors.As(err, &tl):
-		log.Warn("storks: closing connection: request frame too large", "remote", remote, "size", tl.Size, "limit", tl.Limit)
+		s.warn(warnTooLarge, "storks: closing connection: request frame too large", "remote", remote, "size", tl.Size, "limit", tl.Limit)
 		// Goaway first, so the client sends nothing more on a connection
 		// that is about to close.
 		sc.goAway()
 		sc.writeError(tl.ID, Errorf(CodeResourceExhausted, "received message larger than max (%d vs. %d)", tl.Size, tl.Limit), errNotExecuted)
 	case errors.As(err, &fe):
-		log.Warn("storks: closing connection: "+fe.Reason, "remote", remote)
+		s.warn(warnProtocol, "storks: closing connection: "+fe.Reason, "remote", remote)
 		sc.goAway()
 	case sc.closing.Load(), errors.Is(err, io.EOF), sc.ctx.Err() != nil, errors.Is(err, net.ErrClosed):
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		log.Warn("storks: closing connection: truncated frame", "remote", remote)
+		s.warn(warnTruncated, "storks: closing connection: truncated frame", "remote", remote)
 	default:
-		log.Debug("storks: connection read failed", "remote", remote, "err", err)
+		s.cfg.logger.Debug("storks: connection read failed", "remote", remote, "err", err)
 	}
 }
 
@@ -265,7 +278,7 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 	rh, err := parseRequest(*body)
 	if err != nil {
 		putBuf(body)
-		s.cfg.logger.Warn("storks: closing connection: "+err.Error(), "remote", sc.c.RemoteAddr().String())
+		s.warn(warnProtocol, "storks: closing connection: "+err.Error(), "remote", sc.c.RemoteAddr().String())
 		return false
 	}
 	if sc.nstreams.Load() > 0 {
@@ -348,7 +361,7 @@ func (sc *serverConn) handle(cctx *callCtx) {
 	}
 	buf := getBuf(headerSize + 1024)
 	b := appendHeader(*buf, frameResponse, id, 0)
-	b, err = s.cfg.codec.MarshalAppend(b, resp)
+	buf, b, err = appendMessage(s.cfg.codec, buf, b, resp)
 	if err == nil && len(b)-headerSize > s.cfg.maxMessageSize {
 		err = Errorf(CodeResourceExhausted, "response message larger than max (%d vs. %d)", len(b)-headerSize, s.cfg.maxMessageSize)
 	}

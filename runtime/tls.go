@@ -115,14 +115,14 @@ func (sc *serverConn) handshake() bool {
 	var first [headerSize]byte
 	if _, err := io.ReadFull(sc.c, first[:1]); err != nil {
 		if !isQuietClose(err) {
-			s.cfg.logger.Warn("storks: closing connection: nothing received for the TLS handshake", "remote", remote, "err", err)
+			s.warn(warnTLS, "storks: closing connection: nothing received for the TLS handshake", "remote", remote, "err", err)
 		}
 		return false
 	}
 	if first[0] == magic0 {
 		// A Storks frame: the client does not use TLS. Tell it, if it sent
 		// a header we can answer.
-		s.cfg.logger.Warn("storks: closing connection: plaintext client on a TLS server", "remote", remote)
+		s.warn(warnTLS, "storks: closing connection: plaintext client on a TLS server", "remote", remote)
 		if _, err := io.ReadFull(sc.c, first[1:]); err == nil && first[1] == magic1 {
 			fh, _ := parseHeader(first[:], 1<<31-1, acceptV2)
 			b := appendHeader(nil, frameGoAway, 0, 0)
@@ -137,7 +137,7 @@ func (sc *serverConn) handshake() bool {
 	sc.in.prefix = append(sc.in.prefix[:0], first[0])
 	if err := tc.HandshakeContext(sc.ctx); err != nil {
 		if sc.ctx.Err() == nil {
-			s.cfg.logger.Warn("storks: closing connection: TLS handshake failed", "remote", remote, "err", err)
+			s.warn(warnTLS, "storks: closing connection: TLS handshake failed", "remote", remote, "err", err)
 		}
 		return false
 	}

@@ -26,7 +26,8 @@ type connWriter struct {
 	// that the owner can find writes that are stuck.
 	clock     *atomic.Int64
 	busySince atomic.Int64
-	// congested is set while a goroutine waits for room in the queue.
+	// congested is set while a goroutine waits for room in the queue, or
+	// to write a large frame.
 	congested atomic.Bool
 
 	mu       sync.Mutex
@@ -35,6 +36,7 @@ type connWriter struct {
 	writing  bool
 	err      error
 	waiters  int        // goroutines waiting for room to queue a frame
+	direct   int        // goroutines waiting to write a large frame themselves
 	sleepers int        // all goroutines waiting on room
 	room     *sync.Cond // made on first use; signalled when the queue is taken
 }
@@ -46,8 +48,15 @@ const maxRetainedQueue = 1 << 20
 
 // write queues the frame (copying it) and, if no other goroutine is writing,
 // writes the queue. It returns the connection's write error, if any. With a
-// limit it may wait for room in the queue (see connWriter.limit).
-func (w *connWriter) write(frame []byte) error { return w.send(frame, true) }
+// limit it may wait for room in the queue (see connWriter.limit). A frame of
+// directFrame bytes or more is not copied: write returns once it is
+// written (writeDirect).
+func (w *connWriter) write(frame []byte) error {
+	if len(frame) >= directFrame {
+		return w.writeDirect(frame)
+	}
+	return w.send(frame, true)
+}
 
 // writeNoWait is write without waiting for room in the queue, for small
 // control frames sent from goroutines that must not block on the peer.
@@ -99,7 +108,7 @@ func (w *connWriter) enqueue2(head, rest []byte, wait bool) error {
 			w.congested.Store(true)
 			w.sleep()
 			w.waiters--
-			if w.waiters == 0 {
+			if w.waiters == 0 && w.direct == 0 {
 				w.congested.Store(false)
 			}
 		}
@@ -119,7 +128,14 @@ func (w *connWriter) drain() error {
 	// runnable, Gosched returns at once.
 	goruntime.Gosched()
 	w.mu.Lock()
-	for len(w.queue) > 0 {
+	return w.drainLocked()
+}
+
+// drainLocked writes the queue until it is empty, or until a goroutine
+// waits to write a large frame itself (which then writes what is queued),
+// and gives up the writer's role. w.mu is held, and released on return.
+func (w *connWriter) drainLocked() error {
+	for len(w.queue) > 0 && w.direct == 0 {
 		b := w.queue
 		w.queue = w.spare[:0]
 		if w.sleepers > 0 {
@@ -176,13 +192,72 @@ func (w *connWriter) sleep() {
 	w.sleepers--
 }
 
-// awaitRoom returns once no goroutine waits for room in the queue, so that
-// a reader stops taking requests whose replies cannot be sent. Callers check
-// congested first, which costs nothing when the queue flows.
+// awaitRoom returns once no goroutine waits for room in the queue or to
+// write a large frame, so that a reader stops taking requests whose replies
+// cannot be sent. Callers check congested first, which costs nothing when
+// the queue flows.
 func (w *connWriter) awaitRoom() {
 	w.mu.Lock()
-	for w.err == nil && w.writing && w.waiters > 0 {
+	for w.err == nil && w.writing && (w.waiters > 0 || w.direct > 0) {
 		w.sleep()
 	}
 	w.mu.Unlock()
+}
+
+// directFrame is the size from which write sends a frame from the caller's
+// buffer rather than copying it into the queue.
+const directFrame = 32 << 10
+
+// writeDirect writes a large frame without copying it: it waits to be the
+// writer (the current writer hands over after its write in progress), then
+// writes what is queued and frame with one vectored write, then drains
+// what was queued meanwhile, as send does. Frame order is kept: what was
+// queued before frame goes before it. It returns once frame is written.
+func (w *connWriter) writeDirect(frame []byte) error {
+	w.mu.Lock()
+	for w.err == nil && w.writing {
+		w.direct++
+		w.congested.Store(true)
+		w.sleep()
+		w.direct--
+		if w.waiters == 0 && w.direct == 0 {
+			w.congested.Store(false)
+		}
+	}
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.writing = true
+	b := w.queue
+	w.queue = w.spare[:0]
+	if w.sleepers > 0 {
+		w.room.Broadcast()
+	}
+	w.mu.Unlock()
+	if w.clock != nil {
+		w.busySince.Store(w.clock.Load())
+	}
+	var err error
+	if len(b) == 0 {
+		_, err = w.conn.Write(frame)
+	} else {
+		bufs := net.Buffers{b, frame}
+		_, err = bufs.WriteTo(w.conn)
+	}
+	if w.clock != nil {
+		w.busySince.Store(0)
+	}
+	w.mu.Lock()
+	if cap(b) <= maxRetainedQueue {
+		w.spare = b[:0]
+	} else {
+		w.spare = nil
+	}
+	if err != nil {
+		w.err = err
+		w.queue = nil
+	}
+	return w.drainLocked()
 }

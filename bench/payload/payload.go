@@ -6,7 +6,7 @@
 // string Text (54 bytes of UTF-8), the repeated field5 empty. Its protobuf
 // encoding is exactly 581 bytes.
 //
-// The other sizes (16 B, 16 KiB, 1 MiB) use the same message type with only
+// The other sizes (16 B, 16 KiB, 1 MiB, 3.9 MiB) use the same message type with only
 // three fields set: field1 = "NO", field2 = 101 and field9 = a run of 'x'
 // whose length makes the encoding exactly the stated size. The handler turns
 // field1 into "OK" and field2 into 100 (same encoded lengths), so the reply
@@ -34,6 +34,10 @@ const (
 	Rpcx   = 581
 	Medium = 16 << 10
 	Large  = 1 << 20
+	// Huge is 3.9 MiB, the largest round size under the 4 MiB default
+	// message limit of Storks and grpc-go (the request header and gRPC's
+	// framing fit in the rest).
+	Huge = 4089446
 )
 
 // Payload is one request size: the request message for each generated
@@ -101,6 +105,8 @@ func Name(size int) string {
 	switch {
 	case size >= 1<<20 && size%(1<<20) == 0:
 		return fmt.Sprintf("%d MiB", size>>20)
+	case size >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(size)/(1<<20))
 	case size >= 1<<10 && size%(1<<10) == 0:
 		return fmt.Sprintf("%d KiB", size>>10)
 	}

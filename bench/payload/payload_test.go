@@ -9,7 +9,7 @@ import (
 )
 
 func TestSizes(t *testing.T) {
-	for _, size := range []int{Tiny, Rpcx, Medium, Large} {
+	for _, size := range []int{Tiny, Rpcx, Medium, Large, Huge} {
 		p, err := New(size)
 		if err != nil {
 			t.Fatal(err)
@@ -30,6 +30,9 @@ func TestSizes(t *testing.T) {
 			t.Errorf("%s: %v", p.Name, err)
 		}
 		t.Logf("%s: request %d B, reply %d B", p.Name, len(p.RequestBytes), p.Reply)
+	}
+	if n := Name(Huge); n != "3.9 MiB" {
+		t.Errorf("Name(Huge) = %q", n)
 	}
 	p, _ := New(Rpcx)
 	if p.Reply != 527 {

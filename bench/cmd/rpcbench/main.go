@@ -7,7 +7,8 @@
 // and CPU and allocation profiles of Storks.
 //
 //	go run ./cmd/rpcbench -mode quick   # 581 B at 1/64/1000 callers, 3 rounds of 1 s: under two minutes
-//	go run ./cmd/rpcbench -mode full    # 16 B, 581 B, 16 KiB at 1/64/1000 callers, 5 rounds of 2 s, 1 MiB smoke test
+//	go run ./cmd/rpcbench -mode full    # 16 B, 581 B, 16 KiB at 1/64/1000 callers, 5 rounds of 2 s, 1 MiB smoke test, large unary
+//	go run ./cmd/rpcbench -mode large   # large unary only: 16 KiB, 1 MiB, 3.9 MiB at 8 callers, Storks vs grpc-go
 //
 // Run it from bench/ (the output paths are relative). It exits non-zero if
 // any row had a failed call; such a row is reported as FAILED, never with
@@ -40,6 +41,7 @@ type config struct {
 	dur        time.Duration
 	warmup     time.Duration
 	smoke      bool // one round of 1 MiB at smokeCallers
+	large      bool // the large unary scenarios (largeSizes at largeCallers, largeRows only)
 	procs      int
 	perf       string
 	only       []string
@@ -53,16 +55,27 @@ type config struct {
 
 const smokeCallers = 8
 
+// The large unary scenarios: large messages at a few callers, Storks
+// against grpc-go only, measured like every other scenario (rounds,
+// medians, per-round ratios).
+const largeCallers = 8
+
+var (
+	largeSizes = []int{payload.Medium, payload.Large, payload.Huge}
+	largeRows  = []string{"storks", "grpc-go"}
+)
+
 func main() {
 	var cfg config
 	var callers, sizes, only string
-	flag.StringVar(&cfg.mode, "mode", "full", "quick or full: sets the defaults of the flags below")
+	flag.StringVar(&cfg.mode, "mode", "full", "quick, full or large (the large unary scenarios only): sets the defaults of the flags below")
 	flag.StringVar(&callers, "callers", "", "comma-separated caller counts (default 1,64,1000)")
 	flag.StringVar(&sizes, "sizes", "", "comma-separated request sizes in bytes (default: quick 581; full 16,581,16384)")
 	flag.IntVar(&cfg.repeats, "repeats", 0, "rounds per scenario (default: quick 3, full 5)")
 	flag.DurationVar(&cfg.dur, "dur", 0, "measured time per cell (default: quick 1s, full 2s)")
 	flag.DurationVar(&cfg.warmup, "warmup", 0, "warm-up per row and scenario (default: quick 300ms, full 500ms)")
 	smoke := flag.String("smoke", "", "run the 1 MiB smoke test: true or false (default: full only)")
+	large := flag.String("large", "", "run the large unary scenarios (16 KiB, 1 MiB, 3.9 MiB at 8 callers, storks and grpc-go): true or false (default: full and large)")
 	flag.IntVar(&cfg.procs, "procs", 2, "GOMAXPROCS")
 	flag.StringVar(&cfg.perf, "perf", "auto", "count every syscall with perf: auto, on or off")
 	flag.StringVar(&only, "peers", "", "comma-separated rows to run (default all)")
@@ -75,22 +88,39 @@ func main() {
 	flag.Parse()
 
 	quick := cfg.mode == "quick"
-	if !quick && cfg.mode != "full" {
-		fatalf("-mode must be quick or full")
+	largeOnly := cfg.mode == "large"
+	if !quick && !largeOnly && cfg.mode != "full" {
+		fatalf("-mode must be quick, full or large")
 	}
 	cfg.callers = intList(callers, []int{1, 64, 1000})
 	cfg.sizes = intList(sizes, pick(quick, []int{payload.Rpcx}, []int{payload.Tiny, payload.Rpcx, payload.Medium}))
+	if largeOnly {
+		// Nothing but the large scenarios; nothing written unless asked:
+		// RESULTS.md holds a full run.
+		cfg.callers, cfg.sizes = nil, nil
+		setDefault("out", "")
+		setDefault("svg", "")
+		setDefault("profiles", "")
+	}
 	cfg.repeats = orInt(cfg.repeats, pick(quick, 3, 5))
 	cfg.dur = orDur(cfg.dur, pick(quick, time.Second, 2*time.Second))
 	cfg.warmup = orDur(cfg.warmup, pick(quick, 300*time.Millisecond, 500*time.Millisecond))
 	cfg.profDur = orDur(cfg.profDur, pick(quick, 2*time.Second, 5*time.Second))
-	cfg.smoke = !quick
+	cfg.smoke = !quick && !largeOnly
 	if *smoke != "" {
 		b, err := strconv.ParseBool(*smoke)
 		if err != nil {
 			fatalf("-smoke: %v", err)
 		}
 		cfg.smoke = b
+	}
+	cfg.large = !quick
+	if *large != "" {
+		b, err := strconv.ParseBool(*large)
+		if err != nil {
+			fatalf("-large: %v", err)
+		}
+		cfg.large = b
 	}
 	if only != "" {
 		cfg.only = strings.Split(only, ",")
@@ -145,22 +175,34 @@ func run(cfg config) int {
 	type scen struct {
 		callers, size, rounds int
 		dur                   time.Duration
-		smoke                 bool
+		smoke, large          bool
 	}
 	var scens []scen
 	for _, size := range cfg.sizes {
 		for _, c := range cfg.callers {
-			scens = append(scens, scen{c, size, cfg.repeats, cfg.dur, false})
+			scens = append(scens, scen{c, size, cfg.repeats, cfg.dur, false, false})
 		}
 	}
 	if cfg.smoke {
-		scens = append(scens, scen{smokeCallers, payload.Large, 1, cfg.dur / 2, true})
+		scens = append(scens, scen{smokeCallers, payload.Large, 1, cfg.dur / 2, true, false})
 	}
+	if cfg.large {
+		for _, size := range largeSizes {
+			scens = append(scens, scen{largeCallers, size, cfg.repeats, cfg.dur, false, true})
+		}
+	}
+	// runs reports whether a row takes part in a scenario: the large ones
+	// compare Storks with grpc-go only.
+	runs := func(sc scen, spec peers.Spec) bool { return !sc.large || slices.Contains(largeRows, spec.Name) }
 	payloads := map[int]*payload.Payload{}
 	broken := map[string]string{} // rows that hung: not run again
 	total := 0
 	for _, sc := range scens {
-		total += len(specs) * sc.rounds
+		for _, spec := range specs {
+			if runs(sc, spec) {
+				total += sc.rounds
+			}
+		}
 	}
 	fmt.Fprintf(os.Stderr, "rpcbench: %s mode, %d rows, %d scenarios, %d cells of %v (+ warm-up %v), GOMAXPROCS=%d, syscalls: %s\n",
 		cfg.mode, len(specs), len(scens), total, cfg.dur, cfg.warmup, cfg.procs, perfNote)
@@ -174,11 +216,11 @@ func run(cfg config) int {
 			}
 			payloads[sc.size] = p
 		}
-		s := &scenario{Callers: sc.callers, Size: sc.size, Smoke: sc.smoke, Rounds: sc.rounds}
+		s := &scenario{Callers: sc.callers, Size: sc.size, Smoke: sc.smoke, Large: sc.large, Rounds: sc.rounds}
 		hang := sc.dur + 60*time.Second
 		// Warm-up: every row once, unmeasured.
 		for _, spec := range specs {
-			if broken[spec.Name] != "" {
+			if broken[spec.Name] != "" || !runs(sc, spec) {
 				continue
 			}
 			w := runCell(spec, insts[spec.Name], p, sc.callers, cellOptions{dur: cfg.warmup, hangCap: hang})
@@ -190,6 +232,9 @@ func run(cfg config) int {
 			// Rotate the order every round so no row always runs first.
 			for k := range specs {
 				spec := specs[(k+r)%len(specs)]
+				if !runs(sc, spec) {
+					continue
+				}
 				var c cell
 				if why := broken[spec.Name]; why != "" {
 					c = cell{Peer: spec.Name, Callers: sc.callers, Size: sc.size, Err: why}
@@ -322,6 +367,15 @@ func intList(s string, def []int) []int {
 		out = append(out, n)
 	}
 	return out
+}
+
+// setDefault changes the default of a flag the command line did not set.
+func setDefault(name, value string) {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	if !set {
+		flag.Set(name, value)
+	}
 }
 
 func pick[T any](quick bool, q, f T) T {

@@ -20,6 +20,7 @@ type scenario struct {
 	Callers int
 	Size    int
 	Smoke   bool
+	Large   bool // a large unary scenario: Storks and grpc-go only
 	Rounds  int
 	Cells   []cell
 
@@ -30,6 +31,7 @@ type scenario struct {
 type rowStat struct {
 	spec   peers.Spec
 	failed string
+	notRun bool // the row takes no part in this scenario
 
 	thr, p50, p99, p999, allocs, bytes, cpu, sys, rw float64
 	vsBest, vsMux                                    float64 // medians of per-round throughput ratios; NaN if none
@@ -60,6 +62,9 @@ func (s *scenario) name() string {
 	}
 	if s.Smoke {
 		n += " (smoke test)"
+	}
+	if s.Large {
+		n += " (large unary)"
 	}
 	return n
 }
@@ -95,7 +100,7 @@ func (s *scenario) row(name string) *rowStat {
 // usable reports whether the row ran without a failed call in every round.
 func (s *scenario) usable(name string) bool {
 	r := s.row(name)
-	return r != nil && r.failed == ""
+	return r != nil && r.failed == "" && !r.notRun
 }
 
 // bestPeer returns the peer (kind Peer, no failure) with the highest
@@ -191,7 +196,7 @@ func (rep *report) compute() (failed bool) {
 				r.sys = medianOf(cs, func(c cell) float64 { return c.Syscalls })
 				r.rw = medianOf(cs, func(c cell) float64 { return c.RWSyscalls })
 			} else if r.failed == "" {
-				r.failed = "not run"
+				r.notRun = true
 			}
 			s.rows = append(s.rows, r)
 		}
@@ -206,7 +211,7 @@ func (rep *report) compute() (failed bool) {
 
 func (rep *report) find(callers, size int) *scenario {
 	for _, s := range rep.scenarios {
-		if s.Callers == callers && s.Size == size && !s.Smoke {
+		if s.Callers == callers && s.Size == size && !s.Smoke && !s.Large {
 			return s
 		}
 	}
@@ -246,6 +251,10 @@ func (rep *report) computeTargets() {
 		r := s.row("storks").vsBest
 		add(what, where, fmtRatio(r)+" best peer"+bestPeersNote(s), fmt.Sprintf("≥ %.1f×", need), r >= need, !math.IsNaN(r))
 	}
+	if !slices.ContainsFunc(rep.scenarios, func(s *scenario) bool { return !s.Large && !s.Smoke }) {
+		rep.largeTargets(add) // -mode large: nothing else was measured
+		return
+	}
 	thrTarget(64, 1.3, "Throughput vs the best peer")
 	if s := rep.find(64, payload.Rpcx); s != nil && s.usable("storks") && s.usable("grpc-go") {
 		r := s.thrRatio("storks", func(int) string { return "grpc-go" })
@@ -277,7 +286,7 @@ func (rep *report) computeTargets() {
 	var worstA, worstB float64 = -1, -1
 	var whereA, whereB []string
 	for _, s := range rep.scenarios {
-		if s.Size != payload.Rpcx || s.Smoke || !s.usable("storks") {
+		if s.Size != payload.Rpcx || s.Smoke || s.Large || !s.usable("storks") {
 			continue
 		}
 		st := s.row("storks")
@@ -294,6 +303,7 @@ func (rep *report) computeTargets() {
 	} else {
 		add("Share of the plain multiplexed TCP reference", "64 callers, 581 B", failedOr(rep.find(64, payload.Rpcx)), "≥ 0.5×", false, false)
 	}
+	rep.largeTargets(add)
 	if s := rep.find(64, payload.Rpcx); s != nil && s.usable("storks") {
 		st := s.row("storks")
 		switch {
@@ -306,6 +316,51 @@ func (rep *report) computeTargets() {
 		}
 	} else {
 		add("System calls per call", "64 callers, 581 B", failedOr(rep.find(64, payload.Rpcx)), "≤ 1", false, false)
+	}
+}
+
+// The targets of the large unary scenarios, per size: throughput at least
+// grpc-go's, and at most twice the payload allocated per call.
+const (
+	largeThrNeed   = 1.0
+	largeAllocNeed = 2.0
+)
+
+// allocRatio is the bytes a row allocated per call (client and server
+// together) over the payload bytes a call moves (request and reply): how
+// many times each side allocates what it sends or receives.
+func (s *scenario) allocRatio(name string) float64 {
+	r := s.row(name)
+	if r == nil || !s.usable(name) {
+		return math.NaN()
+	}
+	p, err := payload.New(s.Size)
+	if err != nil {
+		return math.NaN()
+	}
+	return r.bytes / float64(p.Size+p.Reply)
+}
+
+func (rep *report) largeTargets(add func(what, where, measured, need string, ok, valid bool)) {
+	for _, s := range rep.scenarios {
+		if !s.Large {
+			continue
+		}
+		where := fmt.Sprintf("%d callers, %s", s.Callers, payload.Name(s.Size))
+		need := fmt.Sprintf("≥ %.1f×", largeThrNeed)
+		if s.usable("storks") && s.usable("grpc-go") {
+			r := s.thrRatio("storks", func(int) string { return "grpc-go" })
+			add("Large unary throughput vs grpc-go", where, fmtRatio(r)+" grpc-go", need, r >= largeThrNeed, !math.IsNaN(r))
+		} else {
+			add("Large unary throughput vs grpc-go", where, failedOr(s), need, false, false)
+		}
+		need = fmt.Sprintf("≤ %.1f×", largeAllocNeed)
+		if a := s.allocRatio("storks"); !math.IsNaN(a) {
+			add("Large unary bytes allocated per call ÷ payload (request + reply)", where,
+				fmt.Sprintf("%s (grpc-go %s)", fmtRatio(a), fmtRatio(s.allocRatio("grpc-go"))), need, a <= largeAllocNeed, true)
+		} else {
+			add("Large unary bytes allocated per call ÷ payload (request + reply)", where, failedOr(s), need, false, false)
+		}
 	}
 }
 
@@ -471,6 +526,9 @@ func (rep *report) markdown() string {
 		w("| row | calls/s | × best peer | × tcp-mux | p50 | p99 | p99.9 | allocs/op | B/op | CPU µs/op | syscalls/op | r+w/op |\n")
 		w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, r := range s.rows {
+			if r.notRun {
+				continue
+			}
 			name := r.spec.Name
 			if r.spec.Kind == peers.Subject {
 				name = "**" + name + "**"
@@ -485,6 +543,16 @@ func (rep *report) markdown() string {
 				fmtOpt(r.sys, "%.2f"), fmtOpt(r.rw, "%.2f"))
 		}
 		w("\n")
+		if s.Large {
+			w("Bytes allocated per call (client and server together) ÷ the payload bytes of a call (request + reply, %s each): ", payload.Name(s.Size))
+			var parts []string
+			for _, r := range s.rows {
+				if a := s.allocRatio(r.spec.Name); !math.IsNaN(a) {
+					parts = append(parts, r.spec.Name+" "+fmtRatio(a))
+				}
+			}
+			w("%s.\n\n", strings.Join(parts, ", "))
+		}
 		rep.ratioTable(&b, s)
 	}
 
@@ -510,6 +578,8 @@ func (rep *report) markdown() string {
 
 func sizeOrder(s *scenario) int {
 	switch {
+	case s.Large:
+		return 4
 	case s.Smoke:
 		return 3
 	case s.Size == payload.Rpcx:
@@ -569,7 +639,7 @@ func (rep *report) ratioTable(b *strings.Builder, s *scenario) {
 		return fmt.Sprintf("%.2f", a/d)
 	}
 	for _, r := range s.rows {
-		if r.failed != "" {
+		if r.failed != "" || r.notRun {
 			continue
 		}
 		fmt.Fprintf(b, "| %s |", r.spec.Name)
@@ -593,6 +663,17 @@ func mdEscape(s string) string {
 // summary is the short version for the terminal.
 func (rep *report) summary() string {
 	var b strings.Builder
+	for _, s := range rep.scenarios {
+		if !s.Large {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s:", s.name())
+		for _, r := range s.rows {
+			if r.failed == "" && !r.notRun {
+				fmt.Fprintf(&b, "  %s %s calls/s, %s B/op (%s payload)", r.spec.Name, fmtInt(r.thr), fmtInt(r.bytes), fmtRatio(s.allocRatio(r.spec.Name)))
+			}
+		}
+	}
 	b.WriteString("\nTargets:\n")
 	for _, t := range rep.targets {
 		fmt.Fprintf(&b, "  %-8s %s, %s: %s (need %s)\n", strings.Trim(t.result, "*"), t.what, t.where, t.measured, t.need)

@@ -99,3 +99,46 @@ func TestRunCell(t *testing.T) {
 		t.Errorf("implausible cell: %+v", c)
 	}
 }
+
+// A large unary scenario reports Storks against grpc-go only, with the
+// bytes allocated per call over the payload, and its two targets.
+func TestLargeScenario(t *testing.T) {
+	rep := &report{cfg: config{repeats: 3}, specs: specsByName("storks", "grpc-go", "kitex", "tcp-mux")}
+	s := &scenario{Callers: 8, Size: payload.Large, Large: true, Rounds: 3}
+	p, err := payload.New(payload.Large)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := float64(p.Size + p.Reply)
+	for r := 1; r <= 3; r++ {
+		st, g := fakeCell("storks", r, 1200), fakeCell("grpc-go", r, 1000)
+		st.Size, g.Size, st.Callers, g.Callers = payload.Large, payload.Large, 8, 8
+		st.Bytes, g.Bytes = 1.5*moved, 1.1*moved
+		s.Cells = append(s.Cells, st, g)
+	}
+	rep.scenarios = []*scenario{s}
+	if rep.compute() {
+		t.Fatal("compute reported a failure: the rows not run in the scenario count as failed")
+	}
+	var got []string
+	for _, tg := range rep.targets {
+		if strings.HasPrefix(tg.what, "Large unary") {
+			got = append(got, tg.what+": "+tg.measured+" "+tg.result)
+		}
+	}
+	want := []string{
+		"Large unary throughput vs grpc-go: 1.20× grpc-go **PASS**",
+		"Large unary bytes allocated per call ÷ payload (request + reply): 1.50× (grpc-go 1.10×) **PASS**",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("large targets:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	md := rep.markdown()
+	if !strings.Contains(md, "### 1 MiB, 8 callers (large unary)") || !strings.Contains(md, "storks 1.50×, grpc-go 1.10×") {
+		t.Errorf("large scenario missing from the markdown:\n%s", md)
+	}
+	results, _, _ := strings.Cut(md[strings.Index(md, "## Results"):], "## Rows")
+	if strings.Contains(results, "| kitex |") || strings.Contains(results, "| FAILED") {
+		t.Errorf("rows that did not run are reported:\n%s", md)
+	}
+}
