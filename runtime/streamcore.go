@@ -269,7 +269,7 @@ func (s *streamCore) sendMsg(ctx context.Context, m any) (fatal bool, err error)
 	l := s.link
 	buf := getBuf(headerSize + 1 + 512)
 	b := append(*buf, make([]byte, headerSize+1)...)
-	b, err = l.codec.MarshalAppend(b, m)
+	buf, b, err = appendMessage(l.codec, buf, b, m)
 	defer func() { *buf = b[:0]; putBuf(buf) }()
 	if err != nil {
 		return false, Errorf(CodeInternal, "encode message: %v", err)
