@@ -40,8 +40,8 @@ const (
 	maxChunk  = 1 << 24   // largest max chunk size a peer may announce
 
 	defaultMaxStreams   = 100
-	defaultStreamWindow = 64 << 10
-	defaultConnWindow   = 1 << 20
+	defaultStreamWindow = 256 << 10
+	defaultConnWindow   = 8 << 20
 	defaultMaxChunk     = 16 << 10
 )
 

@@ -235,7 +235,7 @@ func TestStreamDocExample(t *testing.T) {
 	frame := func(typ frameType, id uint64, body []byte) []byte {
 		return append(appendHeader(nil, typ, id, len(body)), body...)
 	}
-	client := settings{version: 2, maxStreams: 0, streamWindow: 64 << 10, connWindow: 1 << 20, maxChunk: 16 << 10, maxMessage: 4 << 20}
+	client := settings{version: 2, maxStreams: 0, streamWindow: 256 << 10, connWindow: 8 << 20, maxChunk: 16 << 10, maxMessage: 4 << 20}
 	var got []byte
 	got = append(got, frame(frameSettings, 0, appendSettings(nil, client))...)
 	got = append(got, frame(frameSettings, 0, appendSettings(nil, defaultSettings()))...)
@@ -249,9 +249,9 @@ func TestStreamDocExample(t *testing.T) {
 
 	want := "" +
 		// client settings
-		"534b0108 0000000000000000 00000018" + "07 0102 0200 0300 04808004 05808040 06808001 0780808002" +
+		"534b0108 0000000000000000 00000019" + "07 0102 0200 0300 04808010 0580808004 06808001 0780808002" +
 		// server settings
-		"534b0108 0000000000000000 00000018" + "07 0102 0200 0364 04808004 05808040 06808001 0780808002" +
+		"534b0108 0000000000000000 00000019" + "07 0102 0200 0364 04808010 0580808004 06808001 0780808002" +
 		// open
 		"534b0109 0000000000000001 00000032" + "25" + hexOf("storks.examples.greeter.v1.Greeter:v1") + "09" + hexOf("SayHellos") + "00 00" +
 		// data, half-close

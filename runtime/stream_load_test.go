@@ -19,6 +19,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
+// streamWindow is the default initial stream window.
+const streamWindow = 256 << 10
+
 // A receiver that stops reading stops its sender after one window, while
 // 64 callers' unary calls on the same connection keep completing.
 func TestStreamStalledReceiverHeadOfLine(t *testing.T) {
@@ -85,11 +88,11 @@ func TestStreamStalledReceiverHeadOfLine(t *testing.T) {
 	}
 	slices.Sort(lat)
 	p99 := lat[len(lat)*99/100]
-	// The stalled sender: at most one stream window (64 KiB) of messages,
+	// The stalled sender: at most one stream window (256 KiB) of messages,
 	// each costing its size plus a flags byte, plus one message that is
 	// the head (its credit is granted as it arrives), plus the Send in
 	// progress.
-	maxSent := int64((64<<10)/(msgSize+3)) + 3
+	maxSent := int64(streamWindow/(msgSize+3)) + 3
 	got := sent.Load()
 	t.Logf("unary calls completed: %d, p50 %v, p99 %v; stalled stream's sends: %d (bound %d)", len(lat), lat[len(lat)/2], p99, got, maxSent)
 	if got > maxSent {
@@ -139,7 +142,7 @@ func TestStreamStalledServerStopsClient(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	got := sent.Load()
 	t.Logf("sends before the window filled: %d", got)
-	if got > (64<<10)/4096+3 {
+	if got > streamWindow/4096+3 {
 		t.Fatalf("client sent %d messages of 4 KiB to a server that reads none", got)
 	}
 	close(release) // the handler returns: the stream ends, the sender wakes

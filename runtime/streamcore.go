@@ -19,10 +19,12 @@ import (
 // a receiver that stops reading holds at most one message plus one stream
 // window, and its sender stops there.
 
-// maxQueuedMessages bounds the messages one stream keeps for its reader,
-// whatever their size: a peer sending empty messages inside its credit
-// would otherwise make the queue grow by one entry per byte of window.
-const maxQueuedMessages = 1024
+// smallMessage is the size up to which a message queued behind others is
+// copied out of its frame's pooled buffer into one of its own size: a
+// peer may send up to one message per byte of credit (an empty message
+// costs 1), and each should cost little more than its bytes while it
+// waits.
+const smallMessage = 256
 
 // streamLink is what the streams of one connection share: the connection's
 // writer and flow-control state, and the limits of both peers.
@@ -122,17 +124,15 @@ func (s *streamCore) onData(body *[]byte, chunk []byte, eom bool, n int) *Error 
 		putBuf(body)
 		return Errorf(CodeResourceExhausted, "received message larger than max (%d vs. %d)", size, s.link.maxMessage)
 	}
-	if len(s.queue)-s.qhead >= maxQueuedMessages && (eom || !s.assembling) {
-		s.mu.Unlock()
-		putBuf(body)
-		return Errorf(CodeResourceExhausted, "stream %d has %d messages queued unread (limit %d)", s.id, maxQueuedMessages, maxQueuedMessages)
-	}
 	head := len(s.queue) == s.qhead
 	release := 0
 	if !s.assembling && eom {
 		m := inMsg{buf: body, data: chunk, cost: n}
 		if head {
 			release, m.cost = n, 0
+		} else if len(chunk) <= smallMessage {
+			m.buf, m.data = nil, append([]byte(nil), chunk...)
+			putBuf(body)
 		}
 		s.queue = append(s.queue, m)
 	} else {

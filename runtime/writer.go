@@ -64,7 +64,11 @@ func (w *connWriter) writeNoWait(frame []byte) error { return w.send(frame, fals
 
 func (w *connWriter) send(frame []byte, wait bool) error {
 	w.mu.Lock()
-	if err := w.enqueue(frame, wait); err != nil || w.writing {
+	limit := 0
+	if wait {
+		limit = w.limit
+	}
+	if err := w.enqueue2(frame, nil, limit); err != nil || w.writing {
 		w.mu.Unlock()
 		return err
 	}
@@ -86,7 +90,11 @@ func (w *connWriter) writeAsync(frame []byte) error { return w.writeAsync2(frame
 // its chunk where it lies in the encoded message.
 func (w *connWriter) writeAsync2(head, rest []byte) error {
 	w.mu.Lock()
-	if err := w.enqueue2(head, rest, true); err != nil || w.writing {
+	limit := maxRetainedQueue
+	if w.limit > 0 {
+		limit = min(limit, w.limit)
+	}
+	if err := w.enqueue2(head, rest, limit); err != nil || w.writing {
 		w.mu.Unlock()
 		return err
 	}
@@ -96,14 +104,14 @@ func (w *connWriter) writeAsync2(head, rest []byte) error {
 	return nil
 }
 
-// enqueue waits for room if wait is set (see connWriter.limit), then
-// appends frame to the queue. w.mu is held.
-func (w *connWriter) enqueue(frame []byte, wait bool) error { return w.enqueue2(frame, nil, wait) }
-
-// enqueue2 is enqueue of the frame made of head and then rest.
-func (w *connWriter) enqueue2(head, rest []byte, wait bool) error {
-	if wait && w.limit > 0 {
-		for w.err == nil && w.writing && len(w.queue) > 0 && len(w.queue)+len(head)+len(rest) > w.limit {
+// enqueue2 waits, if limit is positive, until the frame made of head and
+// then rest fits in limit bytes of queue behind a write in progress (see
+// connWriter.limit; a stream's data waits at maxRetainedQueue even on a
+// connection without a limit, so that the queue kept between batches is
+// never dropped), then appends the frame to the queue. w.mu is held.
+func (w *connWriter) enqueue2(head, rest []byte, limit int) error {
+	if limit > 0 {
+		for w.err == nil && w.writing && len(w.queue) > 0 && len(w.queue)+len(head)+len(rest) > limit {
 			w.waiters++
 			w.congested.Store(true)
 			w.sleep()
