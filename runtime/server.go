@@ -48,7 +48,7 @@ type Server struct {
 	// (*localClientStream), for Shutdown.
 	openStreams  atomic.Int64
 	localStreams sync.Map
-	bg          sync.WaitGroup
+	bg           sync.WaitGroup
 
 	warns    warnLimiter    // connection warnings; loglimit.go
 	perIP    map[string]int // open connections by client IP, with WithMaxConnectionsPerIP; guarded by mu
