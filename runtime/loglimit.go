@@ -26,6 +26,7 @@ const (
 	warnTimeout                   // closed by the watchdog: frame, write or idle timeout
 	warnTLS                       // a TLS handshake that failed or never started
 	warnLimit                     // refused at a connection limit
+	warnStream                    // a stream ended for a stream error
 	numWarnKinds
 )
 
@@ -36,6 +37,7 @@ var warnKindNames = [numWarnKinds]string{
 	warnTimeout:   "timeout",
 	warnTLS:       "TLS",
 	warnLimit:     "connection limit",
+	warnStream:    "stream error",
 }
 
 const (

@@ -325,7 +325,7 @@ func (ss *serverStream) close(e *Error, sendReset bool) {
 // streamError ends the stream for a stream error: logged, and the client
 // gets the status in an end frame.
 func (ss *serverStream) streamError(e *Error) {
-	ss.sc.s.cfg.logger.Warn("storks: ending stream: "+e.Message, "remote", ss.sc.c.RemoteAddr().String(), "method", ss.sm.info.FullMethod)
+	ss.sc.s.warn(warnStream, "storks: ending stream: "+e.Message, "remote", ss.sc.c.RemoteAddr().String(), "method", ss.sm.info.FullMethod)
 	ss.mu.Lock()
 	if ss.closed {
 		ss.mu.Unlock()
