@@ -2,6 +2,7 @@ package peers
 
 import (
 	"context"
+	"io"
 
 	"github.com/storks-rpc/storks/bench/gen/benchpb"
 	"github.com/storks-rpc/storks/bench/gen/grpcpb"
@@ -29,6 +30,34 @@ type grpcHello struct {
 func (grpcHello) Say(_ context.Context, in *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error) {
 	payload.Handle(in)
 	return in, nil
+}
+
+// Repeat handles the request once and sends the reply until the client
+// ends the stream.
+func (grpcHello) Repeat(in *benchpb.BenchmarkMessage, s grpcpb.Hello_RepeatServer) error {
+	payload.Handle(in)
+	for {
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
+}
+
+// Chat sends back every message it receives, handled.
+func (grpcHello) Chat(s grpcpb.Hello_ChatServer) error {
+	for {
+		in, err := s.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		payload.Handle(in)
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
 }
 
 type grpcInstance struct {

@@ -36,6 +36,34 @@ func (storksHello) Say(_ context.Context, in *benchpb.BenchmarkMessage) (*benchp
 	return in, nil
 }
 
+// Repeat handles the request once and sends the reply until the client
+// ends the stream.
+func (storksHello) Repeat(in *benchpb.BenchmarkMessage, s storkspb.Hello_RepeatServer) error {
+	payload.Handle(in)
+	for {
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
+}
+
+// Chat sends back every message it receives, handled.
+func (storksHello) Chat(s storkspb.Hello_ChatServer) error {
+	for {
+		in, err := s.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		payload.Handle(in)
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
+}
+
 type storksInstance struct {
 	closers
 	client storkspb.HelloClient
