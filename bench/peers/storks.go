@@ -2,6 +2,7 @@ package peers
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -122,4 +123,29 @@ func (c *storksCaller) Call(ctx context.Context) error {
 		return err
 	}
 	return c.p.Check(out)
+}
+
+func (in *storksInstance) NewStream(ctx context.Context, kind StreamKind, p *payload.Payload) (Caller, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &streamCaller[benchpb.BenchmarkMessage]{cancel: cancel, check: p.Check, req: p.Request()}
+	switch kind {
+	case ServerStreaming:
+		s, err := in.client.Repeat(ctx, c.req)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.recv = s.Recv
+	case Bidi:
+		s, err := in.client.Chat(ctx)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.send, c.recv = s.Send, s.Recv
+	default:
+		cancel()
+		return nil, fmt.Errorf("no stream of kind %v", kind)
+	}
+	return c.start()
 }

@@ -99,3 +99,69 @@ func TestRunCell(t *testing.T) {
 		t.Errorf("implausible cell: %+v", c)
 	}
 }
+
+// The streaming targets compare Storks with grpc-go in the same rounds, and
+// the 1 MiB row's bytes per message with three messages.
+func TestStreamTargets(t *testing.T) {
+	rep := &report{cfg: config{mode: "quick", repeats: 3, procs: 2}, specs: specsByName("storks", "grpc-go", "kitex-grpc")}
+	streamCell := func(peer string, round int, thr float64, size int, bytes float64) cell {
+		c := fakeCell(peer, round, thr)
+		c.Size, c.Bytes, c.Stream = size, bytes, peers.ServerStreaming.String()
+		return c
+	}
+	s64 := &scenario{Callers: 64, Size: payload.Rpcx, Reply: 527, Rounds: 3, Stream: peers.ServerStreaming, specs: rep.specs}
+	big := &scenario{Callers: 1, Size: payload.Large, Reply: payload.Large, Rounds: 3, Stream: peers.ServerStreaming, specs: rep.specs}
+	for r := 1; r <= 3; r++ {
+		s64.Cells = append(s64.Cells, streamCell("storks", r, 300, payload.Rpcx, 800), streamCell("grpc-go", r, 100, payload.Rpcx, 2000), streamCell("kitex-grpc", r, 150, payload.Rpcx, 2000))
+		big.Cells = append(big.Cells, streamCell("storks", r, 500, payload.Large, 4<<20), streamCell("grpc-go", r, 500, payload.Large, 1<<20), streamCell("kitex-grpc", r, 400, payload.Large, 2<<20))
+	}
+	rep.scenarios = []*scenario{s64, big}
+	if rep.compute() {
+		t.Fatal("compute reported a failure")
+	}
+	want := map[string]string{
+		"Server-streaming messages/s vs grpc-go|581 B, 64 streams, server-streaming":            "**PASS**",
+		"Server-streaming messages/s vs grpc-go|581 B, 1 stream, server-streaming":              "—",
+		"Bidi echo messages/s vs grpc-go|581 B, 64 streams, bidi lockstep":                      "—",
+		"Large-message streaming MB/s vs grpc-go|1 MiB, 1 stream, server-streaming":             "**PASS**",
+		"Bytes allocated per 1 MiB message (client + server)|1 MiB, 1 stream, server-streaming": "**MISS**",
+	}
+	got := map[string]string{}
+	for _, tg := range rep.targets {
+		got[tg.what+"|"+tg.where] = tg.result
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("target %s: %q, want %q", k, got[k], v)
+		}
+	}
+	if got := s64.row("storks").vsGRPC; got != 3 {
+		t.Errorf("storks vs grpc-go = %v, want 3", got)
+	}
+	md := rep.markdown()
+	for _, s := range []string{"## Streaming results", "### 581 B, server-streaming, 64 streams", "| **storks** | 300 | 0.2 | 3.00× | 2.00× |", "4,194,304 B = 4.00× the message (grpc-go 1.00×)"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("RESULTS.md lacks %q:\n%s", s, md)
+		}
+	}
+	if strings.Contains(rep.chart(), "kitex-grpc") {
+		t.Error("the unary chart names the stream-only row")
+	}
+}
+
+// runCell measures streams: every message counted and checked.
+func TestRunCellStreams(t *testing.T) {
+	spec := specsByName("storks")[0]
+	inst, err := spec.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	p, _ := payload.New(payload.Rpcx)
+	for _, kind := range []peers.StreamKind{peers.ServerStreaming, peers.Bidi} {
+		c := runCell(spec, inst, p, 4, cellOptions{stream: kind, dur: 100 * time.Millisecond, hangCap: 10 * time.Second})
+		if !c.ok() || c.Calls < 100 || c.Stream != kind.String() {
+			t.Fatalf("%v cell: %+v", kind, c)
+		}
+	}
+}
