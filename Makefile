@@ -88,11 +88,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStreamFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
 	$(GO) test -run '^$$' -fuzz '^FuzzServerStreamFrames$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s ./runtime
 
-## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references (bench/, ~15 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
+## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references, unary, large unary and streaming (bench/, ~18 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
 bench:
 	cd bench && $(GO) run ./cmd/rpcbench -mode full
 
-## bench-quick: 581 B at 1/64/1000 callers, 3 rounds of 1 s (under two minutes once compiled)
+## bench-quick: 581 B at 1/64/1000 callers and 64 server/bidi streams, 3 rounds of 1 s (about two minutes once compiled)
 bench-quick:
 	cd bench && $(GO) run ./cmd/rpcbench -mode quick
 
