@@ -90,11 +90,11 @@ fuzz:
 	GO=$(GO) scripts/fuzz.sh ./runtime FuzzParseStreamFrames $(FUZZTIME)
 	GO=$(GO) scripts/fuzz.sh ./runtime FuzzServerStreamFrames $(FUZZTIME)
 
-## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references (bench/, ~15 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
+## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references, unary, large unary and streaming (bench/, ~18 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
 bench:
 	cd bench && $(GO) run ./cmd/rpcbench -mode full
 
-## bench-quick: 581 B at 1/64/1000 callers, 3 rounds of 1 s (under two minutes once compiled)
+## bench-quick: 581 B at 1/64/1000 callers and 64 server/bidi streams, 3 rounds of 1 s (about two minutes once compiled)
 bench-quick:
 	cd bench && $(GO) run ./cmd/rpcbench -mode quick
 

@@ -41,6 +41,15 @@ go build -o "$bin/protoc-gen-go-grpc" google.golang.org/grpc/cmd/protoc-gen-go-g
 service Hello {
   rpc Say(BenchmarkMessage) returns (BenchmarkMessage);
 }
+
+// The streaming methods, in a service of their own: Kitex runs a service
+// with streaming methods over its gRPC transport (its generated NewClient
+// sets WithTransportProtocol(transport.GRPC) for every method), which
+// would move Say off the transport the kitex rows measure.
+service HelloStream {
+  rpc Repeat(BenchmarkMessage) returns (stream BenchmarkMessage);
+  rpc Chat(stream BenchmarkMessage) returns (stream BenchmarkMessage);
+}
 PROTO
 } >proto/kitex/v1/kitex.proto
 

@@ -2,6 +2,8 @@ package peers
 
 import (
 	"context"
+	"fmt"
+	"io"
 
 	"github.com/storks-rpc/storks/bench/gen/benchpb"
 	"github.com/storks-rpc/storks/bench/gen/grpcpb"
@@ -29,6 +31,34 @@ type grpcHello struct {
 func (grpcHello) Say(_ context.Context, in *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error) {
 	payload.Handle(in)
 	return in, nil
+}
+
+// Repeat handles the request once and sends the reply until the client
+// ends the stream.
+func (grpcHello) Repeat(in *benchpb.BenchmarkMessage, s grpcpb.Hello_RepeatServer) error {
+	payload.Handle(in)
+	for {
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
+}
+
+// Chat sends back every message it receives, handled.
+func (grpcHello) Chat(s grpcpb.Hello_ChatServer) error {
+	for {
+		in, err := s.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		payload.Handle(in)
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
 }
 
 type grpcInstance struct {
@@ -72,4 +102,29 @@ func (c *grpcCaller) Call(ctx context.Context) error {
 		return err
 	}
 	return c.p.Check(out)
+}
+
+func (in *grpcInstance) NewStream(ctx context.Context, kind StreamKind, p *payload.Payload) (Caller, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &streamCaller[benchpb.BenchmarkMessage]{cancel: cancel, check: p.Check, req: p.Request()}
+	switch kind {
+	case ServerStreaming:
+		s, err := in.client.Repeat(ctx, c.req)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.recv = s.Recv
+	case Bidi:
+		s, err := in.client.Chat(ctx)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.send, c.recv = s.Send, s.Recv
+	default:
+		cancel()
+		return nil, fmt.Errorf("no stream of kind %v", kind)
+	}
+	return c.start()
 }

@@ -2,6 +2,8 @@ package peers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/cloudwego/kitex/server"
 	"github.com/storks-rpc/storks/bench/gen/kitexpb"
 	"github.com/storks-rpc/storks/bench/gen/kitexpb/hello"
+	"github.com/storks-rpc/storks/bench/gen/kitexpb/hellostream"
 	"github.com/storks-rpc/storks/bench/payload"
 )
 
@@ -110,4 +113,106 @@ func (c *kitexCaller) Call(ctx context.Context) error {
 		return err
 	}
 	return c.p.CheckKitex(out)
+}
+
+// Kitex streaming row: the streaming methods in a service of their own
+// (HelloStream), which Kitex's generated client runs over its gRPC
+// transport (nphttp2: HTTP/2 frames on netpoll), one connection; the server
+// detects the HTTP/2 preface by itself.
+func kitexGRPCSpec() Spec {
+	return Spec{
+		Name:       "kitex-grpc",
+		Kind:       Peer,
+		StreamOnly: true,
+		Config:     "kitex v0.16.3, streaming only: the HelloStream service over Kitex's gRPC transport (nphttp2 on netpoll), its generated client's defaults",
+		Start:      startKitexGRPC,
+	}
+}
+
+// KitexHelloStream is the Kitex streaming handler.
+type KitexHelloStream struct{}
+
+// Repeat handles the request once and sends the reply until the client
+// ends the stream.
+func (*KitexHelloStream) Repeat(req *kitexpb.BenchmarkMessage, s kitexpb.HelloStream_RepeatServer) error {
+	payload.HandleKitex(req)
+	for {
+		if err := s.Send(req); err != nil {
+			return err
+		}
+	}
+}
+
+// Chat sends back every message it receives, handled.
+func (*KitexHelloStream) Chat(s kitexpb.HelloStream_ChatServer) error {
+	for {
+		in, err := s.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		payload.HandleKitex(in)
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
+}
+
+type kitexGRPCInstance struct {
+	closers
+	client hellostream.Client
+}
+
+func startKitexGRPC() (Instance, error) {
+	klog.SetLevel(klog.LevelError)
+	klog.SetOutput(io.Discard)
+	ln, err := listen()
+	if err != nil {
+		return nil, err
+	}
+	srv := hellostream.NewServer(new(KitexHelloStream),
+		server.WithListener(ln),
+		server.WithExitWaitTime(100*time.Millisecond),
+		server.WithExitSignal(func() <-chan error { return make(chan error) }),
+	)
+	go srv.Run()
+	inst := &kitexGRPCInstance{closers: closers{srv.Stop}}
+	c, err := hellostream.NewClient("hello", client.WithHostPorts(ln.Addr().String()))
+	if err != nil {
+		inst.Close()
+		return nil, err
+	}
+	inst.client = c
+	return inst, nil
+}
+
+func (in *kitexGRPCInstance) NewCaller(*payload.Payload) (Caller, error) {
+	return nil, errors.New("kitex-grpc runs the streaming scenarios only")
+}
+
+func (in *kitexGRPCInstance) NewStream(ctx context.Context, kind StreamKind, p *payload.Payload) (Caller, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &streamCaller[kitexpb.BenchmarkMessage]{cancel: cancel, check: p.CheckKitex, req: p.KitexRequest()}
+	switch kind {
+	case ServerStreaming:
+		s, err := in.client.Repeat(ctx, c.req)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.recv = s.Recv
+	case Bidi:
+		s, err := in.client.Chat(ctx)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.send, c.recv = s.Send, s.Recv
+	default:
+		cancel()
+		return nil, fmt.Errorf("no stream of kind %v", kind)
+	}
+	return c.start()
 }

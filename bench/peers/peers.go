@@ -40,7 +40,10 @@ type Spec struct {
 	Name   string // row name in the results
 	Kind   Kind
 	Config string // how it is configured, for RESULTS.md
-	Start  func() (Instance, error)
+	// StreamOnly rows run in the streaming scenarios only (their
+	// instance's NewCaller fails).
+	StreamOnly bool
+	Start      func() (Instance, error)
 }
 
 // Instance is a running server and its client.
@@ -81,6 +84,7 @@ func All() []Spec {
 		rpcxSpec(),
 		kitexSpec(),
 		kitexMuxSpec(),
+		kitexGRPCSpec(),
 		tcpPingPongSpec(),
 		tcpMuxSpec(),
 		tcpPipelinedSpec(),

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/storks-rpc/storks/bench/gen/benchpb"
+	"github.com/storks-rpc/storks/bench/gen/kitexpb"
 	"github.com/storks-rpc/storks/bench/internal/hist"
 	"github.com/storks-rpc/storks/bench/payload"
 )
@@ -30,6 +32,9 @@ func TestEveryPeerAnswers(t *testing.T) {
 		ps = append(ps, p)
 	}
 	for _, spec := range All() {
+		if spec.StreamOnly {
+			continue
+		}
 		t.Run(spec.Name, func(t *testing.T) {
 			inst, err := spec.Start()
 			if err != nil {
@@ -99,7 +104,7 @@ func TestBadReplyFails(t *testing.T) {
 	p, _ := payload.New(payload.Rpcx)
 	other, _ := payload.New(payload.Tiny)
 	for _, spec := range All() {
-		if spec.Kind == Reference {
+		if spec.Kind == Reference || spec.StreamOnly {
 			continue
 		}
 		t.Run(spec.Name, func(t *testing.T) {
@@ -133,5 +138,103 @@ func swapPayload(c Caller, p *payload.Payload) {
 		c.p = p
 	case *kitexCaller:
 		c.p = p
+	case *streamCaller[benchpb.BenchmarkMessage]:
+		c.check = p.Check
+	case *streamCaller[kitexpb.BenchmarkMessage]:
+		c.check = p.CheckKitex
+	}
+}
+
+// TestEveryStreamAnswers runs the streaming scenarios' streams on every row
+// that has them (storks and grpc-go at least): for each kind and size,
+// several streams at once, a few hundred messages each, every one checked;
+// then a stream whose replies are checked against another payload must
+// fail with ErrBadReply. The 1 MiB server stream is the large-message row.
+func TestEveryStreamAnswers(t *testing.T) {
+	type run struct {
+		kind          StreamKind
+		size          int
+		streams, each int
+	}
+	runs := []run{
+		{ServerStreaming, payload.Rpcx, 4, 300},
+		{Bidi, payload.Rpcx, 4, 300},
+		{ServerStreaming, payload.Large, 1, 20},
+	}
+	ps := map[int]*payload.Payload{}
+	for _, size := range []int{payload.Tiny, payload.Rpcx, payload.Large} {
+		p, err := payload.New(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[size] = p
+	}
+	rows := map[string]bool{}
+	for _, spec := range All() {
+		t.Run(spec.Name, func(t *testing.T) {
+			inst, err := spec.Start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer inst.Close()
+			st, ok := inst.(Streamer)
+			if !ok {
+				if spec.StreamOnly {
+					t.Fatal("a stream-only row without streams")
+				}
+				t.Skip("no streaming methods")
+			}
+			rows[spec.Name] = true
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			for _, r := range runs {
+				p := ps[r.size]
+				var wg sync.WaitGroup
+				var msgs atomic.Int64
+				errs := make(chan error, r.streams)
+				for range r.streams {
+					c, err := st.NewStream(ctx, r.kind, p)
+					if err != nil {
+						t.Fatalf("%v %s: open: %v", r.kind, p.Name, err)
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer c.Close()
+						for range r.each {
+							if err := c.Call(ctx); err != nil {
+								errs <- err
+								return
+							}
+							msgs.Add(1)
+						}
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Errorf("%v %s: %v", r.kind, p.Name, err)
+				}
+				if n, want := msgs.Load(), int64(r.streams*r.each); n != want {
+					t.Errorf("%v %s: %d messages received and right, want %d", r.kind, p.Name, n, want)
+				}
+			}
+			for _, kind := range []StreamKind{ServerStreaming, Bidi} {
+				c, err := st.NewStream(ctx, kind, ps[payload.Rpcx])
+				if err != nil {
+					t.Fatalf("%v: open: %v", kind, err)
+				}
+				swapPayload(c, ps[payload.Tiny])
+				if err := c.Call(ctx); !errors.Is(err, payload.ErrBadReply) {
+					t.Errorf("%v: a mismatched message returned %v, want ErrBadReply", kind, err)
+				}
+				c.Close()
+			}
+		})
+	}
+	for _, name := range []string{"storks", "grpc-go"} {
+		if !rows[name] && !t.Failed() {
+			t.Errorf("row %s has no streams", name)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package peers
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -34,6 +35,34 @@ type storksHello struct {
 func (storksHello) Say(_ context.Context, in *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error) {
 	payload.Handle(in)
 	return in, nil
+}
+
+// Repeat handles the request once and sends the reply until the client
+// ends the stream.
+func (storksHello) Repeat(in *benchpb.BenchmarkMessage, s storkspb.Hello_RepeatServer) error {
+	payload.Handle(in)
+	for {
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
+}
+
+// Chat sends back every message it receives, handled.
+func (storksHello) Chat(s storkspb.Hello_ChatServer) error {
+	for {
+		in, err := s.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		payload.Handle(in)
+		if err := s.Send(in); err != nil {
+			return err
+		}
+	}
 }
 
 type storksInstance struct {
@@ -94,4 +123,29 @@ func (c *storksCaller) Call(ctx context.Context) error {
 		return err
 	}
 	return c.p.Check(out)
+}
+
+func (in *storksInstance) NewStream(ctx context.Context, kind StreamKind, p *payload.Payload) (Caller, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &streamCaller[benchpb.BenchmarkMessage]{cancel: cancel, check: p.Check, req: p.Request()}
+	switch kind {
+	case ServerStreaming:
+		s, err := in.client.Repeat(ctx, c.req)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.recv = s.Recv
+	case Bidi:
+		s, err := in.client.Chat(ctx)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		c.send, c.recv = s.Send, s.Recv
+	default:
+		cancel()
+		return nil, fmt.Errorf("no stream of kind %v", kind)
+	}
+	return c.start()
 }

@@ -15,8 +15,13 @@ import (
 )
 
 // cell is the measurement of one row in one scenario in one round.
+//
+// In a streaming scenario, Callers is the number of streams and a call is
+// one message: one received (server streaming) or one sent and its echo
+// received (bidi); every per-call figure is per message.
 type cell struct {
 	Peer    string `json:"peer"`
+	Stream  string `json:"stream,omitempty"` // the streaming scenario's kind; empty for unary calls
 	Callers int    `json:"callers"`
 	Size    int    `json:"size"`
 	Round   int    `json:"round"`
@@ -55,6 +60,9 @@ func histograms(n int) []*hist.H {
 }
 
 type cellOptions struct {
+	// stream is the kind of a streaming scenario's streams, 0 for unary
+	// calls.
+	stream  peers.StreamKind
 	dur     time.Duration
 	perf    bool // count every syscall with perf
 	hangCap time.Duration
@@ -70,8 +78,17 @@ const errHung = "hung"
 // depth) call as fast as they can for o.dur. Everything is prepared before
 // the window opens (callers, connections, histograms, a GC), so the window
 // measures calls only.
+//
+// With o.stream, every goroutine has a stream of its own, opened (and its
+// first message received) before the window, so that a server stream has
+// filled its flow-control window when the window opens as it has when it
+// closes: the window sees the steady state. The streams are ended
+// (cancelled) after the window.
 func runCell(spec peers.Spec, inst peers.Instance, p *payload.Payload, callers int, o cellOptions) cell {
 	res := cell{Peer: spec.Name, Callers: callers, Size: p.Size, Syscalls: -1, RWSyscalls: -1}
+	if o.stream != 0 {
+		res.Stream = o.stream.String()
+	}
 	fail := func(err error) cell { res.Err = err.Error(); return res }
 
 	hs := histograms(callers)
@@ -82,7 +99,7 @@ func runCell(spec peers.Spec, inst peers.Instance, p *payload.Payload, callers i
 	var wg sync.WaitGroup
 
 	var pipe peers.Pipeline
-	if pl, ok := inst.(peers.Pipeliner); ok {
+	if pl, ok := inst.(peers.Pipeliner); ok && o.stream == 0 {
 		var err error
 		if pipe, err = pl.NewPipeline(p, callers); err != nil {
 			return fail(fmt.Errorf("pipeline: %w", err))
@@ -96,9 +113,17 @@ func runCell(spec peers.Spec, inst peers.Instance, p *payload.Payload, callers i
 			counts[0], errs[0] = pipe.Run(start, &stop, hs[0])
 		}()
 	} else {
+		newCaller := func() (peers.Caller, error) { return inst.NewCaller(p) }
+		if o.stream != 0 {
+			st, ok := inst.(peers.Streamer)
+			if !ok {
+				return fail(fmt.Errorf("%s has no streams", spec.Name))
+			}
+			newCaller = func() (peers.Caller, error) { return st.NewStream(context.Background(), o.stream, p) }
+		}
 		cs := make([]peers.Caller, callers)
 		for i := range cs {
-			c, err := inst.NewCaller(p)
+			c, err := newCaller()
 			if err != nil {
 				for _, c := range cs[:i] {
 					c.Close()

@@ -12,15 +12,16 @@ import (
 	"github.com/storks-rpc/storks/bench/peers"
 )
 
-// Profiled scenario: the headline one.
+// Profiled scenario by default: the headline one.
 const (
 	profCallers = 64
 	profSize    = payload.Rpcx
 )
 
-// profileRun runs in a fresh process: Storks alone, 64 callers, 581 B,
-// warm-up, then a CPU profile of the measured window and the allocation
-// profile of the process (setup is a negligible part of it).
+// profileRun runs in a fresh process: Storks alone in cfg.profScen (by
+// default unary, 64 callers, 581 B), warm-up, then a CPU profile of the
+// measured window and the allocation profile of the process (setup is a
+// negligible part of it).
 func profileRun(cfg config) error {
 	// Sample allocations finely (every 16 KiB instead of 512 KiB).
 	runtime.MemProfileRate = 16 << 10
@@ -35,15 +36,22 @@ func profileRun(cfg config) error {
 		return err
 	}
 	defer inst.Close()
-	p, err := payload.New(profSize)
+	sc := cfg.profScen
+	p, err := payload.New(sc.size)
 	if err != nil {
 		return err
 	}
 	hang := cfg.profDur + 60*time.Second
-	if w := runCell(spec, inst, p, profCallers, cellOptions{dur: cfg.warmup, hangCap: hang}); !w.ok() {
+	if w := runCell(spec, inst, p, sc.streams, cellOptions{stream: sc.kind, dur: cfg.warmup, hangCap: hang}); !w.ok() {
 		return fmt.Errorf("warm-up: %s", w.Err)
 	}
-	base := fmt.Sprintf("storks-c%d-%s", profCallers, sizeTag(profSize))
+	base := fmt.Sprintf("storks-c%d-%s", sc.streams, sizeTag(sc.size))
+	switch sc.kind {
+	case peers.ServerStreaming:
+		base = fmt.Sprintf("storks-server-s%d-%s", sc.streams, sizeTag(sc.size))
+	case peers.Bidi:
+		base = fmt.Sprintf("storks-bidi-s%d-%s", sc.streams, sizeTag(sc.size))
+	}
 	cpuPath := filepath.Join(cfg.profiles, base+"-cpu.pprof")
 	f, err := os.Create(cpuPath)
 	if err != nil {
@@ -51,7 +59,8 @@ func profileRun(cfg config) error {
 	}
 	defer f.Close()
 	var perr error
-	c := runCell(spec, inst, p, profCallers, cellOptions{
+	c := runCell(spec, inst, p, sc.streams, cellOptions{
+		stream:  sc.kind,
 		dur:     cfg.profDur,
 		hangCap: hang,
 		before:  func() { perr = pprof.StartCPUProfile(f) },

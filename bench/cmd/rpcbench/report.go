@@ -17,14 +17,17 @@ import (
 )
 
 type scenario struct {
-	Callers int
+	Callers int // callers, or streams in a streaming scenario
 	Size    int
 	Smoke   bool
 	Large   bool // a large unary scenario: Storks and grpc-go only
 	Rounds  int
+	Stream  peers.StreamKind // 0: unary calls
+	Reply   int              // encoded size of the reply
 	Cells   []cell
 
-	rows []*rowStat
+	specs []peers.Spec // the rows that ran it; nil: every row of the report
+	rows  []*rowStat
 }
 
 // rowStat is one row of a scenario: medians over the rounds.
@@ -34,7 +37,7 @@ type rowStat struct {
 	notRun bool // the row takes no part in this scenario
 
 	thr, p50, p99, p999, allocs, bytes, cpu, sys, rw float64
-	vsBest, vsMux                                    float64 // medians of per-round throughput ratios; NaN if none
+	vsBest, vsMux, vsGRPC                            float64 // medians of per-round throughput ratios; NaN if none
 }
 
 type report struct {
@@ -56,6 +59,13 @@ type target struct {
 }
 
 func (s *scenario) name() string {
+	if s.Stream != 0 {
+		n := fmt.Sprintf("%s, %s, %d stream", payload.Name(s.Size), s.Stream, s.Callers)
+		if s.Callers != 1 {
+			n += "s"
+		}
+		return n
+	}
 	n := fmt.Sprintf("%s, %d caller", payload.Name(s.Size), s.Callers)
 	if s.Callers != 1 {
 		n += "s"
@@ -108,7 +118,7 @@ func (s *scenario) usable(name string) bool {
 func (s *scenario) bestPeer(round int) string {
 	best, bestThr := "", 0.0
 	for _, r := range s.rows {
-		if r.spec.Kind != peers.Peer || r.failed != "" {
+		if r.spec.Kind != peers.Peer || r.failed != "" || r.notRun {
 			continue
 		}
 		if c := s.cell(r.spec.Name, round); c != nil && c.Throughput > bestThr {
@@ -175,7 +185,11 @@ func medianOf(cs []cell, f func(c cell) float64) float64 {
 // compute fills the rows and the targets. It reports whether any row failed.
 func (rep *report) compute() (failed bool) {
 	for _, s := range rep.scenarios {
-		for _, spec := range rep.specs {
+		specs := s.specs
+		if specs == nil {
+			specs = rep.specs
+		}
+		for _, spec := range specs {
 			r := &rowStat{spec: spec}
 			cs := s.cells(spec.Name)
 			for _, c := range cs {
@@ -203,6 +217,7 @@ func (rep *report) compute() (failed bool) {
 		for _, r := range s.rows {
 			r.vsBest = s.thrRatio(r.spec.Name, s.bestPeer)
 			r.vsMux = s.thrRatio(r.spec.Name, func(int) string { return peers.MuxReference })
+			r.vsGRPC = s.thrRatio(r.spec.Name, func(int) string { return "grpc-go" })
 		}
 	}
 	rep.computeTargets()
@@ -210,8 +225,14 @@ func (rep *report) compute() (failed bool) {
 }
 
 func (rep *report) find(callers, size int) *scenario {
+	return rep.findStream(0, callers, size)
+}
+
+// findStream finds the streaming scenario of kind with streams streams of
+// size bytes (kind 0: the unary scenario of callers).
+func (rep *report) findStream(kind peers.StreamKind, streams, size int) *scenario {
 	for _, s := range rep.scenarios {
-		if s.Callers == callers && s.Size == size && !s.Smoke && !s.Large {
+		if s.Stream == kind && s.Callers == streams && s.Size == size && !s.Smoke && !s.Large {
 			return s
 		}
 	}
@@ -251,8 +272,12 @@ func (rep *report) computeTargets() {
 		r := s.row("storks").vsBest
 		add(what, where, fmtRatio(r)+" best peer"+bestPeersNote(s), fmt.Sprintf("≥ %.1f×", need), r >= need, !math.IsNaN(r))
 	}
-	if !slices.ContainsFunc(rep.scenarios, func(s *scenario) bool { return !s.Large && !s.Smoke }) {
-		rep.largeTargets(add) // -mode large: nothing else was measured
+	if !slices.ContainsFunc(rep.scenarios, func(s *scenario) bool { return !s.Large && !s.Smoke && s.Stream == 0 }) {
+		// -mode large, or -sizes none: no unary target was measured.
+		rep.largeTargets(add)
+		if slices.ContainsFunc(rep.scenarios, func(s *scenario) bool { return s.Stream != 0 }) {
+			rep.streamTargets(add)
+		}
 		return
 	}
 	thrTarget(64, 1.3, "Throughput vs the best peer")
@@ -286,7 +311,7 @@ func (rep *report) computeTargets() {
 	var worstA, worstB float64 = -1, -1
 	var whereA, whereB []string
 	for _, s := range rep.scenarios {
-		if s.Size != payload.Rpcx || s.Smoke || s.Large || !s.usable("storks") {
+		if s.Size != payload.Rpcx || s.Smoke || s.Large || s.Stream != 0 || !s.usable("storks") {
 			continue
 		}
 		st := s.row("storks")
@@ -317,6 +342,7 @@ func (rep *report) computeTargets() {
 	} else {
 		add("System calls per call", "64 callers, 581 B", failedOr(rep.find(64, payload.Rpcx)), "≤ 1", false, false)
 	}
+	rep.streamTargets(add)
 }
 
 // The targets of the large unary scenarios, per size: throughput at least
@@ -365,13 +391,89 @@ func (rep *report) largeTargets(add func(what, where, measured, need string, ok,
 }
 
 func failedOr(s *scenario) string {
+	return failedRows(s, "storks")
+}
+
+// failedRows says why a target of scenario s over rows names has no
+// figure.
+func failedRows(s *scenario, names ...string) string {
 	if s == nil {
 		return notMeasured + " (scenario not in this run)"
 	}
-	if r := s.row("storks"); r != nil && r.failed != "" {
-		return "storks FAILED: " + r.failed
+	for _, n := range names {
+		r := s.row(n)
+		if r == nil || r.notRun {
+			return notMeasured + " (" + n + " not in this run)"
+		}
+		if r.failed != "" {
+			return n + " FAILED: " + r.failed
+		}
 	}
 	return notMeasured
+}
+
+// The message size of the large-message streaming target, and the bound on
+// the bytes allocated per message there, in messages.
+const (
+	largeStreamSize     = payload.Large
+	largeStreamMaxAlloc = 3
+)
+
+// streamTargets adds the streaming targets: Storks against grpc-go in the
+// same rounds, messages/s (MB/s for 1 MiB), and the bytes allocated per
+// 1 MiB message.
+func (rep *report) streamTargets(add func(what, where, measured, need string, ok, valid bool)) {
+	thr := func(what string, kind peers.StreamKind, streams, size int, need float64) {
+		s := rep.findStream(kind, streams, size)
+		where := streamWhere(kind, streams, size)
+		needS := fmt.Sprintf("≥ %.1f×", need)
+		if s == nil || !s.usable("storks") || !s.usable("grpc-go") {
+			add(what, where, failedRows(s, "storks", "grpc-go"), needS, false, false)
+			return
+		}
+		r := s.row("storks").vsGRPC
+		m := fmt.Sprintf("%s grpc-go (Storks %s, grpc-go %s)", fmtRatio(r), fmtRate(s, s.row("storks")), fmtRate(s, s.row("grpc-go")))
+		add(what, where, m, needS, r >= need, !math.IsNaN(r))
+	}
+	thr("Server-streaming messages/s vs grpc-go", peers.ServerStreaming, 1, payload.Rpcx, 1.5)
+	thr("Server-streaming messages/s vs grpc-go", peers.ServerStreaming, 64, payload.Rpcx, 1.5)
+	thr("Bidi echo messages/s vs grpc-go", peers.Bidi, 64, payload.Rpcx, 1.5)
+	thr("Large-message streaming MB/s vs grpc-go", peers.ServerStreaming, 1, largeStreamSize, 1.0)
+
+	what := "Bytes allocated per 1 MiB message (client + server)"
+	where := streamWhere(peers.ServerStreaming, 1, largeStreamSize)
+	need := fmt.Sprintf("≤ %d× the message (%s B)", largeStreamMaxAlloc, fmtInt(largeStreamMaxAlloc*largeStreamSize))
+	s := rep.findStream(peers.ServerStreaming, 1, largeStreamSize)
+	if s == nil || !s.usable("storks") {
+		add(what, where, failedRows(s, "storks"), need, false, false)
+		return
+	}
+	st := s.row("storks")
+	m := fmt.Sprintf("%s B = %.2f× the message", fmtInt(st.bytes), st.bytes/largeStreamSize)
+	if g := s.row("grpc-go"); g != nil && g.failed == "" {
+		m += fmt.Sprintf(" (grpc-go %.2f×)", g.bytes/largeStreamSize)
+	}
+	add(what, where, m, need, st.bytes <= largeStreamMaxAlloc*largeStreamSize, true)
+}
+
+func streamWhere(kind peers.StreamKind, streams, size int) string {
+	n := fmt.Sprintf("%s, %d stream", payload.Name(size), streams)
+	if streams != 1 {
+		n += "s"
+	}
+	if kind == peers.Bidi {
+		return n + ", bidi lockstep"
+	}
+	return n + ", " + kind.String()
+}
+
+// fmtRate is a streaming row's rate: messages/s, or MB/s (10^6 bytes of
+// message) from 16 KiB up.
+func fmtRate(s *scenario, r *rowStat) string {
+	if s.Size >= payload.Medium {
+		return fmt.Sprintf("%s MB/s", fmtInt(r.thr*float64(s.Reply)/1e6))
+	}
+	return fmtInt(r.thr) + " msgs/s"
 }
 
 // bestPeersNote names which peers were the best in the rounds.
@@ -496,7 +598,7 @@ func (rep *report) markdown() string {
 	w("| total time | %v |\n\n", rep.elapsed.Round(time.Second))
 
 	w("## Targets\n\n")
-	w("Storks against the issue's targets. Throughput ratios are the median over the rounds of the per-round ratio (both rows measured in the same round); the best peer is the fastest of grpc-go, rpcx, kitex and kitex-mux in that round.\n\n")
+	w("Storks against the issue's targets. Throughput ratios are the median over the rounds of the per-round ratio (both rows measured in the same round); the best peer is the fastest of grpc-go, rpcx, kitex and kitex-mux in that round; the streaming targets compare with grpc-go.\n\n")
 	w("| target | scenario | measured | need | result |\n|---|---|---|---|---|\n")
 	for _, t := range rep.targets {
 		w("| %s | %s | %s | %s | %s |\n", t.what, t.where, t.measured, t.need, t.result)
@@ -513,7 +615,14 @@ func (rep *report) markdown() string {
 	w("p50/p99/p99.9 from per-call timings; allocs/op and B/op = heap allocations (runtime.MemStats) of the whole process during the window / calls, so client and server together; ")
 	w("CPU µs/op = process user+system CPU (getrusage) / calls, both sides and the GC; syscalls/op = every system call of the process (perf); r+w/op = read and write system calls only (/proc/self/io). ")
 	w("The tcp-* rows are plain Go over the same loopback with the same bytes and no marshalling: physical limits, not frameworks. FAILED rows had a failed or wrong call and are not reported.\n\n")
-	order := slices.Clone(rep.scenarios)
+	var order, streams []*scenario
+	for _, s := range rep.scenarios {
+		if s.Stream != 0 {
+			streams = append(streams, s)
+		} else {
+			order = append(order, s)
+		}
+	}
 	sort.SliceStable(order, func(i, j int) bool {
 		ki, kj := sizeOrder(order[i]), sizeOrder(order[j])
 		if ki != kj {
@@ -556,6 +665,10 @@ func (rep *report) markdown() string {
 		rep.ratioTable(&b, s)
 	}
 
+	if len(streams) > 0 {
+		rep.streamResults(&b, streams)
+	}
+
 	w("## Rows\n\n| row | kind | configuration |\n|---|---|---|\n")
 	for _, sp := range rep.specs {
 		w("| %s | %s | %s |\n", sp.Name, sp.Kind, mdEscape(sp.Config))
@@ -574,6 +687,51 @@ func (rep *report) markdown() string {
 		w("Not taken in this run (-profiles=\"\").\n")
 	}
 	return b.String()
+}
+
+// streamResults writes the tables of the streaming scenarios.
+func (rep *report) streamResults(b *strings.Builder, streams []*scenario) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("## Streaming results\n\n")
+	w("The rows that have the benchmark service's streaming methods, each stream opened (and its first message received) before the window and cancelled after it. ")
+	w("**Server-streaming** (`Repeat`): the client sends the request once; the server handles it once and sends the reply (527 B for the 581 B message; 1 MiB for 1 MiB) again and again; a message is one reply received and checked. ")
+	w("**Bidi echo** (`Chat`), in lockstep: each stream sends one message and receives the handled message back before sending the next; a message is one round trip. ")
+	w("msgs/s = messages / window, summed over the streams; MB/s = msgs/s × reply size / 10^6; `× grpc-go` and `× best peer` = per-round ratios, median (the best peer is the fastest of grpc-go and kitex-grpc); ")
+	w("p50/p99/p99.9 = time per message in one stream (server streaming: from one Recv returning to the next; bidi: the round trip); ")
+	w("allocs/msg, B/msg, CPU µs/msg, syscalls/msg, r+w/msg as in the unary tables (runtime.MemStats, getrusage, perf, /proc/self/io over the window, client and server in this process together) / messages.\n\n")
+	sort.SliceStable(streams, func(i, j int) bool {
+		a, c := streams[i], streams[j]
+		if a.Size != c.Size {
+			return a.Size < c.Size
+		}
+		if a.Stream != c.Stream {
+			return a.Stream < c.Stream
+		}
+		return a.Callers < c.Callers
+	})
+	for _, s := range streams {
+		w("### %s\n\n", s.name())
+		w("| row | msgs/s | MB/s | × grpc-go | × best peer | p50 | p99 | p99.9 | allocs/msg | B/msg | CPU µs/msg | syscalls/msg | r+w/msg |\n")
+		w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, r := range s.rows {
+			if r.notRun {
+				continue
+			}
+			name := r.spec.Name
+			if r.spec.Kind == peers.Subject {
+				name = "**" + name + "**"
+			}
+			if r.failed != "" {
+				w("| %s | FAILED: %s | | | | | | | | | | | |\n", name, mdEscape(r.failed))
+				continue
+			}
+			w("| %s | %s | %.1f | %s | %s | %s | %s | %s | %.1f | %s | %.2f | %s | %s |\n",
+				name, fmtInt(r.thr), r.thr*float64(s.Reply)/1e6, fmtRatio(r.vsGRPC), fmtRatio(r.vsBest),
+				fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.p999), r.allocs, fmtInt(r.bytes), r.cpu,
+				fmtOpt(r.sys, "%.2f"), fmtOpt(r.rw, "%.2f"))
+		}
+		w("\n")
+	}
 }
 
 func sizeOrder(s *scenario) int {
@@ -614,7 +772,7 @@ func (rep *report) ratioTable(b *strings.Builder, s *scenario) {
 	for i, m := range ms {
 		best[i] = math.NaN()
 		for _, r := range s.rows {
-			if r.spec.Kind != peers.Peer || r.failed != "" {
+			if r.spec.Kind != peers.Peer || r.failed != "" || r.notRun {
 				continue
 			}
 			v := m.get(r)
@@ -664,13 +822,17 @@ func mdEscape(s string) string {
 func (rep *report) summary() string {
 	var b strings.Builder
 	for _, s := range rep.scenarios {
-		if !s.Large {
+		if !s.Large && s.Stream == 0 {
 			continue
 		}
 		fmt.Fprintf(&b, "\n%s:", s.name())
 		for _, r := range s.rows {
-			if r.failed == "" && !r.notRun {
+			switch {
+			case r.failed != "" || r.notRun:
+			case s.Large:
 				fmt.Fprintf(&b, "  %s %s calls/s, %s B/op (%s payload)", r.spec.Name, fmtInt(r.thr), fmtInt(r.bytes), fmtRatio(s.allocRatio(r.spec.Name)))
+			default:
+				fmt.Fprintf(&b, "  %s %s (%s grpc-go), %s B/msg", r.spec.Name, fmtRate(s, r), fmtRatio(r.vsGRPC), fmtInt(r.bytes))
 			}
 		}
 	}

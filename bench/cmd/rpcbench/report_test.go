@@ -142,3 +142,124 @@ func TestLargeScenario(t *testing.T) {
 		t.Errorf("rows that did not run are reported:\n%s", md)
 	}
 }
+
+// The streaming targets compare Storks with grpc-go in the same rounds, and
+// the 1 MiB row's bytes per message with three messages.
+func TestStreamTargets(t *testing.T) {
+	rep := &report{cfg: config{mode: "quick", repeats: 3, procs: 2}, specs: specsByName("storks", "grpc-go", "kitex-grpc")}
+	streamCell := func(peer string, round int, thr float64, size int, bytes float64) cell {
+		c := fakeCell(peer, round, thr)
+		c.Size, c.Bytes, c.Stream = size, bytes, peers.ServerStreaming.String()
+		return c
+	}
+	s64 := &scenario{Callers: 64, Size: payload.Rpcx, Reply: 527, Rounds: 3, Stream: peers.ServerStreaming, specs: rep.specs}
+	big := &scenario{Callers: 1, Size: payload.Large, Reply: payload.Large, Rounds: 3, Stream: peers.ServerStreaming, specs: rep.specs}
+	for r := 1; r <= 3; r++ {
+		s64.Cells = append(s64.Cells, streamCell("storks", r, 300, payload.Rpcx, 800), streamCell("grpc-go", r, 100, payload.Rpcx, 2000), streamCell("kitex-grpc", r, 150, payload.Rpcx, 2000))
+		big.Cells = append(big.Cells, streamCell("storks", r, 500, payload.Large, 4<<20), streamCell("grpc-go", r, 500, payload.Large, 1<<20), streamCell("kitex-grpc", r, 400, payload.Large, 2<<20))
+	}
+	rep.scenarios = []*scenario{s64, big}
+	if rep.compute() {
+		t.Fatal("compute reported a failure")
+	}
+	want := map[string]string{
+		"Server-streaming messages/s vs grpc-go|581 B, 64 streams, server-streaming":            "**PASS**",
+		"Server-streaming messages/s vs grpc-go|581 B, 1 stream, server-streaming":              "—",
+		"Bidi echo messages/s vs grpc-go|581 B, 64 streams, bidi lockstep":                      "—",
+		"Large-message streaming MB/s vs grpc-go|1 MiB, 1 stream, server-streaming":             "**PASS**",
+		"Bytes allocated per 1 MiB message (client + server)|1 MiB, 1 stream, server-streaming": "**MISS**",
+	}
+	got := map[string]string{}
+	for _, tg := range rep.targets {
+		got[tg.what+"|"+tg.where] = tg.result
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("target %s: %q, want %q", k, got[k], v)
+		}
+	}
+	if got := s64.row("storks").vsGRPC; got != 3 {
+		t.Errorf("storks vs grpc-go = %v, want 3", got)
+	}
+	md := rep.markdown()
+	for _, s := range []string{"## Streaming results", "### 581 B, server-streaming, 64 streams", "| **storks** | 300 | 0.2 | 3.00× | 2.00× |", "4,194,304 B = 4.00× the message (grpc-go 1.00×)"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("RESULTS.md lacks %q:\n%s", s, md)
+		}
+	}
+	if strings.Contains(rep.chart(), "kitex-grpc") {
+		t.Error("the unary chart names the stream-only row")
+	}
+}
+
+// runCell measures streams: every message counted and checked.
+func TestRunCellStreams(t *testing.T) {
+	spec := specsByName("storks")[0]
+	inst, err := spec.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	p, _ := payload.New(payload.Rpcx)
+	for _, kind := range []peers.StreamKind{peers.ServerStreaming, peers.Bidi} {
+		c := runCell(spec, inst, p, 4, cellOptions{stream: kind, dur: 100 * time.Millisecond, hangCap: 10 * time.Second})
+		if !c.ok() || c.Calls < 100 || c.Stream != kind.String() {
+			t.Fatalf("%v cell: %+v", kind, c)
+		}
+	}
+}
+
+// Large unary and streaming scenarios in one run without the unary ones
+// (-sizes none -large true -streams ...): each reports its own rows, and
+// the targets are theirs only.
+func TestLargeAndStreamScenarios(t *testing.T) {
+	all := specsByName("storks", "grpc-go", "kitex-grpc")
+	rep := &report{cfg: config{repeats: 3}, specs: all}
+	large := &scenario{Callers: 8, Size: payload.Huge, Large: true, Rounds: 3, specs: all[:2]}
+	bidi := &scenario{Callers: 64, Size: payload.Rpcx, Reply: 527, Rounds: 3, Stream: peers.Bidi, specs: all}
+	for r := 1; r <= 3; r++ {
+		for i, peer := range []string{"storks", "grpc-go", "kitex-grpc"} {
+			c := fakeCell(peer, r, float64(300-100*i))
+			c.Size, c.Callers, c.Stream = payload.Rpcx, 64, peers.Bidi.String()
+			bidi.Cells = append(bidi.Cells, c)
+			if peer != "kitex-grpc" {
+				c := fakeCell(peer, r, float64(30-10*i))
+				c.Size, c.Callers, c.Bytes = payload.Huge, 8, 2*payload.Huge
+				large.Cells = append(large.Cells, c)
+			}
+		}
+	}
+	rep.scenarios = []*scenario{large, bidi}
+	if rep.compute() {
+		t.Fatal("compute reported a failure")
+	}
+	got := map[string]string{}
+	for _, tg := range rep.targets {
+		got[tg.what+"|"+tg.where] = tg.result
+	}
+	want := map[string]string{
+		"Large unary throughput vs grpc-go|8 callers, 3.9 MiB":                                  "**PASS**",
+		"Large unary bytes allocated per call ÷ payload (request + reply)|8 callers, 3.9 MiB":   "**PASS**",
+		"Bidi echo messages/s vs grpc-go|581 B, 64 streams, bidi lockstep":                      "**PASS**",
+		"Server-streaming messages/s vs grpc-go|581 B, 64 streams, server-streaming":            "—",
+		"Bytes allocated per 1 MiB message (client + server)|1 MiB, 1 stream, server-streaming": "—",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("target %s: %q, want %q", k, got[k], v)
+		}
+	}
+	for k := range got {
+		if strings.HasPrefix(k, "Throughput vs") || strings.HasPrefix(k, "Allocations per call") {
+			t.Errorf("unary target %s in a run without unary scenarios", k)
+		}
+	}
+	md := rep.markdown()
+	results, streams, _ := strings.Cut(md[strings.Index(md, "## Results"):], "## Streaming results")
+	if !strings.Contains(results, "### 3.9 MiB, 8 callers (large unary)") || strings.Contains(results, "kitex-grpc") {
+		t.Errorf("large unary table:\n%s", results)
+	}
+	if !strings.Contains(streams, "### 581 B, bidi echo, 64 streams") || !strings.Contains(streams, "| kitex-grpc | 100 |") {
+		t.Errorf("streaming table:\n%s", streams)
+	}
+}

@@ -16,6 +16,7 @@ var palette = map[string]string{
 	"rpcx":          "#2ca02c",
 	"kitex":         "#9467bd",
 	"kitex-mux":     "#8c564b",
+	"kitex-grpc":    "#e377c2",
 	"tcp-pingpong":  "#7f7f7f",
 	"tcp-mux":       "#111111",
 	"tcp-pipelined": "#bcbd22",
@@ -26,7 +27,7 @@ var palette = map[string]string{
 func (rep *report) chart() string {
 	var scens []*scenario
 	for _, s := range rep.scenarios {
-		if s.Size == payload.Rpcx && !s.Smoke {
+		if s.Size == payload.Rpcx && !s.Smoke && s.Stream == 0 {
 			scens = append(scens, s)
 		}
 	}
@@ -101,6 +102,9 @@ func (rep *report) chart() string {
 
 	ly := top + 10
 	for _, sp := range rep.specs {
+		if sp.StreamOnly {
+			continue // not in the unary scenarios drawn
+		}
 		color := palette[sp.Name]
 		if color == "" {
 			color = "#000"

@@ -22,7 +22,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Hello_Say_FullMethodName = "/bench.grpcsvc.v1.Hello/Say"
+	Hello_Say_FullMethodName    = "/bench.grpcsvc.v1.Hello/Say"
+	Hello_Repeat_FullMethodName = "/bench.grpcsvc.v1.Hello/Repeat"
+	Hello_Chat_FullMethodName   = "/bench.grpcsvc.v1.Hello/Chat"
 )
 
 // HelloClient is the client API for Hello service.
@@ -30,6 +32,12 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type HelloClient interface {
 	Say(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...grpc.CallOption) (*benchpb.BenchmarkMessage, error)
+	// Repeat handles the request once, then sends the reply again and again
+	// until the client ends the stream (cancels it).
+	Repeat(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...grpc.CallOption) (grpc.ServerStreamingClient[benchpb.BenchmarkMessage], error)
+	// Chat handles each message it receives and sends it back, until the
+	// client half-closes or cancels.
+	Chat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage], error)
 }
 
 type helloClient struct {
@@ -50,11 +58,49 @@ func (c *helloClient) Say(ctx context.Context, in *benchpb.BenchmarkMessage, opt
 	return out, nil
 }
 
+func (c *helloClient) Repeat(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...grpc.CallOption) (grpc.ServerStreamingClient[benchpb.BenchmarkMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Hello_ServiceDesc.Streams[0], Hello_Repeat_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Hello_RepeatClient = grpc.ServerStreamingClient[benchpb.BenchmarkMessage]
+
+func (c *helloClient) Chat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Hello_ServiceDesc.Streams[1], Hello_Chat_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Hello_ChatClient = grpc.BidiStreamingClient[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]
+
 // HelloServer is the server API for Hello service.
 // All implementations must embed UnimplementedHelloServer
 // for forward compatibility.
 type HelloServer interface {
 	Say(context.Context, *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error)
+	// Repeat handles the request once, then sends the reply again and again
+	// until the client ends the stream (cancels it).
+	Repeat(*benchpb.BenchmarkMessage, grpc.ServerStreamingServer[benchpb.BenchmarkMessage]) error
+	// Chat handles each message it receives and sends it back, until the
+	// client half-closes or cancels.
+	Chat(grpc.BidiStreamingServer[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]) error
 	mustEmbedUnimplementedHelloServer()
 }
 
@@ -67,6 +113,12 @@ type UnimplementedHelloServer struct{}
 
 func (UnimplementedHelloServer) Say(context.Context, *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error) {
 	return nil, status.Error(codes.Unimplemented, "method Say not implemented")
+}
+func (UnimplementedHelloServer) Repeat(*benchpb.BenchmarkMessage, grpc.ServerStreamingServer[benchpb.BenchmarkMessage]) error {
+	return status.Error(codes.Unimplemented, "method Repeat not implemented")
+}
+func (UnimplementedHelloServer) Chat(grpc.BidiStreamingServer[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]) error {
+	return status.Error(codes.Unimplemented, "method Chat not implemented")
 }
 func (UnimplementedHelloServer) mustEmbedUnimplementedHelloServer() {}
 func (UnimplementedHelloServer) testEmbeddedByValue()               {}
@@ -107,6 +159,24 @@ func _Hello_Say_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Hello_Repeat_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(benchpb.BenchmarkMessage)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HelloServer).Repeat(m, &grpc.GenericServerStream[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Hello_RepeatServer = grpc.ServerStreamingServer[benchpb.BenchmarkMessage]
+
+func _Hello_Chat_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HelloServer).Chat(&grpc.GenericServerStream[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Hello_ChatServer = grpc.BidiStreamingServer[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]
+
 // Hello_ServiceDesc is the grpc.ServiceDesc for Hello service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -119,6 +189,18 @@ var Hello_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Hello_Say_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Repeat",
+			Handler:       _Hello_Repeat_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Chat",
+			Handler:       _Hello_Chat_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "grpcsvc/v1/hello.proto",
 }

@@ -5,6 +5,7 @@ package kitexpb
 import (
 	"context"
 
+	"github.com/cloudwego/kitex/pkg/streaming"
 	"github.com/cloudwego/prutal"
 )
 
@@ -339,4 +340,20 @@ func (x *BenchmarkMessage) GetField131() int32 {
 
 type Hello interface {
 	Say(ctx context.Context, req *BenchmarkMessage) (res *BenchmarkMessage, err error)
+}
+
+type HelloStream interface {
+	Repeat(req *BenchmarkMessage, stream HelloStream_RepeatServer) (err error)
+	Chat(stream HelloStream_ChatServer) (err error)
+}
+
+type HelloStream_RepeatServer interface {
+	streaming.Stream
+	Send(*BenchmarkMessage) error
+}
+
+type HelloStream_ChatServer interface {
+	streaming.Stream
+	Recv() (*BenchmarkMessage, error)
+	Send(*BenchmarkMessage) error
 }

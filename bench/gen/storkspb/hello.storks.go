@@ -9,6 +9,7 @@ import (
 	"context"
 	"github.com/storks-rpc/storks/bench/gen/benchpb"
 	storks "github.com/storks-rpc/storks/runtime"
+	"io"
 )
 
 // This is a compile-time assertion that this generated file is compatible
@@ -20,12 +21,20 @@ const Hello_ServiceName = "bench.storkssvc.v1.Hello"
 
 // Full method names of the bench.storkssvc.v1.Hello service, as passed to storks.Invoker.
 const (
-	Hello_Say_FullMethodName = "/bench.storkssvc.v1.Hello/Say"
+	Hello_Say_FullMethodName    = "/bench.storkssvc.v1.Hello/Say"
+	Hello_Repeat_FullMethodName = "/bench.storkssvc.v1.Hello/Repeat"
+	Hello_Chat_FullMethodName   = "/bench.storkssvc.v1.Hello/Chat"
 )
 
 // HelloClient is the client API for the bench.storkssvc.v1.Hello service.
 type HelloClient interface {
 	Say(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...storks.CallOption) (*benchpb.BenchmarkMessage, error)
+	// Repeat handles the request once, then sends the reply again and again
+	// until the client ends the stream (cancels it).
+	Repeat(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...storks.CallOption) (storks.ServerStreamingClient[benchpb.BenchmarkMessage], error)
+	// Chat handles each message it receives and sends it back, until the
+	// client half-closes or cancels.
+	Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage], error)
 }
 
 type helloClient struct {
@@ -48,11 +57,52 @@ func (c *helloClient) Say(ctx context.Context, in *benchpb.BenchmarkMessage, opt
 	return out, nil
 }
 
+func (c *helloClient) Repeat(ctx context.Context, in *benchpb.BenchmarkMessage, opts ...storks.CallOption) (storks.ServerStreamingClient[benchpb.BenchmarkMessage], error) {
+	stream, err := c.inv.NewStream(ctx, &Hello_ServiceDesc.Streams[0], Hello_Repeat_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err == io.EOF {
+		// The stream has ended already: Recv returns its status.
+		return x, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// Hello_RepeatClient is the type of the stream HelloClient.Repeat returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Hello_RepeatClient = storks.ServerStreamingClient[benchpb.BenchmarkMessage]
+
+func (c *helloClient) Chat(ctx context.Context, opts ...storks.CallOption) (storks.BidiStreamingClient[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage], error) {
+	stream, err := c.inv.NewStream(ctx, &Hello_ServiceDesc.Streams[1], Hello_Chat_FullMethodName, opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &storks.GenericClientStream[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]{ClientStream: stream}
+	return x, nil
+}
+
+// Hello_ChatClient is the type of the stream HelloClient.Chat returns, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Hello_ChatClient = storks.BidiStreamingClient[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]
+
 // HelloServer is the server API for the bench.storkssvc.v1.Hello service.
 // All implementations must embed UnimplementedHelloServer
 // for forward compatibility.
 type HelloServer interface {
 	Say(context.Context, *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error)
+	// Repeat handles the request once, then sends the reply again and again
+	// until the client ends the stream (cancels it).
+	Repeat(*benchpb.BenchmarkMessage, storks.ServerStreamingServer[benchpb.BenchmarkMessage]) error
+	// Chat handles each message it receives and sends it back, until the
+	// client half-closes or cancels.
+	Chat(storks.BidiStreamingServer[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]) error
 	mustEmbedUnimplementedHelloServer()
 }
 
@@ -64,6 +114,12 @@ type UnimplementedHelloServer struct{}
 
 func (UnimplementedHelloServer) Say(context.Context, *benchpb.BenchmarkMessage) (*benchpb.BenchmarkMessage, error) {
 	return nil, storks.Errorf(storks.CodeUnimplemented, "method Say not implemented")
+}
+func (UnimplementedHelloServer) Repeat(*benchpb.BenchmarkMessage, storks.ServerStreamingServer[benchpb.BenchmarkMessage]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Repeat not implemented")
+}
+func (UnimplementedHelloServer) Chat(storks.BidiStreamingServer[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]) error {
+	return storks.Errorf(storks.CodeUnimplemented, "method Chat not implemented")
 }
 func (UnimplementedHelloServer) mustEmbedUnimplementedHelloServer() {}
 func (UnimplementedHelloServer) testEmbeddedByValue()               {}
@@ -88,6 +144,14 @@ func RegisterHelloServer(s storks.ServiceRegistrar, srv HelloServer, opts ...sto
 	return s.Export(&Hello_ServiceDesc, srv, opts...)
 }
 
+// Hello_RepeatServer is the type of the stream HelloServer.Repeat is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Hello_RepeatServer = storks.ServerStreamingServer[benchpb.BenchmarkMessage]
+
+// Hello_ChatServer is the type of the stream HelloServer.Chat is given, by the
+// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.
+type Hello_ChatServer = storks.BidiStreamingServer[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]
+
 // Hello_ServiceDesc is the storks.ServiceDesc for the bench.storkssvc.v1.Hello service.
 // It's only intended for direct use with RegisterHelloServer and NewHelloClient,
 // and not to be introspected or modified (even as a copy).
@@ -103,6 +167,26 @@ var Hello_ServiceDesc = storks.ServiceDesc{
 			},
 		},
 	},
-	Streams:  []storks.StreamDesc{},
+	Streams: []storks.StreamDesc{
+		{
+			StreamName: "Repeat",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				m := new(benchpb.BenchmarkMessage)
+				if err := stream.RecvMsg(m); err != nil {
+					return err
+				}
+				return srv.(HelloServer).Repeat(m, &storks.GenericServerStream[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]{ServerStream: stream})
+			},
+			ServerStreams: true,
+		},
+		{
+			StreamName: "Chat",
+			Handler: func(srv any, stream storks.ServerStream) error {
+				return srv.(HelloServer).Chat(&storks.GenericServerStream[benchpb.BenchmarkMessage, benchpb.BenchmarkMessage]{ServerStream: stream})
+			},
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "storkssvc/v1/hello.proto",
 }
