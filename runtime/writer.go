@@ -90,7 +90,9 @@ func (w *connWriter) writeAsync(frame []byte) error { return w.writeAsync2(frame
 // its chunk where it lies in the encoded message.
 func (w *connWriter) writeAsync2(head, rest []byte) error {
 	w.mu.Lock()
-	limit := maxRetainedQueue
+	// Half the queue kept between batches: the queue, grown by append
+	// one frame past the limit, then stays within what drain keeps.
+	limit := maxRetainedQueue / 2
 	if w.limit > 0 {
 		limit = min(limit, w.limit)
 	}
@@ -107,8 +109,8 @@ func (w *connWriter) writeAsync2(head, rest []byte) error {
 // enqueue2 waits, if limit is positive, until the frame made of head and
 // then rest fits in limit bytes of queue behind a write in progress (see
 // connWriter.limit; a stream's data waits at maxRetainedQueue even on a
-// connection without a limit, so that the queue kept between batches is
-// never dropped), then appends the frame to the queue. w.mu is held.
+// connection without a limit, at half of maxRetainedQueue, so that the
+// queue kept between batches is never dropped), then appends the frame to the queue. w.mu is held.
 func (w *connWriter) enqueue2(head, rest []byte, limit int) error {
 	if limit > 0 {
 		for w.err == nil && w.writing && len(w.queue) > 0 && len(w.queue)+len(head)+len(rest) > limit {
