@@ -33,14 +33,7 @@ func (r *Reference) NewStream(ctx context.Context, desc *StreamDesc, method stri
 	}
 	if len(opts) > 0 {
 		var cc callConfig
-		for i, o := range opts {
-			if o == nil {
-				cc.invalid("NewStream", "call option %d is nil", i)
-				continue
-			}
-			o.applyCall(&cc)
-		}
-		if err := cc.err(); err != nil {
+		if err := cc.apply("NewStream", opts); err != nil {
 			return nil, err
 		}
 		if cc.metadata != nil {

@@ -276,17 +276,8 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 func (r *Reference) invokeWith(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
 	var cfg *callConfig // call options the invoker needs, nil if none
 	if len(opts) > 0 {
-		// applyOptions' loop, written out so that a nil one is named a
-		// "call option", as Invoke's callers know them.
 		var cc callConfig
-		for i, o := range opts {
-			if o == nil {
-				cc.invalid("Invoke", "call option %d is nil", i)
-				continue
-			}
-			o.applyCall(&cc)
-		}
-		if err := cc.err(); err != nil {
+		if err := cc.apply("Invoke", opts); err != nil {
 			return err
 		}
 		if cc.metadata != nil {
@@ -316,6 +307,21 @@ func (r *Reference) invokeWith(ctx context.Context, method string, req, reply an
 		return ic(ctx, method, req, reply, inv)
 	}
 	return r.call(ctx, method, req, reply, cfg, b)
+}
+
+// apply applies the call options of a call made through what ("Invoke",
+// "NewStream"). It is applyOptions' loop, written out so that a nil option
+// is named a "call option", as the callers of Invoke and NewStream know
+// them.
+func (cc *callConfig) apply(what string, opts []CallOption) error {
+	for i, o := range opts {
+		if o == nil {
+			cc.invalid(what, "call option %d is nil", i)
+			continue
+		}
+		o.applyCall(cc)
+	}
+	return cc.err()
 }
 
 // invoke is the reference's UnaryInvoker: a call with the reference's fail

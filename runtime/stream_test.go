@@ -416,5 +416,7 @@ func TestStreamRefusals(t *testing.T) {
 		}
 		_, err := ref.NewStream(ctx, &streamDesc.Streams[0], "/other.Service/Count")
 		wantCode(t, err, storks.CodeInvalidArgument, "does not belong")
+		_, err = ref.NewStream(ctx, &streamDesc.Streams[0], countMethod, nil)
+		wantCode(t, err, storks.CodeInvalidArgument, "NewStream: call option 0 is nil")
 	})
 }
