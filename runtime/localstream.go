@@ -154,10 +154,7 @@ type localServerStream struct {
 	ctx context.Context
 	sm  *streamMethod
 
-	mu         sync.Mutex
-	header     Metadata
-	headerSent bool
-	trailer    Metadata
+	serverMeta
 }
 
 // openLocal opens a stream to the handler of this in-process export.
@@ -177,6 +174,7 @@ func (e *export) openLocal(ctx context.Context, r *Reference, desc *StreamDesc, 
 		hctx = newIncomingContext(hctx, md)
 	}
 	ss := &localServerStream{s: s, cs: cs, ctx: hctx, sm: sm}
+	ss.method = sm.info.FullMethod
 	stop := context.AfterFunc(cs.ctx, func() {
 		// The caller's context ended, or the handler returned: the
 		// stream is over for whoever still waits on it.
@@ -194,13 +192,13 @@ func (e *export) openLocal(ctx context.Context, r *Reference, desc *StreamDesc, 
 		defer s.localStreams.Delete(cs)
 		defer stop()
 		err := ss.run()
-		ss.mu.Lock()
+		ss.hmu.Lock()
 		if !ss.headerSent {
 			ss.headerSent = true
 			ss.publishHeader()
 		}
 		trailer := ss.trailer
-		ss.mu.Unlock()
+		ss.hmu.Unlock()
 		var status error
 		if err != nil {
 			status = toError(err)
@@ -236,7 +234,7 @@ func (ss *localServerStream) run() (err error) {
 	return sm.desc.Handler(sm.info.Server, ss)
 }
 
-// publishHeader makes the header visible to the client. ss.mu is held.
+// publishHeader makes the header visible to the client. ss.hmu is held.
 func (ss *localServerStream) publishHeader() {
 	cs := ss.cs
 	cs.headerOnce.Do(func() {
@@ -248,35 +246,15 @@ func (ss *localServerStream) publishHeader() {
 	})
 }
 
-// SetHeader implements ServerStream.
-func (ss *localServerStream) SetHeader(md Metadata) error {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.headerSent {
-		return Errorf(CodeInternal, "stream %s: SetHeader after the header was sent", ss.sm.info.FullMethod)
-	}
-	ss.header = mergeMetadata(ss.header, md)
-	return nil
-}
-
 // SendHeader implements ServerStream.
 func (ss *localServerStream) SendHeader(md Metadata) error {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.headerSent {
-		return Errorf(CodeInternal, "stream %s: SendHeader after the header was sent", ss.sm.info.FullMethod)
+	ss.hmu.Lock()
+	defer ss.hmu.Unlock()
+	if err := ss.markHeaderSent(md); err != nil {
+		return err
 	}
-	ss.header = mergeMetadata(ss.header, md)
-	ss.headerSent = true
 	ss.publishHeader()
 	return nil
-}
-
-// SetTrailer implements ServerStream.
-func (ss *localServerStream) SetTrailer(md Metadata) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.trailer = mergeMetadata(ss.trailer, md)
 }
 
 // Context implements ServerStream.
@@ -284,12 +262,12 @@ func (ss *localServerStream) Context() context.Context { return ss.ctx }
 
 // SendMsg implements ServerStream.
 func (ss *localServerStream) SendMsg(m any) error {
-	ss.mu.Lock()
+	ss.hmu.Lock()
 	if !ss.headerSent {
 		ss.headerSent = true
 		ss.publishHeader()
 	}
-	ss.mu.Unlock()
+	ss.hmu.Unlock()
 	b, err := ss.cs.codec.MarshalAppend(nil, m)
 	if err != nil {
 		return Errorf(CodeInternal, "stream %s: encode message: %v", ss.sm.info.FullMethod, err)

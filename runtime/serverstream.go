@@ -49,10 +49,7 @@ type serverStream struct {
 
 	halfClosed bool // the client half-closed; the read loop's
 
-	mu         sync.Mutex
-	header     Metadata
-	headerSent bool
-	trailer    Metadata
+	serverMeta       // header and trailer; its hmu also guards closed and closeErr
 	closed     bool  // end or reset sent or received: nothing more goes out
 	closeErr   error // why, for SendMsg after it
 }
@@ -233,6 +230,7 @@ func (sc *serverConn) open(id uint64, rh requestHeader) bool {
 	}
 	peer := sc.peer.Load()
 	ss := &serverStream{sc: sc, sm: sm}
+	ss.method = sm.info.FullMethod
 	ss.initCore(&sc.link, id, peer.streamWindow, s.ourSettings().streamWindow)
 	ss.cctx = newCallCtx(sc.ctx, rh.timeout)
 	ss.ctx = ss.cctx
@@ -286,9 +284,9 @@ func (ss *serverStream) handle() (err error) {
 // finish sends the stream's status and trailers, unless it is closed
 // already, and closes it.
 func (ss *serverStream) finish(end streamEnd) {
-	ss.mu.Lock()
+	ss.hmu.Lock()
 	if ss.closed {
-		ss.mu.Unlock()
+		ss.hmu.Unlock()
 		return
 	}
 	if !ss.headerSent && len(ss.header) > 0 {
@@ -298,7 +296,7 @@ func (ss *serverStream) finish(end streamEnd) {
 	end.trailers = ss.trailer
 	ss.closed = true
 	ss.closeErr = Errorf(CodeInternal, "stream %s has ended", ss.sm.info.FullMethod)
-	ss.mu.Unlock()
+	ss.hmu.Unlock()
 	ss.sc.writeEnd(ss.id, end)
 	ss.release(ss.closeErr)
 }
@@ -306,13 +304,13 @@ func (ss *serverStream) finish(end streamEnd) {
 // close ends the stream without sending end: it was reset, or its
 // connection is closing. With sendReset it tells the client with a reset.
 func (ss *serverStream) close(e *Error, sendReset bool) {
-	ss.mu.Lock()
+	ss.hmu.Lock()
 	if ss.closed {
-		ss.mu.Unlock()
+		ss.hmu.Unlock()
 		return
 	}
 	ss.closed, ss.closeErr = true, e
-	ss.mu.Unlock()
+	ss.hmu.Unlock()
 	if sendReset {
 		var b [headerSize + 8]byte
 		f := appendReset(appendHeader(b[:0], frameReset, ss.id, 0), e.Code)
@@ -326,13 +324,13 @@ func (ss *serverStream) close(e *Error, sendReset bool) {
 // gets the status in an end frame.
 func (ss *serverStream) streamError(e *Error) {
 	ss.sc.s.warn(warnStream, "storks: ending stream: "+e.Message, "remote", ss.sc.c.RemoteAddr().String(), "method", ss.sm.info.FullMethod)
-	ss.mu.Lock()
+	ss.hmu.Lock()
 	if ss.closed {
-		ss.mu.Unlock()
+		ss.hmu.Unlock()
 		return
 	}
 	ss.closed, ss.closeErr = true, e
-	ss.mu.Unlock()
+	ss.hmu.Unlock()
 	ss.sc.writeEnd(ss.id, streamEnd{code: e.Code, message: e.Message})
 	ss.release(e)
 }
@@ -355,14 +353,14 @@ func (ss *serverStream) release(e error) {
 // gets DeadlineExceeded.
 func (ss *serverStream) ctxDone() {
 	if errors.Is(ss.cctx.Err(), context.DeadlineExceeded) {
-		ss.mu.Lock()
+		ss.hmu.Lock()
 		closed := ss.closed
 		if !closed {
 			ss.closed = true
 			ss.closeErr = Errorf(CodeDeadlineExceeded, "stream %s: deadline exceeded", ss.sm.info.FullMethod)
 		}
 		e := ss.closeErr
-		ss.mu.Unlock()
+		ss.hmu.Unlock()
 		if !closed {
 			ss.sc.writeEnd(ss.id, streamEnd{code: CodeDeadlineExceeded, message: e.Error()})
 			ss.release(e)
@@ -370,38 +368,59 @@ func (ss *serverStream) ctxDone() {
 	}
 }
 
-// SetHeader implements ServerStream.
-func (ss *serverStream) SetHeader(md Metadata) error {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.headerSent {
-		return Errorf(CodeInternal, "stream %s: SetHeader after the header was sent", ss.sm.info.FullMethod)
-	}
-	ss.header = mergeMetadata(ss.header, md)
-	return nil
-}
-
 // SendHeader implements ServerStream.
 func (ss *serverStream) SendHeader(md Metadata) error {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.headerSent {
-		return Errorf(CodeInternal, "stream %s: SendHeader after the header was sent", ss.sm.info.FullMethod)
+	ss.hmu.Lock()
+	defer ss.hmu.Unlock()
+	if err := ss.markHeaderSent(md); err != nil {
+		return err
 	}
 	if ss.closed {
 		return ss.closeErr
 	}
-	ss.header = mergeMetadata(ss.header, md)
-	ss.headerSent = true
 	ss.sc.writeHeaders(ss.id, ss.header)
 	return nil
 }
 
+// serverMeta is the header and trailer a handler's stream collects, over
+// the network (serverStream) or in process (localServerStream); the
+// header goes out once, before the first message or with the status.
+type serverMeta struct {
+	hmu        sync.Mutex
+	method     string // the full method, for errors
+	header     Metadata
+	headerSent bool
+	trailer    Metadata
+}
+
+// SetHeader implements ServerStream.
+func (m *serverMeta) SetHeader(md Metadata) error {
+	m.hmu.Lock()
+	defer m.hmu.Unlock()
+	if m.headerSent {
+		return Errorf(CodeInternal, "stream %s: SetHeader after the header was sent", m.method)
+	}
+	m.header = mergeMetadata(m.header, md)
+	return nil
+}
+
 // SetTrailer implements ServerStream.
-func (ss *serverStream) SetTrailer(md Metadata) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.trailer = mergeMetadata(ss.trailer, md)
+func (m *serverMeta) SetTrailer(md Metadata) {
+	m.hmu.Lock()
+	defer m.hmu.Unlock()
+	m.trailer = mergeMetadata(m.trailer, md)
+}
+
+// markHeaderSent merges md into the header and marks it sent, for
+// SendHeader, which then sends it; it fails if it was sent already. m.hmu
+// is held.
+func (m *serverMeta) markHeaderSent(md Metadata) error {
+	if m.headerSent {
+		return Errorf(CodeInternal, "stream %s: SendHeader after the header was sent", m.method)
+	}
+	m.header = mergeMetadata(m.header, md)
+	m.headerSent = true
+	return nil
 }
 
 func mergeMetadata(dst, src Metadata) Metadata {
@@ -420,10 +439,10 @@ func (ss *serverStream) Context() context.Context { return ss.ctx }
 
 // SendMsg implements ServerStream.
 func (ss *serverStream) SendMsg(m any) error {
-	ss.mu.Lock()
+	ss.hmu.Lock()
 	if ss.closed {
 		err := ss.closeErr
-		ss.mu.Unlock()
+		ss.hmu.Unlock()
 		return err
 	}
 	if !ss.headerSent {
@@ -432,13 +451,13 @@ func (ss *serverStream) SendMsg(m any) error {
 			ss.sc.writeHeaders(ss.id, ss.header)
 		}
 	}
-	ss.mu.Unlock()
+	ss.hmu.Unlock()
 	fatal, err := ss.sendMsg(ss.cctx, m)
 	if err == nil || !fatal {
 		return err
 	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
+	ss.hmu.Lock()
+	defer ss.hmu.Unlock()
 	if ss.closed {
 		return ss.closeErr
 	}
@@ -497,14 +516,14 @@ func (s *Server) endStreams() {
 		}
 		sc.mu.Unlock()
 		for _, ss := range streams {
-			ss.mu.Lock()
+			ss.hmu.Lock()
 			if ss.closed {
-				ss.mu.Unlock()
+				ss.hmu.Unlock()
 				continue
 			}
 			e := wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr())
 			ss.closed, ss.closeErr = true, e
-			ss.mu.Unlock()
+			ss.hmu.Unlock()
 			sc.writeEnd(ss.id, streamEnd{code: e.Code, message: e.Message})
 			ss.release(e)
 		}
