@@ -385,6 +385,10 @@ func TestSendQuotaTakesTurns(t *testing.T) {
 	grants := make([]int, len(wants))
 	for range rounds {
 		waitUntil(t, "every sender waits", func() bool { return q.waiting() == len(wants) })
+		// waiting counts a sender from the moment it queues under the
+		// lock, a little before it blocks on the turn; let the last one
+		// get there, or the turn can go to whoever arrives first.
+		time.Sleep(time.Millisecond)
 		if err := q.add(1 << 10); err != nil { // what the smallest asks: one grant
 			t.Fatal(err)
 		}
