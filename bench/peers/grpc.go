@@ -2,7 +2,6 @@ package peers
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"github.com/storks-rpc/storks/bench/gen/benchpb"
@@ -105,26 +104,19 @@ func (c *grpcCaller) Call(ctx context.Context) error {
 }
 
 func (in *grpcInstance) NewStream(ctx context.Context, kind StreamKind, p *payload.Payload) (Caller, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	c := &streamCaller[benchpb.BenchmarkMessage]{cancel: cancel, check: p.Check, req: p.Request()}
-	switch kind {
-	case ServerStreaming:
-		s, err := in.client.Repeat(ctx, c.req)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		c.recv = s.Recv
-	case Bidi:
-		s, err := in.client.Chat(ctx)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		c.send, c.recv = s.Send, s.Recv
-	default:
-		cancel()
-		return nil, fmt.Errorf("no stream of kind %v", kind)
-	}
-	return c.start()
+	return openStream(ctx, kind, p.Check, p.Request(),
+		func(ctx context.Context, req *benchpb.BenchmarkMessage) (func() (*benchpb.BenchmarkMessage, error), error) {
+			s, err := in.client.Repeat(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			return s.Recv, nil
+		},
+		func(ctx context.Context) (func(*benchpb.BenchmarkMessage) error, func() (*benchpb.BenchmarkMessage, error), error) {
+			s, err := in.client.Chat(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			return s.Send, s.Recv, nil
+		})
 }

@@ -3,7 +3,6 @@ package peers
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"time"
 
@@ -193,26 +192,19 @@ func (in *kitexGRPCInstance) NewCaller(*payload.Payload) (Caller, error) {
 }
 
 func (in *kitexGRPCInstance) NewStream(ctx context.Context, kind StreamKind, p *payload.Payload) (Caller, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	c := &streamCaller[kitexpb.BenchmarkMessage]{cancel: cancel, check: p.CheckKitex, req: p.KitexRequest()}
-	switch kind {
-	case ServerStreaming:
-		s, err := in.client.Repeat(ctx, c.req)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		c.recv = s.Recv
-	case Bidi:
-		s, err := in.client.Chat(ctx)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		c.send, c.recv = s.Send, s.Recv
-	default:
-		cancel()
-		return nil, fmt.Errorf("no stream of kind %v", kind)
-	}
-	return c.start()
+	return openStream(ctx, kind, p.CheckKitex, p.KitexRequest(),
+		func(ctx context.Context, req *kitexpb.BenchmarkMessage) (func() (*kitexpb.BenchmarkMessage, error), error) {
+			s, err := in.client.Repeat(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			return s.Recv, nil
+		},
+		func(ctx context.Context) (func(*kitexpb.BenchmarkMessage) error, func() (*kitexpb.BenchmarkMessage, error), error) {
+			s, err := in.client.Chat(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			return s.Send, s.Recv, nil
+		})
 }

@@ -81,3 +81,28 @@ func (c *streamCaller[M]) start() (Caller, error) {
 	}
 	return c, nil
 }
+
+// openStream is every row's NewStream: it opens the scenario's stream with
+// repeat (server-streaming) or chat (bidi), which wrap the row's generated
+// client, and returns it as a Caller whose context it owns.
+func openStream[M any](ctx context.Context, kind StreamKind, check func(*M) error, req *M,
+	repeat func(context.Context, *M) (recv func() (*M, error), err error),
+	chat func(context.Context) (send func(*M) error, recv func() (*M, error), err error),
+) (Caller, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &streamCaller[M]{cancel: cancel, check: check, req: req}
+	var err error
+	switch kind {
+	case ServerStreaming:
+		c.recv, err = repeat(ctx, req)
+	case Bidi:
+		c.send, c.recv, err = chat(ctx)
+	default:
+		err = fmt.Errorf("no stream of kind %v", kind)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return c.start()
+}
