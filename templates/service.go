@@ -197,13 +197,7 @@ func genClient(f *jen.File, sn *ServiceNames) {
 		}
 		f.Func().Add(recv).Add(clientSignature(m)).Block(streamClientBody(sn, m, streams[m])...)
 		if m.ClientAlias != "" {
-			f.Line()
-			f.Add(doc(
-				m.ClientAlias+" is the type of the stream "+sn.Client+"."+m.GoName+" returns, by the\n"+
-					"// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.",
-				deprecatedIf(methodDeprecated(m)),
-			))
-			f.Type().Id(m.ClientAlias).Op("=").Add(clientStreamType(m))
+			genStreamAlias(f, m, m.ClientAlias, sn.Client+"."+m.GoName+" returns", clientStreamType(m))
 		}
 	}
 }
@@ -340,13 +334,7 @@ func genServer(f *jen.File, sn *ServiceNames) {
 		if m.ServerAlias == "" {
 			continue
 		}
-		f.Line()
-		f.Add(doc(
-			m.ServerAlias+" is the type of the stream "+sn.Server+"."+m.GoName+" is given, by the\n"+
-				"// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.",
-			deprecatedIf(methodDeprecated(m)),
-		))
-		f.Type().Id(m.ServerAlias).Op("=").Add(serverStreamType(m))
+		genStreamAlias(f, m, m.ServerAlias, sn.Server+"."+m.GoName+" is given", serverStreamType(m))
 	}
 }
 
@@ -499,4 +487,17 @@ func deprecatedIf(b bool) string {
 		return deprecationComment
 	}
 	return ""
+}
+
+// genStreamAlias declares alias, protoc-gen-go-grpc's name for the stream
+// type typ of m, which the stream is described by what ("EchoClient.Chat
+// returns").
+func genStreamAlias(f *jen.File, m *MethodNames, alias, what string, typ jen.Code) {
+	f.Line()
+	f.Add(doc(
+		alias+" is the type of the stream "+what+", by the\n"+
+			"// name protoc-gen-go-grpc gives it: an alias for code written for grpc-go.",
+		deprecatedIf(methodDeprecated(m)),
+	))
+	f.Type().Id(alias).Op("=").Add(typ)
 }
