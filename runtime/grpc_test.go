@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	storks "github.com/storks-rpc/storks/runtime"
+	"github.com/storks-rpc/storks/runtime/auth"
 )
 
 // These tests call Storks servers with grpc-go's own client: the gRPC side
@@ -458,7 +459,8 @@ func TestGRPCTLS(t *testing.T) {
 
 func TestWithoutGRPC(t *testing.T) {
 	var logs logBuffer
-	srv, _ := startProvider(t, newRegistry(t), &echoImpl{name: "p"}, []storks.ServerOption{storks.WithoutGRPC(), storks.WithLogger(logs.logger())})
+	impl := &echoImpl{name: "p"}
+	srv, _ := startProvider(t, newRegistry(t), impl, []storks.ServerOption{storks.WithoutGRPC(), storks.WithLogger(logs.logger())})
 	cc := dialGRPC(t, srv.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -467,4 +469,40 @@ func TestWithoutGRPC(t *testing.T) {
 		t.Fatalf("gRPC call to a server WithoutGRPC: %v", err)
 	}
 	waitFor(t, func() bool { return strings.Contains(logs.String(), "the peer speaks HTTP/2 (a gRPC client?)") })
+}
+
+func TestGRPCAuthAndLimits(t *testing.T) {
+	check, err := auth.NewServerInterceptor(auth.WithTokens("s3cret-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs logBuffer
+	impl := &echoImpl{name: "p"}
+	srv, _ := startProvider(t, newRegistry(t), impl, []storks.ServerOption{
+		storks.WithServerInterceptor(check), storks.WithMaxMessageSize(1024), storks.WithLogger(logs.logger()),
+	})
+	cc := dialGRPC(t, srv.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	_, err = grpcEcho(ctx, cc, "x")
+	wantStatus(t, err, codes.Unauthenticated, "missing credentials")
+	_, err = grpcEcho(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer wrong-token"), cc, "x")
+	wantStatus(t, err, codes.Unauthenticated, "")
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer s3cret-token")
+	if got, err := grpcEcho(authed, cc, "x"); err != nil || got != "p:x" {
+		t.Fatalf("Echo with the token = %q, %v", got, err)
+	}
+
+	// WithMaxMessageSize bounds gRPC messages too, both ways.
+	_, err = grpcEcho(authed, cc, strings.Repeat("a", 2000))
+	wantStatus(t, err, codes.ResourceExhausted, "larger than max")
+	if _, err = grpcEcho(authed, cc, strings.Repeat("a", 1000)); err != nil {
+		t.Fatalf("a request just under the limit: %v", err)
+	}
+	impl.hook = func(context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return wrapperspb.String(strings.Repeat("b", 2000)), nil
+	}
+	_, err = grpcEcho(authed, cc, "x")
+	wantStatus(t, err, codes.ResourceExhausted, "larger than max")
 }
