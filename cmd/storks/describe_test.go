@@ -312,10 +312,9 @@ func TestDescribeErrors(t *testing.T) {
 }
 
 // describe lists the services of a Storks provider from its gRPC
-// reflection. It expects the runtime change of issue 16 (requireGRPC).
+// reflection.
 func TestDescribeStorksProvider(t *testing.T) {
 	p := startProvider(t, nil, "p1")
-	requireGRPC(t, p.addr)
 	r := runStorks(t, "describe", "--addr", p.addr)
 	mustSucceed(t, r)
 	for _, s := range []string{greeterService, echoService} {

@@ -8,18 +8,16 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	rpbalpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
-	"google.golang.org/grpc/status"
 
 	// The descriptors of the example services, in protoregistry.GlobalFiles,
 	// are what the gRPC test servers' reflection serves.
 	_ "github.com/storks-rpc/storks/examples/gen/echo/v1"
 	_ "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/registry"
 	storks "github.com/storks-rpc/storks/runtime"
 )
 
@@ -212,32 +210,11 @@ func TestCallReflectionRegistry(t *testing.T) {
 		" to read its gRPC reflection from (is a provider of storks.examples.echo.v1.Echo running? see storks registry ls storks.examples.echo.v1.Echo)\n")
 }
 
-// requireGRPC skips the test unless the Storks provider at addr answers
-// gRPC on its port, which it does from issue 16 on (the runtime's gRPC
-// serving, with health and reflection). Once that has landed the probe
-// always passes, and a failure to answer fails the test that follows.
-func requireGRPC(t *testing.T, addr string) {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
-		t.Skipf("expects the runtime change of issue 16: the Storks provider at %s does not answer gRPC (%v)", addr, err)
-	}
-}
-
 // Without --proto, call reads the messages from the gRPC reflection of a
 // Storks provider, and makes the call over Storks as with --proto: unary,
 // well-known types, streams, metadata, version, by address or registry.
-// It expects the runtime change of issue 16 (requireGRPC).
 func TestCallWithoutProto(t *testing.T) {
 	p := startProvider(t, nil, "p1")
-	requireGRPC(t, p.addr)
 
 	t.Run("unary", func(t *testing.T) {
 		r := runStorks(t, "call", "--addr", p.addr, "-H", "trace=abc", sayHello, `{"name":"x"}`)
@@ -274,8 +251,8 @@ func TestCallWithoutProto(t *testing.T) {
 
 	t.Run("registry and version", func(t *testing.T) {
 		u, reg := newInproc(t)
-		v1 := startProvider(t, reg, "v1", storks.WithVersion("v1"))
-		requireGRPC(t, v1.addr)
+		startProvider(t, reg, "v1", storks.WithVersion("v1"))
+		waitInstances(t, reg, registry.ServiceKey{Service: greeterService, Version: "v1"}, 1)
 		got := decodeJSON(t, runInProcess(context.Background(), "call", "--registry", u, "--version", "v1", sayHello, `{"name":"r"}`))
 		if got["message"] != "Hello, r" || got["provider"] != "v1" {
 			t.Errorf("reply %v", got)
