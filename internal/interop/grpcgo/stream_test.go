@@ -122,7 +122,10 @@ func TestStreamCancel(t *testing.T) {
 	t.Run("Count", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(timeout(t, 30*time.Second))
 		defer cancel()
-		s, err := e.Count(ctx, &echov1.CountRequest{Text: "tick", Times: 1000})
+		// 1000 copies of 16 KiB, far more than HTTP/2 flow control lets
+		// the provider send ahead of a client that reads three: the stream
+		// cannot end before the cancel.
+		s, err := e.Count(ctx, &echov1.CountRequest{Text: strings.Repeat("t", 16<<10), Times: 1000})
 		if err != nil {
 			t.Fatal(err)
 		}
