@@ -28,22 +28,25 @@ import (
 
 // Two providers registered in a real registry (an embedded etcd) serve
 // Storks consumers (runtime clients that find them in the registry) and
-// grpc-go clients (round_robin over both addresses, with client-side
-// health checking) at once, on the same ports. Each provider in turn is
-// restarted gracefully under that load: SIGTERM (deregister, NOT_SERVING,
-// wait, drain: GOAWAY for gRPC, calls in flight finish), exit, and a new
-// process on the same port. No call fails on either side, and each new
-// process serves calls of both kinds of client.
+// grpc-go clients (round_robin over both addresses, most with client-side
+// health checking, one without) at once, on the same ports. Each provider
+// in turn is restarted gracefully under that load: SIGTERM (deregister,
+// NOT_SERVING, wait, drain: GOAWAY for gRPC, calls in flight finish),
+// exit, and a new process on the same port. No call fails on any client,
+// and each new process serves calls of every kind of client.
 func TestMixedLoadGracefulRestart(t *testing.T) {
 	const (
 		clients   = 3 // of each kind
-		callers   = 2 // per client
+		callers   = 3 // per client
 		pause     = 5 * time.Millisecond
 		storksKey = "storks"
-		grpcKey   = "grpc"
+		grpcKey   = "grpc"       // with client-side health checking
+		plainKey  = "grpc-plain" // without
 	)
 	url := testservers.EtcdRegistryURL(t, 10*time.Second)
-	args := []string{"-shutdown-wait", "1s"}
+	// SayHello takes 100 ms, so that calls are in flight at every moment
+	// of a shutdown.
+	args := []string{"-shutdown-wait", "1s", "-latency", "100ms"}
 	ps := []*provider{startProvider(t, url, "p1", args...), startProvider(t, url, "p2", args...)}
 	addrs := []string{ps[0].addr, ps[1].addr}
 
@@ -71,12 +74,18 @@ func TestMixedLoadGracefulRestart(t *testing.T) {
 		}))
 	}
 
-	// grpc-go clients: both addresses through a manual resolver,
-	// round_robin, and client-side health checking of the Greeter
-	// service, which takes a provider out of the rotation as soon as it
-	// reports NOT_SERVING. A short reconnect backoff lets a client find a
-	// restarted provider within a second.
+	// grpc-go clients: both addresses through a manual resolver and
+	// round_robin. Those of grpcKey check the Greeter service's health
+	// (healthCheckConfig), which takes a provider out of their rotation as
+	// soon as it reports NOT_SERVING; those of plainKey do not, and keep
+	// calling a provider that shuts down until its GOAWAY. A short
+	// reconnect backoff lets a client find a restarted provider within a
+	// second.
 	for i := range clients {
+		kind, config := grpcKey, `{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "`+greeterName+`"}}`
+		if i%2 == 1 {
+			kind, config = plainKey, `{"loadBalancingConfig": [{"round_robin": {}}]}`
+		}
 		r := manual.NewBuilderWithScheme("interop")
 		var eps []resolver.Endpoint
 		for _, a := range addrs {
@@ -84,13 +93,13 @@ func TestMixedLoadGracefulRestart(t *testing.T) {
 		}
 		r.InitialState(resolver.State{Endpoints: eps})
 		cc := dial(t, "interop:///providers", grpc.WithResolvers(r),
-			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": "`+greeterName+`"}}`),
+			grpc.WithDefaultServiceConfig(config),
 			grpc.WithConnectParams(grpc.ConnectParams{
 				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 				MinConnectTimeout: 5 * time.Second,
 			}))
 		g, e := greeterv1.NewGreeterClient(cc), echov1.NewEchoClient(cc)
-		loads = append(loads, startLoad(grpcKey, callers, pause, func(w, seq int) error {
+		loads = append(loads, startLoad(kind, callers, pause, func(w, seq int) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			name := fmt.Sprintf("g%d-%d-%d", i, w, seq)
@@ -104,7 +113,7 @@ func TestMixedLoadGracefulRestart(t *testing.T) {
 			if out.GetMessage() != "Hello, "+name {
 				return fmt.Errorf("SayHello(%q) = %q", name, out.GetMessage())
 			}
-			served.add(grpcKey, out.GetProvider())
+			served.add(kind, out.GetProvider())
 			return nil
 		}))
 	}
@@ -119,7 +128,8 @@ func TestMixedLoadGracefulRestart(t *testing.T) {
 		}
 	})
 
-	served.wait(t, 30*time.Second, []string{storksKey, grpcKey}, "p1", "p2")
+	kinds := []string{storksKey, grpcKey, plainKey}
+	served.wait(t, 30*time.Second, kinds, "p1", "p2")
 	var steps []string
 	for i, old := range ps {
 		before := served.snapshot()
@@ -128,14 +138,14 @@ func TestMixedLoadGracefulRestart(t *testing.T) {
 		exited := time.Since(termed)
 		repl := restartOn(t, url, old.name+"-2", old.addr, args...)
 		ps[i] = repl
-		served.wait(t, 30*time.Second, []string{storksKey, grpcKey}, repl.name)
-		steps = append(steps, fmt.Sprintf("%s exited %v after SIGTERM, %s served both kinds %v after it",
+		served.wait(t, 30*time.Second, kinds, repl.name)
+		steps = append(steps, fmt.Sprintf("%s exited %v after SIGTERM, %s served every kind of client %v after it",
 			old.name, exited.Round(time.Millisecond), repl.name, time.Since(termed).Round(time.Millisecond)))
 		after := served.snapshot()
 		t.Logf("while %s restarted: %s", old.name, diff(before, after))
 	}
 	// Some more calls on both new processes, then the end.
-	served.wait(t, 30*time.Second, []string{storksKey, grpcKey}, ps[0].name, ps[1].name)
+	served.wait(t, 30*time.Second, kinds, ps[0].name, ps[1].name)
 	stopAll()
 
 	t.Logf("%s", strings.Join(steps, "; "))
@@ -150,7 +160,7 @@ func TestMixedLoadGracefulRestart(t *testing.T) {
 			t.Errorf("%d calls of a %s client failed during the graceful restarts:%s", f, l.kind, l.firstFailures(5))
 		}
 	}
-	t.Logf("failed calls: storks %d, grpc %d", failed[storksKey], failed[grpcKey])
+	t.Logf("failed calls: storks %d, grpc with health checks %d, grpc without %d", failed[storksKey], failed[grpcKey], failed[plainKey])
 }
 
 // countStream streams Echo.Count(name, 3) to its end.
