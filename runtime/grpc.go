@@ -106,6 +106,10 @@ type grpcBridge struct {
 	// streams holds the cancel function (context.CancelCauseFunc) of
 	// every gRPC stream whose handler runs, for Shutdown.
 	streams sync.Map
+	// watches holds those of the health watches, which end when the
+	// drain begins: their clients have seen NOT_SERVING since Shutdown
+	// began.
+	watches sync.Map
 	stopped chan struct{} // closed when gs.Serve returned
 	drained chan struct{} // closed when the GracefulStop drain began returned
 
@@ -244,7 +248,7 @@ func (b *grpcBridge) stream(service, name string, gss grpc.ServerStream) error {
 // track counts every gRPC stream (a streaming call, a unary call to a
 // late export, a health watch, a reflection session) as an open stream,
 // and gives it a context that Shutdown ends when its drain is over.
-func (b *grpcBridge) track(srv any, gss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+func (b *grpcBridge) track(srv any, gss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	s := b.s
 	s.openStreams.Add(1)
 	defer s.openStreams.Add(-1)
@@ -252,6 +256,10 @@ func (b *grpcBridge) track(srv any, gss grpc.ServerStream, _ *grpc.StreamServerI
 	defer cancel(nil)
 	b.streams.Store(&cancel, cancel)
 	defer b.streams.Delete(&cancel)
+	if info.FullMethod == healthpb.Health_Watch_FullMethodName {
+		b.watches.Store(&cancel, cancel)
+		defer b.watches.Delete(&cancel)
+	}
 	return h(srv, &ctxStream{ServerStream: gss, ctx: ctx})
 }
 
@@ -707,6 +715,10 @@ func (b *grpcBridge) stop() {
 // calls, and stop ends whatever is left.
 func (b *grpcBridge) drain() {
 	b.lis.Close()
+	b.watches.Range(func(_, v any) bool {
+		v.(context.CancelCauseFunc)(nil)
+		return true
+	})
 	s := b.s
 	s.bg.Add(1)
 	go func() {
