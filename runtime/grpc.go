@@ -201,7 +201,7 @@ func (b *grpcBridge) fastPath() []*grpc.ServiceDesc {
 
 func (b *grpcBridge) unaryHandler(service, name string) func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
 	return func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-		exp, md, err := b.route(ctx, service)
+		exp, err := b.route(ctx, service)
 		if err != nil {
 			return nil, err
 		}
@@ -209,21 +209,18 @@ func (b *grpcBridge) unaryHandler(service, name string) func(any, context.Contex
 		if m == nil {
 			return nil, b.unknownMethod(exp, name)
 		}
-		return b.unary(ctx, m, md, dec)
+		return b.unary(ctx, m, dec)
 	}
 }
 
 // unary runs m for a gRPC call whose request dec decodes.
-func (b *grpcBridge) unary(ctx context.Context, m *method, md Metadata, dec func(any) error) (any, error) {
+func (b *grpcBridge) unary(ctx context.Context, m *method, dec func(any) error) (any, error) {
 	s := b.s
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	req := m.desc.NewRequest()
 	if err := dec(req); err != nil {
 		return nil, err // a status from grpc-go's codec
-	}
-	if md != nil {
-		ctx = newIncomingContext(ctx, md)
 	}
 	resp, err := s.call(ctx, m, req)
 	if err != nil {
@@ -234,7 +231,7 @@ func (b *grpcBridge) unary(ctx context.Context, m *method, md Metadata, dec func
 
 // stream runs the streaming method name of service for a gRPC stream.
 func (b *grpcBridge) stream(service, name string, gss grpc.ServerStream) error {
-	exp, md, err := b.route(gss.Context(), service)
+	exp, err := b.route(gss.Context(), service)
 	if err != nil {
 		return err
 	}
@@ -242,7 +239,7 @@ func (b *grpcBridge) stream(service, name string, gss grpc.ServerStream) error {
 	if sm == nil {
 		return b.unknownMethod(exp, name)
 	}
-	return b.runStream(sm, md, gss)
+	return b.runStream(sm, gss)
 }
 
 // track counts every gRPC stream (a streaming call, a unary call to a
@@ -270,12 +267,9 @@ type ctxStream struct {
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
 
-func (b *grpcBridge) runStream(sm *streamMethod, md Metadata, gss grpc.ServerStream) error {
+func (b *grpcBridge) runStream(sm *streamMethod, gss grpc.ServerStream) error {
 	s := b.s
 	ctx := gss.Context()
-	if md != nil {
-		ctx = newIncomingContext(ctx, md)
-	}
 	err := s.handleStream(sm, &grpcServerStream{ServerStream: gss, ctx: ctx})
 	if err == nil {
 		return nil
@@ -300,18 +294,18 @@ func (b *grpcBridge) unknown(_ any, gss grpc.ServerStream) error {
 	if !ok {
 		return status.Errorf(codes.Unimplemented, "malformed method name %q", full)
 	}
-	exp, md, err := b.route(gss.Context(), service)
+	exp, err := b.route(gss.Context(), service)
 	if err != nil {
 		return err
 	}
 	if sm := exp.streams[name]; sm != nil {
-		return b.runStream(sm, md, gss)
+		return b.runStream(sm, gss)
 	}
 	m := exp.methods[name]
 	if m == nil {
 		return b.unknownMethod(exp, name)
 	}
-	resp, err := b.unary(gss.Context(), m, md, gss.RecvMsg)
+	resp, err := b.unary(gss.Context(), m, gss.RecvMsg)
 	if err != nil {
 		return err
 	}
@@ -319,13 +313,11 @@ func (b *grpcBridge) unknown(_ any, gss grpc.ServerStream) error {
 }
 
 // route finds the export a gRPC call for service goes to, by the version
-// and group in its metadata, and returns the call's metadata for the
-// handler (nil if it has none but transport headers).
-func (b *grpcBridge) route(ctx context.Context, service string) (*export, Metadata, error) {
+// and group in its metadata. It reads those two keys only: a handler that
+// wants the metadata converts it (FromIncomingContext).
+func (b *grpcBridge) route(ctx context.Context, service string) (*export, error) {
 	s := b.s
-	in, _ := metadata.FromIncomingContext(ctx)
-	md := fromGRPCMetadata(in)
-	key := ServiceKey{Service: service, Version: md[MetadataVersion], Group: md[MetadataGroup]}
+	key := ServiceKey{Service: service, Version: lastValue(ctx, MetadataVersion), Group: lastValue(ctx, MetadataGroup)}
 	ks := service
 	if key.Version != "" || key.Group != "" {
 		ks = key.String()
@@ -338,9 +330,17 @@ func (b *grpcBridge) route(ctx context.Context, service string) (*export, Metada
 		if key.Version == "" && key.Group == "" && strings.Contains(e.Message, "exports ") {
 			e.Message += "; a gRPC client selects a version and group with the metadata " + MetadataVersion + " and " + MetadataGroup
 		}
-		return nil, nil, toStatus(e)
+		return nil, toStatus(e)
 	}
-	return exp, md, nil
+	return exp, nil
+}
+
+// lastValue returns the last value of key in a gRPC call's metadata, or "".
+func lastValue(ctx context.Context, key string) string {
+	if vs := metadata.ValueFromIncomingContext(ctx, key); len(vs) > 0 {
+		return vs[len(vs)-1]
+	}
+	return ""
 }
 
 func (b *grpcBridge) unknownMethod(exp *export, name string) error {

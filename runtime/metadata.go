@@ -3,6 +3,8 @@ package runtime
 import (
 	"context"
 	"maps"
+
+	"google.golang.org/grpc/metadata"
 )
 
 // Metadata is string key/value data sent with a call and readable by the
@@ -32,10 +34,18 @@ func OutgoingMetadata(ctx context.Context) Metadata {
 }
 
 // FromIncomingContext returns the metadata the caller sent, in a handler or
-// server interceptor. The map must not be modified.
+// server interceptor. The map must not be modified. For a gRPC call it is
+// the request's metadata, the last value of each key (gRPC keys are
+// lowercase), without the transport's headers; it is converted on each call of FromIncomingContext,
+// so that calls whose handlers never ask pay nothing for it.
 func FromIncomingContext(ctx context.Context) Metadata {
-	md, _ := ctx.Value(incomingKey{}).(Metadata)
-	return md
+	if md, ok := ctx.Value(incomingKey{}).(Metadata); ok {
+		return md
+	}
+	if in, ok := metadata.FromIncomingContext(ctx); ok {
+		return fromGRPCMetadata(in)
+	}
+	return nil
 }
 
 func newIncomingContext(ctx context.Context, md Metadata) context.Context {
