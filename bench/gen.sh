@@ -4,6 +4,8 @@
 #   gen/benchpb   BenchmarkMessage          protoc + protoc-gen-go (shared by grpc-go, rpcx, Storks)
 #   gen/grpcpb    grpc-go service stubs     protoc + protoc-gen-go-grpc
 #   gen/storkspb  Storks service stubs      protoc + protoc-gen-storks (built from ../cmd/protoc-gen-storks)
+#   gen/storksgrpcpb  grpc-go stubs of the Storks service: protoc + protoc-gen-go-grpc, with the
+#                 Storks service's wire name (bench.storkssvc.v1.Hello): the client of the grpc-go→storks row
 #   gen/kitexpb   Kitex message + service   go tool kitex (Kitex's own generator, protobuf IDL mode)
 #
 # protoc-gen-go, protoc-gen-go-grpc and kitex are tools of bench/go.mod, so
@@ -69,6 +71,11 @@ protoc -I proto \
 protoc -I proto \
 	--plugin=protoc-gen-storks="$bin/protoc-gen-storks" \
 	--storks_out=gen --storks_opt=module="$module/gen" \
+	storkssvc/v1/hello.proto
+protoc -I proto \
+	--plugin=protoc-gen-go-grpc="$bin/protoc-gen-go-grpc" \
+	--go-grpc_out=gen --go-grpc_opt=module="$module/gen" \
+	--go-grpc_opt=Mstorkssvc/v1/hello.proto="$module/gen/storksgrpcpb;storksgrpcpb" \
 	storkssvc/v1/hello.proto
 
 go tool kitex -module "$module" -gen-path gen -I proto proto/kitex/v1/kitex.proto

@@ -73,14 +73,21 @@ func startGRPC() (Instance, error) {
 	srv := grpc.NewServer()
 	grpcpb.RegisterHelloServer(srv, grpcHello{})
 	go srv.Serve(ln)
-	inst := &grpcInstance{closers: closers{func() error { srv.Stop(); return nil }}}
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return dialGRPC(ln.Addr().String(), func() error { srv.Stop(); return nil }, grpcpb.NewHelloClient)
+}
+
+// dialGRPC makes the grpc-go client of a row: one ClientConn to addr,
+// insecure credentials, no other option, and the stubs newClient makes on
+// it. stop stops the row's server.
+func dialGRPC(addr string, stop func() error, newClient func(grpc.ClientConnInterface) grpcpb.HelloClient) (*grpcInstance, error) {
+	inst := &grpcInstance{closers: closers{stop}}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		inst.Close()
 		return nil, err
 	}
 	inst.closers = append(inst.closers, conn.Close)
-	inst.client = grpcpb.NewHelloClient(conn)
+	inst.client = newClient(conn)
 	return inst, nil
 }
 

@@ -23,6 +23,10 @@ const (
 	Peer
 	// Reference is a plain-Go TCP row: a physical limit, not an RPC framework.
 	Reference
+	// Interop is another framework's client calling a Storks server: it
+	// is compared with that framework's own server, and is never "the
+	// best peer".
+	Interop
 )
 
 func (k Kind) String() string {
@@ -31,6 +35,8 @@ func (k Kind) String() string {
 		return "subject"
 	case Peer:
 		return "peer"
+	case Interop:
+		return "interop"
 	}
 	return "reference"
 }
@@ -81,6 +87,7 @@ func All() []Spec {
 	return []Spec{
 		storksSpec(),
 		grpcSpec(),
+		grpcStorksSpec(),
 		rpcxSpec(),
 		kitexSpec(),
 		kitexMuxSpec(),

@@ -58,6 +58,7 @@ type config struct {
 	profDur    time.Duration
 	profileRun bool
 	profScen   streamScen // the profiled scenario of -profile-run (kind 0: unary)
+	profRow    string     // the profiled row of -profile-run
 }
 
 const smokeCallers = 8
@@ -140,6 +141,7 @@ func main() {
 	flag.StringVar(&cfg.profiles, "profiles", "profiles", "directory for the Storks CPU and allocation profiles (empty: none)")
 	flag.DurationVar(&cfg.profDur, "profile-dur", 0, "profiled time (default: quick 2s, full 5s)")
 	flag.BoolVar(&cfg.profileRun, "profile-run", false, "run only the profiled Storks cell (the parent starts this in a fresh process; run it yourself to profile another scenario)")
+	flag.StringVar(&cfg.profRow, "profile-row", "storks", "with -profile-run: the profiled row (grpc-go, "+peers.GRPCToStorks+", ...)")
 	flag.StringVar(&profStream, "profile-scenario", "", "with -profile-run: the profiled scenario, unary (64 callers, 581 B) or a streaming one as in -streams (server:64:581)")
 	flag.Parse()
 

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/storks-rpc/storks/bench/payload"
@@ -18,18 +19,21 @@ const (
 	profSize    = payload.Rpcx
 )
 
-// profileRun runs in a fresh process: Storks alone in cfg.profScen (by
-// default unary, 64 callers, 581 B), warm-up, then a CPU profile of the
-// measured window and the allocation profile of the process (setup is a
-// negligible part of it).
+// profileRun runs in a fresh process: one row alone (cfg.profRow, by
+// default Storks) in cfg.profScen (by default unary, 64 callers, 581 B),
+// warm-up, then a CPU profile of the measured window and the allocation
+// profile of the process (setup is a negligible part of it).
 func profileRun(cfg config) error {
 	// Sample allocations finely (every 16 KiB instead of 512 KiB).
 	runtime.MemProfileRate = 16 << 10
 	var spec peers.Spec
 	for _, s := range peers.All() {
-		if s.Name == "storks" {
+		if s.Name == cfg.profRow {
 			spec = s
 		}
+	}
+	if spec.Start == nil {
+		return fmt.Errorf("no row %q", cfg.profRow)
 	}
 	inst, err := spec.Start()
 	if err != nil {
@@ -45,12 +49,13 @@ func profileRun(cfg config) error {
 	if w := runCell(spec, inst, p, sc.streams, cellOptions{stream: sc.kind, dur: cfg.warmup, hangCap: hang}); !w.ok() {
 		return fmt.Errorf("warm-up: %s", w.Err)
 	}
-	base := fmt.Sprintf("storks-c%d-%s", sc.streams, sizeTag(sc.size))
+	row := fileTag(spec.Name)
+	base := fmt.Sprintf("%s-c%d-%s", row, sc.streams, sizeTag(sc.size))
 	switch sc.kind {
 	case peers.ServerStreaming:
-		base = fmt.Sprintf("storks-server-s%d-%s", sc.streams, sizeTag(sc.size))
+		base = fmt.Sprintf("%s-server-s%d-%s", row, sc.streams, sizeTag(sc.size))
 	case peers.Bidi:
-		base = fmt.Sprintf("storks-bidi-s%d-%s", sc.streams, sizeTag(sc.size))
+		base = fmt.Sprintf("%s-bidi-s%d-%s", row, sc.streams, sizeTag(sc.size))
 	}
 	cpuPath := filepath.Join(cfg.profiles, base+"-cpu.pprof")
 	f, err := os.Create(cpuPath)
@@ -84,6 +89,17 @@ func profileRun(cfg config) error {
 	fmt.Fprintf(os.Stderr, "rpcbench: profiled %d calls (%.0f calls/s under the profiler, %.1f allocs/op): %s, %s\n",
 		c.Calls, c.Throughput, c.Allocs, cpuPath, allocPath)
 	return nil
+}
+
+// fileTag is a row name as a file name: grpc-go→storks is
+// grpc-go-to-storks.
+func fileTag(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, strings.ReplaceAll(name, "→", "-to-"))
 }
 
 func sizeTag(size int) string {

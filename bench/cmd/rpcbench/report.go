@@ -342,7 +342,48 @@ func (rep *report) computeTargets() {
 	} else {
 		add("System calls per call", "64 callers, 581 B", failedOr(rep.find(64, payload.Rpcx)), "≤ 1", false, false)
 	}
+	rep.grpcClientTargets(add)
 	rep.streamTargets(add)
+}
+
+// grpcClientNeed is the target of the grpc-go→storks row: a Storks server
+// serves grpc-go's client at least this share of the calls/s a grpc-go
+// server does (issue 16).
+const grpcClientNeed = 0.95
+
+// grpcClientRatio is the grpc-go→storks row's calls/s over the grpc-go
+// row's, per round, median: the same client, a Storks server against a
+// grpc-go one.
+func (s *scenario) grpcClientRatio() float64 {
+	return s.thrRatio(peers.GRPCToStorks, func(int) string { return "grpc-go" })
+}
+
+// grpcClientTargets adds, for every 581 B unary scenario, the target of
+// the grpc-go→storks row against the grpc-go row.
+func (rep *report) grpcClientTargets(add func(what, where, measured, need string, ok, valid bool)) {
+	var scens []*scenario
+	for _, s := range rep.scenarios {
+		if s.Size == payload.Rpcx && !s.Smoke && !s.Large && s.Stream == 0 {
+			scens = append(scens, s)
+		}
+	}
+	slices.SortFunc(scens, func(a, b *scenario) int { return a.Callers - b.Callers })
+	const what = "gRPC clients: Storks server vs grpc-go server (grpc-go client)"
+	need := fmt.Sprintf("≥ %.2f×", grpcClientNeed)
+	for _, s := range scens {
+		where := fmt.Sprintf("%d callers, 581 B", s.Callers)
+		if s.Callers == 1 {
+			where = "1 caller, 581 B"
+		}
+		if !s.usable(peers.GRPCToStorks) || !s.usable("grpc-go") {
+			add(what, where, failedRows(s, peers.GRPCToStorks, "grpc-go"), need, false, false)
+			continue
+		}
+		r := s.grpcClientRatio()
+		m := fmt.Sprintf("%s (grpc-go client: storks server / grpc-go server; %s vs %s calls/s)",
+			fmtRatio(r), fmtInt(s.row(peers.GRPCToStorks).thr), fmtInt(s.row("grpc-go").thr))
+		add(what, where, m, need, r >= grpcClientNeed, !math.IsNaN(r))
+	}
 }
 
 // The targets of the large unary scenarios, per size: throughput at least
@@ -598,7 +639,7 @@ func (rep *report) markdown() string {
 	w("| total time | %v |\n\n", rep.elapsed.Round(time.Second))
 
 	w("## Targets\n\n")
-	w("Storks against the issue's targets. Throughput ratios are the median over the rounds of the per-round ratio (both rows measured in the same round); the best peer is the fastest of grpc-go, rpcx, kitex and kitex-mux in that round; the streaming targets compare with grpc-go.\n\n")
+	w("Storks against the issue's targets. Throughput ratios are the median over the rounds of the per-round ratio (both rows measured in the same round); the best peer is the fastest of grpc-go, rpcx, kitex and kitex-mux in that round; the streaming targets compare with grpc-go; the gRPC-client targets compare the %s row (grpc-go's client, a Storks server) with the grpc-go row (the same client, a grpc-go server).\n\n", peers.GRPCToStorks)
 	w("| target | scenario | measured | need | result |\n|---|---|---|---|---|\n")
 	for _, t := range rep.targets {
 		w("| %s | %s | %s | %s | %s |\n", t.what, t.where, t.measured, t.need, t.result)
@@ -652,6 +693,9 @@ func (rep *report) markdown() string {
 				fmtOpt(r.sys, "%.2f"), fmtOpt(r.rw, "%.2f"))
 		}
 		w("\n")
+		if s.usable(peers.GRPCToStorks) && s.usable("grpc-go") {
+			w("grpc-go client: storks server / grpc-go server = %s (per-round ratio, median).\n\n", fmtRatio(s.grpcClientRatio()))
+		}
 		if s.Large {
 			w("Bytes allocated per call (client and server together) ÷ the payload bytes of a call (request + reply, %s each): ", payload.Name(s.Size))
 			var parts []string

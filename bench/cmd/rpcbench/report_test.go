@@ -263,3 +263,54 @@ func TestLargeAndStreamScenarios(t *testing.T) {
 		t.Errorf("streaming table:\n%s", streams)
 	}
 }
+
+// The grpc-go→storks row is compared with the grpc-go row, per round, in
+// a target of its own; it is never the best peer, so the Storks rows'
+// ratios do not depend on it.
+func TestGRPCClientTarget(t *testing.T) {
+	rep := &report{cfg: config{mode: "quick", repeats: 3, procs: 2}, specs: specsByName("storks", "grpc-go", peers.GRPCToStorks, "tcp-mux")}
+	var scens []*scenario
+	for _, c := range []struct {
+		callers int
+		interop float64 // grpc-go→storks calls/s; grpc-go makes 100
+	}{{1, 90}, {64, 96}, {1000, 500}} {
+		s := &scenario{Callers: c.callers, Size: payload.Rpcx, Rounds: 3}
+		for r := 1; r <= 3; r++ {
+			for _, fc := range []cell{fakeCell("storks", r, 300), fakeCell("grpc-go", r, 100), fakeCell(peers.GRPCToStorks, r, c.interop), fakeCell("tcp-mux", r, 600)} {
+				fc.Callers = c.callers
+				s.Cells = append(s.Cells, fc)
+			}
+		}
+		scens = append(scens, s)
+	}
+	rep.scenarios = scens
+	if rep.compute() {
+		t.Fatal("compute reported a failure")
+	}
+	for _, s := range scens {
+		if got := s.row("storks").vsBest; got != 3 {
+			t.Errorf("%d callers: storks vs best peer = %v, want 3: grpc-go→storks is no peer", s.Callers, got)
+		}
+	}
+	want := map[string]string{
+		"1 caller, 581 B":     "0.90× (grpc-go client: storks server / grpc-go server; 90 vs 100 calls/s)|**MISS**",
+		"64 callers, 581 B":   "0.96× (grpc-go client: storks server / grpc-go server; 96 vs 100 calls/s)|**PASS**",
+		"1000 callers, 581 B": "5.00× (grpc-go client: storks server / grpc-go server; 500 vs 100 calls/s)|**PASS**",
+	}
+	n := 0
+	for _, tg := range rep.targets {
+		if !strings.HasPrefix(tg.what, "gRPC clients") {
+			continue
+		}
+		n++
+		if got := tg.measured + "|" + tg.result; got != want[tg.where] {
+			t.Errorf("%s: %s, want %s", tg.where, got, want[tg.where])
+		}
+	}
+	if n != len(want) {
+		t.Errorf("%d gRPC-client targets, want %d", n, len(want))
+	}
+	if md := rep.markdown(); !strings.Contains(md, "grpc-go client: storks server / grpc-go server = 0.96×") {
+		t.Error("the 64-caller table does not state the gRPC-client ratio")
+	}
+}

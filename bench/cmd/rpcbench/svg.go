@@ -11,15 +11,16 @@ import (
 )
 
 var palette = map[string]string{
-	"storks":        "#d62728",
-	"grpc-go":       "#1f77b4",
-	"rpcx":          "#2ca02c",
-	"kitex":         "#9467bd",
-	"kitex-mux":     "#8c564b",
-	"kitex-grpc":    "#e377c2",
-	"tcp-pingpong":  "#7f7f7f",
-	"tcp-mux":       "#111111",
-	"tcp-pipelined": "#bcbd22",
+	"storks":           "#d62728",
+	"grpc-go":          "#1f77b4",
+	peers.GRPCToStorks: "#17becf",
+	"rpcx":             "#2ca02c",
+	"kitex":            "#9467bd",
+	"kitex-mux":        "#8c564b",
+	"kitex-grpc":       "#e377c2",
+	"tcp-pingpong":     "#7f7f7f",
+	"tcp-mux":          "#111111",
+	"tcp-pipelined":    "#bcbd22",
 }
 
 // chart draws calls/s against callers (log scale) at 581 B, one line per
