@@ -9,7 +9,7 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all help build demo dev test test-go test-zk test-chaos vet fmt-check lint check-gen gen fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint clean
+.PHONY: all help build demo dev test test-go test-zk test-chaos vet fmt-check lint check-gen gen fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python clean
 
 all: build
 
@@ -110,8 +110,8 @@ bench-micro:
 bench-test:
 	cd bench && $(GO) test -count=1 ./...
 
-## deps: install what the tests need: protoc and ZooKeeper (as root, from Debian), Consul and staticcheck (Go tools)
-deps: deps-protoc deps-zookeeper deps-consul deps-lint
+## deps: install what the tests need: protoc, ZooKeeper and Python's grpcio (as root, from Debian), Consul, staticcheck and grpcurl (Go tools)
+deps: deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python
 
 # protoc 3.21 from Debian: only the tests that compare protoc's output with
 # storks generate's and examples/gen need it (make gen does not).
@@ -134,6 +134,21 @@ deps-consul:
 ## deps-lint: build staticcheck as a tool of tools/lint/go.mod
 deps-lint:
 	cd tools/lint && $(GO) tool -n staticcheck >/dev/null
+
+# grpcurl builds from the module proxy as a tool of tools/interop/go.mod, a
+# module of its own (see there); about a minute the first time.
+## deps-grpcurl: build grpcurl as a tool of tools/interop/go.mod, for the interop tests
+deps-grpcurl:
+	cd tools/interop && $(GO) tool -n grpcurl >/dev/null
+
+# Debian 12's grpcio 1.51 and python3-protobuf 3.21.12 match its protoc
+# 3.21.12, whose grpc_python_plugin (protobuf-compiler-grpc) the Python test
+# runs. They are for Debian's /usr/bin/python3, which the test runs: a
+# python3 earlier on $PATH (pyenv, a venv) does not see them.
+## deps-python: install Python's grpcio, protobuf and grpc_python_plugin from Debian (as root), for the interop tests
+deps-python:
+	@{ [ -x /usr/bin/grpc_python_plugin ] && /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null; } || \
+		scripts/apt-install.sh python3-grpcio python3-protobuf protobuf-compiler-grpc
 
 ## clean: remove bin/
 clean:
