@@ -52,6 +52,32 @@
 // Reference.InProcess reports it. The comment at the top of local.go
 // describes the shortcut in full.
 //
+// # gRPC clients
+//
+// A Server answers gRPC clients (grpc-go, grpcurl, Java, Python, Node,
+// Kubernetes gRPC probes) on the same port as Storks clients, unless it is
+// made WithoutGRPC. A connection that starts with the HTTP/2 preface
+// (after the TLS handshake, if the server has WithTLSConfig; the server
+// then offers ALPN "h2") is handed to an embedded google.golang.org/grpc
+// server; Storks clients keep the Storks protocol. The same handlers serve
+// both: a gRPC call runs through the server's interceptors, with the
+// caller's metadata (FromIncomingContext; transport headers left out),
+// deadline and limits, and its error goes back with the same code (the
+// codes are numbered as gRPC's) and message. A gRPC call is routed to the
+// export of its service with the version and group named by the request
+// metadata MetadataVersion ("storks-version") and MetadataGroup
+// ("storks-group"); without them, to the export with neither, else it
+// fails with Unimplemented naming the versions and groups there are.
+//
+// The gRPC side also serves grpc-go's standard grpc.health.v1.Health, per
+// proto service name and "" for the server: SERVING while an export of the
+// service takes calls and is registered (or the server has no registry),
+// NOT_SERVING from the start of Shutdown; and server reflection, v1 and
+// v1alpha, listing the exported services, so grpcurl and `storks describe`
+// need no .proto files. Shutdown drains gRPC connections with grpc-go's
+// GracefulStop within its own drain. Every export's registry entry has
+// MetadataProtocols ("protocols"): "storks,grpc", or "storks".
+//
 // Concurrency: Server, Client and Reference are safe for concurrent use.
 // Close stops every goroutine they started.
 package runtime

@@ -23,6 +23,7 @@ import (
 type export struct {
 	key     ServiceKey
 	keyStr  string
+	desc    *ServiceDesc
 	impl    any
 	server  *Server
 	methods map[string]*method
@@ -97,7 +98,7 @@ func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exp
 	if err := key.Validate(); err != nil {
 		return nil, wrapError(CodeInvalidArgument, err, "export: %v", err)
 	}
-	exp := &export{key: key, keyStr: key.String(), impl: impl, server: s, methods: make(map[string]*method, len(desc.Methods))}
+	exp := &export{key: key, keyStr: key.String(), desc: desc, impl: impl, server: s, methods: make(map[string]*method, len(desc.Methods))}
 	for i := range desc.Methods {
 		md := &desc.Methods[i]
 		if md.Name == "" || md.Handler == nil || md.NewRequest == nil {
@@ -137,6 +138,10 @@ func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exp
 		stop: make(chan struct{}),
 		inst: registry.Instance{Key: key, ID: id, Weight: cfg.weight, Metadata: maps.Clone(cfg.metadata)},
 	}
+	if ex.inst.Metadata == nil {
+		ex.inst.Metadata = make(map[string]string, 1)
+	}
+	ex.inst.Metadata[MetadataProtocols] = s.cfg.protocols()
 	s.mu.Lock()
 	if s.closed || s.refusing.Load() {
 		s.mu.Unlock()
@@ -232,6 +237,7 @@ func (s *Server) activate(ctx context.Context, ex *Exporter) error {
 	s.exports[ex.exp.keyStr] = ex.exp
 	s.mu.Unlock()
 	addLocal(ex.exp)
+	defer s.refreshHealth()
 	return s.register(ctx, ex)
 }
 
@@ -255,6 +261,7 @@ func (ex *Exporter) Unexport(ctx context.Context) error {
 	}
 	delete(s.exporters, ex)
 	s.mu.Unlock()
+	s.refreshHealth()
 	return err
 }
 

@@ -153,6 +153,11 @@ func parseHeader(h []byte, limit int, maxType frameType) (frameHeader, error) {
 			// A TLS handshake record: the peer uses TLS, this side does not.
 			return frameHeader{}, &FrameError{Reason: "bad magic 0x1603 (want 0x534b): the peer speaks TLS but this side has no TLS config (WithTLSConfig)"}
 		}
+		if h[0] == 'P' && h[1] == 'R' {
+			// The HTTP/2 preface, where a server made WithoutGRPC (or a
+			// client) expects Storks.
+			return frameHeader{}, &FrameError{Reason: "bad magic 0x5052 (want 0x534b): the peer speaks HTTP/2 (a gRPC client?), and this side does not (WithoutGRPC)"}
+		}
 		return frameHeader{}, &FrameError{Reason: fmt.Sprintf("bad magic 0x%02x%02x (want 0x534b): not a Storks peer", h[0], h[1])}
 	}
 	if h[2] != version1 {

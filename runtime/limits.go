@@ -162,6 +162,16 @@ func (r *connReader) arm() {
 	r.armed, r.active = true, false
 }
 
+// disarm ends idle detection for good: the connection is handed to the
+// gRPC server, which reads it its own way.
+func (r *connReader) disarm() {
+	r.hold = false
+	if r.armed {
+		r.armed = false
+		_ = r.Conn.SetReadDeadline(time.Time{})
+	}
+}
+
 // frameStarted is called by the reader goroutine when the first byte of a
 // frame is available to it.
 func (r *connReader) frameStarted() {
@@ -229,7 +239,7 @@ func (s *Server) watch() {
 		acts = acts[:0]
 		s.mu.RLock()
 		for sc := range s.conns {
-			if !sc.ready.Load() || sc.closing.Load() {
+			if !sc.ready.Load() || sc.closing.Load() || sc.version.Load() == versionGRPC {
 				continue // handshakes have a deadline of their own
 			}
 			wd := &sc.wd

@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"io"
-	"runtime/debug"
 	"sync"
 )
 
@@ -220,19 +219,7 @@ func (e *export) openLocal(ctx context.Context, r *Reference, desc *StreamDesc, 
 	return cs, nil
 }
 
-func (ss *localServerStream) run() (err error) {
-	sm := ss.sm
-	defer func() {
-		if r := recover(); r != nil {
-			ss.s.cfg.logger.Error("storks: handler panic", "method", sm.info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-			err = Errorf(CodeInternal, "panic in handler %s: %v", sm.info.FullMethod, r)
-		}
-	}()
-	if ic := ss.s.streamInterceptor; ic != nil {
-		return ic(sm.info.Server, ss, &sm.info, sm.desc.Handler)
-	}
-	return sm.desc.Handler(sm.info.Server, ss)
-}
+func (ss *localServerStream) run() error { return ss.s.handleStream(ss.sm, ss) }
 
 // publishHeader makes the header visible to the client. ss.hmu is held.
 func (ss *localServerStream) publishHeader() {

@@ -86,6 +86,7 @@ type serverConfig struct {
 	logger                   *slog.Logger
 	codec                    Codec
 	sec                      serverSecurity
+	grpc                     grpcConfig // grpc.go
 
 	// Serve and Export fail when a registration fails, instead of
 	// retrying it in the background (register.go).

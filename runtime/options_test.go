@@ -263,7 +263,7 @@ func TestOptionsCopyTheirArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ex.Instance().Metadata; len(got) != 1 || got["zone"] != "a" {
-		t.Fatalf("metadata = %v, want zone=a", got)
+	if got := ex.Instance().Metadata; len(got) != 2 || got["zone"] != "a" || got[storks.MetadataProtocols] == "" {
+		t.Fatalf("metadata = %v, want zone=a and protocols", got)
 	}
 }

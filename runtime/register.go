@@ -304,6 +304,7 @@ func (s *Server) retry(ex *Exporter, rctx context.Context, first chan struct{}) 
 		}
 		switch {
 		case err == nil:
+			s.refreshHealth()
 			if n > 1 || time.Since(start) > firstAttemptWait {
 				log.Info("storks: export registered after retrying", "service", ex.exp.keyStr, "addr", s.Addr(),
 					"attempts", n, "after", time.Since(start).Round(time.Millisecond))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,7 @@ type Server struct {
 	epoch    time.Time      // tick counts from here
 	tick     atomic.Int64   // coarse clock in ns since epoch, +1; see limits.go
 	watching bool           // the watchdog runs; guarded by mu
+	grpc     *grpcBridge    // the gRPC side, made by the first Serve; guarded by mu
 }
 
 // NewServer returns a server with the options applied. Every option is
@@ -76,6 +78,11 @@ func NewServer(opts ...ServerOption) *Server {
 	cfgErr := applyOptions(&cfg.optionErrors, "NewServer", opts, func(o ServerOption) { o.applyServer(&cfg) })
 	if cfg.maxMessageSize <= 0 {
 		cfg.maxMessageSize = DefaultMaxMessageSize
+	}
+	if t := cfg.sec.tls; t != nil && !cfg.grpc.off && !slices.Contains(t.NextProtos, "h2") {
+		// gRPC clients require ALPN h2 (grpc-go since 1.67); Storks
+		// clients offer none, or their own.
+		t.NextProtos = append(t.NextProtos, "h2")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
@@ -135,6 +142,7 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.addr = addr
 	}
 	s.listeners[lis] = struct{}{}
+	s.startGRPCLocked(lis.Addr())
 	if sec := &s.cfg.sec; !s.watching && (sec.frameTimeout > 0 || sec.idleTimeout > 0) {
 		s.watching = true
 		s.bg.Add(1)
@@ -155,6 +163,7 @@ func (s *Server) Serve(lis net.Listener) error {
 		return err
 	}
 	cancel()
+	s.refreshHealth()
 
 	var backoff time.Duration
 	for {
@@ -242,7 +251,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for ex := range s.exporters {
 		exporters = append(exporters, ex)
 	}
+	b := s.grpc
 	s.mu.Unlock()
+	if b != nil {
+		b.health.Shutdown() // NOT_SERVING for every service, from now on
+	}
 
 	var errs []error
 	anyRegistered := false
@@ -276,17 +289,49 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, sc := range conns {
 		sc.goAway()
 	}
+	if b != nil {
+		b.drain()
+	}
 
 	// Calls run to their end (bounded by ctx); open streams get
 	// shutdownWait more to end by themselves, then end with Unavailable.
+	// gRPC connections drain alike (grpc-go's GracefulStop returns once
+	// every gRPC call has ended and its reply was written); a gRPC stream
+	// still open shutdownWait after its context ended (its handler blocks
+	// in RecvMsg, which the context does not end) has its connection
+	// closed, once no unary call has run for grpcReplyGrace (no new one
+	// starts after the drain began, and grpc-go writes a reply right after
+	// its handler returns).
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	streamsEnd := time.NewTimer(s.cfg.shutdownWait)
 	defer streamsEnd.Stop()
-	for s.inflight.Load() > 0 || s.openStreams.Load() > 0 {
+	var grpcDrained <-chan struct{}
+	var grpcForce <-chan time.Time
+	forceDue := false
+	lastBusy := time.Now()
+	if b != nil {
+		grpcDrained = b.drained
+	}
+	for s.inflight.Load() > 0 || s.openStreams.Load() > 0 || grpcDrained != nil {
+		if s.inflight.Load() > 0 {
+			lastBusy = time.Now()
+		} else if forceDue && time.Since(lastBusy) >= grpcReplyGrace {
+			forceDue = false
+			b.gs.Stop()
+		}
 		select {
 		case <-tick.C:
+		case <-grpcDrained:
+			grpcDrained = nil
+		case <-grpcForce:
+			grpcForce, forceDue = nil, true
 		case <-streamsEnd.C:
+			if grpcDrained != nil {
+				force := time.NewTimer(s.cfg.shutdownWait)
+				defer force.Stop()
+				grpcForce = force.C
+			}
 			s.endStreams()
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("storks: shutdown: %d calls and %d streams still running: %w", s.inflight.Load(), s.openStreams.Load(), ctx.Err()))
@@ -333,6 +378,7 @@ func (s *Server) closeNow() {
 	}
 	s.closed = true
 	s.refusing.Store(true)
+	b := s.grpc
 	s.cancel()
 	for lis := range s.listeners {
 		lis.Close()
@@ -346,6 +392,9 @@ func (s *Server) closeNow() {
 	}
 	s.mu.Unlock()
 	defer s.flushWarnings(true) // after the connections' last words
+	if b != nil {
+		b.stop()
+	}
 	for _, ex := range exporters {
 		ex.mu.Lock()
 		if !ex.removed {

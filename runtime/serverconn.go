@@ -121,6 +121,11 @@ func (sc *serverConn) serve() {
 			sc.readFailed(frameHeader{}, err)
 			return
 		}
+		if first && !s.cfg.grpc.off {
+			if b, _ := r.Peek(1); len(b) == 1 && b[0] == http2Preface[0] && sc.toGRPC() {
+				return
+			}
+		}
 		sc.in.frameStarted()
 		fh, body, err := readFrame(r, limit, maxType)
 		sc.in.frameDone()
@@ -417,12 +422,15 @@ func (sc *serverConn) writeEmpty(t frameType, id uint64) {
 // goAway tells the client to take its calls elsewhere. It does not wait for
 // room in the write queue, and does nothing before the TLS handshake is done.
 func (sc *serverConn) goAway() {
-	if !sc.ready.Load() {
-		return
+	if !sc.ready.Load() || sc.version.Load() == versionGRPC {
+		return // a gRPC connection gets grpc-go's GOAWAY
 	}
 	if sc.version.Load() == 0 {
 		sc.verMu.Lock()
-		if sc.version.Load() == 0 {
+		if v := sc.version.Load(); v == versionGRPC {
+			sc.verMu.Unlock()
+			return
+		} else if v == 0 {
 			// Before the first frame (an idle connection, a shutdown): the
 			// connection becomes version 1, so no settings frame may
 			// follow this goaway (docs/protocol.md, "Compatibility").

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"runtime/debug"
 	"strings"
 	"sync"
 )
@@ -266,20 +265,7 @@ func (ss *serverStream) run() {
 	ss.finish(end)
 }
 
-func (ss *serverStream) handle() (err error) {
-	s := ss.sc.s
-	sm := ss.sm
-	defer func() {
-		if r := recover(); r != nil {
-			s.cfg.logger.Error("storks: handler panic", "method", sm.info.FullMethod, "panic", r, "stack", string(debug.Stack()))
-			err = Errorf(CodeInternal, "panic in handler %s: %v", sm.info.FullMethod, r)
-		}
-	}()
-	if ic := s.streamInterceptor; ic != nil {
-		return ic(sm.info.Server, ss, &sm.info, sm.desc.Handler)
-	}
-	return sm.desc.Handler(sm.info.Server, ss)
-}
+func (ss *serverStream) handle() error { return ss.sc.s.handleStream(ss.sm, ss) }
 
 // finish sends the stream's status and trailers, unless it is closed
 // already, and closes it.
@@ -498,6 +484,12 @@ func (sc *serverConn) closeStreams() {
 // endStreams ends every open stream of the server with Unavailable: the
 // time Shutdown gives them has passed.
 func (s *Server) endStreams() {
+	s.mu.RLock()
+	b := s.grpc
+	s.mu.RUnlock()
+	if b != nil {
+		b.endStreams(wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()))
+	}
 	s.localStreams.Range(func(k, _ any) bool {
 		k.(*localClientStream).shutDown(wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()))
 		return true

@@ -1,8 +1,10 @@
 // Command demo runs the Storks demo: three provider processes and one
 // consumer process on 127.0.0.1 that find each other through a real
 // registry. The consumer calls round-robin and prints which provider
-// answered each call; then the providers are stopped gracefully (SIGTERM:
-// deregister, wait, drain).
+// answered each call; a grpc-go client then calls the first provider on the
+// same port (every Storks provider also serves gRPC) and checks its
+// grpc.health.v1 status; then the providers are stopped gracefully
+// (SIGTERM: deregister, wait, drain).
 //
 //	demo -bin bin [-registry URL]
 //
@@ -31,6 +33,11 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/internal/devetcd"
 	"github.com/storks-rpc/storks/registry"
 )
@@ -86,6 +93,7 @@ func run() error {
 	for _, p := range providers {
 		go func() { <-p.done; exited <- p }()
 	}
+	addrs := map[string]string{}
 	notReady := map[string]bool{}
 	for _, p := range providers {
 		notReady[p.name] = true
@@ -95,8 +103,9 @@ func run() error {
 		select {
 		case line := <-ready:
 			// "READY name addr"
-			if f := strings.Fields(line); len(f) > 1 {
+			if f := strings.Fields(line); len(f) > 2 {
 				delete(notReady, f[1])
+				addrs[f[1]] = f[2]
 			}
 		case p := <-exited:
 			stopAll(providers)
@@ -125,6 +134,11 @@ func run() error {
 		stopAll([]*proc{consumer})
 		stopAll(providers)
 		return p.exitError("while the consumer ran")
+	}
+
+	if err := grpcHello(providers[0].name, addrs[providers[0].name]); err != nil {
+		stopAll(providers)
+		return err
 	}
 
 	fmt.Println("demo: stopping the providers gracefully (SIGTERM)")
@@ -248,4 +262,27 @@ func stopAll(ps []*proc) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// grpcHello calls a provider with a plain grpc-go client, no Storks code:
+// Greeter.SayHello and the standard health check, on the port the Storks
+// consumer used.
+func grpcHello(name, addr string) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("gRPC client for %s: %w", name, err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reply := new(greeterv1.HelloReply)
+	if err := cc.Invoke(ctx, greeterv1.Greeter_SayHello_FullMethodName, &greeterv1.HelloRequest{Name: "grpc-go"}, reply); err != nil {
+		return fmt.Errorf("gRPC call to %s at %s: %w", name, addr, err)
+	}
+	health, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: greeterv1.Greeter_ServiceName})
+	if err != nil {
+		return fmt.Errorf("gRPC health check of %s at %s: %w", name, addr, err)
+	}
+	fmt.Printf("demo: a grpc-go client on %s's port %s: %q from %s; health %v\n", name, addr, reply.GetMessage(), reply.GetProvider(), health.GetStatus())
+	return nil
 }

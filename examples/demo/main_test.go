@@ -99,6 +99,8 @@ func TestDemo(t *testing.T) {
 		`| stream Count: "storks 3"`,
 		`| stream Chat: sent "ping", got "ping"`,
 		`| stream Chat: sent "bye", got "bye"`,
+		`demo: a grpc-go client on provider-1's port 127.0.0.1:`,
+		`: "Hello, grpc-go" from provider-1; health SERVING`,
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, r.stdout)
