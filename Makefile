@@ -9,7 +9,7 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all help build demo dev test test-go test-zk test-chaos test-interop vet fmt-check lint check-gen gen fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python clean
+.PHONY: all help build demo dev test test-go test-zk test-chaos test-interop vet fmt-check lint check-gen gen gen-interop fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python clean
 
 all: build
 
@@ -85,9 +85,14 @@ lint: deps-lint
 gen:
 	scripts/gen.sh
 
-## check-gen: fail if examples/gen is not what the generators produce
-check-gen:
+## gen-interop: regenerate the grpc-go client of the interop tests (protoc, protoc-gen-go-grpc)
+gen-interop: deps-protoc
+	scripts/gen-interop.sh
+
+## check-gen: fail if examples/gen or the interop tests' grpc-go client is not what the generators produce
+check-gen: deps-protoc
 	scripts/check-gen.sh
+	scripts/gen-interop.sh -check
 
 ## fuzz: run every fuzz target for FUZZTIME each (default 15s; FUZZTIME=10m for longer)
 # scripts/fuzz.sh: -fuzzminimizetime keeps minimising a large input from

@@ -106,14 +106,18 @@ type grpcBridge struct {
 	// streams holds the cancel function (context.CancelCauseFunc) of
 	// every gRPC stream whose handler runs, for Shutdown.
 	streams sync.Map
+	// watches holds those of the health watches, which end when the
+	// drain begins: their clients have seen NOT_SERVING since Shutdown
+	// began.
+	watches sync.Map
 	stopped chan struct{} // closed when gs.Serve returned
-	drained chan struct{} // closed when the GracefulStop drain began returned
+	drained chan struct{} // closed when the GracefulStop that drain began returned
 
 	healthMu sync.Mutex      // orders refreshHealth's updates
 	known    map[string]bool // service names given a health status; under healthMu
 }
 
-// startGRPC makes the server's gRPC side, once, unless it is turned off.
+// startGRPCLocked makes the server's gRPC side, once, unless it is turned off.
 // s.mu is held. The services exported by now get grpc-go's unary fast
 // path; later ones are served through the unknown-service handler.
 func (s *Server) startGRPCLocked(addr net.Addr) {
@@ -244,7 +248,7 @@ func (b *grpcBridge) stream(service, name string, gss grpc.ServerStream) error {
 // track counts every gRPC stream (a streaming call, a unary call to a
 // late export, a health watch, a reflection session) as an open stream,
 // and gives it a context that Shutdown ends when its drain is over.
-func (b *grpcBridge) track(srv any, gss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+func (b *grpcBridge) track(srv any, gss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	s := b.s
 	s.openStreams.Add(1)
 	defer s.openStreams.Add(-1)
@@ -252,6 +256,10 @@ func (b *grpcBridge) track(srv any, gss grpc.ServerStream, _ *grpc.StreamServerI
 	defer cancel(nil)
 	b.streams.Store(&cancel, cancel)
 	defer b.streams.Delete(&cancel)
+	if info.FullMethod == healthpb.Health_Watch_FullMethodName {
+		b.watches.Store(&cancel, cancel)
+		defer b.watches.Delete(&cancel)
+	}
 	return h(srv, &ctxStream{ServerStream: gss, ctx: ctx})
 }
 
@@ -339,45 +347,34 @@ func (b *grpcBridge) unknownMethod(exp *export, name string) error {
 	return status.Errorf(codes.Unimplemented, "unknown method %s for service %s", name, exp.keyStr)
 }
 
-// GetServiceInfo lists the services for reflection: the exported ones, and
-// the grpc-go server's own (health, reflection).
+// GetServiceInfo lists the services for reflection: the exported ones and
+// the grpc-go server's own (health, reflection), but not a service
+// registered for the fast path and unexported since.
 func (b *grpcBridge) GetServiceInfo() map[string]grpc.ServiceInfo {
-	out := b.gs.GetServiceInfo()
+	out := make(map[string]grpc.ServiceInfo)
+	for name, info := range b.gs.GetServiceInfo() {
+		if name == healthpb.Health_ServiceDesc.ServiceName || strings.HasPrefix(name, "grpc.reflection.") {
+			out[name] = info
+		}
+	}
 	s := b.s
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, e := range s.exports {
 		info := out[e.key.Service]
 		info.Metadata = e.desc.Metadata
-		for name := range e.methods {
-			if !slices.ContainsFunc(info.Methods, func(m grpc.MethodInfo) bool { return m.Name == name }) {
-				info.Methods = append(info.Methods, grpc.MethodInfo{Name: name})
+		add := func(m grpc.MethodInfo) {
+			if !slices.ContainsFunc(info.Methods, func(o grpc.MethodInfo) bool { return o.Name == m.Name }) {
+				info.Methods = append(info.Methods, m)
 			}
+		}
+		for name := range e.methods {
+			add(grpc.MethodInfo{Name: name})
 		}
 		for name, sm := range e.streams {
-			if !slices.ContainsFunc(info.Methods, func(m grpc.MethodInfo) bool { return m.Name == name }) {
-				info.Methods = append(info.Methods, grpc.MethodInfo{Name: name, IsClientStream: sm.desc.ClientStreams, IsServerStream: sm.desc.ServerStreams})
-			}
+			add(grpc.MethodInfo{Name: name, IsClientStream: sm.desc.ClientStreams, IsServerStream: sm.desc.ServerStreams})
 		}
 		out[e.key.Service] = info
-	}
-	// A service registered for the fast path and unexported since is not
-	// served: leave it out.
-	for name := range out {
-		if name == healthpb.Health_ServiceDesc.ServiceName || strings.HasPrefix(name, "grpc.reflection.") {
-			continue
-		}
-		if !slices.ContainsFunc(mapsValues(s.exports), func(e *export) bool { return e.key.Service == name }) {
-			delete(out, name)
-		}
-	}
-	return out
-}
-
-func mapsValues(m map[string]*export) []*export {
-	out := make([]*export, 0, len(m))
-	for _, e := range m {
-		out = append(out, e)
 	}
 	return out
 }
@@ -695,7 +692,7 @@ type insecureInfo struct{ credentials.CommonAuthInfo }
 
 func (insecureInfo) AuthType() string { return "insecure" }
 
-// stopGRPC stops the gRPC side at once: Close, or the end of Shutdown.
+// stop stops the gRPC side at once: Close, or the end of Shutdown.
 func (b *grpcBridge) stop() {
 	b.lis.Close()
 	b.gs.Stop()
@@ -707,6 +704,10 @@ func (b *grpcBridge) stop() {
 // calls, and stop ends whatever is left.
 func (b *grpcBridge) drain() {
 	b.lis.Close()
+	b.watches.Range(func(_, v any) bool {
+		v.(context.CancelCauseFunc)(nil)
+		return true
+	})
 	s := b.s
 	s.bg.Add(1)
 	go func() {

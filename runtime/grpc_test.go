@@ -506,3 +506,39 @@ func TestGRPCAuthAndLimits(t *testing.T) {
 	_, err = grpcEcho(authed, cc, "x")
 	wantStatus(t, err, codes.ResourceExhausted, "larger than max")
 }
+
+// Health watches end when Shutdown's drain begins: their clients were told
+// NOT_SERVING, and an open watch must not hold the drain for the whole
+// stream window (here a minute, past the test's deadline).
+func TestGRPCShutdownEndsHealthWatches(t *testing.T) {
+	srv := storks.NewServer(storks.WithShutdownWait(time.Minute))
+	if _, err := srv.Export(&echoDesc, &echoImpl{name: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	l := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	cc := dialGRPC(t, l.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	w, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{Service: echoService})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := w.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch = %v, %v", r, err)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a health watch open: %v", err)
+	}
+	for {
+		r, err := w.Recv()
+		if err != nil {
+			break
+		}
+		if r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf("Watch during shutdown = %v", r)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/storks-rpc/storks/internal/gen"
@@ -46,11 +47,16 @@ type callFlags struct {
 func newCallCmd() *cobra.Command {
 	var f callFlags
 	cmd := &cobra.Command{
-		Use:   "call (--registry URL | --addr HOST:PORT) --proto FILE.proto [flags] package.Service/Method [JSON]",
+		Use:   "call (--registry URL | --addr HOST:PORT) [--proto FILE.proto] [flags] package.Service/Method [JSON]",
 		Short: "Call a method of a running service, with JSON in and out",
-		Long: `call compiles the .proto file that declares the service (no generated code is
-needed), builds the request message from JSON, calls the method through the
-Storks runtime and prints the reply as JSON.
+		Long: `call builds the request message from JSON, calls the method through the
+Storks runtime and prints the reply as JSON. No generated code is needed, nor
+any file: call learns the method and its messages from the gRPC server
+reflection of the provider (every Storks provider serves it on its port; with
+a registry, it is read from the first provider listed for the service key).
+With --proto, call compiles the .proto file that declares the service instead,
+and asks the provider nothing but the call: for a server without reflection,
+or to call with the messages of your own files.
 
 The providers come from a registry (--registry URL, or $STORKS_REGISTRY), with
 the service key's --version and --group, and --selector picks one per call; or
@@ -83,7 +89,10 @@ as "header KEY: VALUE" and "trailer KEY: VALUE" lines (unary calls have
 none). --timeout bounds the whole stream; without it, a stream has no
 deadline (it may last as long as its input or its server), but finding the
 provider and opening the stream still give up after the default 10s.`,
-		Example: `  # One provider, by address:
+		Example: `  # One provider, by address; its messages from its gRPC reflection:
+  storks call --addr 127.0.0.1:8972 storks.examples.greeter.v1.Greeter/SayHello '{"name": "storks"}'
+
+  # The same, with the messages of the .proto file:
   storks call --addr 127.0.0.1:8972 -I examples/proto --proto greeter/v1/greeter.proto \
       storks.examples.greeter.v1.Greeter/SayHello '{"name": "storks"}'
 
@@ -121,7 +130,7 @@ provider and opening the stream still give up after the default 10s.`,
 	registryFlag(cmd, &f.registry)
 	fl.StringVar(&f.addr, "addr", "", "call the provider at `HOST:PORT` directly (short for --registry direct://HOST:PORT)")
 	fl.StringArrayVarP(&f.importPaths, "proto_path", "I", nil, "`directory` to resolve imports in (repeatable; default: the current directory)")
-	fl.StringArrayVar(&f.protos, "proto", nil, "`FILE.proto` that declares the service (repeatable)")
+	fl.StringArrayVar(&f.protos, "proto", nil, "`FILE.proto` that declares the service (repeatable; default: ask the provider's gRPC reflection)")
 	fl.DurationVar(&f.timeout, "timeout", defaultCallTimeout, "deadline of the whole call or stream, registry lookup included (0: none; streams: none unless given)")
 	fl.StringArrayVarP(&f.headers, "header", "H", nil, "call metadata `key=value` (repeatable)")
 	fl.StringVar(&f.version, "version", "", "version of the service key")
@@ -150,9 +159,6 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 	if f.timeout < 0 {
 		return usagef("--timeout must not be negative%s", helpHint(cmd))
 	}
-	if len(f.protos) == 0 {
-		return usagef("--proto is required: name the .proto file that declares the service%s", helpHint(cmd))
-	}
 	serviceName, methodName, err := parseMethod(args[0])
 	if err != nil {
 		return usagef("%v", err)
@@ -163,59 +169,52 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 	}
 
 	ctx := cmd.Context()
-	res, err := gen.Compile(ctx, gen.Config{
-		ImportPaths: splitImportPaths(f.importPaths),
-		Warn:        func(string) {}, // unused imports are not the caller's business
-	}, f.protos)
-	if err != nil {
-		return err
-	}
-	resolver := res.Linked.AsResolver()
-	method, err := findMethod(res, serviceName, methodName)
-	if err != nil {
-		return err
-	}
-	unmarshal := protojson.UnmarshalOptions{Resolver: resolver}
+
+	// The descriptors come from the files of --proto, compiled before
+	// anything touches the network, or else from the gRPC reflection of
+	// the provider, once the registry has named it.
 	var (
-		req   *dynamicpb.Message // of a unary or server-streaming call
-		lines *lineSource        // of a client- or bidi-streaming call
+		method   protoreflect.MethodDescriptor
+		resolver messageResolver
+		req      *dynamicpb.Message // of a unary or server-streaming call
+		lines    *lineSource        // of a client- or bidi-streaming call
 	)
-	if method.IsStreamingClient() {
-		if lines, err = openLines(cmd, args[1:], method.Input(), unmarshal); err != nil {
+	// prepare finds the method in the descriptors and reads its requests.
+	prepare := func(src descSource, types messageResolver) (err error) {
+		if method, err = findMethod(src, serviceName, methodName); err != nil {
 			return err
 		}
-		if lines.closer != nil {
-			defer lines.closer.Close()
+		resolver = types
+		req, lines, err = readRequests(cmd, args[1:], method, resolver)
+		return err
+	}
+	defer func() {
+		if lines != nil && lines.closer != nil {
+			lines.closer.Close()
 		}
-	} else {
-		data := []byte("{}")
-		if len(args) == 2 {
-			if data, err = readRequest(cmd, args[1]); err != nil {
-				return err
-			}
+	}()
+	if len(f.protos) > 0 {
+		res, err := gen.Compile(ctx, gen.Config{
+			ImportPaths: splitImportPaths(f.importPaths),
+			Warn:        func(string) {}, // unused imports are not the caller's business
+		}, f.protos)
+		if err != nil {
+			return err
 		}
-		req = dynamicpb.NewMessage(method.Input())
-		if err := unmarshal.Unmarshal(data, req); err != nil {
-			return fmt.Errorf("request JSON for %s: %s", method.Input().FullName(), trimProto(err))
+		if err := prepare(compiledSource(res), res.Linked.AsResolver()); err != nil {
+			return err
 		}
 	}
 
 	// A stream has no deadline unless --timeout is given; finding its
-	// provider still has one (setupCtx).
-	streaming := method.IsStreamingClient() || method.IsStreamingServer()
-	setupTimeout := f.timeout
-	if f.timeout > 0 && (!streaming || cmd.Flags().Changed("timeout")) {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.timeout)
-		defer cancel()
-	}
+	// provider (and reading its descriptors) still has one: setupCtx.
 	setupCtx := ctx
-	if _, ok := ctx.Deadline(); !ok && setupTimeout > 0 {
+	if f.timeout > 0 {
 		var cancel context.CancelFunc
-		setupCtx, cancel = context.WithTimeout(ctx, setupTimeout)
+		setupCtx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
-	reg, err := openRegistry(setupCtx, regURL, setupTimeout)
+	reg, err := openRegistry(setupCtx, regURL, f.timeout)
 	if err != nil {
 		return err
 	}
@@ -233,6 +232,19 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 		storks.WithSelector(sel), storks.WithRemote())
 	if err != nil {
 		return callError(err, key, f)
+	}
+	if method == nil {
+		src, files, err := reflectService(setupCtx, ref, reg, key, f)
+		if err != nil {
+			return err
+		}
+		if err := prepare(src, dynamicpb.NewTypes(files)); err != nil {
+			return err
+		}
+	}
+	streaming := method.IsStreamingClient() || method.IsStreamingServer()
+	if f.timeout > 0 && (!streaming || cmd.Flags().Changed("timeout")) {
+		ctx = setupCtx
 	}
 	full := "/" + serviceName + "/" + methodName
 	var opts []storks.CallOption
@@ -469,21 +481,74 @@ func openLines(cmd *cobra.Command, arg []string, desc protoreflect.MessageDescri
 	return s, nil
 }
 
-// findMethod looks the method up in the compiled files and their imports.
-func findMethod(res *gen.Result, serviceName, methodName string) (protoreflect.MethodDescriptor, error) {
+// readRequests reads the request of a unary or server-streaming method
+// from its argument (arg: none or one), or opens the source of the
+// requests of a client- or bidi-streaming one.
+func readRequests(cmd *cobra.Command, arg []string, method protoreflect.MethodDescriptor, resolver messageResolver) (*dynamicpb.Message, *lineSource, error) {
+	unmarshal := protojson.UnmarshalOptions{Resolver: resolver}
+	if method.IsStreamingClient() {
+		lines, err := openLines(cmd, arg, method.Input(), unmarshal)
+		return nil, lines, err
+	}
+	data := []byte("{}")
+	if len(arg) == 1 {
+		var err error
+		if data, err = readRequest(cmd, arg[0]); err != nil {
+			return nil, nil, err
+		}
+	}
+	req := dynamicpb.NewMessage(method.Input())
+	if err := unmarshal.Unmarshal(data, req); err != nil {
+		return nil, nil, fmt.Errorf("request JSON for %s: %s", method.Input().FullName(), trimProto(err))
+	}
+	return req, nil, nil
+}
+
+// messageResolver finds the types of Any fields and extensions, for
+// protojson.
+type messageResolver interface {
+	protoregistry.MessageTypeResolver
+	protoregistry.ExtensionTypeResolver
+}
+
+// descSource is where the descriptors of a call or a description come
+// from: the files of --proto, or the reflection of a server.
+type descSource struct {
+	resolver interface {
+		FindDescriptorByName(protoreflect.FullName) (protoreflect.Descriptor, error)
+	}
+	services []string // those it declares or serves, sorted
+	where    string   // the files, or the server's address
+	verb     string   // what where does with services: "declare" or "serve"
+}
+
+// compiledSource is the source of the files compiled from --proto: what
+// they declare and import.
+func compiledSource(res *gen.Result) descSource {
 	var services []string
 	for _, fd := range res.Linked {
 		for i := 0; i < fd.Services().Len(); i++ {
 			services = append(services, string(fd.Services().Get(i).FullName()))
 		}
 	}
-	d, err := res.Linked.AsResolver().FindDescriptorByName(protoreflect.FullName(serviceName))
+	slices.Sort(services)
+	return descSource{
+		resolver: res.Linked.AsResolver(),
+		services: services,
+		where:    strings.Join(res.Files, ", "),
+		verb:     "declare",
+	}
+}
+
+// findMethod looks the method up in the descriptors of src.
+func findMethod(src descSource, serviceName, methodName string) (protoreflect.MethodDescriptor, error) {
+	d, err := src.resolver.FindDescriptorByName(protoreflect.FullName(serviceName))
 	if err != nil {
-		return nil, unknownService(serviceName, services, res.Files)
+		return nil, unknownService(serviceName, src)
 	}
 	sd, ok := d.(protoreflect.ServiceDescriptor)
 	if !ok {
-		return nil, fmt.Errorf("%s is not a service%s", serviceName, serviceHint(services))
+		return nil, fmt.Errorf("%s is not a service%s", serviceName, serviceHint(src))
 	}
 	md := sd.Methods().ByName(protoreflect.Name(methodName))
 	if md == nil {
@@ -496,10 +561,10 @@ func findMethod(res *gen.Result, serviceName, methodName string) (protoreflect.M
 	return md, nil
 }
 
-func unknownService(name string, services, files []string) error {
+func unknownService(name string, src descSource) error {
 	// A name without its package: say which one was meant.
 	var matches []string
-	for _, s := range services {
+	for _, s := range src.services {
 		if strings.HasSuffix(s, "."+name) {
 			matches = append(matches, s)
 		}
@@ -507,15 +572,71 @@ func unknownService(name string, services, files []string) error {
 	if len(matches) > 0 {
 		return fmt.Errorf("unknown service %q (did you mean %s?)", name, strings.Join(matches, " or "))
 	}
-	return fmt.Errorf("unknown service %q: %s does not declare it%s", name, strings.Join(files, ", "), serviceHint(services))
+	return fmt.Errorf("unknown service %q: %s does not %s it%s", name, src.where, src.verb, serviceHint(src))
 }
 
-func serviceHint(services []string) string {
-	if len(services) == 0 {
-		return " (and declares no service)"
+func serviceHint(src descSource) string {
+	if len(src.services) == 0 {
+		return " (and " + src.verb + "s no service)"
 	}
-	slices.Sort(services)
-	return " (services: " + strings.Join(services, ", ") + ")"
+	return " (services: " + strings.Join(src.services, ", ") + ")"
+}
+
+// reflectService reads the descriptors of the service of key, and of
+// everything it uses, from the gRPC reflection of the provider the
+// registry lists first for it.
+func reflectService(ctx context.Context, ref *storks.Reference, reg registry.Registry, key registry.ServiceKey, f callFlags) (descSource, *protoregistry.Files, error) {
+	providers := ref.Providers()
+	if len(providers) == 0 {
+		return descSource{}, nil, noProviderToReflect(ctx, reg, key, f)
+	}
+	addr := providers[0].Addr
+	rf, err := openReflection(ctx, addr, f.timeout)
+	if err != nil {
+		return descSource{}, nil, err
+	}
+	defer rf.Close()
+	src := descSource{services: rf.services, where: addr, verb: "serve"}
+	if !slices.Contains(rf.services, key.Service) {
+		return descSource{}, nil, unknownService(key.Service, src)
+	}
+	if err := rf.fileOf(key.Service); err != nil {
+		if errors.Is(err, errSymbolNotFound) {
+			err = fmt.Errorf("%s serves %s, but its reflection has no descriptor of it; give --proto FILE.proto", addr, key.Service)
+		}
+		return descSource{}, nil, err
+	}
+	files, err := rf.registry()
+	if err != nil {
+		return descSource{}, nil, err
+	}
+	src.resolver = files
+	return src, files, nil
+}
+
+// noProviderToReflect is the error of a call without --proto that finds no
+// provider to read the reflection of. Like a failed call's, it names the
+// other versions and groups of the service that a registry that lists them
+// has.
+func noProviderToReflect(ctx context.Context, reg registry.Registry, key registry.ServiceKey, f callFlags) error {
+	msg := fmt.Sprintf("call failed: Unavailable: no provider for %s to read its gRPC reflection from", key)
+	var others []registry.ServiceKey
+	if l, ok := reg.(registry.Lister); ok {
+		if keys, err := l.Services(ctx); err == nil {
+			for _, k := range keys {
+				if k.Service == key.Service && k != key {
+					others = append(others, k)
+				}
+			}
+		}
+	}
+	switch {
+	case len(others) > 0:
+		msg += "; pass " + keyFlags(key, others)
+	case f.addr == "":
+		msg += fmt.Sprintf(" (is a provider of %s running? see storks registry ls %s)", key, key.Service)
+	}
+	return errors.New(msg)
 }
 
 // openRegistry opens the registry of rawURL, bounded by ctx, whose deadline

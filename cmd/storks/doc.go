@@ -2,6 +2,7 @@
 //
 //	storks generate   compile .proto files and generate Go code, without protoc
 //	storks call       call a method of a running service, with JSON in and out
+//	storks describe   list a server's services, or show one in proto syntax
 //	storks registry   list (ls) and follow (watch) the providers in a registry
 //	storks dev        run an embedded etcd for local development
 //	storks version    print the versions of storks and its generators

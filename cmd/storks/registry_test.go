@@ -368,7 +368,7 @@ func TestRegistryEtcd(t *testing.T) {
 	r := runStorks(t, "registry", "ls", "--registry", d.url, "--version", "v1", greeterService)
 	mustSucceed(t, r)
 	rows := tableRows(t, r.stdout)
-	if len(rows) != 1 || rows[0][0] != greeterService || rows[0][1] != "v1" || rows[0][4] != p1.addr || rows[0][6] != "name=p1" {
+	if len(rows) != 1 || rows[0][0] != greeterService || rows[0][1] != "v1" || rows[0][4] != p1.addr || rows[0][6] != `name=p1,protocols="storks,grpc"` {
 		t.Errorf("ls:\n%s", r.stdout)
 	}
 
@@ -476,7 +476,7 @@ func TestRegistryLsShowsDemoProviders(t *testing.T) {
 			t.Fatalf("unexpected row %q in:\n%s", row, out)
 		}
 		addrs[row[4]] = true
-		names[row[6]] = true
+		names[strings.SplitN(row[6], ",", 2)[0]] = true // name=...,protocols=...
 	}
 	if len(rows) != 3 || len(addrs) != 3 || !names["name=provider-1"] || !names["name=provider-2"] || !names["name=provider-3"] {
 		t.Fatalf("want the three demo providers, got:\n%s", out)

@@ -17,13 +17,14 @@ func newRootCmd() *cobra.Command {
 discovery built in.
 
 It generates Go code from .proto files without protoc, calls methods of running
-services with JSON in and out, lists and watches the providers registered in a
-registry, and runs an embedded etcd for local development.`,
+services with JSON in and out, describes what a running server serves (from
+its gRPC reflection: no .proto files needed), lists and watches the providers
+registered in a registry, and runs an embedded etcd for local development.`,
 		Example: `  storks generate -I proto --go_out=gen --storks_out=gen proto/hello/v1/hello.proto
   storks dev
   storks registry ls --registry etcd://127.0.0.1:2379/storks
-  storks call --registry etcd://127.0.0.1:2379/storks -I proto --proto hello/v1/hello.proto \
-      hello.v1.Greeter/SayHello '{"name": "storks"}'`,
+  storks describe --addr 127.0.0.1:8972 hello.v1.Greeter
+  storks call --registry etcd://127.0.0.1:2379/storks hello.v1.Greeter/SayHello '{"name": "storks"}'`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          subcommandArgs,
@@ -33,6 +34,7 @@ registry, and runs an embedded etcd for local development.`,
 	root.AddCommand(
 		newGenerateCmd(),
 		newCallCmd(),
+		newDescribeCmd(),
 		newRegistryCmd(),
 		newDevCmd(),
 		newVersionCmd(),

@@ -136,9 +136,11 @@ func run() error {
 		return p.exitError("while the consumer ran")
 	}
 
-	if err := grpcHello(providers[0].name, addrs[providers[0].name]); err != nil {
-		stopAll(providers)
-		return err
+	if consumer.err == nil {
+		if err := grpcHello(providers[0].name, addrs[providers[0].name]); err != nil {
+			stopAll(providers)
+			return err
+		}
 	}
 
 	fmt.Println("demo: stopping the providers gracefully (SIGTERM)")
