@@ -9,7 +9,7 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all help build demo dev test test-go test-zk test-chaos vet fmt-check lint check-gen gen gen-interop fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint clean
+.PHONY: all help build demo dev test test-go test-zk test-chaos test-interop vet fmt-check lint check-gen gen gen-interop fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python clean
 
 all: build
 
@@ -33,16 +33,16 @@ dev: build
 	$(BIN)/storks dev
 
 ## test: lint, every test (runtime under -race), generated-code freshness, fuzzing
-test: deps fmt-check vet lint check-gen test-go test-zk test-chaos fuzz
+test: deps fmt-check vet lint check-gen test-go test-zk test-chaos test-interop fuzz
 
 # Packages whose tests make ZooKeeper clients reconnect run without -race:
 # go-zookeeper v1.0.4 (the latest) has a data race on reconnect in its own
 # code (lastZxid; go-zookeeper/zk#35) that the detector reports as a failure.
 # Everything else, the runtime included, runs under -race.
 
-## test-go: the Go tests under -race, but for those of test-zk and test-chaos
+## test-go: the Go tests under -race, but for those of test-zk, test-chaos and test-interop
 test-go:
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e '/registry/zookeeper$$' -e '/examples/e2e$$' -e '/internal/chaos$$')
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e '/registry/zookeeper$$' -e '/examples/e2e$$' -e '/internal/chaos$$' -e '/internal/interop/')
 
 ## test-zk: the Go tests whose ZooKeeper clients reconnect, without -race
 test-zk:
@@ -52,6 +52,15 @@ test-zk:
 test-chaos:
 	@out=$$(mktemp); $(GO) test -count=1 -timeout 10m -v ./internal/chaos >$$out 2>&1; s=$$?; \
 	if [ $$s -eq 0 ]; then grep -E -- '--- |figures:|^ok' $$out; else cat $$out; fi; rm -f $$out; exit $$s
+
+# internal/interop/...: real gRPC clients (grpc-go, grpcurl, Python's grpcio)
+# against Storks providers. When grpcurl or Python's grpcio is missing, the
+# tests that need it fail under CI (elsewhere they skip, saying so), naming
+# the target that installs it. GRPCURL is the path that deps-grpcurl built,
+# so the tests need not ask the go command again.
+## test-interop: gRPC interop tests (grpc-go, grpcurl, Python) under -race; installs grpcurl and Python's grpcio first
+test-interop: deps-grpcurl deps-python
+	GRPCURL="$$(cd tools/interop && $(GO) tool -n grpcurl)" CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./internal/interop/...
 
 ## vet: go vet ./...
 vet:
@@ -115,8 +124,8 @@ bench-micro:
 bench-test:
 	cd bench && $(GO) test -count=1 ./...
 
-## deps: install what the tests need: protoc and ZooKeeper (as root, from Debian), Consul and staticcheck (Go tools)
-deps: deps-protoc deps-zookeeper deps-consul deps-lint
+## deps: install what the tests need: protoc, ZooKeeper and Python's grpcio (as root, from Debian), Consul, staticcheck and grpcurl (Go tools)
+deps: deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python
 
 # protoc 3.21 from Debian: only the tests that compare protoc's output with
 # storks generate's and examples/gen need it (make gen does not).
@@ -139,6 +148,21 @@ deps-consul:
 ## deps-lint: build staticcheck as a tool of tools/lint/go.mod
 deps-lint:
 	cd tools/lint && $(GO) tool -n staticcheck >/dev/null
+
+# grpcurl builds from the module proxy as a tool of tools/interop/go.mod, a
+# module of its own (see there); about a minute the first time.
+## deps-grpcurl: build grpcurl as a tool of tools/interop/go.mod, for the interop tests
+deps-grpcurl:
+	cd tools/interop && $(GO) tool -n grpcurl >/dev/null
+
+# Debian 12's grpcio 1.51 and python3-protobuf 3.21.12 match its protoc
+# 3.21.12, whose grpc_python_plugin (protobuf-compiler-grpc) the Python test
+# runs. They are for Debian's /usr/bin/python3, which the test runs: a
+# python3 earlier on $PATH (pyenv, a venv) does not see them.
+## deps-python: install Python's grpcio, protobuf and grpc_python_plugin from Debian (as root), for the interop tests
+deps-python:
+	@{ [ -x /usr/bin/grpc_python_plugin ] && /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null; } || \
+		scripts/apt-install.sh python3-grpcio python3-protobuf protobuf-compiler-grpc
 
 ## clean: remove bin/
 clean:

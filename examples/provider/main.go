@@ -3,10 +3,14 @@
 // it shuts down gracefully (deregister, wait, drain).
 //
 //	provider -registry etcd://127.0.0.1:2379/storks -listen 127.0.0.1:0 -name p1
+//
+// With -tls-cert and -tls-key (PEM files) it accepts only TLS connections,
+// from Storks and gRPC clients alike.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,12 +49,18 @@ func run() error {
 	wait := flag.Duration("shutdown-wait", time.Second, "how long to wait after deregistering before refusing calls")
 	logRequests := flag.String("log-requests", "", "append \"<method> <name>\" to this file for every SayHello and Echo handler run, one write per line (for fault tests)")
 	latency := flag.Duration("latency", 0, "how long every SayHello and Echo call takes (for fault tests)")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate chain file: serve only TLS (needs -tls-key)")
+	tlsKey := flag.String("tls-key", "", "PEM private key file of -tls-cert")
 	flag.Parse()
 	if *regURL == "" {
 		return errors.New("-registry is required")
 	}
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	tlsConf, err := loadTLS(*tlsCert, *tlsKey)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -68,6 +78,9 @@ func run() error {
 		*name = lis.Addr().String()
 	}
 	opts := []storks.ServerOption{storks.WithRegistry(reg), storks.WithShutdownWait(*wait)}
+	if tlsConf != nil {
+		opts = append(opts, storks.WithTLSConfig(tlsConf))
+	}
 	if *advertise != "" {
 		opts = append(opts, storks.WithAdvertiseAddr(*advertise))
 	}
@@ -112,6 +125,24 @@ func run() error {
 	<-served
 	slog.Info("provider stopped", "name", *name)
 	return nil
+}
+
+// loadTLS returns the server TLS config of the -tls-cert and -tls-key
+// files, or nil when both are empty.
+func loadTLS(certFile, keyFile string) (*tls.Config, error) {
+	switch {
+	case certFile == "" && keyFile == "":
+		return nil, nil
+	case certFile == "":
+		return nil, errors.New("-tls-key needs -tls-cert")
+	case keyFile == "":
+		return nil, errors.New("-tls-cert needs -tls-key")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert %s -tls-key %s: %w", certFile, keyFile, err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // exportStates waits (at most 2 s) for the first registration attempts
