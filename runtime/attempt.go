@@ -11,18 +11,24 @@ import (
 // (health.go).
 
 // attempt makes one attempt of a call on ep and records its outcome.
-func (r *Reference) attempt(ctx context.Context, ep *endpoint, method, short string, req, reply any, n int) (o outcome, err error) {
+// done, if not nil, is the picker's Done for the attempt.
+func (r *Reference) attempt(ctx context.Context, ep *endpoint, done func(DoneInfo), method, short string, req, reply any, n int) (o outcome, err error) {
 	c := r.cl
 	obs := c.cfg.resilience.observer
 	if obs != nil {
 		obs(Event{Kind: EventAttempt, Addr: ep.addr, Method: method, Attempt: n})
 	}
+	start := ep.load.begin()
 	o, err = r.try(ctx, ep, method, short, req, reply)
 	if err != nil && errors.Is(err, errV1Server) {
 		// The provider speaks version 1 and ran nothing sent on that
 		// connection: dial it again, without settings this time
 		// (Client.speaksV1), and send the call again, once.
 		o, err = r.try(ctx, ep, method, short, req, reply)
+	}
+	lat := ep.load.end(start, faulty(o, err))
+	if done != nil {
+		done(DoneInfo{Err: err, Latency: lat})
 	}
 	c.noteOutcome(ep, o)
 	if obs != nil {

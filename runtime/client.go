@@ -129,6 +129,7 @@ type endpoint struct {
 	dialing chan struct{}
 
 	health epHealth // health.go
+	load   epLoad   // balancer.go
 }
 
 // acquire returns the endpoint for addr with its reference count raised.

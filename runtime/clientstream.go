@@ -24,7 +24,8 @@ import (
 // made, the provider speaks protocol version 1, or the connection closes
 // before the open was sent, another instance is tried (up to three). Once
 // open, a stream is never retried: its errors are the caller's. Call
-// options set outgoing metadata (WithMetadata); fail modes and the
+// options set outgoing metadata (WithMetadata) and the hash key
+// (WithHashKey); fail modes and the
 // reference's default deadline do not apply to streams: bound a stream
 // with ctx.
 func (r *Reference) NewStream(ctx context.Context, desc *StreamDesc, method string, opts ...CallOption) (ClientStream, error) {
@@ -38,6 +39,9 @@ func (r *Reference) NewStream(ctx context.Context, desc *StreamDesc, method stri
 		}
 		if cc.metadata != nil {
 			ctx = NewOutgoingContext(ctx, cc.metadata)
+		}
+		if cc.hashKey != "" {
+			ctx = context.WithValue(ctx, hashKeyKey{}, cc.hashKey)
 		}
 	}
 	if ic := r.cl.streamInterceptor; ic != nil {
@@ -67,6 +71,7 @@ func (r *Reference) newStream(ctx context.Context, desc *StreamDesc, method stri
 		}
 	}
 	var tried []*endpoint
+	hashKey, _ := ctx.Value(hashKeyKey{}).(string)
 	for attempt := 1; ; attempt++ {
 		st := r.state.Load()
 		if st == nil || len(st.instances) == 0 {
@@ -79,15 +84,21 @@ func (r *Reference) newStream(ctx context.Context, desc *StreamDesc, method stri
 			continue // the list changed: look again
 		}
 		var ep *endpoint
+		var done func(DoneInfo)
 		if tried == nil {
 			var err error
-			if ep, err = r.pick(ctx, method, st); err != nil {
+			if ep, done, err = r.pick(ctx, method, hashKey, st); err != nil {
 				return nil, err
 			}
 		} else {
-			ep = r.pickOther(ctx, method, st, tried, nil, false)
+			ep, done = r.pickOther(ctx, method, hashKey, st, attempt, tried, nil, false)
 		}
+		start := ep.load.begin()
 		cs, o, err := r.openOn(ctx, ep, method, short)
+		lat := ep.load.end(start, faulty(o, err))
+		if done != nil {
+			done(DoneInfo{Err: err, Latency: lat})
+		}
 		r.cl.noteOutcome(ep, o)
 		if err == nil {
 			return cs, nil

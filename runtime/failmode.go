@@ -286,13 +286,21 @@ func (r *Reference) call(ctx context.Context, method string, req, reply any, cc 
 	}
 	if mode.kind == failBackup && r.idempotent(method, cc, b) {
 		if reply2 := newReply(reply); reply2 != nil {
-			return r.hedge(ctx, method, short, req, reply, reply2, mode.delay)
+			return r.hedge(ctx, method, short, req, reply, reply2, mode.delay, cc.hashKeyOf())
 		}
 	}
-	if n, o, err := r.run(ctx, method, short, req, reply, mode, cc, b, nil); err != nil {
+	if n, o, err := r.run(ctx, method, short, req, reply, mode, cc, b, nil, nil); err != nil {
 		return r.failed(method, n, o, err)
 	}
 	return nil
+}
+
+// hashKeyOf returns the call's hash key; cc may be nil.
+func (cc *callConfig) hashKeyOf() string {
+	if cc == nil {
+		return ""
+	}
+	return cc.hashKey
 }
 
 // idempotent reports whether a call of method, made through b (nil if
@@ -315,12 +323,14 @@ func (r *Reference) idempotent(method string, cc *callConfig, b *boundReference)
 // attempt instead of the selector's choice; cc and b are as for call. It
 // returns the number of attempts made and the outcome of the last; the
 // caller turns the error into the call's with failed.
-func (r *Reference) run(ctx context.Context, method, short string, req, reply any, mode FailMode, cc *callConfig, b *boundReference, first *endpoint) (attempts int, o outcome, err error) {
+func (r *Reference) run(ctx context.Context, method, short string, req, reply any, mode FailMode, cc *callConfig, b *boundReference, first *endpoint, firstDone func(DoneInfo)) (attempts int, o outcome, err error) {
 	var (
-		tried   []*endpoint // endpoints that failed, once one has
-		next    = first     // the endpoint of the next attempt, if fixed
-		notRun  int         // retries of calls that provably did not run
-		retried int         // retries made by the fail mode
+		tried    []*endpoint // endpoints that failed, once one has
+		next     = first     // the endpoint of the next attempt, if fixed
+		nextDone = firstDone // and its picker's Done
+		notRun   int         // retries of calls that provably did not run
+		retried  int         // retries made by the fail mode
+		hashKey  = cc.hashKeyOf()
 	)
 	for {
 		st := r.state.Load()
@@ -336,20 +346,20 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 			}
 			return attempts, o, err
 		}
-		ep := next
-		next = nil
+		ep, done := next, nextDone
+		next, nextDone = nil, nil
 		if ep == nil {
 			if tried == nil {
 				var perr error
-				if ep, perr = r.pick(ctx, method, st); perr != nil {
+				if ep, done, perr = r.pick(ctx, method, hashKey, st); perr != nil {
 					return attempts, outLocal, perr
 				}
 			} else {
-				ep = r.pickOther(ctx, method, st, tried, nil, false)
+				ep, done = r.pickOther(ctx, method, hashKey, st, attempts+1, tried, nil, false)
 			}
 		}
 		attempts++
-		o, err = r.attempt(ctx, ep, method, short, req, reply, attempts)
+		o, err = r.attempt(ctx, ep, done, method, short, req, reply, attempts)
 		if err == nil {
 			return attempts, o, nil
 		}
@@ -432,15 +442,15 @@ func newReply(reply any) any {
 // hedge runs a call under Failbackup: see there. The first request decodes
 // into reply, the second into reply2, which is copied into reply if the
 // second wins.
-func (r *Reference) hedge(ctx context.Context, method, short string, req, reply, reply2 any, delay time.Duration) error {
+func (r *Reference) hedge(ctx context.Context, method, short string, req, reply, reply2 any, delay time.Duration, hashKey string) error {
 	st := r.state.Load()
 	if st == nil || len(st.instances) == 0 {
-		if n, o, err := r.run(ctx, method, short, req, reply, Failfast(), nil, nil, nil); err != nil {
+		if n, o, err := r.run(ctx, method, short, req, reply, Failfast(), &callConfig{hashKey: hashKey}, nil, nil, nil); err != nil {
 			return r.failed(method, n, o, err)
 		}
 		return nil
 	}
-	first, err := r.pick(ctx, method, st)
+	first, firstDone, err := r.pick(ctx, method, hashKey, st)
 	if err != nil {
 		return err
 	}
@@ -453,11 +463,11 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 	}
 	results := make(chan result, 2)
 	var cancels [2]context.CancelFunc
-	start := func(leg int, ep *endpoint, reply any) {
+	start := func(leg int, ep *endpoint, done func(DoneInfo), reply any) {
 		lctx, cancel := context.WithCancel(ctx)
 		cancels[leg] = cancel
 		go func() {
-			n, o, err := r.run(lctx, method, short, req, reply, Failfast(), nil, nil, ep)
+			n, o, err := r.run(lctx, method, short, req, reply, Failfast(), nil, nil, ep, done)
 			results <- result{err, n, o, leg}
 		}()
 	}
@@ -468,15 +478,15 @@ func (r *Reference) hedge(ctx context.Context, method, short string, req, reply,
 			}
 		}
 	}()
-	start(0, first, reply)
+	start(0, first, firstDone, reply)
 	pending, backupTried := 1, false
 	backup := func() {
 		if backupTried {
 			return
 		}
 		backupTried = true
-		if ep := r.pickOther(ctx, method, r.state.Load(), nil, first, true); ep != nil {
-			start(1, ep, reply2)
+		if ep, done := r.pickOther(ctx, method, hashKey, r.state.Load(), 2, nil, first, true); ep != nil {
+			start(1, ep, done, reply2)
 			pending++
 		}
 	}

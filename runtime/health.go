@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
-
-	"github.com/storks-rpc/storks/registry"
 )
 
 // Passive health checking: see EjectionPolicy for the behaviour.
@@ -291,25 +289,31 @@ func (c *Client) rebuildLocked(ep *endpoint) {
 		if st == nil || !st.lists(ep) {
 			continue
 		}
-		next := &refState{instances: st.instances, eps: st.eps}
-		c.filterLocked(next)
+		next := &refState{instances: st.instances, eps: st.eps, ends: st.ends}
+		c.filterLocked(r, next)
 		r.state.Store(next)
 	}
 }
 
-// filterLocked sets st's live lists: the instances whose endpoint is not
-// ejected, plus, if more are ejected than the cap allows, the first ejected
-// ones. With nothing ejected, or everything, the live lists are the full
-// lists. c.mu must be held.
-func (c *Client) filterLocked(st *refState) {
-	st.live, st.liveEps = st.instances, st.eps
+// filterLocked sets st's live list, the endpoints not ejected, plus, if
+// more are ejected than the cap allows, the first ejected ones (with
+// nothing ejected, or everything, the full list), and builds r's picker
+// for it, if st lists any endpoint. c.mu must be held: it serializes the
+// calls of Build.
+func (c *Client) filterLocked(r *Reference, st *refState) {
+	st.live = c.liveLocked(st)
+	if len(st.live) > 0 {
+		st.picker = r.balancer.Build(st.live)
+	}
+}
+
+func (c *Client) liveLocked(st *refState) []*Endpoint {
 	ejected := st.ejectedCount()
 	if ejected == 0 {
-		return
+		return st.ends
 	}
 	keep := ejected - maxEjected(len(st.eps), c.cfg.resilience.ejection.MaxEjectedPercent)
-	live := make([]registry.Instance, 0, len(st.eps)-max(ejected-keep, 0))
-	liveEps := make([]*endpoint, 0, cap(live))
+	live := make([]*Endpoint, 0, len(st.eps)-max(ejected-keep, 0))
 	for i, ep := range st.eps {
 		if ep.health.ejected {
 			if keep <= 0 {
@@ -317,13 +321,12 @@ func (c *Client) filterLocked(st *refState) {
 			}
 			keep--
 		}
-		live = append(live, st.instances[i])
-		liveEps = append(liveEps, ep)
+		live = append(live, st.ends[i])
 	}
 	if len(live) == 0 {
-		return // MaxEjectedPercent 100: every instance rather than none
+		return st.ends // MaxEjectedPercent 100: every instance rather than none
 	}
-	st.live, st.liveEps = live, liveEps
+	return live
 }
 
 // lists reports whether ep is one of st's endpoints.

@@ -117,7 +117,7 @@ type exportConfig struct {
 type referConfig struct {
 	optionErrors
 	version, group string
-	selector       Selector
+	balancer       BalancerFactory
 	remote         bool
 	localZeroCopy  bool
 	registry       registry.Registry
@@ -127,6 +127,7 @@ type referConfig struct {
 type callConfig struct {
 	optionErrors
 	metadata   Metadata
+	hashKey    string // WithHashKey
 	resilience callResilience
 }
 

@@ -166,7 +166,8 @@ func TestOptionsAreChecked(t *testing.T) {
 		{"export: long version", export(storks.WithVersion(strings.Repeat("v", 256))), "WithVersion: version"},
 
 		{"refer: nil option", refer(nil), "Refer: option 0 is nil"},
-		{"refer: nil selector", refer(storks.WithSelector(nil)), "WithSelector: selector is nil"},
+		{"refer: nil balancer", refer(storks.WithBalancer(nil)), "WithBalancer: balancer factory is nil"},
+		{"refer: nil balancer made", refer(storks.WithBalancer(func() storks.Balancer { return nil })), "WithBalancer: the factory returned a nil balancer"},
 		{"refer: nil registry", refer(storks.WithRegistry(nil)), "WithRegistry: registry is nil"},
 		{"refer: empty idempotent method", refer(storks.WithIdempotentMethods("Echo", "")), "WithIdempotentMethods: method 1 is empty"},
 		{"refer: idempotent method with a slash", refer(storks.WithIdempotentMethods("test.Echo/Echo")), `WithIdempotentMethods: method "test.Echo/Echo" is neither`},

@@ -2,104 +2,59 @@ package runtime
 
 import (
 	"context"
-	"math/rand/v2"
-	"sync/atomic"
-
-	"github.com/storks-rpc/storks/registry"
+	"slices"
 )
 
-// How an instance is picked: the reference's Selector chooses among the
-// live instances (those not ejected, see health.go) for the first attempt of
-// a call, and pickOther for a retry or a hedged second request.
+// How an endpoint is picked: the reference's picker (balancer.go) chooses
+// among the live endpoints (those not ejected, see health.go) for the first
+// attempt of a call, and, through pickOther, for a retry or a hedged second
+// request, which prefer an endpoint the call has not tried.
 
-// pick chooses the endpoint of a call's first attempt: the selector's
-// choice among the live instances of st, which lists at least one.
-func (r *Reference) pick(ctx context.Context, method string, st *refState) (*endpoint, error) {
-	i := r.selector.Select(ctx, method, st.live)
-	if i < 0 || i >= len(st.live) {
-		return nil, Errorf(CodeInternal, "selector returned index %d for %d providers of %s", i, len(st.live), r.keyStr)
+// pick asks the picker of st, which lists at least one endpoint, for the
+// endpoint of a call's first attempt.
+func (r *Reference) pick(ctx context.Context, method, hashKey string, st *refState) (*endpoint, func(DoneInfo), error) {
+	res, err := st.picker.Pick(ctx, PickInfo{Method: method, HashKey: hashKey, Attempt: 1})
+	if err != nil {
+		return nil, nil, toError(err)
 	}
-	return st.liveEps[i], nil
+	if res.Endpoint == nil || res.Endpoint.ep == nil {
+		return nil, nil, Errorf(CodeInternal, "balancer picked no endpoint of the %d providers of %s", len(st.live), r.keyStr)
+	}
+	return res.Endpoint.ep, res.Done, nil
 }
 
-// pickOther chooses the endpoint of a retry: with the selector, among the
-// live instances the call has not tried (and that are not avoid), else
-// among all such instances, else (unless strict) among the live ones. It
-// returns nil only if strict and there is no other instance.
-func (r *Reference) pickOther(ctx context.Context, method string, st *refState, tried []*endpoint, avoid *endpoint, strict bool) *endpoint {
-	excluded := func(ep *endpoint) bool {
-		if ep == avoid {
-			return true
+// pickOther chooses the endpoint of attempt n > 1 of a call: the picker's
+// choice if the call has not tried it (and it is not avoid); else the
+// first live endpoint not tried, else the first endpoint not tried, else
+// (unless strict) the picker's choice. It returns nil only if strict and
+// there is no other endpoint.
+func (r *Reference) pickOther(ctx context.Context, method, hashKey string, st *refState, n int, tried []*endpoint, avoid *endpoint, strict bool) (*endpoint, func(DoneInfo)) {
+	excluded := func(ep *endpoint) bool { return ep == avoid || slices.Contains(tried, ep) }
+	res, err := st.picker.Pick(ctx, PickInfo{Method: method, HashKey: hashKey, Attempt: n})
+	if err == nil && res.Endpoint != nil && res.Endpoint.ep != nil {
+		if !excluded(res.Endpoint.ep) {
+			return res.Endpoint.ep, res.Done
 		}
-		for _, t := range tried {
-			if t == ep {
-				return true
+		if res.Done != nil {
+			res.Done(DoneInfo{Err: errNotTaken})
+		}
+	}
+	for _, list := range [2][]*Endpoint{st.live, st.ends} {
+		for _, e := range list {
+			if !excluded(e.ep) {
+				return e.ep, nil
 			}
 		}
-		return false
 	}
-	var cands []registry.Instance
-	var eps []*endpoint
-	for _, pass := range [2]struct {
-		in  []registry.Instance
-		eps []*endpoint
-	}{{st.live, st.liveEps}, {st.instances, st.eps}} {
-		for i, ep := range pass.eps {
-			if !excluded(ep) {
-				cands = append(cands, pass.in[i])
-				eps = append(eps, ep)
-			}
-		}
-		if len(eps) > 0 {
-			break
-		}
+	if strict || len(st.live) == 0 {
+		return nil, nil
 	}
-	if len(eps) == 0 {
-		if strict {
-			return nil
-		}
-		cands, eps = st.live, st.liveEps
+	if err == nil && res.Endpoint != nil && res.Endpoint.ep != nil {
+		return res.Endpoint.ep, nil
 	}
-	i := r.selector.Select(ctx, method, cands)
-	if i < 0 || i >= len(eps) {
-		i = 0
-	}
-	return eps[i]
+	return st.live[0].ep, nil
 }
 
-// Selector picks the instance for one call.
-//
-// Select is called concurrently from every goroutine that calls through a
-// reference, with a non-empty list it must not modify, and returns an index
-// into it. A selector value belongs to one reference.
-type Selector interface {
-	Select(ctx context.Context, method string, instances []registry.Instance) int
-}
-
-// Random returns a selector that picks uniformly at random.
-func Random() Selector { return randomSelector{} }
-
-type randomSelector struct{}
-
-func (randomSelector) Select(_ context.Context, _ string, in []registry.Instance) int {
-	return rand.IntN(len(in))
-}
-
-// RoundRobin returns a selector that cycles through the instances in order,
-// so that n calls over n instances reach each exactly once.
-func RoundRobin() Selector { return &roundRobin{} }
-
-type roundRobin struct{ next atomic.Uint64 }
-
-func (r *roundRobin) Select(_ context.Context, _ string, in []registry.Instance) int {
-	return int((r.next.Add(1) - 1) % uint64(len(in)))
-}
-
-// WithSelector sets how a reference picks an instance per call (default
-// RoundRobin). A nil selector is an error.
-func WithSelector(s Selector) ReferOption {
-	if isNilValue(s) {
-		return reject("WithSelector", "selector is nil")
-	}
-	return referFunc(func(c *referConfig) { c.selector = s })
-}
+// errNotTaken is the DoneInfo error of a pick the runtime did not use:
+// a retry's pick of an endpoint the call had tried.
+var errNotTaken = Errorf(CodeCanceled, "the pick was not used: the call had tried that endpoint")

@@ -30,7 +30,7 @@ type Reference struct {
 	key      ServiceKey
 	keyStr   string
 	prefix   string // "/service/"
-	selector Selector
+	balancer Balancer
 	remote   bool
 	invoker  UnaryInvoker
 
@@ -57,11 +57,12 @@ type Reference struct {
 type refState struct {
 	instances []registry.Instance
 	eps       []*endpoint
-	// live and liveEps are what selectors choose from: the instances
-	// whose endpoint is not ejected (health.go). Without ejections they
-	// are instances and eps.
-	live    []registry.Instance
-	liveEps []*endpoint
+	// ends are the balancer's view of eps; live are those not ejected
+	// (health.go), what picker was built with. Without ejections live is
+	// ends.
+	ends   []*Endpoint
+	live   []*Endpoint
+	picker Picker
 	// changed is closed when update or Close replaces the state, for the
 	// calls that wait for a provider (discovery.go). The states health.go
 	// rebuilds, which are never empty, have none.
@@ -92,8 +93,12 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 	if cfg.registry == nil {
 		return nil, Errorf(CodeInvalidArgument, "refer %s: no registry; pass WithRegistry to NewClient or Refer", key)
 	}
-	if cfg.selector == nil {
-		cfg.selector = RoundRobin()
+	if cfg.balancer == nil {
+		cfg.balancer = RoundRobin()
+	}
+	bal := cfg.balancer()
+	if isNilValue(bal) {
+		return nil, Errorf(CodeInvalidArgument, "WithBalancer: the factory returned a nil balancer")
 	}
 	c.mu.Lock()
 	if c.closed {
@@ -114,7 +119,7 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 		key:      key,
 		keyStr:   key.String(),
 		prefix:   "/" + service + "/",
-		selector: cfg.selector,
+		balancer: bal,
 		remote:   cfg.remote,
 		zeroCopy: cfg.localZeroCopy,
 		watcher:  w,
@@ -206,13 +211,16 @@ func (r *Reference) follow(ctx context.Context, listed bool) {
 
 // update installs a new provider list.
 func (r *Reference) update(list []registry.Instance) {
-	st := &refState{instances: list, eps: make([]*endpoint, len(list)), changed: make(chan struct{})}
+	st := &refState{instances: list, eps: make([]*endpoint, len(list)), ends: make([]*Endpoint, len(list)), changed: make(chan struct{})}
+	ends := make([]Endpoint, len(list))
 	c := r.cl
 	c.mu.Lock()
 	for i, in := range list {
 		st.eps[i] = c.acquire(in.Addr)
+		ends[i] = Endpoint{inst: in, ep: st.eps[i]}
+		st.ends[i] = &ends[i]
 	}
-	c.filterLocked(st)
+	c.filterLocked(r, st)
 	old := r.state.Swap(st)
 	if old != nil {
 		for _, ep := range old.eps {

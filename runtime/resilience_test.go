@@ -82,7 +82,7 @@ func (l *eventLog) index(kind storks.EventKind, addr string, from int) int {
 // calls try in order unless ropts sets a selector.
 func referAddrs(t testing.TB, addrs []string, copts []storks.ClientOption, ropts ...storks.ReferOption) (*storks.Client, *storks.Reference) {
 	t.Helper()
-	ropts = append([]storks.ReferOption{storks.WithSelector(preferSelector(addrs))}, ropts...)
+	ropts = append([]storks.ReferOption{storks.WithBalancer(prefer(addrs...))}, ropts...)
 	return refer(t, mustOpen(t, "static://"+strings.Join(addrs, ",")), copts, ropts...)
 }
 
@@ -148,7 +148,7 @@ func TestFailoverRetriesIdempotentCallsElsewhere(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
 			cli := newClient(t, storks.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
-			ref, err := cli.Refer(context.Background(), echoService, append([]storks.ReferOption{storks.Failover(2), storks.WithSelector(preferSelector{a.addr(), b.addr()})}, tc.ropts...)...)
+			ref, err := cli.Refer(context.Background(), echoService, append([]storks.ReferOption{storks.Failover(2), storks.WithBalancer(prefer(a.addr(), b.addr()))}, tc.ropts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -204,7 +204,7 @@ func TestGeneratedMethodsCarryIdempotency(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := startFake(t, "a", fakeDrop), startFake(t, "b", fakeAnswer)
 			cli := newClient(t, storks.WithRegistry(mustOpen(t, "static://"+a.addr()+","+b.addr())))
-			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, storks.Failover(1), storks.WithSelector(preferSelector{a.addr(), b.addr()}))
+			ref, err := cli.Refer(context.Background(), greeterv1.Greeter_ServiceName, storks.Failover(1), storks.WithBalancer(prefer(a.addr(), b.addr())))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -429,24 +429,42 @@ func TestDefaultTimeout(t *testing.T) {
 	}
 }
 
-// recordingSelector is round-robin and records the size of the lists it is
-// given.
-type recordingSelector struct {
-	rr   storks.Selector
+// recordingBalancer is round-robin and records the size of the lists its
+// pickers were built with, one entry per pick.
+type recordingBalancer struct {
 	mu   sync.Mutex
 	lens []int
 }
 
-func (s *recordingSelector) Select(ctx context.Context, method string, in []registry.Instance) int {
-	s.mu.Lock()
-	s.lens = append(s.lens, len(in))
-	s.mu.Unlock()
-	return s.rr.Select(ctx, method, in)
+func (s *recordingBalancer) factory() storks.BalancerFactory {
+	return func() storks.Balancer { return &recBal{s: s, rr: storks.RoundRobin()()} }
 }
 
-// firstOfNextCall returns the size of the list the selector is given for
-// the first attempt of a call made by call.
-func (s *recordingSelector) firstOfNextCall(call func()) int {
+type recBal struct {
+	s  *recordingBalancer
+	rr storks.Balancer
+}
+
+func (b *recBal) Build(eps []*storks.Endpoint) storks.Picker {
+	return &recPicker{s: b.s, n: len(eps), p: b.rr.Build(eps)}
+}
+
+type recPicker struct {
+	s *recordingBalancer
+	n int
+	p storks.Picker
+}
+
+func (p *recPicker) Pick(ctx context.Context, info storks.PickInfo) (storks.PickResult, error) {
+	p.s.mu.Lock()
+	p.s.lens = append(p.s.lens, p.n)
+	p.s.mu.Unlock()
+	return p.p.Pick(ctx, info)
+}
+
+// firstOfNextCall returns the size of the list the picker of the first
+// attempt of a call made by call was built with.
+func (s *recordingBalancer) firstOfNextCall(call func()) int {
 	s.mu.Lock()
 	s.lens = s.lens[:0]
 	s.mu.Unlock()
@@ -456,20 +474,30 @@ func (s *recordingSelector) firstOfNextCall(call func()) int {
 	return s.lens[0]
 }
 
-// preferSelector picks the first address of its order that is in the list
-// (static registries sort their lists, so the tests choose this way which
-// instance a call tries first), or the first instance.
-type preferSelector []string
+// prefer returns balancers that pick the first address of order that is in
+// the list (static registries sort their lists, so the tests choose this
+// way which instance a call tries first), or the first endpoint.
+func prefer(order ...string) storks.BalancerFactory {
+	return func() storks.Balancer { return preferBalancer(order) }
+}
 
-func (p preferSelector) Select(_ context.Context, _ string, in []registry.Instance) int {
+type preferBalancer []string
+
+func (p preferBalancer) Build(eps []*storks.Endpoint) storks.Picker {
 	for _, addr := range p {
-		for i, inst := range in {
-			if inst.Addr == addr {
-				return i
+		for _, e := range eps {
+			if e.Addr() == addr {
+				return fixedPicker{e}
 			}
 		}
 	}
-	return 0
+	return fixedPicker{eps[0]}
+}
+
+type fixedPicker struct{ e *storks.Endpoint }
+
+func (f fixedPicker) Pick(context.Context, storks.PickInfo) (storks.PickResult, error) {
+	return storks.PickResult{Endpoint: f.e}, nil
 }
 
 // An address whose connections fail is ejected after ConsecutiveFailures
@@ -478,10 +506,10 @@ func TestEjectionTakesAFailingAddressOutOfRotation(t *testing.T) {
 	dead := closedAddr(t)
 	b, c := startFake(t, "b", fakeAnswer), startFake(t, "c", fakeAnswer)
 	var log eventLog
-	sel := &recordingSelector{rr: storks.RoundRobin()}
+	sel := &recordingBalancer{}
 	_, ref := referAddrs(t, []string{dead, b.addr(), c.addr()},
 		[]storks.ClientOption{log.option(), storks.WithEjection(storks.EjectionPolicy{ConsecutiveFailures: 3, BaseBackoff: time.Hour})},
-		storks.WithSelector(sel))
+		storks.WithBalancer(sel.factory()))
 	for i := range 30 {
 		if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
 			t.Fatalf("call %d: %v", i, err)
@@ -498,7 +526,7 @@ func TestEjectionTakesAFailingAddressOutOfRotation(t *testing.T) {
 		t.Errorf("%d attempts on the dead address after its ejection", n)
 	}
 	if got := sel.firstOfNextCall(func() { callEcho(withTimeout(t, 5*time.Second), ref, "x") }); got != 2 {
-		t.Errorf("the selector sees %d instances, want 2", got)
+		t.Errorf("the picker was built with %d endpoints, want 2", got)
 	}
 	if got := len(ref.Providers()); got != 3 {
 		t.Errorf("Providers lists %d, want all 3", got)
@@ -512,8 +540,8 @@ func TestEjectionNeverTakesEveryInstance(t *testing.T) {
 	t.Run("two of three dead", func(t *testing.T) {
 		c := startFake(t, "c", fakeAnswer)
 		var log eventLog
-		sel := &recordingSelector{rr: storks.RoundRobin()}
-		_, ref := referAddrs(t, []string{closedAddr(t), closedAddr(t), c.addr()}, []storks.ClientOption{log.option(), policy}, storks.WithSelector(sel))
+		sel := &recordingBalancer{}
+		_, ref := referAddrs(t, []string{closedAddr(t), closedAddr(t), c.addr()}, []storks.ClientOption{log.option(), policy}, storks.WithBalancer(sel.factory()))
 		for range 20 {
 			callEcho(withTimeout(t, 5*time.Second), ref, "x")
 		}
@@ -521,7 +549,7 @@ func TestEjectionNeverTakesEveryInstance(t *testing.T) {
 			t.Errorf("%d ejections, want 1 (50%% of 3)", n)
 		}
 		if got := sel.firstOfNextCall(func() { callEcho(withTimeout(t, 5*time.Second), ref, "x") }); got != 2 {
-			t.Errorf("the selector sees %d instances, want 2", got)
+			t.Errorf("the picker was built with %d endpoints, want 2", got)
 		}
 	})
 	t.Run("single instance", func(t *testing.T) {
@@ -678,7 +706,7 @@ func TestEjectedInstancesReturnWhenTheListShrinks(t *testing.T) {
 	}
 	var log eventLog
 	_, ref := refer(t, reg, []storks.ClientOption{log.option(), storks.WithEjection(storks.EjectionPolicy{ConsecutiveFailures: 1, BaseBackoff: time.Hour})},
-		storks.WithSelector(preferSelector{dead}))
+		storks.WithBalancer(prefer(dead)))
 	waitFor(t, func() bool { return len(ref.Providers()) == 3 })
 	if _, err := callEcho(withTimeout(t, 5*time.Second), ref, "x"); err != nil {
 		t.Fatal(err)

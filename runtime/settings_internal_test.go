@@ -463,7 +463,7 @@ func testFallback(t *testing.T, unread bool) {
 			defer wg.Done()
 			v := string(rune('A'+i%26)) + string(rune('a'+i/26))
 			reply := new(wrapperspb.StringValue)
-			if _, err := ref.attempt(ctx, ep, "/test.Echo/Echo", "Echo", wrapperspb.String(v), reply, 1); err != nil || reply.GetValue() != "v1:"+v {
+			if _, err := ref.attempt(ctx, ep, nil, "/test.Echo/Echo", "Echo", wrapperspb.String(v), reply, 1); err != nil || reply.GetValue() != "v1:"+v {
 				failed.Add(1)
 				t.Errorf("call %s: %q, %v", v, reply.GetValue(), err)
 			}

@@ -229,7 +229,7 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 	defer cli.Close()
 	ref, err := cli.Refer(setupCtx, serviceName,
 		storks.WithVersion(f.version), storks.WithGroup(f.group),
-		storks.WithSelector(sel), storks.WithRemote())
+		storks.WithBalancer(sel), storks.WithRemote())
 	if err != nil {
 		return callError(err, key, f)
 	}
@@ -421,8 +421,8 @@ func parseHeaders(hs []string) (storks.Metadata, error) {
 	return md, nil
 }
 
-// parseSelector returns the selector named by --selector.
-func parseSelector(s string) (storks.Selector, error) {
+// parseSelector returns the balancer named by --selector.
+func parseSelector(s string) (storks.BalancerFactory, error) {
 	switch strings.ToLower(s) {
 	case "round-robin", "roundrobin", "rr":
 		return storks.RoundRobin(), nil

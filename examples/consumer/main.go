@@ -47,7 +47,7 @@ func run() error {
 	if *regURL == "" {
 		return errors.New("-registry is required")
 	}
-	var sel storks.Selector
+	var sel storks.BalancerFactory
 	switch *selector {
 	case "roundrobin":
 		sel = storks.RoundRobin()
@@ -70,7 +70,7 @@ func run() error {
 	}
 	defer cli.Close()
 	ref, err := cli.Refer(ctx, greeterv1.Greeter_ServiceName,
-		storks.WithVersion(*version), storks.WithGroup(*group), storks.WithSelector(sel))
+		storks.WithVersion(*version), storks.WithGroup(*group), storks.WithBalancer(sel))
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func run() error {
 	}
 	if *streams {
 		eref, err := cli.Refer(ctx, echov1.Echo_ServiceName,
-			storks.WithVersion(*version), storks.WithGroup(*group), storks.WithSelector(sel), storks.WithWaitForProvider())
+			storks.WithVersion(*version), storks.WithGroup(*group), storks.WithBalancer(sel), storks.WithWaitForProvider())
 		if err != nil {
 			return err
 		}

@@ -128,7 +128,7 @@ func hello(t *testing.T, c greeterv1.GreeterClient) string {
 func TestRoundRobinIsExactlyEven(t *testing.T) {
 	reg := newRegistry(t)
 	ps := startProviders(t, reg, 3)
-	c, _ := greeter(t, reg, 3, storks.WithSelector(storks.RoundRobin()))
+	c, _ := greeter(t, reg, 3, storks.WithBalancer(storks.RoundRobin()))
 	const perProvider = 100
 	seen := map[string]int{}
 	for range 3 * perProvider {
@@ -145,7 +145,7 @@ func TestRoundRobinIsExactlyEven(t *testing.T) {
 func TestRandomIsRoughlyUniform(t *testing.T) {
 	reg := newRegistry(t)
 	startProviders(t, reg, 3)
-	c, _ := greeter(t, reg, 3, storks.WithSelector(storks.Random()))
+	c, _ := greeter(t, reg, 3, storks.WithBalancer(storks.Random()))
 	const calls = 3000
 	seen := map[string]int{}
 	for range calls {

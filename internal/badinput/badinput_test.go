@@ -54,9 +54,16 @@ func (a fakeAddr) Network() string         { return "tcp" }
 func (a fakeAddr) String() string          { return string(a) }
 func (l fixedAddrListener) Addr() net.Addr { return fakeAddr(l.addr) }
 
-type badSelector int
+// badBalancer's pickers pick no endpoint, or fail with err.
+type badBalancer struct{ err error }
 
-func (s badSelector) Select(context.Context, string, []registry.Instance) int { return int(s) }
+func (b badBalancer) Build([]*storks.Endpoint) storks.Picker { return b }
+
+func (b badBalancer) Pick(context.Context, storks.PickInfo) (storks.PickResult, error) {
+	return storks.PickResult{}, b.err
+}
+
+func bad(err error) storks.BalancerFactory { return func() storks.Balancer { return badBalancer{err} } }
 
 // env is what the cases share: a registry with one provider serving
 // badinput.Echo on 127.0.0.1.
@@ -342,7 +349,7 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 		}, []string{"no registry; pass WithRegistry"}},
 		{"refer: nil registry", func() error { _, _, err := e.refer(nil, storks.WithRegistry(nil)); return err }, []string{"WithRegistry: registry is nil"}},
 		{"refer: nil option", func() error { _, _, err := e.refer(nil, nil); return err }, []string{"Refer: option 1 is nil"}},
-		{"refer: nil selector", func() error { _, _, err := e.refer(nil, storks.WithSelector(nil)); return err }, []string{"WithSelector: selector is nil"}},
+		{"refer: nil balancer", func() error { _, _, err := e.refer(nil, storks.WithBalancer(nil)); return err }, []string{"WithBalancer: balancer factory is nil"}},
 		{"refer: empty idempotent method", func() error { _, _, err := e.refer(nil, storks.WithIdempotentMethods("")); return err }, []string{"WithIdempotentMethods: method 0 is empty"}},
 		{"refer: idempotent method with a slash", func() error {
 			_, _, err := e.refer(nil, storks.WithIdempotentMethods("badinput.Echo/Echo"))
@@ -405,8 +412,10 @@ func TestBadInputIsRejectedNamingTheField(t *testing.T) {
 			}
 			return invoke(ref, "/"+service+"/Nope")
 		}, []string{"unknown method Nope"}},
-		{"call: selector index out of range", func() error { return e.call(nil, storks.WithSelector(badSelector(5))) }, []string{"selector returned index 5 for 1 providers"}},
-		{"call: negative selector index", func() error { return e.call(nil, storks.WithSelector(badSelector(-1))) }, []string{"selector returned index -1"}},
+		{"call: balancer picks nothing", func() error { return e.call(nil, storks.WithBalancer(bad(nil))) }, []string{"balancer picked no endpoint of the 1 providers of badinput.Echo"}},
+		{"call: balancer fails", func() error {
+			return e.call(nil, storks.WithBalancer(bad(storks.Errorf(storks.CodeResourceExhausted, "quota spent"))))
+		}, []string{"quota spent"}},
 		{"client: nil TLS config", func() error { return e.call([]storks.ClientOption{storks.WithTLSConfig(nil)}) }, []string{"WithTLSConfig: the *tls.Config is nil"}},
 
 		// Registries: instances and URLs of every scheme.
