@@ -68,6 +68,17 @@ func checkName(field, v string) error {
 // DefaultWeight is the weight of an instance that does not set one.
 const DefaultWeight = 100
 
+// Metadata keys the Storks runtime sets on the instances it registers
+// (keys that every registry accepts: letters, digits, '_' and '-').
+const (
+	// MetadataRegisteredAt is when the provider registered the instance,
+	// in Unix milliseconds, for balancers that warm new providers up.
+	MetadataRegisteredAt = "registered_at"
+	// MetadataLoad is the provider's recently published load (see
+	// runtime.WithLoadReport), for balancers and storks registry ls.
+	MetadataLoad = "load"
+)
+
 // Instance is one provider of one service key. Instances are values: adapters
 // copy them in and out, and callers may keep them. Metadata must not be
 // modified after the instance has been handed to a registry.
