@@ -270,10 +270,7 @@ func TestGRPCVersionsAndLateExports(t *testing.T) {
 		}
 		md.Close()
 	}
-	l := listen(t)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close(); <-done })
+	l, _ := serve(t, srv)
 	cc := dialGRPC(t, l.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -322,10 +319,7 @@ func TestGRPCHealthAndReflection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := listen(t)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close(); <-done })
+	l, _ := serve(t, srv)
 	cc := dialGRPC(t, l.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -515,10 +509,7 @@ func TestGRPCShutdownEndsHealthWatches(t *testing.T) {
 	if _, err := srv.Export(&echoDesc, &echoImpl{name: "p"}); err != nil {
 		t.Fatal(err)
 	}
-	l := listen(t)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close(); <-done })
+	l, _ := serve(t, srv)
 	cc := dialGRPC(t, l.Addr().String())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -561,8 +561,11 @@ func findMethod(src descSource, serviceName, methodName string) (protoreflect.Me
 	return md, nil
 }
 
-func unknownService(name string, src descSource) error {
-	// A name without its package: say which one was meant.
+func unknownService(name string, src descSource) error { return unknownName("service", name, src) }
+
+// unknownName is the error for a service or symbol (kind) that src does
+// not have: for a name without its package, it says which ones were meant.
+func unknownName(kind, name string, src descSource) error {
 	var matches []string
 	for _, s := range src.services {
 		if strings.HasSuffix(s, "."+name) {
@@ -570,9 +573,9 @@ func unknownService(name string, src descSource) error {
 		}
 	}
 	if len(matches) > 0 {
-		return fmt.Errorf("unknown service %q (did you mean %s?)", name, strings.Join(matches, " or "))
+		return fmt.Errorf("unknown %s %q (did you mean %s?)", kind, name, strings.Join(matches, " or "))
 	}
-	return fmt.Errorf("unknown service %q: %s does not %s it%s", name, src.where, src.verb, serviceHint(src))
+	return fmt.Errorf("unknown %s %q: %s does not %s it%s", kind, name, src.where, src.verb, serviceHint(src))
 }
 
 func serviceHint(src descSource) string {

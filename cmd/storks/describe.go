@@ -170,18 +170,7 @@ func describe(cmd *cobra.Command, src descSource, symbol string) error {
 }
 
 // unknownSymbol is the error for a symbol that src does not have.
-func unknownSymbol(symbol string, src descSource) error {
-	var matches []string
-	for _, s := range src.services {
-		if strings.HasSuffix(s, "."+symbol) {
-			matches = append(matches, s)
-		}
-	}
-	if len(matches) > 0 {
-		return fmt.Errorf("unknown symbol %q (did you mean %s?)", symbol, strings.Join(matches, " or "))
-	}
-	return fmt.Errorf("unknown symbol %q: %s does not %s it%s", symbol, src.where, src.verb, serviceHint(src))
-}
+func unknownSymbol(symbol string, src descSource) error { return unknownName("symbol", symbol, src) }
 
 // providerOf returns the address of the first provider that the registry
 // of f lists for the service of symbol: symbol itself, or the service of
