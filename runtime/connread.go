@@ -100,12 +100,15 @@ func (sc *serverConn) nextFrame(limit int, maxType frameType) (*bufio.Reader, er
 
 // releaseReader gives the connection's read buffer back to the pool. The
 // reader goroutine calls it when the connection is idle or done.
+// Without a buffer it touches nothing: after a hand-over to gRPC, the
+// gRPC server's reader goroutine reads through connReader (TLS) while the
+// reader goroutine's deferred release runs.
 func (sc *serverConn) releaseReader() {
 	lr := &sc.lr
-	sc.in.hold = false
 	if lr.r == nil {
 		return
 	}
+	sc.in.hold = false
 	lr.r.Reset(nil)
 	readerPool.Put(lr.r)
 	lr.r = nil

@@ -331,6 +331,7 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 		notRun   int         // retries of calls that provably did not run
 		retried  int         // retries made by the fail mode
 		hashKey  = cc.hashKeyOf()
+		refused  error // the last error from a provider that did not run the call
 	)
 	for {
 		st := r.state.Load()
@@ -368,6 +369,9 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 		}
 		switch o {
 		case outNotRun, outNoConn:
+			if o == outNotRun && !errors.Is(err, ErrConnClosed) {
+				refused = err // the provider's own reason, as a refused connection's
+			}
 			// Safe for any method: send it elsewhere.
 			if notRun < max(1, min(len(st.instances), maxAttempts)-1) {
 				notRun++
@@ -384,6 +388,11 @@ func (r *Reference) run(ctx context.Context, method, short string, req, reply an
 				}
 				continue
 			}
+		}
+		if refused != nil && errors.Is(err, ErrConnClosed) {
+			// The retry found the refusing connection closing: the
+			// provider's reason says more.
+			err = refused
 		}
 		return attempts, o, err
 	}

@@ -112,8 +112,11 @@ func TestGRPCUnary(t *testing.T) {
 	_, err = grpcEcho(ctx, cc, "")
 	wantStatus(t, err, codes.Internal, "panic in handler /test.Echo/Echo: boom")
 
-	// A deadline that passes while the handler runs.
+	// A deadline that passes while the handler runs. The handler may run
+	// after the client gave up: wait for it before the hook changes.
+	ended := make(chan struct{})
 	impl.hook = func(ctx context.Context, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		defer close(ended)
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
@@ -121,6 +124,7 @@ func TestGRPCUnary(t *testing.T) {
 	_, err = grpcEcho(sctx, cc, "")
 	scancel()
 	wantStatus(t, err, codes.DeadlineExceeded, "")
+	<-ended
 
 	// Unknown methods and services.
 	err = cc.Invoke(ctx, "/test.Echo/Nope", wrapperspb.String(""), new(wrapperspb.StringValue))
