@@ -320,3 +320,68 @@ func TestWithLoadReportOptions(t *testing.T) {
 		t.Errorf("defaults: %+v", *r)
 	}
 }
+
+// Unexport and Shutdown racing the reporter, which writes at every tick
+// (the load changes all the time): once they return, the entry is gone for
+// good, never written back.
+func TestLoadReportRacesWithdrawal(t *testing.T) {
+	var republished int64
+	for i := range 20 {
+		inner := registry.NewInproc()
+		reg := &countingRegistry{Registry: inner}
+		s := NewServer(WithRegistry(reg), WithShutdownWait(0), WithLoadReport(LoadReport{Interval: minLoadReportInterval}))
+		ex, err := s.Export(&settingsEchoDesc, &settingsEcho{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(l) }()
+		stop := make(chan struct{})
+		churned := make(chan struct{})
+		go func() { // a load that changes at every tick
+			defer close(churned)
+			for n := uint64(1); ; n *= 2 {
+				select {
+				case <-stop:
+					return
+				case <-time.After(minLoadReportInterval / 2):
+				}
+				s.served.Add(n % 100_000)
+			}
+		}()
+		waitSettled(t, func() bool { return ex.State() == ExportRegistered })
+		time.Sleep(time.Duration(i%5) * minLoadReportInterval)
+		republished += reg.registers.Load() - 1
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if i%2 == 0 {
+			err = ex.Unexport(ctx)
+		} else {
+			err = s.Shutdown(ctx)
+		}
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := reg.registers.Load()
+		time.Sleep(5 * minLoadReportInterval)
+		if n := reg.registers.Load() - base; n != 0 {
+			t.Errorf("run %d: %d writes after the withdrawal", i, n)
+		}
+		if ins, _ := inner.Discover(context.Background(), ex.Key()); len(ins) != 0 {
+			t.Errorf("run %d: entry back after the withdrawal: %+v", i, ins)
+		}
+		close(stop)
+		<-churned
+		s.Close()
+		<-done
+		inner.Close()
+	}
+	if republished < 20 {
+		t.Errorf("%d republications before the withdrawals: the race was not run", republished)
+	}
+	t.Logf("%d republications before the 20 withdrawals", republished)
+}
