@@ -163,7 +163,8 @@ func ParseLoad(s string) (Load, bool) {
 // PublishedLoad returns the load the provider last published into its
 // registry entry (see WithLoadReport), and false if it published none or
 // the value is not a Load. Balancers may use it to estimate the load of
-// endpoints they have not called yet; At says how old it is.
+// endpoints they have not called yet; At says how old it is. It parses the
+// metadata at each call: call it when building a Picker, not per pick.
 func (e *Endpoint) PublishedLoad() (Load, bool) {
 	v, ok := e.inst.Metadata[registry.MetadataLoad]
 	if !ok {

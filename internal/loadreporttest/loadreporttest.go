@@ -3,7 +3,8 @@
 // entry: that a consumer's Watch sees it within two intervals, that a change
 // of load follows within two intervals, that the provider writes at most
 // once an interval, and that the registration outlives its TTL (lease,
-// TTL check or session) while the entry is written again and again.
+// TTL check or session) while the entry is written again and again, the
+// watch never seeing it go.
 //
 // The registry tests call Check with a URL of their own server (see
 // internal/testservers); the package lives apart from registrytest, which
@@ -100,9 +101,11 @@ func Check(t *testing.T, url string, ttl, interval time.Duration) Figures {
 		}
 	}
 
+	// Two intervals, and some slack for a loaded test machine.
+	within := 2*interval + interval/2 + 200*time.Millisecond
 	next("the registration", 10*time.Second, func(storks.Load, bool) bool { return true })
 	registered := time.Now()
-	next("the first published load", 2*interval+interval/2, func(_ storks.Load, has bool) bool { return has })
+	next("the first published load", within, func(_ storks.Load, has bool) bool { return has })
 	f.FirstLoad = time.Since(registered)
 
 	// Calls: the next value shows them, within two intervals.
@@ -130,7 +133,7 @@ func Check(t *testing.T, url string, ttl, interval time.Duration) Figures {
 		}
 	}()
 	start := time.Now()
-	in := next("a busy load", 2*interval+interval/2, func(l storks.Load, has bool) bool { return has && l.CallsPerSecond >= 10 })
+	in := next("a busy load", within, func(l storks.Load, has bool) bool { return has && l.CallsPerSecond >= 10 })
 	f.LoadChange = time.Since(start)
 	stopCalls()
 	<-calling
@@ -143,6 +146,25 @@ func Check(t *testing.T, url string, ttl, interval time.Duration) Figures {
 	base, t0 := preg.writes.Load(), time.Now()
 	hold := ttl + ttl/2 + 2*interval
 	deadline := time.Now().Add(hold)
+	// The watch, too, never sees the instance go, not even for a moment
+	// between two writes.
+	wctx, stopWatch := context.WithDeadline(ctx, deadline)
+	defer stopWatch()
+	var lists, flaps atomic.Int64
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			list, err := w.Next(wctx)
+			if err != nil {
+				return
+			}
+			lists.Add(1)
+			if len(list) != 1 {
+				flaps.Add(1)
+			}
+		}
+	}()
 	for time.Now().Before(deadline) {
 		list, err := creg.Discover(ctx, ex.Key())
 		if err != nil || len(list) != 1 {
@@ -152,6 +174,13 @@ func Check(t *testing.T, url string, ttl, interval time.Duration) Figures {
 	}
 	f.Hold = time.Since(t0)
 	f.Writes = preg.writes.Load() - base
+	<-watched
+	if n := flaps.Load(); n != 0 {
+		t.Errorf("the watch saw the instance missing in %d of %d lists during the hold", n, lists.Load())
+	}
+	if lists.Load() == 0 {
+		t.Errorf("the watch saw no republication during the hold")
+	}
 	if max := int64(f.Hold/interval) + 1; f.Writes > max {
 		t.Errorf("%d writes in %v, more than one an interval (%d)", f.Writes, f.Hold, max)
 	}
