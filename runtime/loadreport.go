@@ -328,7 +328,9 @@ func (lr *loadReporter) publish(ex *Exporter, l Load) (bool, error) {
 	}
 	in.Metadata[registry.MetadataLoad] = l.String()
 
-	ctx, cancel := context.WithTimeout(rctx, min(lr.cfg.Interval, registerAttemptTimeout))
+	// A write may take longer than a short interval (a remote registry);
+	// the ticker drops the ticks it misses. A withdrawal cancels rctx.
+	ctx, cancel := context.WithTimeout(rctx, min(max(lr.cfg.Interval, time.Second), registerAttemptTimeout))
 	err := lr.s.cfg.registry.Register(ctx, in)
 	cancel()
 	if err != nil {
