@@ -91,6 +91,8 @@ type serverConfig struct {
 	// Serve and Export fail when a registration fails, instead of
 	// retrying it in the background (register.go).
 	registrationRequired bool
+
+	loadReport *LoadReport // WithLoadReport; loadreport.go
 }
 
 type clientConfig struct {

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"time"
+
+	"github.com/storks-rpc/storks/registry"
 )
 
 // Registration of exports in the server's registry. Once the server serves,
@@ -86,6 +88,12 @@ type exportRegistration struct {
 	// uncertain: an attempt was abandoned by the withdrawal, so the
 	// registry may hold the instance although Register did not say so.
 	uncertain bool
+	// inst is the entry last written to the registry, which a published
+	// load (loadreport.go) writes again with the load replaced; load is
+	// that load, if loadSet.
+	inst    registry.Instance
+	load    Load
+	loadSet bool
 }
 
 // WithRegistrationRequired makes a failed registration fail the server
@@ -249,6 +257,7 @@ func (s *Server) attempt(ctx context.Context, ex *Exporter) error {
 	switch {
 	case err == nil:
 		ex.registered, r.err, r.uncertain = true, nil, false
+		r.inst = in
 		return nil
 	case rctx.Err() != nil:
 		r.uncertain = true

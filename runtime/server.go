@@ -44,6 +44,8 @@ type Server struct {
 	handlers handlerPool  // goroutines that run requests
 	refusing atomic.Bool  // new calls get ErrServerClosed
 	inflight atomic.Int64 // calls being handled
+	// served counts the calls and streams handled, for WithLoadReport.
+	served atomic.Uint64
 	// openStreams counts the streams whose handler runs, remote or
 	// in-process; localStreams holds the in-process ones
 	// (*localClientStream), for Shutdown.
@@ -58,6 +60,7 @@ type Server struct {
 	epoch    time.Time      // tick counts from here
 	tick     atomic.Int64   // coarse clock in ns since epoch, +1; see limits.go
 	watching bool           // the watchdog runs; guarded by mu
+	loadRep  bool           // the load reporter runs; guarded by mu
 	grpc     *grpcBridge    // the gRPC side, made by the first Serve; guarded by mu
 }
 
@@ -147,6 +150,11 @@ func (s *Server) Serve(lis net.Listener) error {
 		s.watching = true
 		s.bg.Add(1)
 		go s.watch()
+	}
+	if s.cfg.loadReport != nil && s.cfg.registry != nil && !s.loadRep {
+		s.loadRep = true
+		s.bg.Add(1)
+		go newLoadReporter(s, time.Now).run()
 	}
 	pending := make([]*Exporter, 0, len(s.exporters))
 	for ex := range s.exporters {

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/storks-rpc/storks/registry"
+	storks "github.com/storks-rpc/storks/runtime"
 )
 
 func newRegistryCmd() *cobra.Command {
@@ -49,7 +50,11 @@ func newLsCmd() *cobra.Command {
 		Aliases: []string{"list"},
 		Short:   "List services and their instances",
 		Long: `ls prints a table of service keys (service, version, group) and their instances
-(ID, address, weight, metadata).
+(ID, address, weight, age, published load, metadata). AGE is how long ago the
+provider registered (its registered_at metadata); LOAD is what it publishes
+with runtime.WithLoadReport: calls per second over its last interval, calls in
+flight and, if it measures it, its CPU share. "-" means the instance does not
+say. With -o json every instance's metadata is printed whole.
 
 Without SERVICE it lists every service key in the registry. With SERVICE it lists
 the instances of that service in every version and group, or, with --version
@@ -173,18 +178,26 @@ func describeKeys(service string, f lsFlags, exact bool) string {
 }
 
 // printTable prints one line per instance, and one per key without any.
+// The registration time and published load (registry.MetadataRegisteredAt
+// and registry.MetadataLoad) have columns of their own, AGE and LOAD, and
+// are left out of METADATA.
 func printTable(w io.Writer, result []keyInstances) error {
+	return printTableAt(w, result, time.Now())
+}
+
+func printTableAt(w io.Writer, result []keyInstances, now time.Time) error {
 	var b bytes.Buffer
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tVERSION\tGROUP\tID\tADDRESS\tWEIGHT\tMETADATA")
+	fmt.Fprintln(tw, "SERVICE\tVERSION\tGROUP\tID\tADDRESS\tWEIGHT\tAGE\tLOAD\tMETADATA")
 	for _, r := range result {
 		k := r.key
 		if len(r.instances) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t(none)\t\t\t\n", k.Service, dash(k.Version), dash(k.Group))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t(none)\t\t\t\t\t\n", k.Service, dash(k.Version), dash(k.Group))
 		}
 		for _, in := range r.instances {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", k.Service, dash(k.Version), dash(k.Group),
-				in.ID, in.Addr, in.EffectiveWeight(), formatMetadata(in.Metadata))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", k.Service, dash(k.Version), dash(k.Group),
+				in.ID, in.Addr, in.EffectiveWeight(), formatAge(in.Metadata, now), formatLoad(in.Metadata),
+				formatMetadata(in.Metadata, registry.MetadataRegisteredAt, registry.MetadataLoad))
 		}
 	}
 	tw.Flush()
@@ -199,16 +212,76 @@ func dash(s string) string {
 	return s
 }
 
-// formatMetadata renders metadata as sorted k=v pairs, "-" if there is none.
-func formatMetadata(md map[string]string) string {
-	if len(md) == 0 {
-		return "-"
-	}
+// formatMetadata renders metadata as sorted k=v pairs but for the keys
+// left out, "-" if there is none.
+func formatMetadata(md map[string]string, leaveOut ...string) string {
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(md)) {
-		parts = append(parts, k+"="+quoteIfNeeded(md[k]))
+		if !slices.Contains(leaveOut, k) {
+			parts = append(parts, k+"="+quoteIfNeeded(md[k]))
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
 	}
 	return strings.Join(parts, ",")
+}
+
+// formatAge renders how long ago the instance registered
+// (registry.MetadataRegisteredAt, Unix ms): "45s", "3m12s", "5h7m", "3d4h";
+// "0s" for a time ahead of this clock (skew); "-" if the instance does not
+// say, or says something else than a time.
+func formatAge(md map[string]string, now time.Time) string {
+	ms, err := strconv.ParseInt(md[registry.MetadataRegisteredAt], 10, 64)
+	if err != nil || ms <= 0 {
+		return "-"
+	}
+	return formatDuration(now.Sub(time.UnixMilli(ms)))
+}
+
+func formatDuration(d time.Duration) string {
+	d = max(d, 0).Truncate(time.Second)
+	switch {
+	case d < time.Hour:
+		return d.String()
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// formatLoad renders the load the provider published
+// (registry.MetadataLoad, see runtime.WithLoadReport): "1.2k cps, 3 in
+// flight", with ", cpu 42%" if it measures CPU; "-" if it publishes none,
+// and the raw value quoted if it is not a load.
+func formatLoad(md map[string]string) string {
+	v, ok := md[registry.MetadataLoad]
+	if !ok {
+		return "-"
+	}
+	l, ok := storks.ParseLoad(v)
+	if !ok {
+		return strconv.Quote(v)
+	}
+	s := formatRate(l.CallsPerSecond) + " cps, " + strconv.Itoa(l.InFlight) + " in flight"
+	if l.CPU >= 0 {
+		s += fmt.Sprintf(", cpu %.0f%%", 100*l.CPU)
+	}
+	return s
+}
+
+// formatRate renders a rate with at most one decimal and a k or M suffix:
+// "0", "12.5", "1.2k", "3.4M".
+func formatRate(f float64) string {
+	unit := ""
+	switch {
+	case f >= 999_950:
+		f, unit = f/1e6, "M"
+	case f >= 999.95:
+		f, unit = f/1e3, "k"
+	}
+	s := strconv.FormatFloat(f, 'f', 1, 64)
+	return strings.TrimSuffix(s, ".0") + unit
 }
 
 func quoteIfNeeded(v string) string {

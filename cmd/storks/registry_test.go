@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,10 +89,14 @@ func tableRows(t *testing.T, out string) [][]string {
 	}
 	var rows [][]string
 	for _, l := range lines[1:] {
-		rows = append(rows, strings.Fields(l))
+		rows = append(rows, columnGap.Split(strings.TrimSpace(l), -1))
 	}
 	return rows
 }
+
+// columnGap separates the columns of a table: two spaces or more (a cell,
+// such as LOAD, may hold single spaces).
+var columnGap = regexp.MustCompile(`\s{2,}`)
 
 func TestLsWithLister(t *testing.T) {
 	u, reg := newInproc(t)
@@ -105,10 +111,10 @@ func TestLsWithLister(t *testing.T) {
 	r := runInProcess(ctx, "registry", "ls", "--registry", u)
 	mustSucceed(t, r)
 	want := [][]string{
-		{"a.Echo", "-", "-", "e1", "10.0.0.4:1", "100", "-"},
-		{"a.Greeter", "v1", "-", "g1", "10.0.0.1:1", "100", "name=p1,zone=b"},
-		{"a.Greeter", "v1", "-", "g2", "10.0.0.2:1", "100", "-"},
-		{"a.Greeter", "v2", "blue", "g3", "10.0.0.3:1", "100", "-"},
+		{"a.Echo", "-", "-", "e1", "10.0.0.4:1", "100", "-", "-", "-"},
+		{"a.Greeter", "v1", "-", "g1", "10.0.0.1:1", "100", "-", "-", "name=p1,zone=b"},
+		{"a.Greeter", "v1", "-", "g2", "10.0.0.2:1", "100", "-", "-", "-"},
+		{"a.Greeter", "v2", "blue", "g3", "10.0.0.3:1", "100", "-", "-", "-"},
 	}
 	if got := tableRows(t, r.stdout); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("ls:\n%s\nwant rows %q", r.stdout, want)
@@ -159,8 +165,8 @@ func TestLsWithoutLister(t *testing.T) {
 	r := runStorks(t, "registry", "ls", "--registry", "static://10.0.0.1:80,10.0.0.2:80", "--version", "v1", "a.Greeter")
 	mustSucceed(t, r)
 	want := [][]string{
-		{"a.Greeter", "v1", "-", "10.0.0.1:80", "10.0.0.1:80", "100", "-"},
-		{"a.Greeter", "v1", "-", "10.0.0.2:80", "10.0.0.2:80", "100", "-"},
+		{"a.Greeter", "v1", "-", "10.0.0.1:80", "10.0.0.1:80", "100", "-", "-", "-"},
+		{"a.Greeter", "v1", "-", "10.0.0.2:80", "10.0.0.2:80", "100", "-", "-", "-"},
 	}
 	if got := tableRows(t, r.stdout); !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("ls:\n%s\nwant rows %q", r.stdout, want)
@@ -368,7 +374,7 @@ func TestRegistryEtcd(t *testing.T) {
 	r := runStorks(t, "registry", "ls", "--registry", d.url, "--version", "v1", greeterService)
 	mustSucceed(t, r)
 	rows := tableRows(t, r.stdout)
-	if len(rows) != 1 || rows[0][0] != greeterService || rows[0][1] != "v1" || rows[0][4] != p1.addr || rows[0][6] != `name=p1,protocols="storks,grpc"` {
+	if len(rows) != 1 || rows[0][0] != greeterService || rows[0][1] != "v1" || rows[0][4] != p1.addr || rows[0][8] != `name=p1,protocols="storks,grpc"` {
 		t.Errorf("ls:\n%s", r.stdout)
 	}
 
@@ -472,13 +478,63 @@ func TestRegistryLsShowsDemoProviders(t *testing.T) {
 	names := map[string]bool{}
 	addrs := map[string]bool{}
 	for _, row := range rows {
-		if len(row) < 7 || row[0] != greeterService {
+		if len(row) < 9 || row[0] != greeterService {
 			t.Fatalf("unexpected row %q in:\n%s", row, out)
 		}
 		addrs[row[4]] = true
-		names[strings.SplitN(row[6], ",", 2)[0]] = true // name=...,protocols=...
+		names[strings.SplitN(row[8], ",", 2)[0]] = true // name=...,protocols=...
 	}
 	if len(rows) != 3 || len(addrs) != 3 || !names["name=provider-1"] || !names["name=provider-2"] || !names["name=provider-3"] {
 		t.Fatalf("want the three demo providers, got:\n%s", out)
+	}
+}
+
+// ls shows the registration time as AGE and the published load as LOAD,
+// and leaves both out of METADATA.
+func TestLsAgeAndLoad(t *testing.T) {
+	now := time.UnixMilli(1_765_000_000_000)
+	at := func(ago time.Duration) string { return strconv.FormatInt(now.Add(-ago).UnixMilli(), 10) }
+	key := registry.ServiceKey{Service: "a.Greeter"}
+	md := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	ins := []registry.Instance{
+		inst("a.Greeter", "", "", "a", "10.0.0.1:1", md(registry.MetadataRegisteredAt, at(3*time.Minute+12*time.Second+400*time.Millisecond),
+			registry.MetadataLoad, "cps=1234.5,inflight=3,at=1", "zone", "b")),
+		inst("a.Greeter", "", "", "b", "10.0.0.2:1", md(registry.MetadataRegisteredAt, at(26*time.Hour+5*time.Minute),
+			registry.MetadataLoad, "cps=0.0,inflight=0,cpu=0.420,at=1")),
+		inst("a.Greeter", "", "", "c", "10.0.0.3:1", md(registry.MetadataRegisteredAt, at(-time.Minute), // skew
+			registry.MetadataLoad, "cps=12.25,inflight=1,at=1")),
+		inst("a.Greeter", "", "", "d", "10.0.0.4:1", md(registry.MetadataRegisteredAt, "soon", registry.MetadataLoad, "busy")),
+		inst("a.Greeter", "", "", "e", "10.0.0.5:1", md(registry.MetadataRegisteredAt, at(75*time.Hour),
+			registry.MetadataLoad, "cps=2500000,inflight=9,at=1")),
+	}
+	var b bytes.Buffer
+	if err := printTableAt(&b, []keyInstances{{key, ins}}, now); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{
+		{"a.Greeter", "-", "-", "a", "10.0.0.1:1", "100", "3m12s", "1.2k cps, 3 in flight", "zone=b"},
+		{"a.Greeter", "-", "-", "b", "10.0.0.2:1", "100", "26h5m", "0 cps, 0 in flight, cpu 42%", "-"},
+		{"a.Greeter", "-", "-", "c", "10.0.0.3:1", "100", "0s", "12.2 cps, 1 in flight", "-"},
+		{"a.Greeter", "-", "-", "d", "10.0.0.4:1", "100", "-", `"busy"`, "-"},
+		{"a.Greeter", "-", "-", "e", "10.0.0.5:1", "100", "3d3h", "2.5M cps, 9 in flight", "-"},
+	}
+	if got := tableRows(t, b.String()); !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("table:\n%s\nwant rows %q", b.String(), want)
+	}
+
+	// Through ls, with a real clock.
+	u, reg := newInproc(t)
+	mustRegister(t, reg, ins[0])
+	r := runInProcess(context.Background(), "registry", "ls", "--registry", u)
+	mustSucceed(t, r)
+	rows := tableRows(t, r.stdout)
+	if len(rows) != 1 || rows[0][6] == "-" || rows[0][7] != "1.2k cps, 3 in flight" || rows[0][8] != "zone=b" {
+		t.Errorf("ls:\n%s", r.stdout)
 	}
 }
