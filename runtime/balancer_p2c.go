@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"math/rand/v2"
-	"sync/atomic"
 )
 
 // LeastLoaded returns a factory of balancers that use the power of two
@@ -16,11 +15,12 @@ import (
 //
 // An endpoint with no latency yet (new, or not called by this client) is
 // compared on in-flight attempts alone, and wins ties, so new providers are
-// tried at once without being flooded. An endpoint that loses every
-// comparison (a slow one) is still chosen once when it has not been chosen
-// for a while (about 1,000 + 16 × n picks), so that its latency is measured
-// again and a provider that recovers gets traffic back; the latency average
-// weighs each new attempt 1/8, so that takes a few such picks.
+// tried at once without being flooded. One pick in 1,024 takes the worse
+// of its two, so that an endpoint that loses every comparison (a slow one)
+// has its latency measured again now and then and gets traffic back when
+// it recovers (the latency average weighs each new attempt 1/8, so that
+// takes a few such picks). Picks write nothing shared: concurrent callers
+// do not contend.
 //
 // The counters are the client's, per address, so references of one client
 // share what they learn. LeastLoaded ignores weights. It suits services
@@ -33,62 +33,41 @@ func LeastLoaded() BalancerFactory {
 
 type p2cBalancer struct{}
 
-func (p2cBalancer) Build(eps []*Endpoint) Picker {
-	n := len(eps)
-	return &p2cPicker{
-		eps:   eps,
-		last:  make([]atomic.Uint64, n),
-		stale: forcePickAfter + 16*uint64(n),
-	}
-}
+func (p2cBalancer) Build(eps []*Endpoint) Picker { return p2cPicker(eps) }
 
-// forcePickAfter (plus 16 per endpoint) is how many picks an endpoint may
-// go without being chosen before it is chosen anyway.
-const forcePickAfter = 1000
+type p2cPicker []*Endpoint
 
-// lastSlack is how stale an endpoint's last-chosen mark may get before a
-// pick rewrites it: marking every pick would make every pick write to
-// memory shared by all the callers.
-const lastSlack = 16
+// exploreMask selects the picks (1 in 1,024) that take the worse endpoint.
+const exploreMask = 1<<10 - 1
 
-type p2cPicker struct {
-	eps []*Endpoint
-	// seq counts the picks; last[i] is seq when eps[i] was last chosen
-	// (give or take lastSlack).
-	seq   atomic.Uint64
-	last  []atomic.Uint64
-	stale uint64
-}
-
-func (p *p2cPicker) Pick(context.Context, PickInfo) (PickResult, error) {
-	n := uint64(len(p.eps))
+func (p p2cPicker) Pick(context.Context, PickInfo) (PickResult, error) {
+	n := uint64(len(p))
 	if n == 1 {
-		return PickResult{Endpoint: p.eps[0]}, nil
+		return PickResult{Endpoint: p[0]}, nil
 	}
-	// Two distinct indexes from one random number (multiply-shift on each
-	// half: n < 2^32).
+	// Two distinct indexes (multiply-shift on 21 bits each, for up to 2^21
+	// endpoints) and the exploration draw (the low 10 bits) from one random
+	// number.
 	r := rand.Uint64()
-	a := ((r >> 32) * n) >> 32
-	b := ((r & 0xffffffff) * (n - 1)) >> 32
+	var a, b uint64
+	if n <= 1<<21 {
+		a = ((r >> 43) * n) >> 21
+		b = (((r >> 22) & (1<<21 - 1)) * (n - 1)) >> 21
+	} else {
+		a, b = rand.N(n), rand.N(n-1)
+	}
 	if b >= a {
 		b++
 	}
-	pc, upc := a, b
-	if p.better(p.eps[b], p.eps[a]) {
-		pc, upc = b, a
+	x, y := p[a], p[b]
+	if better(y, x) != (r&exploreMask == 0) {
+		x = y
 	}
-	s := p.seq.Add(1)
-	if l := p.last[upc].Load(); s-l > p.stale && p.last[upc].CompareAndSwap(l, s) {
-		return PickResult{Endpoint: p.eps[upc]}, nil
-	}
-	if l := p.last[pc].Load(); s-l > lastSlack {
-		p.last[pc].Store(s)
-	}
-	return PickResult{Endpoint: p.eps[pc]}, nil
+	return PickResult{Endpoint: x}, nil
 }
 
 // better reports whether x is a strictly better choice than y.
-func (p *p2cPicker) better(x, y *Endpoint) bool {
+func better(x, y *Endpoint) bool {
 	lx, kx := latencyEstimate(x)
 	ly, ky := latencyEstimate(y)
 	if !kx || !ky {
