@@ -70,14 +70,18 @@ type hashConfig struct {
 }
 
 // hashBalancer keeps the ring of the last Build and changes it by the
-// instances added and removed since, so that a list change with n
-// endpoints costs O(n × vnodes) copying but hashes and sorts only the
-// points of the instances that changed, and a change of endpoint objects
-// alone (same instance IDs) reuses the ring as it is.
+// instances added and removed since: a list change hashes and sorts only
+// the points of the instances that changed, and copies only the buckets
+// they fall in, so that it costs about the same with 10 or 1,000
+// instances; a change of endpoint objects alone (same instance IDs)
+// reuses the ring as it is.
 //
-// Each instance ID has a slot; the ring's points name slots, and a picker
-// maps slots to its endpoints. Build is never concurrent with itself, and
-// pickers only read what they were built with.
+// The ring is cut into buckets by the top bits of the hash, about 32
+// points each (a power of two of them, re-cut when the number of points
+// has changed fourfold). Each instance ID has a slot; the ring's points
+// name slots, and a picker maps slots to its endpoints. Build is never
+// concurrent with itself, and pickers only read what they were built
+// with: a bucket, once built, is never modified.
 type hashBalancer struct {
 	cfg    hashConfig
 	slotOf map[string]int32 // instance ID → slot
@@ -85,10 +89,22 @@ type hashBalancer struct {
 	seen   []uint64         // slot → the build that last listed it
 	free   []int32
 	build  uint64
-	hashes []uint64 // the ring, ascending (ties by instance ID)
-	owners []int32  // the slot of each point
-	live   int      // slots in use
+	live   int // slots in use
+
+	table []*hashBucket // nil for an empty bucket
+	shift uint          // the point h is in table[h>>shift]
 }
+
+// hashBucket holds the points of one bucket, ascending (ties by instance
+// ID).
+type hashBucket struct {
+	hashes []uint64
+	owners []int32 // the slot of each point
+}
+
+// pointsPerBucket is the number of points per bucket the ring is cut for;
+// it is re-cut when that is off by more than 4 times.
+const pointsPerBucket = 32
 
 func (b *hashBalancer) Build(eps []*Endpoint) Picker {
 	b.build++
@@ -115,10 +131,11 @@ func (b *hashBalancer) Build(eps []*Endpoint) Picker {
 			listed++
 		}
 	}
-	removed := b.live - listed
-	if removed > 0 {
+	var removed []string
+	if b.live > listed {
 		for s, id := range b.ids {
 			if id != "" && b.seen[s] != b.build {
+				removed = append(removed, id)
 				delete(b.slotOf, id)
 				b.ids[s] = ""
 				b.free = append(b.free, int32(s))
@@ -126,8 +143,8 @@ func (b *hashBalancer) Build(eps []*Endpoint) Picker {
 			}
 		}
 	}
-	if len(added) > 0 || removed > 0 {
-		b.rebuild(added, removed > 0)
+	if len(added) > 0 || len(removed) > 0 {
+		b.change(added, removed)
 	}
 	slots := make([]*Endpoint, len(b.ids))
 	for _, e := range eps {
@@ -136,43 +153,115 @@ func (b *hashBalancer) Build(eps []*Endpoint) Picker {
 			slots[s] = e
 		}
 	}
-	return &hashPicker{eps: eps, slots: slots, hashes: b.hashes, owners: b.owners, mdKey: b.cfg.mdKey, distinct: b.live}
+	return &hashPicker{eps: eps, slots: slots, table: b.table, shift: b.shift, mdKey: b.cfg.mdKey, distinct: b.live, points: b.live * b.cfg.vnodes}
 }
 
-// rebuild makes a new ring: the current one without the points of free
-// slots (if any was freed), merged with the sorted points of the added
-// slots. The old arrays stay as they are for the pickers that use them.
-func (b *hashBalancer) rebuild(added []int32, freed bool) {
+// points returns the sorted points of the slots.
+func (b *hashBalancer) points(slots []int32) []hashPoint {
 	v := b.cfg.vnodes
-	pts := make([]hashPoint, 0, len(added)*v)
-	for _, s := range added {
+	pts := make([]hashPoint, 0, len(slots)*v)
+	for _, s := range slots {
 		id := b.ids[s]
 		for i := range v {
 			pts = append(pts, hashPoint{h: vnodeHash(id, i), slot: s})
 		}
 	}
 	slices.SortFunc(pts, b.cmpPoints)
-	n := len(b.hashes) + len(pts)
-	if freed {
-		n = b.live * v
+	return pts
+}
+
+// change makes a new ring from the current one: without the points of
+// the removed IDs (whose slots are free), with those of the added slots.
+func (b *hashBalancer) change(added []int32, removed []string) {
+	total := b.live * b.cfg.vnodes
+	nb := len(b.table)
+	if nb == 0 || total > 4*pointsPerBucket*nb || (nb > 1 && 4*total < pointsPerBucket*nb) {
+		b.recut()
+		return
 	}
-	hashes, owners := make([]uint64, 0, n), make([]int32, 0, n)
+	pts := b.points(added)
+	// The buckets to rebuild: those of the added and removed points.
+	dirty := make([]int, 0, len(pts)+len(removed)*b.cfg.vnodes)
+	for _, p := range pts {
+		dirty = append(dirty, int(p.h>>b.shift))
+	}
+	for _, id := range removed {
+		for i := range b.cfg.vnodes {
+			dirty = append(dirty, int(vnodeHash(id, i)>>b.shift))
+		}
+	}
+	slices.Sort(dirty)
+	dirty = slices.Compact(dirty)
+	table := slices.Clone(b.table)
 	j := 0
-	for i, h := range b.hashes {
-		s := b.owners[i]
-		if freed && b.ids[s] == "" {
-			continue
+	for _, d := range dirty {
+		k := j
+		for k < len(pts) && int(pts[k].h>>b.shift) == d {
+			k++
 		}
-		for j < len(pts) && b.cmpPoints(pts[j], hashPoint{h: h, slot: s}) < 0 {
-			hashes, owners = append(hashes, pts[j].h), append(owners, pts[j].slot)
-			j++
+		table[d] = b.mergeBucket(b.table[d], pts[j:k])
+		j = k
+	}
+	b.table = table
+}
+
+// mergeBucket returns old without the points of free slots, merged with
+// add (sorted), or nil if that is empty.
+func (b *hashBalancer) mergeBucket(old *hashBucket, add []hashPoint) *hashBucket {
+	n := len(add)
+	if old != nil {
+		n += len(old.hashes)
+	}
+	nb := &hashBucket{hashes: make([]uint64, 0, n), owners: make([]int32, 0, n)}
+	j := 0
+	if old != nil {
+		for i, h := range old.hashes {
+			s := old.owners[i]
+			if b.ids[s] == "" {
+				continue
+			}
+			for j < len(add) && b.cmpPoints(add[j], hashPoint{h: h, slot: s}) < 0 {
+				nb.hashes, nb.owners = append(nb.hashes, add[j].h), append(nb.owners, add[j].slot)
+				j++
+			}
+			nb.hashes, nb.owners = append(nb.hashes, h), append(nb.owners, s)
 		}
-		hashes, owners = append(hashes, h), append(owners, s)
 	}
-	for ; j < len(pts); j++ {
-		hashes, owners = append(hashes, pts[j].h), append(owners, pts[j].slot)
+	for ; j < len(add); j++ {
+		nb.hashes, nb.owners = append(nb.hashes, add[j].h), append(nb.owners, add[j].slot)
 	}
-	b.hashes, b.owners = hashes, owners
+	if len(nb.hashes) == 0 {
+		return nil
+	}
+	return nb
+}
+
+// recut builds the ring from every slot in use, in a number of buckets
+// fit for its points.
+func (b *hashBalancer) recut() {
+	var slots []int32
+	for s, id := range b.ids {
+		if id != "" {
+			slots = append(slots, int32(s))
+		}
+	}
+	pts := b.points(slots)
+	bits := uint(0)
+	for bits < 16 && len(pts) > pointsPerBucket<<bits {
+		bits++
+	}
+	b.shift = 64 - bits
+	b.table = make([]*hashBucket, 1<<bits)
+	j := 0
+	for j < len(pts) {
+		d := pts[j].h >> b.shift
+		k := j
+		for k < len(pts) && pts[k].h>>b.shift == d {
+			k++
+		}
+		b.table[d] = b.mergeBucket(nil, pts[j:k])
+		j = k
+	}
 }
 
 type hashPoint struct {
@@ -195,10 +284,11 @@ func (b *hashBalancer) cmpPoints(x, y hashPoint) int {
 type hashPicker struct {
 	eps      []*Endpoint
 	slots    []*Endpoint
-	hashes   []uint64
-	owners   []int32
+	table    []*hashBucket
+	shift    uint
 	mdKey    string
-	distinct int
+	distinct int // instances on the ring
+	points   int
 }
 
 // maxHashWalk bounds how many distinct providers a retry walks past.
@@ -209,39 +299,39 @@ func (p *hashPicker) Pick(ctx context.Context, info PickInfo) (PickResult, error
 	if key == "" && p.mdKey != "" {
 		key = OutgoingMetadata(ctx)[p.mdKey]
 	}
-	if key == "" || len(p.hashes) == 0 {
+	if key == "" || p.distinct == 0 {
 		return PickResult{Endpoint: p.eps[rand.IntN(len(p.eps))]}, nil
 	}
 	h := keyHash(key)
 	// The first point at or after h, wrapping around.
-	lo, hi := 0, len(p.hashes)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if p.hashes[m] < h {
-			lo = m + 1
-		} else {
-			hi = m
+	bi, pos := int(h>>p.shift), 0
+	if bk := p.table[bi]; bk != nil {
+		lo, hi := 0, len(bk.hashes)
+		for lo < hi {
+			m := int(uint(lo+hi) >> 1)
+			if bk.hashes[m] < h {
+				lo = m + 1
+			} else {
+				hi = m
+			}
 		}
+		pos = lo
 	}
-	if lo == len(p.hashes) {
-		lo = 0
+	if bk := p.table[bi]; bk == nil || pos == len(bk.hashes) {
+		bi, pos = p.next(bi, 0, true)
 	}
+	first := p.table[bi].owners[pos]
 	skip := min(info.Attempt-1, p.distinct-1, maxHashWalk)
 	if skip <= 0 {
-		return PickResult{Endpoint: p.slots[p.owners[lo]]}, nil
+		return PickResult{Endpoint: p.slots[first]}, nil
 	}
 	// Walk to the skip-th provider after the key's own.
 	var seen [maxHashWalk + 1]int32
-	seen[0] = p.owners[lo]
+	seen[0] = first
 	k := 1
-	for i, n := lo+1, len(p.hashes); ; i++ {
-		if i == n {
-			i = 0
-		}
-		if i == lo {
-			break
-		}
-		s := p.owners[i]
+	for range p.points {
+		bi, pos = p.next(bi, pos, false)
+		s := p.table[bi].owners[pos]
 		if slices.Contains(seen[:k], s) {
 			continue
 		}
@@ -252,6 +342,24 @@ func (p *hashPicker) Pick(ctx context.Context, info PickInfo) (PickResult, error
 		k++
 	}
 	return PickResult{Endpoint: p.slots[seen[k-1]]}, nil
+}
+
+// next returns the position of the point after (bi, pos), or, if start,
+// the first point of the first non-empty bucket after bi. The ring has at
+// least one point.
+func (p *hashPicker) next(bi, pos int, start bool) (int, int) {
+	if !start {
+		if pos+1 < len(p.table[bi].hashes) {
+			return bi, pos + 1
+		}
+	}
+	mask := len(p.table) - 1
+	for {
+		bi = (bi + 1) & mask
+		if p.table[bi] != nil {
+			return bi, 0
+		}
+	}
 }
 
 // The ring's hash: FNV-1a 64 with murmur3's 64-bit finaliser, which FNV's

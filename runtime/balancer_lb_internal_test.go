@@ -190,6 +190,38 @@ func TestConsistentHashRemoveOne(t *testing.T) {
 	}
 }
 
+// TestConsistentHashIncremental: a ring changed list after list (through
+// bucket copies and re-cuts) maps keys as a ring built at once from the
+// same instances.
+func TestConsistentHashIncremental(t *testing.T) {
+	all := testEndpoints(300)
+	rng := rand.New(rand.NewPCG(3, 4))
+	inc := ConsistentHash(HashVirtualNodes(40))()
+	for step := range 60 {
+		// Lists from 1 to 300 instances, by big and small changes.
+		var list []*Endpoint
+		keep := []float64{0.02, 0.5, 0.97, 1}[step%4]
+		for _, e := range all {
+			if rng.Float64() < keep {
+				list = append(list, e)
+			}
+		}
+		if len(list) == 0 {
+			list = all[:1]
+		}
+		got := inc.Build(list)
+		want := ConsistentHash(HashVirtualNodes(40))().Build(list)
+		for k := range 500 {
+			key := fmt.Sprintf("k%d", k)
+			for attempt := 1; attempt <= 3; attempt++ {
+				if x, y := hashPick(t, got, key, attempt), hashPick(t, want, key, attempt); x != y {
+					t.Fatalf("step %d (%d instances): key %q attempt %d: %s incrementally, %s at once", step, len(list), key, attempt, x.inst.ID, y.inst.ID)
+				}
+			}
+		}
+	}
+}
+
 func TestConsistentHashRetriesWalk(t *testing.T) {
 	eps := testEndpoints(5)
 	p := ConsistentHash()().Build(eps)
