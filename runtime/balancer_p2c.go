@@ -25,8 +25,8 @@ import (
 // The counters are the client's, per address, so references of one client
 // share what they learn. LeastLoaded ignores weights. It suits services
 // whose providers differ in speed or load (other consumers, noisy hosts, a
-// slow zone); with identical providers and uniform calls it does as well as
-// RoundRobin.
+// slow zone); with identical providers it spreads calls about evenly, but
+// not in RoundRobin's exact rotation.
 func LeastLoaded() BalancerFactory {
 	return func() Balancer { return p2cBalancer{} }
 }
