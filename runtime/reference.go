@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,25 +211,61 @@ func (r *Reference) follow(ctx context.Context, listed bool) {
 }
 
 // update installs a new provider list.
+//
+// An instance listed unchanged keeps its *Endpoint, and its address its
+// acquisition, so that a change of one instance among many costs little
+// more than the two slices: update walks the old and new lists together
+// by ID (registries list instances sorted by ID; an unsorted list is only
+// slower, never wrong). New addresses are acquired before old ones are
+// released, so that an address that stays keeps its connection.
 func (r *Reference) update(list []registry.Instance) {
 	st := &refState{instances: list, eps: make([]*endpoint, len(list)), ends: make([]*Endpoint, len(list)), changed: make(chan struct{})}
-	ends := make([]Endpoint, len(list))
 	c := r.cl
 	c.mu.Lock()
-	for i, in := range list {
-		st.eps[i] = c.acquire(in.Addr)
-		ends[i] = Endpoint{inst: in, ep: st.eps[i]}
-		st.ends[i] = &ends[i]
-	}
-	c.filterLocked(r, st)
-	old := r.state.Swap(st)
+	old := r.state.Load()
+	var oldEnds []*Endpoint
+	var oldEps []*endpoint
 	if old != nil {
-		for _, ep := range old.eps {
-			c.release(ep)
+		oldEnds, oldEps = old.ends, old.eps
+	}
+	var drop []*endpoint // old acquisitions not carried over
+	j := 0
+	for i, in := range list {
+		for j < len(oldEnds) && oldEnds[j].inst.ID < in.ID {
+			drop = append(drop, oldEps[j])
+			j++
 		}
+		if j < len(oldEnds) && oldEnds[j].inst.ID == in.ID {
+			oe, oep := oldEnds[j], oldEps[j]
+			j++
+			switch {
+			case sameInstance(oe.inst, in):
+				st.ends[i], st.eps[i] = oe, oep
+				continue
+			case oe.inst.Addr == in.Addr:
+				st.ends[i], st.eps[i] = &Endpoint{inst: in, ep: oep}, oep
+				continue
+			}
+			drop = append(drop, oep)
+		}
+		st.eps[i] = c.acquire(in.Addr)
+		st.ends[i] = &Endpoint{inst: in, ep: st.eps[i]}
+	}
+	drop = append(drop, oldEps[j:]...)
+	c.filterLocked(r, st)
+	r.state.Store(st)
+	for _, ep := range drop {
+		c.release(ep)
+	}
+	if old != nil {
 		old.notifyChanged()
 	}
 	c.mu.Unlock()
+}
+
+// sameInstance reports whether a and b are equal field by field.
+func sameInstance(a, b registry.Instance) bool {
+	return a.ID == b.ID && a.Addr == b.Addr && a.Weight == b.Weight && a.Key == b.Key && maps.Equal(a.Metadata, b.Metadata)
 }
 
 // Providers returns the provider list the reference currently calls.
