@@ -323,3 +323,24 @@ func BenchmarkHashBuild(b *testing.B) {
 		})
 	}
 }
+
+// LeastLoaded seeds its estimate of endpoints it has no latency for with
+// the calls their providers published in flight (WithLoadReport), while
+// that load is fresh.
+func TestLeastLoadedSeedsFromPublishedLoad(t *testing.T) {
+	eps := testEndpoints(2)
+	busy, idle := eps[0], eps[1]
+	now := time.Now()
+	busy.inst.Metadata = map[string]string{registry.MetadataLoad: Load{CallsPerSecond: 900, InFlight: 40, CPU: -1, At: now}.String()}
+	idle.inst.Metadata = map[string]string{registry.MetadataLoad: Load{CallsPerSecond: 5, InFlight: 0, CPU: -1, At: now}.String()}
+	got := pickCounts(t, LeastLoaded()().Build(eps), eps, 2000)
+	if got[busy] > 10 {
+		t.Fatalf("the provider that published 40 calls in flight got %d of 2000 picks, want about 2 (exploration)", got[busy])
+	}
+	// A stale load does not count: the two are alike again.
+	busy.inst.Metadata[registry.MetadataLoad] = Load{CallsPerSecond: 900, InFlight: 40, CPU: -1, At: now.Add(-time.Hour)}.String()
+	got = pickCounts(t, LeastLoaded()().Build(eps), eps, 2000)
+	if got[busy] < 600 {
+		t.Fatalf("with a stale published load the busy provider got %d of 2000 picks, want about half", got[busy])
+	}
+}

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"math/rand/v2"
+	"time"
 )
 
 // LeastLoaded returns a factory of balancers that use the power of two
@@ -14,8 +15,10 @@ import (
 // landing on the same one, and costs the same with 10 or 10,000 endpoints.
 //
 // An endpoint with no latency yet (new, or not called by this client) is
-// compared on in-flight attempts alone, and wins ties, so new providers are
-// tried at once without being flooded. One pick in 1,024 takes the worse
+// compared on in-flight attempts alone (this client's, plus the calls in
+// flight its provider published, WithLoadReport, if that load is at most
+// two minutes old), and wins ties, so new providers are tried at once
+// without being flooded, and a busy one less than an idle one. One pick in 1,024 takes the worse
 // of its two, so that an endpoint that loses every comparison (a slow one)
 // has its latency measured again now and then and gets traffic back when
 // it recovers (the latency average weighs each new attempt 1/8, so that
@@ -33,17 +36,45 @@ func LeastLoaded() BalancerFactory {
 
 type p2cBalancer struct{}
 
-func (p2cBalancer) Build(eps []*Endpoint) Picker { return p2cPicker(eps) }
+// publishedFresh is how old a published load may be and still seed
+// LeastLoaded's estimate.
+const publishedFresh = 2 * time.Minute
 
-type p2cPicker []*Endpoint
+func (p2cBalancer) Build(eps []*Endpoint) Picker {
+	var seed []float64
+	now := time.Now()
+	for i, e := range eps {
+		if l, ok := e.PublishedLoad(); ok && l.InFlight > 0 && now.Sub(l.At) < publishedFresh {
+			if seed == nil {
+				seed = make([]float64, len(eps))
+			}
+			seed[i] = float64(l.InFlight)
+		}
+	}
+	return p2cPicker{eps: eps, seed: seed}
+}
+
+// p2cPicker holds the endpoints and, if any provider published a fresh
+// load, the calls it had in flight, by index.
+type p2cPicker struct {
+	eps  []*Endpoint
+	seed []float64
+}
+
+func (p p2cPicker) seedOf(i uint64) float64 {
+	if p.seed == nil {
+		return 0
+	}
+	return p.seed[i]
+}
 
 // exploreMask selects the picks (1 in 1,024) that take the worse endpoint.
 const exploreMask = 1<<10 - 1
 
 func (p p2cPicker) Pick(context.Context, PickInfo) (PickResult, error) {
-	n := uint64(len(p))
+	n := uint64(len(p.eps))
 	if n == 1 {
-		return PickResult{Endpoint: p[0]}, nil
+		return PickResult{Endpoint: p.eps[0]}, nil
 	}
 	// Two distinct indexes (multiply-shift on 21 bits each, for up to 2^21
 	// endpoints) and the exploration draw (the low 10 bits) from one random
@@ -59,31 +90,31 @@ func (p p2cPicker) Pick(context.Context, PickInfo) (PickResult, error) {
 	if b >= a {
 		b++
 	}
-	x, y := p[a], p[b]
-	if better(y, x) != (r&exploreMask == 0) {
+	x, y := p.eps[a], p.eps[b]
+	if better(y, x, p.seedOf(b), p.seedOf(a)) != (r&exploreMask == 0) {
 		x = y
 	}
 	return PickResult{Endpoint: x}, nil
 }
 
-// better reports whether x is a strictly better choice than y.
-func better(x, y *Endpoint) bool {
+// better reports whether x is a strictly better choice than y; sx and sy
+// are the calls their providers published in flight (0 if none).
+func better(x, y *Endpoint, sx, sy float64) bool {
 	lx, kx := latencyEstimate(x)
 	ly, ky := latencyEstimate(y)
 	if !kx || !ky {
-		// Without two latencies, compare in-flight attempts alone and
-		// prefer the unknown endpoint on a tie, so it gets tried.
+		// Without two latencies, compare in-flight attempts alone (with
+		// the published ones) and prefer the unknown endpoint on a tie,
+		// so it gets tried.
 		lx, ly = 1, 1
-		cx, cy := cost(x, lx), cost(y, ly)
+		cx, cy := cost(x, lx)+sx, cost(y, ly)+sy
 		return cx < cy || (cx == cy && !kx && ky)
 	}
 	return cost(x, lx) < cost(y, ly)
 }
 
 // latencyEstimate returns the latency LeastLoaded expects of an attempt
-// on e, in ns, and whether it knows one. This is where a seed for an
-// endpoint the client has not called yet goes (such as the load its
-// provider publishes in the registry): return it with true.
+// on e, in ns, and whether it knows one.
 func latencyEstimate(e *Endpoint) (float64, bool) {
 	if l := e.Latency(); l > 0 {
 		return float64(l), true
