@@ -1,0 +1,244 @@
+package runtime
+
+import (
+	"cmp"
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Weighted balancing. Both balancers read Endpoint.Weight, the weight the
+// provider registered (runtime.WithWeight, registry.DefaultWeight without
+// it). An endpoint of weight 0 takes no calls while another endpoint has a
+// weight; if every weight is 0 they all take an equal share (a fleet
+// drained by mistake still answers). Internally weights are scaled by
+// weightScale so that warm-up (WithWarmUp) can ramp even a weight of 1.
+
+// weightScale scales registered weights, so that a warming endpoint's
+// fraction of its weight is not rounded away.
+const weightScale = 1000
+
+// WeightedOption configures WeightedRoundRobin and WeightedRandom.
+type WeightedOption func(*weightedConfig)
+
+type weightedConfig struct {
+	warmUp time.Duration
+	now    func() time.Time // the clock of warm-up; tests replace it
+}
+
+func newWeightedConfig(opts []WeightedOption) weightedConfig {
+	c := weightedConfig{now: time.Now}
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	return c
+}
+
+// WeightedRoundRobin returns a factory of balancers that spread calls in
+// proportion to the endpoints' weights, in the smooth order of nginx's
+// weighted round-robin: with weights 5:1:1 the order is a a b a c a a, not
+// a a a a a b c, so no endpoint gets a burst of consecutive calls (in any
+// k consecutive picks an endpoint of weight w out of a total W gets at most
+// ceil(w/W·k)+1). It is deterministic: n·W calls give each endpoint exactly
+// n·w. Use it when providers differ in capacity (bigger machines, a canary
+// at 1%, a provider being drained with weight 0) and the calls are alike.
+//
+// A pick costs O(number of distinct weights) under a short mutex: endpoints
+// of equal weight share one slot of the schedule and take its turns in
+// round-robin order, so a thousand providers of the default weight cost as
+// much as one. The order restarts with each list change.
+func WeightedRoundRobin(opts ...WeightedOption) BalancerFactory {
+	cfg := newWeightedConfig(opts)
+	return func() Balancer { return &weightedBalancer{cfg: cfg, rr: true} }
+}
+
+// WeightedRandom returns a factory of balancers that pick each endpoint at
+// random with a probability proportional to its weight, by binary search
+// over cumulative weights (O(log n), lock-free). Compared with
+// WeightedRoundRobin it keeps no shared state between calls, so many
+// consumers starting at once do not fall into step, at the price of
+// random deviations over short runs (about ±1/√n of a share over n calls).
+func WeightedRandom(opts ...WeightedOption) BalancerFactory {
+	cfg := newWeightedConfig(opts)
+	return func() Balancer { return &weightedBalancer{cfg: cfg} }
+}
+
+// weightedBalancer builds both pickers; it remembers when it first saw each
+// endpoint, for warm-up.
+type weightedBalancer struct {
+	cfg  weightedConfig
+	rr   bool
+	seen seenTimes // warmup.go
+}
+
+func (b *weightedBalancer) Build(eps []*Endpoint) Picker {
+	ws := b.weights(eps)
+	if b.rr {
+		p := &wrrPicker{}
+		p.warm.init(ws, b.cfg)
+		p.rebuild(p.warm.now())
+		return p
+	}
+	p := &wrandPicker{}
+	p.warm.init(ws, b.cfg)
+	p.table.Store(p.makeTable(p.warm.now()))
+	return p
+}
+
+// weightedEP is an endpoint with its full scaled weight and, if it warms
+// up, when its warm-up started.
+type weightedEP struct {
+	ep    *Endpoint
+	w     int64     // scaled
+	start time.Time // zero: warm
+}
+
+// weights returns eps with their scaled weights: 0 for weight 0 unless
+// every weight is 0, then all equal.
+func (b *weightedBalancer) weights(eps []*Endpoint) []weightedEP {
+	ws := make([]weightedEP, len(eps))
+	hasWeight := false
+	for i, e := range eps {
+		ws[i] = weightedEP{ep: e, w: int64(e.Weight()) * weightScale}
+		hasWeight = hasWeight || ws[i].w > 0
+	}
+	if !hasWeight {
+		for i := range ws {
+			ws[i].w = weightScale
+		}
+	}
+	if b.cfg.warmUp > 0 {
+		b.seen.starts(ws, b.cfg)
+	}
+	return ws
+}
+
+// wrrPicker is nginx's smooth weighted round-robin over groups of
+// endpoints of equal (effective) weight: per pick every group's current
+// value grows by its weight (the endpoint weight times its size), the
+// largest wins and loses the total, and the winning group hands out its
+// endpoints in turn.
+type wrrPicker struct {
+	warm warmState // warmup.go
+
+	mu     sync.Mutex
+	groups []wrrGroup
+	total  int64
+}
+
+type wrrGroup struct {
+	w    int64 // the group's weight: ew × the number of its endpoints
+	ew   int64 // the weight of each of its endpoints
+	cur  int64
+	next int
+	eps  []*Endpoint
+}
+
+// rebuild recomputes the groups from the effective weights at now.
+// p.mu must be held, or p not yet shared.
+func (p *wrrPicker) rebuild(now time.Time) {
+	ws := p.warm.weights(now)
+	type ew struct {
+		w int64
+		i int
+	}
+	order := make([]ew, 0, len(ws))
+	for i, w := range ws {
+		if w > 0 {
+			order = append(order, ew{w, i})
+		}
+	}
+	// Largest weight first, then list order: ties go to the first group,
+	// and a group keeps its endpoints in the registry's order.
+	slices.SortStableFunc(order, func(a, b ew) int { return cmp.Compare(b.w, a.w) })
+	p.groups = p.groups[:0]
+	p.total = 0
+	for _, o := range order {
+		if n := len(p.groups); n > 0 && p.groups[n-1].ew == o.w {
+			g := &p.groups[n-1]
+			g.eps = append(g.eps, p.warm.eps[o.i].ep)
+			g.w += o.w
+		} else {
+			p.groups = append(p.groups, wrrGroup{w: o.w, ew: o.w, eps: []*Endpoint{p.warm.eps[o.i].ep}})
+		}
+		p.total += o.w
+	}
+}
+
+func (p *wrrPicker) Pick(context.Context, PickInfo) (PickResult, error) {
+	p.mu.Lock()
+	if p.warm.due() {
+		p.rebuild(p.warm.now())
+	}
+	best := 0
+	for i := range p.groups {
+		g := &p.groups[i]
+		g.cur += g.w
+		if g.cur > p.groups[best].cur {
+			best = i
+		}
+	}
+	g := &p.groups[best]
+	g.cur -= p.total
+	e := g.eps[g.next]
+	if g.next++; g.next == len(g.eps) {
+		g.next = 0
+	}
+	p.mu.Unlock()
+	return PickResult{Endpoint: e}, nil
+}
+
+// wrandPicker picks at random over cumulative weights; warm-up swaps in a
+// new table.
+type wrandPicker struct {
+	warm  warmState
+	mu    sync.Mutex // serializes rebuilds
+	table atomic.Pointer[wrandTable]
+}
+
+type wrandTable struct {
+	cum   []int64 // cum[i] = sum of the weights of eps[:i+1]
+	eps   []*Endpoint
+	total int64
+}
+
+func (p *wrandPicker) Pick(context.Context, PickInfo) (PickResult, error) {
+	if p.warm.due() && p.mu.TryLock() {
+		if p.warm.due() {
+			p.table.Store(p.makeTable(p.warm.now()))
+		}
+		p.mu.Unlock()
+	}
+	t := p.table.Load()
+	r := rand.Int64N(t.total)
+	// The first i with cum[i] > r.
+	lo, hi := 0, len(t.cum)-1
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if t.cum[m] > r {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	return PickResult{Endpoint: t.eps[lo]}, nil
+}
+
+func (p *wrandPicker) makeTable(now time.Time) *wrandTable {
+	ws := p.warm.weights(now)
+	t := &wrandTable{cum: make([]int64, 0, len(ws)), eps: make([]*Endpoint, 0, len(ws))}
+	for i, w := range ws {
+		if w <= 0 {
+			continue
+		}
+		t.total += w
+		t.cum = append(t.cum, t.total)
+		t.eps = append(t.eps, p.warm.eps[i].ep)
+	}
+	return t
+}
