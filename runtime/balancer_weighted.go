@@ -94,8 +94,8 @@ func (b *weightedBalancer) Build(eps []*Endpoint) Picker {
 // up, when its warm-up started.
 type weightedEP struct {
 	ep    *Endpoint
-	w     int64     // scaled
-	start time.Time // zero: warm
+	w     int64 // scaled
+	start int64 // when its warm-up started, clock Unix ns; 0: warm
 }
 
 // weights returns eps with their scaled weights: 0 for weight 0 unless
@@ -143,30 +143,36 @@ type wrrGroup struct {
 // p.mu must be held, or p not yet shared.
 func (p *wrrPicker) rebuild(now time.Time) {
 	ws := p.warm.weights(now)
-	type ew struct {
-		w int64
-		i int
-	}
-	order := make([]ew, 0, len(ws))
+	order := make([]int, 0, len(ws))
+	equal := true
 	for i, w := range ws {
 		if w > 0 {
-			order = append(order, ew{w, i})
+			equal = equal && (len(order) == 0 || w == ws[order[0]])
+			order = append(order, i)
 		}
 	}
 	// Largest weight first, then list order: ties go to the first group,
 	// and a group keeps its endpoints in the registry's order.
-	slices.SortStableFunc(order, func(a, b ew) int { return cmp.Compare(b.w, a.w) })
+	if !equal {
+		slices.SortFunc(order, func(a, b int) int {
+			if c := cmp.Compare(ws[b], ws[a]); c != 0 {
+				return c
+			}
+			return cmp.Compare(a, b)
+		})
+	}
+	all := make([]*Endpoint, len(order)) // the groups' endpoints, in one array
 	p.groups = p.groups[:0]
 	p.total = 0
-	for _, o := range order {
-		if n := len(p.groups); n > 0 && p.groups[n-1].ew == o.w {
-			g := &p.groups[n-1]
-			g.eps = append(g.eps, p.warm.eps[o.i].ep)
-			g.w += o.w
-		} else {
-			p.groups = append(p.groups, wrrGroup{w: o.w, ew: o.w, eps: []*Endpoint{p.warm.eps[o.i].ep}})
+	start := 0
+	for j, i := range order {
+		all[j] = p.warm.eps[i].ep
+		p.total += ws[i]
+		if j+1 == len(order) || ws[order[j+1]] != ws[i] {
+			n := int64(j + 1 - start)
+			p.groups = append(p.groups, wrrGroup{w: ws[i] * n, ew: ws[i], eps: all[start : j+1 : j+1]})
+			start = j + 1
 		}
-		p.total += o.w
 	}
 }
 

@@ -52,10 +52,13 @@ const warmFloor = 100 // 1/100
 // over the window.
 const warmSteps = 20
 
-// seenTimes remembers when a balancer first saw each endpoint, for the
-// clock-skew bound. Build is never concurrent, so no lock.
+// seenTimes remembers when a balancer first saw each endpoint that was
+// registered recently (or in the future), for the clock-skew bound; an
+// endpoint registered more than a window ago is warm whenever it was first
+// seen, so the common case costs no map operation. Build is never
+// concurrent, so no lock.
 type seenTimes struct {
-	first map[seenKey]seenAt
+	first map[seenKey]*seenAt
 	gen   uint64
 }
 
@@ -70,23 +73,23 @@ type seenAt struct {
 // warming, and forgets the endpoints that left the list.
 func (s *seenTimes) starts(ws []weightedEP, cfg weightedConfig) {
 	now := cfg.now()
-	if s.first == nil {
-		s.first = make(map[seenKey]seenAt, len(ws))
-	}
 	s.gen++
 	for i := range ws {
+		reg, ok := ws[i].ep.RegisteredAt()
+		if !ok || now.Sub(reg) >= cfg.warmUp {
+			continue // no time, or registered long ago: warm
+		}
 		in := ws[i].ep.inst
 		k := seenKey{in.ID, in.Addr}
-		seen, ok := s.first[k]
-		if !ok {
-			seen.t = now
+		seen := s.first[k]
+		if seen == nil {
+			if s.first == nil {
+				s.first = make(map[seenKey]*seenAt)
+			}
+			seen = &seenAt{t: now}
+			s.first[k] = seen
 		}
 		seen.gen = s.gen
-		s.first[k] = seen
-		reg, ok := ws[i].ep.RegisteredAt()
-		if !ok {
-			continue // no time: warm
-		}
 		start := reg
 		if seen.t.Before(start) {
 			// A registration time in the future (skew): ramp from when
@@ -94,14 +97,12 @@ func (s *seenTimes) starts(ws []weightedEP, cfg weightedConfig) {
 			start = seen.t
 		}
 		if now.Sub(start) < cfg.warmUp {
-			ws[i].start = start
+			ws[i].start = start.UnixNano()
 		}
 	}
-	if len(s.first) > len(ws) {
-		for k, v := range s.first {
-			if v.gen != s.gen {
-				delete(s.first, k)
-			}
+	for k, v := range s.first {
+		if v.gen != s.gen {
+			delete(s.first, k)
 		}
 	}
 }
@@ -136,12 +137,12 @@ func (w *warmState) weights(now time.Time) []int64 {
 	warming := false
 	for i, e := range w.eps {
 		out[i] = e.w
-		if e.start.IsZero() || e.w == 0 {
+		if e.start == 0 || e.w == 0 {
 			continue
 		}
-		age := now.Sub(e.start)
+		age := time.Duration(now.UnixNano() - e.start)
 		if age >= w.window {
-			w.eps[i].start = time.Time{} // warm for good
+			w.eps[i].start = 0 // warm for good
 			continue
 		}
 		warming = true
