@@ -74,7 +74,7 @@ func mustRegister(t *testing.T, r registry.Registry, ins ...registry.Instance) {
 func inst(service, version, group, id, addr string, md map[string]string) registry.Instance {
 	return registry.Instance{
 		Key: registry.ServiceKey{Service: service, Version: version, Group: group},
-		ID:  id, Addr: addr, Metadata: md,
+		ID:  id, Addr: addr, Weight: registry.DefaultWeight, Metadata: md,
 	}
 }
 
@@ -368,7 +368,7 @@ func TestRegistryEtcd(t *testing.T) {
 	r := runStorks(t, "registry", "ls", "--registry", d.url, "--version", "v1", greeterService)
 	mustSucceed(t, r)
 	rows := tableRows(t, r.stdout)
-	if len(rows) != 1 || rows[0][0] != greeterService || rows[0][1] != "v1" || rows[0][4] != p1.addr || rows[0][6] != `name=p1,protocols="storks,grpc"` {
+	if len(rows) != 1 || rows[0][0] != greeterService || rows[0][1] != "v1" || rows[0][4] != p1.addr || !strings.HasPrefix(rows[0][6], `name=p1,protocols="storks,grpc",registered_at=`) {
 		t.Errorf("ls:\n%s", r.stdout)
 	}
 
