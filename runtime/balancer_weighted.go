@@ -73,7 +73,8 @@ func WeightedRandom(opts ...WeightedOption) BalancerFactory {
 type weightedBalancer struct {
 	cfg  weightedConfig
 	rr   bool
-	seen seenTimes // warmup.go
+	seen seenTimes  // warmup.go
+	last *wrrPicker // the last round-robin picker built
 }
 
 func (b *weightedBalancer) Build(eps []*Endpoint) Picker {
@@ -81,7 +82,16 @@ func (b *weightedBalancer) Build(eps []*Endpoint) Picker {
 	if b.rr {
 		p := &wrrPicker{}
 		p.warm.init(ws, b.cfg)
+		if last := b.last; last != nil {
+			// Continue the previous picker's schedule, so that frequent
+			// list changes do not send every first pick to the heaviest
+			// endpoints, nor restart a group at its first endpoint.
+			last.mu.Lock()
+			p.groups = slices.Clone(last.groups)
+			last.mu.Unlock()
+		}
 		p.rebuild(p.warm.now())
+		b.last = p
 		return p
 	}
 	p := &wrandPicker{}
@@ -162,17 +172,38 @@ func (p *wrrPicker) rebuild(now time.Time) {
 		})
 	}
 	all := make([]*Endpoint, len(order)) // the groups' endpoints, in one array
-	p.groups = p.groups[:0]
+	old := p.groups
+	p.groups = make([]wrrGroup, 0, len(old)+1)
 	p.total = 0
-	start := 0
+	start, o := 0, 0
+	var sum int64
 	for j, i := range order {
 		all[j] = p.warm.eps[i].ep
 		p.total += ws[i]
 		if j+1 == len(order) || ws[order[j+1]] != ws[i] {
-			n := int64(j + 1 - start)
-			p.groups = append(p.groups, wrrGroup{w: ws[i] * n, ew: ws[i], eps: all[start : j+1 : j+1]})
+			n := j + 1 - start
+			g := wrrGroup{w: ws[i] * int64(n), ew: ws[i], eps: all[start : j+1 : j+1]}
+			// A group of the same endpoint weight before the rebuild (both
+			// lists are by decreasing weight) passes on its state.
+			for o < len(old) && old[o].ew > g.ew {
+				o++
+			}
+			if o < len(old) && old[o].ew == g.ew {
+				g.cur, g.next = old[o].cur, old[o].next%n
+			}
+			sum += g.cur
+			p.groups = append(p.groups, g)
 			start = j + 1
 		}
+	}
+	// nginx's schedule keeps the current values summing to 0; groups that
+	// came or went break that, so spread the difference.
+	if sum != 0 && len(p.groups) > 0 {
+		d := sum / int64(len(p.groups))
+		for i := range p.groups {
+			p.groups[i].cur -= d
+		}
+		p.groups[0].cur -= sum - d*int64(len(p.groups))
 	}
 }
 

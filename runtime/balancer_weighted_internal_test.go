@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -378,5 +379,36 @@ func BenchmarkWeightedBuild(b *testing.B) {
 				_, _ = p.Pick(context.Background(), PickInfo{})
 			}
 		})
+	}
+}
+
+// TestWeightedRoundRobinChurn: a list change (a Build) every few picks
+// continues the schedule rather than restarting it, so neither the
+// heaviest endpoint nor a group's first endpoints take every first pick.
+func TestWeightedRoundRobinChurn(t *testing.T) {
+	for _, every := range []int{1, 2, 3, 7} {
+		for _, ws := range [][]int{{1, 2, 7}, slices.Repeat([]int{100}, 100), {5, 5, 5, 1, 1, 0}} {
+			eps := weightedEndpoints(ws...)
+			b := WeightedRoundRobin()()
+			total := 0
+			for _, w := range ws {
+				total += w
+			}
+			const n = 30000
+			counts := make([]int, len(eps))
+			for k := 0; k < n; k += every {
+				c := countPicks(t, b.Build(slices.Clone(eps)), eps, every)
+				for i := range c {
+					counts[i] += c[i]
+				}
+			}
+			for i, c := range counts {
+				want := float64(ws[i]) / float64(total)
+				if got := float64(c) / n; math.Abs(got-want) > 0.01 {
+					t.Errorf("Build every %d picks, weights %v: endpoint %d got %.4f of the calls, want %.4f", every, ws[:min(len(ws), 6)], i, got, want)
+					break
+				}
+			}
+		}
 	}
 }
