@@ -85,3 +85,31 @@ func TestWeightedAllZeroEndToEnd(t *testing.T) {
 		t.Errorf("all weight 0: the providers got %d and %d of 100 calls, want 50 each", a, b)
 	}
 }
+
+// TestExportRegisteredAt: Exporter.Instance shows the registration time
+// once registered, the same as the registry holds, and a user's own
+// registered_at metadata is overridden.
+func TestExportRegisteredAt(t *testing.T) {
+	reg := newRegistry(t)
+	before := time.Now().Add(-time.Second).UnixMilli()
+	srv := storks.NewServer(storks.WithRegistry(reg), storks.WithShutdownWait(50*time.Millisecond))
+	defer srv.Close()
+	ex, err := srv.Export(&echoDesc, &echoImpl{}, storks.WithMetadata(map[string]string{registry.MetadataRegisteredAt: "1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := ex.Instance().Metadata[registry.MetadataRegisteredAt]; ok {
+		t.Errorf("before registration Instance has %s = %q", registry.MetadataRegisteredAt, v)
+	}
+	l := listen(t)
+	go srv.Serve(l)
+	waitFor(t, func() bool { return ex.State() == storks.ExportRegistered })
+	v := ex.Instance().Metadata[registry.MetadataRegisteredAt]
+	if ms, err := strconv.ParseInt(v, 10, 64); err != nil || ms < before || ms > time.Now().UnixMilli() {
+		t.Fatalf("registered_at = %q, want the Unix ms of the registration", v)
+	}
+	list, _ := reg.Discover(context.Background(), storks.ServiceKey{Service: echoService})
+	if len(list) != 1 || list[0].Metadata[registry.MetadataRegisteredAt] != v || list[0].Weight != registry.DefaultWeight {
+		t.Errorf("registered %+v, want registered_at %s and weight %d", list, v, registry.DefaultWeight)
+	}
+}
