@@ -21,6 +21,10 @@ import (
 // fraction of its weight is not rounded away.
 const weightScale = 1000
 
+// maxWeight caps the weights the balancers use, so that scaled sums cannot
+// overflow: a weight above it counts as maxWeight.
+const maxWeight = 1_000_000
+
 // WeightedOption configures WeightedRoundRobin and WeightedRandom.
 type WeightedOption func(*weightedConfig)
 
@@ -48,10 +52,13 @@ func newWeightedConfig(opts []WeightedOption) weightedConfig {
 // n·w. Use it when providers differ in capacity (bigger machines, a canary
 // at 1%, a provider being drained with weight 0) and the calls are alike.
 //
-// A pick costs O(number of distinct weights) under a short mutex: endpoints
-// of equal weight share one slot of the schedule and take its turns in
-// round-robin order, so a thousand providers of the default weight cost as
-// much as one. The order restarts with each list change.
+// A pick takes a short mutex. Endpoints of equal weight share one slot of
+// the schedule and take its turns in round-robin order, so a thousand
+// providers of the default weight cost as much as one; with up to 15
+// distinct weights a pick scans them, beyond that a kinetic tournament
+// tree finds the same pick in O(log² d) for d distinct weights. A list
+// change continues the schedule rather than restarting it. Weights above
+// 1,000,000 count as 1,000,000.
 func WeightedRoundRobin(opts ...WeightedOption) BalancerFactory {
 	cfg := newWeightedConfig(opts)
 	return func() Balancer { return &weightedBalancer{cfg: cfg, rr: true} }
@@ -87,7 +94,7 @@ func (b *weightedBalancer) Build(eps []*Endpoint) Picker {
 			// list changes do not send every first pick to the heaviest
 			// endpoints, nor restart a group at its first endpoint.
 			last.mu.Lock()
-			p.groups = slices.Clone(last.groups)
+			p.groups = slices.Clone(last.snapshot())
 			last.mu.Unlock()
 		}
 		p.rebuild(p.warm.now())
@@ -114,7 +121,7 @@ func (b *weightedBalancer) weights(eps []*Endpoint) []weightedEP {
 	ws := make([]weightedEP, len(eps))
 	hasWeight := false
 	for i, e := range eps {
-		ws[i] = weightedEP{ep: e, w: int64(e.Weight()) * weightScale}
+		ws[i] = weightedEP{ep: e, w: int64(min(e.Weight(), maxWeight)) * weightScale}
 		hasWeight = hasWeight || ws[i].w > 0
 	}
 	if !hasWeight {
@@ -139,6 +146,20 @@ type wrrPicker struct {
 	mu     sync.Mutex
 	groups []wrrGroup
 	total  int64
+	kt     *wrrKinetic // with many groups: the groups' current values
+}
+
+// kineticGroups is the number of groups from which the picker schedules
+// with a wrrKinetic (O(log² g)) rather than a scan (O(g)).
+const kineticGroups = 16
+
+// snapshot returns the groups with their current values. p.mu must be
+// held.
+func (p *wrrPicker) snapshot() []wrrGroup {
+	if p.kt != nil {
+		p.kt.sync(p.groups)
+	}
+	return p.groups
 }
 
 type wrrGroup struct {
@@ -172,7 +193,7 @@ func (p *wrrPicker) rebuild(now time.Time) {
 		})
 	}
 	all := make([]*Endpoint, len(order)) // the groups' endpoints, in one array
-	old := p.groups
+	old := p.snapshot()
 	p.groups = make([]wrrGroup, 0, len(old)+1)
 	p.total = 0
 	start, o := 0, 0
@@ -205,6 +226,10 @@ func (p *wrrPicker) rebuild(now time.Time) {
 		}
 		p.groups[0].cur -= sum - d*int64(len(p.groups))
 	}
+	p.kt = nil
+	if len(p.groups) >= kineticGroups && p.total < 1<<42 {
+		p.kt = newWRRKinetic(p.groups, p.total)
+	}
 }
 
 func (p *wrrPicker) Pick(context.Context, PickInfo) (PickResult, error) {
@@ -212,16 +237,21 @@ func (p *wrrPicker) Pick(context.Context, PickInfo) (PickResult, error) {
 	if p.warm.due() {
 		p.rebuild(p.warm.now())
 	}
-	best := 0
-	for i := range p.groups {
-		g := &p.groups[i]
-		g.cur += g.w
-		if g.cur > p.groups[best].cur {
-			best = i
+	var g *wrrGroup
+	if p.kt != nil {
+		g = &p.groups[p.kt.pick()]
+	} else {
+		best := 0
+		for i := range p.groups {
+			g := &p.groups[i]
+			g.cur += g.w
+			if g.cur > p.groups[best].cur {
+				best = i
+			}
 		}
+		g = &p.groups[best]
+		g.cur -= p.total
 	}
-	g := &p.groups[best]
-	g.cur -= p.total
 	e := g.eps[g.next]
 	if g.next++; g.next == len(g.eps) {
 		g.next = 0

@@ -148,7 +148,11 @@ func TestWeightedAllZero(t *testing.T) {
 // endpoint of weight w out of W gets at most ceil(w/W·k)+1, for fixed and
 // random weight sets, with repeated weights (which share a group).
 func TestWeightedRoundRobinNoBurst(t *testing.T) {
-	sets := [][]int{{1, 2, 7}, {5, 1, 1}, {100, 1, 1, 1, 1, 1}, {3, 3, 3, 1}, {1, 1, 1, 1, 50}, {10, 10, 10, 10, 10, 10, 1, 1}}
+	seq20 := make([]int, 20) // more distinct weights than kineticGroups
+	for i := range seq20 {
+		seq20[i] = i + 1
+	}
+	sets := [][]int{{1, 2, 7}, {5, 1, 1}, {100, 1, 1, 1, 1, 1}, {3, 3, 3, 1}, {1, 1, 1, 1, 50}, {10, 10, 10, 10, 10, 10, 1, 1}, seq20}
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 60 {
 		s := make([]int, 2+r.IntN(10))
@@ -387,7 +391,11 @@ func BenchmarkWeightedBuild(b *testing.B) {
 // heaviest endpoint nor a group's first endpoints take every first pick.
 func TestWeightedRoundRobinChurn(t *testing.T) {
 	for _, every := range []int{1, 2, 3, 7} {
-		for _, ws := range [][]int{{1, 2, 7}, slices.Repeat([]int{100}, 100), {5, 5, 5, 1, 1, 0}} {
+		many := make([]int, 30) // more distinct weights than kineticGroups
+		for i := range many {
+			many[i] = 10 + i
+		}
+		for _, ws := range [][]int{{1, 2, 7}, slices.Repeat([]int{100}, 100), {5, 5, 5, 1, 1, 0}, many} {
 			eps := weightedEndpoints(ws...)
 			b := WeightedRoundRobin()()
 			total := 0
@@ -408,6 +416,52 @@ func TestWeightedRoundRobinChurn(t *testing.T) {
 					t.Errorf("Build every %d picks, weights %v: endpoint %d got %.4f of the calls, want %.4f", every, ws[:min(len(ws), 6)], i, got, want)
 					break
 				}
+			}
+		}
+	}
+}
+
+// TestWRRKineticMatchesScan: the kinetic tree picks exactly what nginx's
+// scan picks, ties included, from random starting values summing to 0,
+// past a rebase of its lazy clock.
+func TestWRRKineticMatchesScan(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := range 30 {
+		n := kineticGroups + r.IntN(60)
+		groups := make([]wrrGroup, n)
+		var total, sum int64
+		for i := range groups {
+			groups[i].w = int64(1+r.IntN(12)) * weightScale // many equal weights: ties
+			total += groups[i].w
+		}
+		for i := range groups[1:] {
+			groups[i+1].cur = r.Int64N(2*total) - total
+			sum += groups[i+1].cur
+		}
+		groups[0].cur = -sum
+		scan := slices.Clone(groups)
+		k := newWRRKinetic(groups, total)
+		picks := 5000
+		if round == 0 {
+			picks = wrrRebase + 5000
+		}
+		for p := range picks {
+			best := 0
+			for i := range scan {
+				scan[i].cur += scan[i].w
+				if scan[i].cur > scan[best].cur {
+					best = i
+				}
+			}
+			scan[best].cur -= total
+			if got := k.pick(); got != best {
+				t.Fatalf("round %d, pick %d: kinetic picked group %d, the scan %d", round, p, got, best)
+			}
+		}
+		k.sync(groups)
+		for i := range groups {
+			if groups[i].cur != scan[i].cur {
+				t.Fatalf("round %d: group %d current value %d after sync, the scan's %d", round, i, groups[i].cur, scan[i].cur)
 			}
 		}
 	}
