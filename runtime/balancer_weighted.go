@@ -46,10 +46,10 @@ func newWeightedConfig(opts []WeightedOption) weightedConfig {
 // WeightedRoundRobin returns a factory of balancers that spread calls in
 // proportion to the endpoints' weights, in the smooth order of nginx's
 // weighted round-robin: with weights 5:1:1 the order is a a b a c a a, not
-// a a a a a b c, so no endpoint gets a burst of consecutive calls (in any
-// k consecutive picks an endpoint of weight w out of a total W gets at most
-// ceil(w/W·k)+1). It is deterministic: n·W calls give each endpoint exactly
-// n·w. Use it when providers differ in capacity (bigger machines, a canary
+// a a a a a b c, so no endpoint gets a burst of consecutive calls (the
+// tests check that in any k consecutive picks an endpoint of weight w out
+// of a total W gets at most ceil(w/W·k)+1). It is deterministic: n·W calls
+// give each endpoint exactly n·w. Use it when providers differ in capacity (bigger machines, a canary
 // at 1%, a provider being drained with weight 0) and the calls are alike.
 //
 // A pick takes a short mutex. Endpoints of equal weight share one slot of
@@ -69,7 +69,7 @@ func WeightedRoundRobin(opts ...WeightedOption) BalancerFactory {
 // over cumulative weights (O(log n), lock-free). Compared with
 // WeightedRoundRobin it keeps no shared state between calls, so many
 // consumers starting at once do not fall into step, at the price of
-// random deviations over short runs (about ±1/√n of a share over n calls).
+// random deviations over short runs (of the order of √n calls over n).
 func WeightedRandom(opts ...WeightedOption) BalancerFactory {
 	cfg := newWeightedConfig(opts)
 	return func() Balancer { return &weightedBalancer{cfg: cfg} }
