@@ -23,7 +23,7 @@ func ExampleOpen() {
 	defer consumer.Close()
 
 	key := registry.ServiceKey{Service: "helloworld.Greeter", Version: "1.0.0"}
-	in := registry.Instance{Key: key, ID: "greeter-1", Addr: "127.0.0.1:20880", Metadata: map[string]string{"zone": "a"}}
+	in := registry.Instance{Key: key, ID: "greeter-1", Addr: "127.0.0.1:20880", Weight: registry.DefaultWeight, Metadata: map[string]string{"zone": "a"}}
 	if err := provider.Register(ctx, in); err != nil {
 		panic(err)
 	}
@@ -32,7 +32,7 @@ func ExampleOpen() {
 		panic(err)
 	}
 	for _, in := range list {
-		fmt.Println(in.Key, in.ID, in.Addr, in.EffectiveWeight(), in.Metadata)
+		fmt.Println(in.Key, in.ID, in.Addr, in.Weight, in.Metadata)
 	}
 	// Output:
 	// helloworld.Greeter:1.0.0 greeter-1 127.0.0.1:20880 100 map[zone:a]

@@ -26,7 +26,7 @@ func NewStatic(addrs ...string) (Registry, error) {
 		}
 		list = append(list, a)
 	}
-	return newFixed("static", "address", list, 0)
+	return newFixed("static", "address", list, DefaultWeight)
 }
 
 // openDirect opens direct://host:port[?weight=N].
@@ -46,7 +46,7 @@ func openDirect(_ context.Context, u *url.URL) (Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	weight := 0
+	weight := DefaultWeight
 	if s, ok := q["weight"]; ok {
 		w, err := strconv.Atoi(s)
 		if err != nil || w < 0 {
@@ -81,7 +81,7 @@ func openStatic(_ context.Context, u *url.URL) (Registry, error) {
 	if _, err := queryParams(u); err != nil {
 		return nil, err
 	}
-	return newFixed("static", "URL host", addrs, 0)
+	return newFixed("static", "URL host", addrs, DefaultWeight)
 }
 
 // fixedRegistry serves direct:// and static:// URLs: a fixed list of

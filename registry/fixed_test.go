@@ -48,7 +48,7 @@ func TestFixedDiscover(t *testing.T) {
 					if in.Key != key || in.Addr != in.ID || in.Metadata != nil {
 						t.Errorf("Discover(%v) returned %+v; want Key = the requested key, Addr = ID, no metadata", key, in)
 					}
-					if wantW := map[bool]int{true: 5, false: 0}[name == "direct"]; in.Weight != wantW {
+					if wantW := map[bool]int{true: 5, false: registry.DefaultWeight}[name == "direct"]; in.Weight != wantW {
 						t.Errorf("weight = %d, want %d", in.Weight, wantW)
 					}
 				}

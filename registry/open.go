@@ -96,7 +96,7 @@ func Schemes() []string {
 // A direct:// or static:// registry resolves every valid service key to its
 // fixed addresses: Discover returns one instance per address, sorted, with ID
 // and Addr set to the address, Key set to the requested key, the weight of
-// ?weight= and no metadata. A watch returns that list on its first Next; later
+// ?weight= (DefaultWeight without it; static:// always) and no metadata. A watch returns that list on its first Next; later
 // calls wait until the watch ends, since the list never changes. Register and
 // Deregister only validate their input and do nothing else: consumers reach
 // these providers directly, peer to peer, so there is nothing to announce.

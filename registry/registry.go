@@ -65,7 +65,10 @@ func checkName(field, v string) error {
 	return nil
 }
 
-// DefaultWeight is the weight of an instance that does not set one.
+// DefaultWeight is the weight the Storks runtime registers for an export
+// that does not set one (runtime.WithWeight), and the weight registries
+// give an entry stored without a weight (written before weight 0 meant
+// zero, or by another tool).
 const DefaultWeight = 100
 
 // Metadata keys the Storks runtime sets on the instances it registers
@@ -90,7 +93,10 @@ type Instance struct {
 	// Addr is the host:port consumers dial.
 	Addr string
 	// Weight is the relative share of traffic this instance should receive
-	// from weighted selectors; zero means DefaultWeight.
+	// from weighted balancers. Zero means no traffic, unless every instance
+	// of the list has weight zero (then all share it equally). Registries
+	// store zero as zero; an entry stored without any weight reads back as
+	// DefaultWeight.
 	Weight int
 	// Metadata is free-form provider information (region, zone, build...).
 	Metadata map[string]string
@@ -144,12 +150,11 @@ func ValidateAddr(addr string) error {
 	return nil
 }
 
-// EffectiveWeight returns the instance's weight, or DefaultWeight if unset.
+// EffectiveWeight returns the weight balancers use: Weight, or 0 if it is
+// negative (which Validate rejects). Zero is a real weight, not "unset":
+// an instance with weight 0 takes no traffic while another has a weight.
 func (in Instance) EffectiveWeight() int {
-	if in.Weight <= 0 {
-		return DefaultWeight
-	}
-	return in.Weight
+	return max(in.Weight, 0)
 }
 
 // Clone returns a copy of the instance that shares no memory with it.

@@ -108,8 +108,9 @@ func (e *Endpoint) Instance() registry.Instance { return e.inst }
 // Addr returns the address calls go to.
 func (e *Endpoint) Addr() string { return e.inst.Addr }
 
-// Weight returns the registered weight (registry.DefaultWeight if the
-// instance has none).
+// Weight returns the registered weight: 0 for a provider exported
+// WithWeight(0), which weighted balancers send nothing unless every weight
+// is 0, and registry.DefaultWeight for one that set no weight.
 func (e *Endpoint) Weight() int { return e.inst.EffectiveWeight() }
 
 // InFlight returns the number of attempts under way to the endpoint's

@@ -7,7 +7,9 @@ import (
 	"maps"
 	"reflect"
 	"runtime/debug"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/storks-rpc/storks/registry"
@@ -43,6 +45,11 @@ type Exporter struct {
 	inst registry.Instance
 	stop chan struct{} // closed by Unexport and Close; ends a delayed export
 
+	// registeredAt is the Unix ms of the first registration attempt, which
+	// every registration of the export carries as
+	// registry.MetadataRegisteredAt (0 before it).
+	registeredAt atomic.Int64
+
 	mu         sync.Mutex // guards the fields below
 	active     bool       // in srv.exports and the local table
 	registered bool
@@ -54,12 +61,22 @@ type Exporter struct {
 func (ex *Exporter) Key() ServiceKey { return ex.exp.key }
 
 // Instance returns the registry entry of the export. Its address is empty
-// until the server is serving.
+// until the server is serving, and its registry.MetadataRegisteredAt is set
+// from the first registration on.
 func (ex *Exporter) Instance() registry.Instance {
 	ex.srv.mu.RLock()
 	defer ex.srv.mu.RUnlock()
+	return ex.instance(ex.srv.addr)
+}
+
+// instance returns the registry entry of the export at addr, with its
+// registration time if it has one.
+func (ex *Exporter) instance(addr string) registry.Instance {
 	in := ex.inst.Clone()
-	in.Addr = ex.srv.addr
+	in.Addr = addr
+	if ms := ex.registeredAt.Load(); ms != 0 {
+		in.Metadata[registry.MetadataRegisteredAt] = strconv.FormatInt(ms, 10)
+	}
 	return in
 }
 
@@ -132,16 +149,21 @@ func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exp
 	if err != nil {
 		return nil, Errorf(CodeInternal, "export %s: instance ID: %v", key, err)
 	}
+	weight := registry.DefaultWeight
+	if cfg.weight != nil {
+		weight = *cfg.weight
+	}
 	ex := &Exporter{
 		srv:  s,
 		exp:  exp,
 		stop: make(chan struct{}),
-		inst: registry.Instance{Key: key, ID: id, Weight: cfg.weight, Metadata: maps.Clone(cfg.metadata)},
+		inst: registry.Instance{Key: key, ID: id, Weight: weight, Metadata: maps.Clone(cfg.metadata)},
 	}
 	if ex.inst.Metadata == nil {
 		ex.inst.Metadata = make(map[string]string, 1)
 	}
 	ex.inst.Metadata[MetadataProtocols] = s.cfg.protocols()
+	delete(ex.inst.Metadata, registry.MetadataRegisteredAt) // the runtime's to set
 	s.mu.Lock()
 	if s.closed || s.refusing.Load() {
 		s.mu.Unlock()
@@ -170,14 +192,18 @@ func (s *Server) Export(desc *ServiceDesc, impl any, opts ...ExportOption) (*Exp
 	return ex, nil
 }
 
-// WithWeight sets the weight registered for an export (default
-// registry.DefaultWeight; 0 means the default). A negative weight is an
-// error.
+// WithWeight sets the weight registered for an export: its relative share
+// of the calls of consumers that use a weighted balancer (WeightedRoundRobin,
+// WeightedRandom). Without it the export registers registry.DefaultWeight.
+// Weight 0 registers a provider that takes no calls from them while any
+// other provider of the key has a weight (to drain it, or keep a standby);
+// if every provider has weight 0 they share the calls equally. A negative
+// weight is an error.
 func WithWeight(w int) ExportOption {
 	if w < 0 {
 		return reject("WithWeight", "weight %d must not be negative", w)
 	}
-	return exportFunc(func(c *exportConfig) { c.weight = w })
+	return exportFunc(func(c *exportConfig) { c.weight = &w })
 }
 
 // WithMetadata adds registry metadata to an export. An empty key is an

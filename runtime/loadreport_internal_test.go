@@ -28,10 +28,10 @@ func (c *countingRegistry) Register(ctx context.Context, in registry.Instance) e
 	return c.Registry.Register(ctx, in)
 }
 
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct{ t time.Time }
+// handClock is a clock the test moves by hand.
+type handClock struct{ t time.Time }
 
-func (c *fakeClock) Now() time.Time { return c.t }
+func (c *handClock) Now() time.Time { return c.t }
 
 // loadFixture is a served, registered export whose load reporter the test
 // drives tick by tick with a fake clock (the server's own reporter, with an
@@ -40,7 +40,7 @@ type loadFixture struct {
 	s     *Server
 	ex    *Exporter
 	reg   *countingRegistry
-	clock *fakeClock
+	clock *handClock
 	lr    *loadReporter
 	log   *registrytest.LogBuffer
 }
@@ -49,7 +49,7 @@ func newLoadFixture(t *testing.T, cfg LoadReport) *loadFixture {
 	t.Helper()
 	inner := registry.NewInproc()
 	t.Cleanup(func() { inner.Close() })
-	f := &loadFixture{reg: &countingRegistry{Registry: inner}, clock: &fakeClock{t: time.UnixMilli(1_765_000_000_000)}, log: &registrytest.LogBuffer{}}
+	f := &loadFixture{reg: &countingRegistry{Registry: inner}, clock: &handClock{t: time.UnixMilli(1_765_000_000_000)}, log: &registrytest.LogBuffer{}}
 	f.s = NewServer(WithRegistry(f.reg), WithLogger(f.log.Logger()), WithShutdownWait(0), WithLoadReport(LoadReport{Interval: time.Hour}))
 	ex, err := f.s.Export(&settingsEchoDesc, &settingsEcho{})
 	if err != nil {

@@ -111,7 +111,7 @@ type clientConfig struct {
 type exportConfig struct {
 	optionErrors
 	version, group string
-	weight         int
+	weight         *int // nil: registry.DefaultWeight
 	metadata       map[string]string
 	delay          time.Duration
 }

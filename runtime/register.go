@@ -242,8 +242,11 @@ func (s *Server) attempt(ctx context.Context, ex *Exporter) error {
 		ex.mu.Unlock()
 		return errStop
 	}
-	in := ex.inst.Clone()
-	in.Addr = addr
+	// The provider's clock at its first registration, for consumers'
+	// warm-up (WithWarmUp); later registrations of the export (after a
+	// withdrawal or a lost lease) keep it.
+	ex.registeredAt.CompareAndSwap(0, time.Now().UnixMilli())
+	in := ex.instance(addr)
 	ex.mu.Unlock()
 
 	actx, cancel := context.WithCancel(ctx)

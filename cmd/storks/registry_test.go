@@ -76,7 +76,7 @@ func mustRegister(t *testing.T, r registry.Registry, ins ...registry.Instance) {
 func inst(service, version, group, id, addr string, md map[string]string) registry.Instance {
 	return registry.Instance{
 		Key: registry.ServiceKey{Service: service, Version: version, Group: group},
-		ID:  id, Addr: addr, Metadata: md,
+		ID:  id, Addr: addr, Weight: registry.DefaultWeight, Metadata: md,
 	}
 }
 

@@ -45,7 +45,7 @@ func run() error {
 	name := flag.String("name", "", "provider name shown in replies (default: the bound address)")
 	version := flag.String("version", "", "service version")
 	group := flag.String("group", "", "service group")
-	weight := flag.Int("weight", 0, "registry weight (default 100)")
+	weight := flag.Int("weight", registry.DefaultWeight, "registry weight (0: no calls from weighted balancers while another provider has a weight)")
 	wait := flag.Duration("shutdown-wait", time.Second, "how long to wait after deregistering before refusing calls")
 	logRequests := flag.String("log-requests", "", "append \"<method> <name>\" to this file for every SayHello and Echo handler run, one write per line (for fault tests)")
 	latency := flag.Duration("latency", 0, "how long every SayHello and Echo call takes (for fault tests)")

@@ -534,8 +534,9 @@ func (r *Registry) registration(in registry.Instance) (*api.AgentServiceRegistra
 		Address: host,
 		Port:    port,
 		Meta:    meta,
-		// Consul's DNS weights stop at 65535; the exact weight is in the meta.
-		Weights: &api.AgentWeights{Passing: min(in.EffectiveWeight(), maxConsulWeight), Warning: 1},
+		// Consul's DNS weights go from 1 to 65535; the exact weight (0
+		// included, which Consul refuses here) is in the meta.
+		Weights: &api.AgentWeights{Passing: min(max(in.EffectiveWeight(), 1), maxConsulWeight), Warning: 1},
 		Checks:  checks,
 	}, nil
 }

@@ -90,7 +90,9 @@
 //     and a hash of the exact key and instance ID, so IDs never collide
 //     across keys and any instance ID (slashes, spaces, unicode) is safe.
 //   - Address and Port: the instance address; Weights.Passing: its weight
-//     (at most 65535, Consul's limit; the exact weight is in the meta).
+//     clamped to 1..65535, Consul's limits (the exact weight, 0 included,
+//     is in the storks-weight meta, which is what Storks reads back; a
+//     weight-0 instance thus still gets Consul DNS answers).
 //   - Tags: "storks", "version=V" and "group=G" (when not empty), for
 //     operators to filter on (for example /v1/health/service/NAME?tag=version=1.0.0).
 //   - Meta: storks-service, storks-version, storks-group (the exact key),

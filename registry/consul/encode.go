@@ -160,7 +160,7 @@ func encodeMeta(in registry.Instance) (map[string]string, error) {
 	}
 	meta := map[string]string{
 		metaService: in.Key.Service,
-		metaWeight:  strconv.Itoa(in.EffectiveWeight()),
+		metaWeight:  strconv.Itoa(in.EffectiveWeight()), // exact, 0 included
 	}
 	if in.Key.Version != "" {
 		meta[metaVersion] = in.Key.Version
@@ -255,10 +255,15 @@ func decodeService(s *api.AgentService, key registry.ServiceKey) (registry.Insta
 		return registry.Instance{}, fmt.Errorf("service %q has no address", s.ID)
 	}
 	in := registry.Instance{Key: key, ID: id, Addr: net.JoinHostPort(host, strconv.Itoa(s.Port))}
-	if w, err := strconv.Atoi(s.Meta[metaWeight]); err == nil && w > 0 {
+	// The meta holds the exact weight, 0 included (Consul's own
+	// Weights.Passing must be at least 1); a service registered by another
+	// tool has only Weights.Passing, or nothing.
+	if w, err := strconv.Atoi(s.Meta[metaWeight]); err == nil && w >= 0 {
 		in.Weight = w
 	} else if s.Weights.Passing > 0 {
 		in.Weight = s.Weights.Passing
+	} else {
+		in.Weight = registry.DefaultWeight
 	}
 	for k, v := range s.Meta {
 		if strings.HasPrefix(k, metaPrefix) || strings.HasPrefix(k, consulMetaReserved) {

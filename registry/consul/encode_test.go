@@ -136,10 +136,12 @@ func TestMetaRoundTrip(t *testing.T) {
 		{Key: key, ID: "odd", Addr: "127.0.0.1:1", Metadata: odd},
 		{Key: key, ID: "big", Addr: "127.0.0.1:1", Metadata: big},
 		{Key: registry.ServiceKey{Service: "s"}, ID: "no-version", Addr: "127.0.0.1:1", Metadata: map[string]string{}},
+		{Key: key, ID: "weight-0", Addr: "127.0.0.1:1", Weight: 0, Metadata: map[string]string{registry.MetadataRegisteredAt: "1733480000123"}},
+		{Key: key, ID: "weight-1", Addr: "127.0.0.1:1", Weight: 1},
 	}
 	for _, in := range cases {
 		out := roundTrip(t, in)
-		if out.ID != in.ID || out.EffectiveWeight() != in.EffectiveWeight() || !maps.Equal(out.Metadata, in.Metadata) {
+		if out.ID != in.ID || out.Weight != in.Weight || !maps.Equal(out.Metadata, in.Metadata) {
 			t.Errorf("round trip of %.80s = %.200s", registrytest.Format([]registry.Instance{in}), registrytest.Format([]registry.Instance{out}))
 		}
 	}
@@ -173,5 +175,35 @@ func TestMetaLimits(t *testing.T) {
 			continue
 		}
 		t.Logf("%s: %v", name, err)
+	}
+}
+
+// TestDecodeWeight: the storks-weight meta is exact (0 included, though
+// Weights.Passing is then 1); without it, Weights.Passing, else DefaultWeight.
+func TestDecodeWeight(t *testing.T) {
+	key := registry.ServiceKey{Service: "s"}
+	reg, err := (&Registry{}).registration(registry.Instance{Key: key, ID: "z", Addr: "127.0.0.1:1", Weight: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.Weights.Passing != 1 {
+		t.Errorf("weight 0 registers Weights.Passing = %d, want 1 (Consul's minimum)", reg.Weights.Passing)
+	}
+	meta, err := encodeMeta(registry.Instance{Key: key, ID: "z", Addr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(meta, metaWeight)
+	for _, tc := range []struct {
+		passing, want int
+	}{{7, 7}, {0, registry.DefaultWeight}} {
+		svc := &api.AgentService{ID: "x", Address: "127.0.0.1", Port: 1, Meta: meta, Weights: api.AgentWeights{Passing: tc.passing}}
+		out, err := decodeService(svc, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Weight != tc.want {
+			t.Errorf("no %s meta, Weights.Passing %d: weight %d, want %d", metaWeight, tc.passing, out.Weight, tc.want)
+		}
 	}
 }

@@ -29,7 +29,7 @@ type record struct {
 	Group      string            `json:"group,omitempty"`
 	ID         string            `json:"id"`
 	Addr       string            `json:"addr"`
-	Weight     int               `json:"weight,omitempty"`
+	Weight     *int              `json:"weight,omitempty"` // nil: DefaultWeight (records written before weight 0 meant zero)
 	Metadata   map[string]string `json:"metadata,omitempty"`
 	Registered time.Time         `json:"registered"`
 }
@@ -41,7 +41,7 @@ func encode(in registry.Instance, registered time.Time) string {
 		Group:      in.Key.Group,
 		ID:         in.ID,
 		Addr:       in.Addr,
-		Weight:     in.Weight,
+		Weight:     &in.Weight,
 		Metadata:   in.Metadata,
 		Registered: registered.UTC().Truncate(time.Millisecond),
 	})
@@ -66,8 +66,11 @@ func decode(etcdKey string, value []byte, prefix string, want registry.ServiceKe
 		Key:      registry.ServiceKey{Service: rec.Service, Version: rec.Version, Group: rec.Group},
 		ID:       rec.ID,
 		Addr:     rec.Addr,
-		Weight:   rec.Weight,
+		Weight:   registry.DefaultWeight,
 		Metadata: rec.Metadata,
+	}
+	if rec.Weight != nil {
+		in.Weight = *rec.Weight
 	}
 	if in.Key != want {
 		return registry.Instance{}, errors.Join(errBadRecord, errors.New("its service key is "+in.Key.String()))

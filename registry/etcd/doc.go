@@ -112,8 +112,9 @@
 //
 // for example /storks/blue%2Fhelloworld.Greeter:1.0.0/node-1, whose value is
 // a JSON object: {"service", "version", "group", "id", "addr", "weight",
-// "metadata", "registered"} (empty fields left out; "registered" is the
-// RFC 3339 time of the Register call). Values that do not decode, or that
+// "metadata", "registered"} (empty fields left out, but "weight" is always
+// written, 0 included, and a record without it reads as DefaultWeight;
+// "registered" is the RFC 3339 time of the Register call). Values that do not decode, or that
 // name another service or ID than their key, are logged once and ignored.
 //
 // # Registrations and leases

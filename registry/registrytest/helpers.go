@@ -148,12 +148,12 @@ func IDs(list []registry.Instance) []string {
 }
 
 // SameInstance reports whether an instance read back from a registry equals
-// the one that was registered: same key, ID, address, effective weight (a zero
-// weight may come back as registry.DefaultWeight) and metadata (a nil map may
-// come back empty).
+// the one that was registered: same key, ID, address, weight and metadata (a
+// nil map may come back empty). Weight 0 must come back as 0, not as
+// registry.DefaultWeight: it means "no traffic" to weighted balancers.
 func SameInstance(got, want registry.Instance) bool {
 	return got.Key == want.Key && got.ID == want.ID && got.Addr == want.Addr &&
-		got.EffectiveWeight() == want.EffectiveWeight() && maps.Equal(got.Metadata, want.Metadata)
+		got.Weight == want.Weight && maps.Equal(got.Metadata, want.Metadata)
 }
 
 // Format renders a list of instances compactly for failure messages.

@@ -90,6 +90,7 @@ func Run(t *testing.T, h Harness) {
 		{"MultipleWatchers", (*suite).testMultipleWatchers},
 		{"VersionGroupIsolation", (*suite).testIsolation},
 		{"MetadataWeight", (*suite).testMetadataWeight},
+		{"WeightZeroRegisteredAt", (*suite).testWeightZeroRegisteredAt},
 		{"IDCharacters", (*suite).testIDCharacters},
 		{"ReturnedCopies", (*suite).testReturnedCopies},
 		{"InvalidInput", (*suite).testInvalidInput},
@@ -540,14 +541,48 @@ func (s *suite) testMetadataWeight(t *testing.T) {
 		}},
 		{Key: key, ID: "many-entries", Addr: "localhost:5005", Weight: 3, Metadata: many},
 		{Key: key, ID: "ipv6", Addr: "[::1]:5006", Weight: 100},
+		{Key: key, ID: "weight-0-registered-at", Addr: "127.0.0.1:5007", Weight: 0,
+			Metadata: map[string]string{registry.MetadataRegisteredAt: "1733480000123", registry.MetadataLoad: "qps=12.5 inflight=3"}},
 	}
 	s.register(t, prov, ins...)
-	// SameInstance lets weight 0 come back as DefaultWeight and nil metadata
-	// as an empty map.
+	// SameInstance lets nil metadata come back as an empty map; weight 0
+	// must come back as 0.
 	s.waitDiscover(t, cons, key, ins...)
 	w := s.watch(t, cons, key)
 	if list := w.first(t); !sameInstances(list, sorted(ins)) {
 		t.Errorf("first Next = %s, want %s", Format(list), Format(sorted(ins)))
+	}
+}
+
+// testWeightZeroRegisteredAt checks that weight 0 (no traffic) and the
+// registration time the runtime sets round-trip exactly, through Discover
+// and through a watch, including when an instance changes from weight 0 to
+// another weight and back: a registry that writes 0 as "no weight" would
+// read it back as DefaultWeight and send traffic to a drained provider, and
+// one that drops registry.MetadataRegisteredAt silently turns warm-up off.
+func (s *suite) testWeightZeroRegisteredAt(t *testing.T) {
+	prov, cons := s.pair(t)
+	key := UniqueKey(t)
+	w := s.watch(t, cons, key)
+	w.first(t)
+	at := map[string]string{registry.MetadataRegisteredAt: "1733480000123"}
+	zero := registry.Instance{Key: key, ID: "z", Addr: "127.0.0.1:6001", Weight: 0, Metadata: at}
+	five := registry.Instance{Key: key, ID: "z", Addr: "127.0.0.1:6001", Weight: 5, Metadata: at}
+	full := registry.Instance{Key: key, ID: "d", Addr: "127.0.0.1:6002", Weight: registry.DefaultWeight,
+		Metadata: map[string]string{registry.MetadataRegisteredAt: "1733480009999"}}
+	s.register(t, prov, zero, full)
+	s.waitDiscover(t, cons, key, zero, full)
+	w.until(t, false, zero, full)
+	s.register(t, prov, five)
+	s.waitDiscover(t, cons, key, five, full)
+	w.until(t, false, five, full)
+	s.register(t, prov, zero)
+	s.waitDiscover(t, cons, key, zero, full)
+	list := w.until(t, false, zero, full)
+	for _, in := range list {
+		if _, ok := in.Metadata[registry.MetadataRegisteredAt]; !ok {
+			t.Errorf("instance %q lost its %s metadata: %s", in.ID, registry.MetadataRegisteredAt, Format(list))
+		}
 	}
 }
 

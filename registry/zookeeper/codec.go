@@ -67,7 +67,7 @@ type nodeData struct {
 	Key      nodeKey           `json:"key"`
 	ID       string            `json:"id"`
 	Addr     string            `json:"addr"`
-	Weight   int               `json:"weight,omitempty"`
+	Weight   *int              `json:"weight,omitempty"` // nil: DefaultWeight (data written before weight 0 meant zero)
 	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
@@ -78,7 +78,7 @@ func encode(in registry.Instance) ([]byte, error) {
 		Key:      nodeKey{Service: in.Key.Service, Version: in.Key.Version, Group: in.Key.Group},
 		ID:       in.ID,
 		Addr:     in.Addr,
-		Weight:   in.Weight,
+		Weight:   &in.Weight,
 		Metadata: in.Metadata,
 	})
 	if err != nil {
@@ -102,8 +102,11 @@ func decode(key registry.ServiceKey, name string, data []byte) (registry.Instanc
 		Key:      registry.ServiceKey{Service: d.Key.Service, Version: d.Key.Version, Group: d.Key.Group},
 		ID:       d.ID,
 		Addr:     d.Addr,
-		Weight:   d.Weight,
+		Weight:   registry.DefaultWeight,
 		Metadata: d.Metadata,
+	}
+	if d.Weight != nil {
+		in.Weight = *d.Weight
 	}
 	if in.Key != key {
 		return in, fmt.Errorf("holds an instance of key %v", in.Key)

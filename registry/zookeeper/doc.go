@@ -108,6 +108,9 @@
 //	{"key":{"service":"helloworld.Greeter","version":"1.0","group":"blue"},
 //	 "id":"host-1:8080","addr":"10.0.0.5:8080","weight":100,"metadata":{"zone":"a"}}
 //
+// "weight" is always written, 0 included; data without it (written before
+// weight 0 meant zero) reads as registry.DefaultWeight.
+//
 // escape keeps ASCII letters, digits and "-_.~:@" and writes every other byte
 // as %XX, so any ID fits in one path segment. The parent znodes are created
 // as persistent nodes when needed and are never deleted by the adapter.
