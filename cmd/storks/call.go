@@ -135,7 +135,7 @@ provider and opening the stream still give up after the default 10s.`,
 	fl.StringArrayVarP(&f.headers, "header", "H", nil, "call metadata `key=value` (repeatable)")
 	fl.StringVar(&f.version, "version", "", "version of the service key")
 	fl.StringVar(&f.group, "group", "", "group of the service key")
-	fl.StringVar(&f.selector, "selector", "round-robin", "how to pick a provider: round-robin or random")
+	fl.StringVar(&f.selector, "selector", "round-robin", "how to pick a provider: "+balancerNames)
 	fl.BoolVar(&f.emitDefaults, "emit-defaults", false, "print fields of the reply that have their default value too")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "print the header and trailer metadata of a stream on standard error")
 	return cmd
@@ -428,9 +428,18 @@ func parseSelector(s string) (storks.BalancerFactory, error) {
 		return storks.RoundRobin(), nil
 	case "random":
 		return storks.Random(), nil
+	case "least-loaded", "leastloaded", "p2c":
+		return storks.LeastLoaded(), nil
+	case "weighted-round-robin", "weightedroundrobin", "wrr":
+		return storks.WeightedRoundRobin(), nil
+	case "weighted-random", "weightedrandom":
+		return storks.WeightedRandom(), nil
 	}
-	return nil, fmt.Errorf("--selector %q is not round-robin or random", s)
+	return nil, fmt.Errorf("--selector %q is not one of %s", s, balancerNames)
 }
+
+// balancerNames lists the balancers --selector names.
+const balancerNames = "round-robin, random, least-loaded, weighted-round-robin or weighted-random"
 
 // readRequest returns the request JSON of the argument: the JSON itself,
 // "-" for standard input or "@FILE".

@@ -91,7 +91,7 @@ func TestBadInput(t *testing.T) {
 		{"wrong JSON type", append(call, sayHello, `{"name":1}`), 1, "request JSON for storks.examples.greeter.v1.HelloRequest: "},
 		{"missing request file", append(call, sayHello, "@nosuch.json"), 1, "reading the request from nosuch.json: no such file or directory"},
 		{"bad header", append(call, "-H", "novalue", sayHello), 2, `-H "novalue" is not key=value`},
-		{"bad selector", append(call, "--selector", "best", sayHello), 2, `--selector "best" is not round-robin or random`},
+		{"bad selector", append(call, "--selector", "best", sayHello), 2, `--selector "best" is not one of round-robin, random, least-loaded, weighted-round-robin or weighted-random`},
 		{"bad version", append(call, "--version", "v 1", sayHello), 2, `registry: version "v 1" contains ' '`},
 		{"unreachable provider", append(call, sayHello, `{"name":"x"}`), 1, "call failed: Unavailable: "},
 

@@ -35,7 +35,7 @@ func run() error {
 	regURL := flag.String("registry", "", "registry URL (etcd://, consul://, zookeeper://, static://, direct://)")
 	calls := flag.Int("calls", 9, "number of calls to make")
 	interval := flag.Duration("interval", 0, "pause between calls")
-	selector := flag.String("selector", "roundrobin", "instance selector: roundrobin or random")
+	selector := flag.String("selector", "roundrobin", "balancer: roundrobin, random, leastloaded, weighted or weightedrandom")
 	name := flag.String("name", "storks", "name to greet")
 	providers := flag.Int("wait-providers", 1, "wait until this many providers are known before calling")
 	waitFor := flag.Duration("wait", 30*time.Second, "how long to wait for the providers")
@@ -53,8 +53,14 @@ func run() error {
 		sel = storks.RoundRobin()
 	case "random":
 		sel = storks.Random()
+	case "leastloaded":
+		sel = storks.LeastLoaded()
+	case "weighted":
+		sel = storks.WeightedRoundRobin()
+	case "weightedrandom":
+		sel = storks.WeightedRandom()
 	default:
-		return fmt.Errorf("-selector %q: want roundrobin or random", *selector)
+		return fmt.Errorf("-selector %q: want roundrobin, random, leastloaded, weighted or weightedrandom", *selector)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

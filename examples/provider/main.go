@@ -51,6 +51,7 @@ func run() error {
 	latency := flag.Duration("latency", 0, "how long every SayHello and Echo call takes (for fault tests)")
 	tlsCert := flag.String("tls-cert", "", "PEM certificate chain file: serve only TLS (needs -tls-key)")
 	tlsKey := flag.String("tls-key", "", "PEM private key file of -tls-cert")
+	loadReport := flag.Duration("load-report", 0, "publish the provider's recent load (calls/s, in flight, CPU) in its registry entries this often (0: never)")
 	flag.Parse()
 	if *regURL == "" {
 		return errors.New("-registry is required")
@@ -78,6 +79,12 @@ func run() error {
 		*name = lis.Addr().String()
 	}
 	opts := []storks.ServerOption{storks.WithRegistry(reg), storks.WithShutdownWait(*wait)}
+	if *loadReport < 0 {
+		return fmt.Errorf("-load-report %v: want a duration of 0 (off) or more", *loadReport)
+	}
+	if *loadReport > 0 {
+		opts = append(opts, storks.WithLoadReport(storks.LoadReport{Interval: *loadReport, CPU: true}))
+	}
 	if tlsConf != nil {
 		opts = append(opts, storks.WithTLSConfig(tlsConf))
 	}
