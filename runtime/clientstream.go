@@ -19,7 +19,7 @@ import (
 // NewStream opens a stream for method, a streaming method of the
 // reference's service described by desc (see Invoker and ClientStream). The
 // stream goes to an export in this process, unless the reference was made
-// WithRemote, else to an instance the reference's selector picks. Opening
+// WithRemote, else to an instance the reference's balancer picks. Opening
 // follows the not-executed rules of unary calls: if no connection can be
 // made, the provider speaks protocol version 1, or the connection closes
 // before the open was sent, another instance is tried (up to three). Once

@@ -40,6 +40,18 @@
 // Many concurrent calls share one TCP connection per provider and are matched
 // by request ID; the format is described in docs/protocol.md.
 //
+// # Balancing
+//
+// A reference picks the provider of each call with a Balancer (WithBalancer;
+// RoundRobin by default; Random, WeightedRoundRobin, WeightedRandom,
+// LeastLoaded, ConsistentHash built in, with WithWarmUp for the weighted
+// ones). Build makes a Picker once per change of the live provider list;
+// Pick chooses per attempt and may return a Done that learns how the
+// attempt ended. Endpoints carry the registry entry (weight, metadata,
+// RegisteredAt, PublishedLoad) and the runtime's lock-free counters per
+// address (InFlight, Latency, ErrorRate). A provider publishes its load in
+// its registry entries with WithLoadReport. balancer.go describes the seam.
+//
 // # In-process calls
 //
 // A reference calls an export of its service key in the same process

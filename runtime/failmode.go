@@ -320,7 +320,7 @@ func (r *Reference) idempotent(method string, cc *callConfig, b *boundReference)
 
 // run makes attempts of a call until one succeeds, the failure is final or
 // the retries are spent. first, if not nil, is the endpoint of the first
-// attempt instead of the selector's choice; cc and b are as for call. It
+// attempt instead of the balancer's choice; cc and b are as for call. It
 // returns the number of attempts made and the outcome of the last; the
 // caller turns the error into the call's with failed.
 func (r *Reference) run(ctx context.Context, method, short string, req, reply any, mode FailMode, cc *callConfig, b *boundReference, first *endpoint, firstDone func(DoneInfo)) (attempts int, o outcome, err error) {

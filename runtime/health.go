@@ -14,7 +14,7 @@ import (
 // that lists it) counts consecutive faults without locking. Reaching the
 // threshold takes Client.mu, checks the ejection cap of every reference that
 // lists the address, marks it ejected and rebuilds those references' live
-// lists; selectors only ever see a live list, so a successful call pays one
+// lists; balancers only ever see a live list, so a successful call pays one
 // atomic load (to see that there is no fault count to reset) and nothing
 // else. A timer probes an ejected endpoint with a ping frame when its
 // back-off ends.

@@ -18,7 +18,7 @@ import (
 // while there is any entry at all (localCount), and when the key is
 // exported here (the first export entered, if several servers export it)
 // runs the handler directly through the exporting server's interceptors:
-// no connection, no encoding, no selector, no fail mode, no TLS, and the
+// no connection, no encoding, no balancer, no fail mode, no TLS, and the
 // provider list from the registry is not consulted. Client interceptors and
 // the default deadline still apply: they run before Reference.call. The
 // call's outgoing metadata is the handler's incoming metadata.

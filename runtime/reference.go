@@ -305,7 +305,7 @@ func (r *Reference) Close() error {
 	return nil
 }
 
-// Invoke calls method on a provider chosen by the reference's selector, or on
+// Invoke calls method on a provider chosen by the reference's balancer, or on
 // an in-process export of the same service key unless the reference was made
 // WithRemote, with the reference's fail mode (or the one in opts), and fills
 // reply with the response. See Invoker and FailMode. An invalid call option
