@@ -53,17 +53,7 @@ func ExampleWithBalancer() {
 	reg := registry.NewInproc()
 	defer reg.Close()
 	for _, zone := range []string{"east", "west"} {
-		srv := storks.NewServer(storks.WithRegistry(reg))
-		if _, err := greeterv1.RegisterGreeterServer(srv, &impl.Greeter{Name: "provider-" + zone},
-			storks.WithMetadata(map[string]string{"zone": zone})); err != nil {
-			panic(err)
-		}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		go srv.Serve(lis)
-		defer srv.Close()
+		defer serveGreeter(reg, &impl.Greeter{Name: "provider-" + zone}, storks.WithMetadata(map[string]string{"zone": zone}))()
 	}
 
 	cli, err := storks.NewClient(storks.WithRegistry(reg))
@@ -89,4 +79,19 @@ func ExampleWithBalancer() {
 	// provider-west
 	// provider-west
 	// provider-west
+}
+
+// serveGreeter exports g on a new server on loopback, registered in reg,
+// and returns a function that closes the server.
+func serveGreeter(reg registry.Registry, g *impl.Greeter, opts ...storks.ExportOption) (closeServer func()) {
+	srv := storks.NewServer(storks.WithRegistry(reg))
+	if _, err := greeterv1.RegisterGreeterServer(srv, g, opts...); err != nil {
+		panic(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go srv.Serve(lis)
+	return func() { srv.Close() }
 }

@@ -3,7 +3,6 @@ package runtime_test
 import (
 	"context"
 	"fmt"
-	"net"
 
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/examples/impl"
@@ -24,18 +23,9 @@ func ExampleWeightedRoundRobin() {
 		name   string
 		weight int
 	}{{"big", 300}, {"small", 100}, {"drained", 0}} {
-		srv := storks.NewServer(storks.WithRegistry(reg))
 		g := &impl.Greeter{Name: p.name}
 		greeters = append(greeters, g)
-		if _, err := greeterv1.RegisterGreeterServer(srv, g, storks.WithWeight(p.weight)); err != nil {
-			panic(err)
-		}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			panic(err)
-		}
-		go srv.Serve(lis)
-		defer srv.Close()
+		defer serveGreeter(reg, g, storks.WithWeight(p.weight))()
 	}
 
 	cli, err := storks.NewClient(storks.WithRegistry(reg))
