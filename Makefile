@@ -45,8 +45,11 @@ test-go:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v -e '/registry/zookeeper$$' -e '/examples/e2e$$' -e '/internal/chaos$$' -e '/internal/interop/')
 
 ## test-zk: the Go tests whose ZooKeeper clients reconnect, without -race
+# One package at a time (-p 1): examples/e2e measures latencies
+# (TestLeastLoadedAvoidsASlowProvider), which a ZooKeeper server and its
+# tests running beside it on two cores would drown.
 test-zk:
-	$(GO) test -count=1 -timeout 10m ./registry/zookeeper ./examples/e2e
+	$(GO) test -p 1 -count=1 -timeout 10m ./registry/zookeeper ./examples/e2e
 
 ## test-chaos: fault tests with real processes and registries; prints their figures
 test-chaos:

@@ -135,6 +135,10 @@ func runBalanced(t *testing.T, reg registry.Registry, f storks.BalancerFactory, 
 // sends the slow one less than a third of its round-robin share. The
 // callers pause between calls, so the machine is not saturated: the slow
 // provider is then slow by its own fault, not because the fast ones queue.
+// The share holds in every round; a p99 is the machine's as much as the
+// balancer's (other test packages run beside this one), so the p99 bound
+// must hold in one of up to three rounds, each measuring both balancers
+// back to back, and every round is logged.
 func TestLeastLoadedAvoidsASlowProvider(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three provider processes")
@@ -150,23 +154,28 @@ func TestLeastLoadedAvoidsASlowProvider(t *testing.T) {
 	}
 	defer reg.Close()
 	const callers, perCaller, pause = 64, 80, 10 * time.Millisecond
-	rr := runBalanced(t, reg, storks.RoundRobin(), callers, perCaller, pause)
-	ll := runBalanced(t, reg, storks.LeastLoaded(), callers, perCaller, pause)
-	for _, r := range []struct {
-		name string
-		run  balanceRun
-	}{{"RoundRobin", rr}, {"LeastLoaded", ll}} {
-		var shares []string
-		for _, n := range []string{"fast1", "fast2", "slow"} {
-			shares = append(shares, fmt.Sprintf("%s %.1f%%", n, 100*r.run.share(n)))
+	var p99s []string
+	for round := 1; round <= 3; round++ {
+		rr := runBalanced(t, reg, storks.RoundRobin(), callers, perCaller, pause)
+		ll := runBalanced(t, reg, storks.LeastLoaded(), callers, perCaller, pause)
+		for _, r := range []struct {
+			name string
+			run  balanceRun
+		}{{"RoundRobin", rr}, {"LeastLoaded", ll}} {
+			var shares []string
+			for _, n := range []string{"fast1", "fast2", "slow"} {
+				shares = append(shares, fmt.Sprintf("%s %.1f%%", n, 100*r.run.share(n)))
+			}
+			t.Logf("round %d: %-11s %d calls by %d callers: p50 %v, p99 %v; %s", round, r.name, r.run.calls, callers,
+				r.run.p50.Round(10*time.Microsecond), r.run.p99.Round(10*time.Microsecond), strings.Join(shares, ", "))
 		}
-		t.Logf("%-11s %d calls by %d callers: p50 %v, p99 %v; %s", r.name, r.run.calls, callers,
-			r.run.p50.Round(10*time.Microsecond), r.run.p99.Round(10*time.Microsecond), strings.Join(shares, ", "))
+		if ll.share("slow") >= rr.share("slow")/3 {
+			t.Fatalf("round %d: LeastLoaded sent the slow provider %.1f%% of the calls, RoundRobin %.1f%%: want less than a third", round, 100*ll.share("slow"), 100*rr.share("slow"))
+		}
+		if ll.p99 <= rr.p99/2 {
+			return
+		}
+		p99s = append(p99s, fmt.Sprintf("round %d: LeastLoaded %v, RoundRobin %v", round, ll.p99, rr.p99))
 	}
-	if ll.p99 > rr.p99/2 {
-		t.Errorf("LeastLoaded's p99 %v is more than half of RoundRobin's %v", ll.p99, rr.p99)
-	}
-	if ll.share("slow") >= rr.share("slow")/3 {
-		t.Errorf("LeastLoaded sent the slow provider %.1f%% of the calls, RoundRobin %.1f%%: want less than a third", 100*ll.share("slow"), 100*rr.share("slow"))
-	}
+	t.Errorf("LeastLoaded's p99 was more than half of RoundRobin's in every round: %s", strings.Join(p99s, "; "))
 }
