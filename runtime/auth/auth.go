@@ -62,6 +62,53 @@ func WithVerifier(v Verifier) ServerOption {
 // handler never runs. It returns an error if no token or verifier is given,
 // or if a token is empty.
 func NewServerInterceptor(opts ...ServerOption) (storks.UnaryServerInterceptor, error) {
+	c, err := newServerConfig("NewServerInterceptor", opts)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, req any, info *storks.UnaryServerInfo, handler storks.UnaryHandler) (any, error) {
+		vctx, err := c.check(ctx, info)
+		if err != nil {
+			return nil, err
+		}
+		return handler(vctx, req)
+	}, nil
+}
+
+// NewStreamServerInterceptor is NewServerInterceptor for streams: a stream
+// opened without an accepted bearer token fails with CodeUnauthenticated
+// before its handler runs, and the handler's stream has the context the
+// Verifier returned. Give a server both (WithServerInterceptor and
+// WithStreamServerInterceptor) so that no method goes unchecked. The
+// Verifier gets a *storks.UnaryServerInfo with the stream's server, method
+// and key.
+func NewStreamServerInterceptor(opts ...ServerOption) (storks.StreamServerInterceptor, error) {
+	c, err := newServerConfig("NewStreamServerInterceptor", opts)
+	if err != nil {
+		return nil, err
+	}
+	return func(srv any, ss storks.ServerStream, info *storks.StreamServerInfo, handler storks.StreamHandler) error {
+		ctx := ss.Context()
+		vctx, err := c.check(ctx, &storks.UnaryServerInfo{Server: info.Server, FullMethod: info.FullMethod, Key: info.Key})
+		if err != nil {
+			return err
+		}
+		if vctx != ctx {
+			ss = &ctxStream{ServerStream: ss, ctx: vctx}
+		}
+		return handler(srv, ss)
+	}, nil
+}
+
+// ctxStream is a server stream with the context a Verifier returned.
+type ctxStream struct {
+	storks.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+func newServerConfig(name string, opts []ServerOption) (*serverConfig, error) {
 	var c serverConfig
 	for _, o := range opts {
 		o(&c)
@@ -70,32 +117,36 @@ func NewServerInterceptor(opts ...ServerOption) (storks.UnaryServerInterceptor, 
 		return nil, storks.Errorf(storks.CodeInvalidArgument, "auth: WithTokens: a token is empty")
 	}
 	if len(c.digests) == 0 && c.verifier == nil {
-		return nil, storks.Errorf(storks.CodeInvalidArgument, "auth: NewServerInterceptor: no tokens and no verifier; give WithTokens or WithVerifier")
+		return nil, storks.Errorf(storks.CodeInvalidArgument, "auth: %s: no tokens and no verifier; give WithTokens or WithVerifier", name)
 	}
-	return func(ctx context.Context, req any, info *storks.UnaryServerInfo, handler storks.UnaryHandler) (any, error) {
-		token, err := bearer(storks.FromIncomingContext(ctx))
-		if err != nil {
-			return nil, err
+	return &c, nil
+}
+
+// check accepts or refuses the call with ctx's metadata, and returns the
+// context its handler runs with.
+func (c *serverConfig) check(ctx context.Context, info *storks.UnaryServerInfo) (context.Context, error) {
+	token, err := bearer(storks.FromIncomingContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if c.match(token) {
+		return ctx, nil
+	}
+	if c.verifier == nil {
+		return nil, errInvalid
+	}
+	vctx, err := c.verifier(ctx, token, info)
+	if err != nil {
+		var re *storks.Error
+		if errors.As(err, &re) {
+			return nil, re
 		}
-		if c.match(token) {
-			return handler(ctx, req)
-		}
-		if c.verifier == nil {
-			return nil, errInvalid
-		}
-		vctx, err := c.verifier(ctx, token, info)
-		if err != nil {
-			var re *storks.Error
-			if errors.As(err, &re) {
-				return nil, re
-			}
-			return nil, errInvalid
-		}
-		if vctx == nil {
-			vctx = ctx
-		}
-		return handler(vctx, req)
-	}, nil
+		return nil, errInvalid
+	}
+	if vctx == nil {
+		vctx = ctx
+	}
+	return vctx, nil
 }
 
 var errInvalid = storks.NewError(storks.CodeUnauthenticated, "invalid bearer token")
@@ -144,6 +195,22 @@ func NewClientInterceptor(token string) (storks.UnaryClientInterceptor, error) {
 			ctx = storks.NewOutgoingContext(ctx, md)
 		}
 		return invoker(ctx, method, req, reply)
+	}, nil
+}
+
+// NewStreamClientInterceptor is NewClientInterceptor for streams: every
+// stream opened carries "authorization: Bearer <token>" unless its context
+// carries authorization metadata already.
+func NewStreamClientInterceptor(token string) (storks.StreamClientInterceptor, error) {
+	if err := checkToken(token); err != nil {
+		return nil, err
+	}
+	md := storks.Metadata{MetadataKey: scheme + " " + token}
+	return func(ctx context.Context, desc *storks.StreamDesc, method string, streamer storks.Streamer) (storks.ClientStream, error) {
+		if _, set := storks.OutgoingMetadata(ctx)[MetadataKey]; !set {
+			ctx = storks.NewOutgoingContext(ctx, md)
+		}
+		return streamer(ctx, desc, method)
 	}, nil
 }
 

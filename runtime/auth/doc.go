@@ -13,8 +13,12 @@
 //	cliAuth, err := auth.NewClientInterceptor(os.Getenv("STORKS_TOKEN"))
 //	cli, err := storks.NewClient(storks.WithClientInterceptor(cliAuth), ...)
 //
-// Server interceptors run for in-process calls too, so a call that skips the
-// network is checked the same way. Tokens travel in call metadata: use
+// Streams have their own pair, NewStreamServerInterceptor (give it to
+// storks.WithStreamServerInterceptor as well, or streaming methods go
+// unchecked) and NewStreamClientInterceptor. Server interceptors run for
+// in-process calls and for gRPC clients too, so a call that skips the
+// network, or comes in over gRPC with "authorization: Bearer <token>"
+// metadata, is checked the same way. Tokens travel in call metadata: use
 // storks.WithTLSConfig on both sides so that they cannot be read off the
 // network. Neither half logs a token or puts one in an error.
 package auth
