@@ -153,9 +153,13 @@ func fakeBin(t *testing.T, provider, consumer string) string {
 // last five lines of its stderr, before and after the providers are ready.
 func TestDemoProviderExits(t *testing.T) {
 	// Like a provider: ready, then serving until SIGTERM, when it exits 0.
-	const serve = `echo "READY $name 127.0.0.1:1"
-trap 'kill $pid; exit 0' TERM
-sleep 60 & pid=$!
+	// The trap is set before READY, and the sleep holds none of the
+	// script's pipes: a SIGTERM that comes before $pid is set still ends
+	// the script, and nothing keeps its output open after it (the demo
+	// would wait for that).
+	const serve = `trap 'kill $pid 2>/dev/null; exit 0' TERM
+echo "READY $name 127.0.0.1:1"
+sleep 60 >/dev/null 2>&1 </dev/null & pid=$!
 wait
 `
 	tests := []struct {
