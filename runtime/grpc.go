@@ -218,7 +218,7 @@ func (b *grpcBridge) unary(ctx context.Context, m *method, dec func(any) error) 
 	s := b.s
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
-	s.served.Add(1)
+	s.noteServed()
 	req := m.desc.NewRequest()
 	if err := dec(req); err != nil {
 		return nil, err // a status from grpc-go's codec
@@ -250,7 +250,7 @@ func (b *grpcBridge) track(srv any, gss grpc.ServerStream, info *grpc.StreamServ
 	s := b.s
 	s.openStreams.Add(1)
 	defer s.openStreams.Add(-1)
-	s.served.Add(1)
+	s.noteServed()
 	ctx, cancel := context.WithCancelCause(gss.Context())
 	defer cancel(nil)
 	b.streams.Store(&cancel, cancel)

@@ -344,3 +344,12 @@ func (lr *loadReporter) publish(ex *Exporter, l Load) (bool, error) {
 	ex.mu.Unlock()
 	return true, nil
 }
+
+// noteServed counts a call or stream handled, for the load report; a
+// server without WithLoadReport counts nothing, so its handlers share no
+// counter.
+func (s *Server) noteServed() {
+	if s.cfg.loadReport != nil {
+		s.served.Add(1)
+	}
+}

@@ -114,7 +114,7 @@ func (e *export) invokeLocal(ctx context.Context, r *Reference, method, short st
 	s := e.server
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
-	s.served.Add(1)
+	s.noteServed()
 	hctx := ctx
 	if md := OutgoingMetadata(ctx); md != nil {
 		hctx = newIncomingContext(ctx, md)

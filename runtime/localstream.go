@@ -185,7 +185,7 @@ func (e *export) openLocal(ctx context.Context, r *Reference, desc *StreamDesc, 
 		cs.down.close(e)
 	})
 	s.openStreams.Add(1)
-	s.served.Add(1)
+	s.noteServed()
 	s.localStreams.Store(cs, nil)
 	go func() {
 		defer s.openStreams.Add(-1)

@@ -347,7 +347,7 @@ func (sc *serverConn) handle(cctx *callCtx) {
 	cctx.m, cctx.rh.payload, cctx.rh.key, cctx.rh.method, cctx.body = nil, nil, nil, nil, nil
 	defer sc.finished.Add(1) // after the reply is queued: bounds the handlers waiting to write
 	defer s.inflight.Add(-1)
-	s.served.Add(1)
+	s.noteServed()
 	defer sc.endCall(id, cctx) // request registered it
 	var ctx context.Context = cctx
 	if rh.metadata != nil {

@@ -246,7 +246,7 @@ func (sc *serverConn) open(id uint64, rh requestHeader) bool {
 	sc.mu.Unlock()
 	sc.nstreams.Add(1)
 	s.openStreams.Add(1)
-	s.served.Add(1)
+	s.noteServed()
 	ss.cctx.AfterFunc(ss.ctxDone)
 	go ss.run()
 	return true
