@@ -109,7 +109,7 @@ func (in Instance) Validate() error {
 	if err := in.ValidateRef(); err != nil {
 		return err
 	}
-	if err := ValidateAddr(in.Addr); err != nil {
+	if err := validateInstanceAddr(in); err != nil {
 		return err
 	}
 	if in.Weight < 0 {
@@ -129,6 +129,17 @@ func (in Instance) ValidateRef() error {
 		return &InputError{Field: "instance ID", Reason: "must not be empty"}
 	}
 	return nil
+}
+
+// validateInstanceAddr checks in.Addr: a dialable address, except that a
+// consumer record (see ConsumerKey), which listens nowhere, may give port 0.
+func validateInstanceAddr(in Instance) error {
+	if in.Key.IsConsumer() {
+		if host, port, err := net.SplitHostPort(in.Addr); err == nil && port == "0" {
+			return ValidateAddr(net.JoinHostPort(host, "1"))
+		}
+	}
+	return ValidateAddr(in.Addr)
 }
 
 // ValidateAddr reports whether addr is a dialable host:port with a port in

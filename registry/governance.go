@@ -1,0 +1,120 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"strings"
+)
+
+// Governance: consumer records and rule documents.
+//
+// A consumer (a runtime.Reference) registers itself like a provider, as an
+// ordinary ephemeral [Instance], under the consumer key of the service
+// ([ConsumerKey]): the same Register call, so every adapter keeps it alive
+// and re-creates it after a registry outage exactly as it does a provider's.
+// Tools list consumers with Discover(ctx, ConsumerKey(key)).
+//
+// Rules are persistent documents, one per service key, kept apart from the
+// ephemeral instance records so that they survive provider restarts and
+// registration churn. Registries that can store them implement [RuleStore].
+// The registry treats a rule document as opaque bytes; its format and its
+// validation belong to package github.com/storks-rpc/storks/registry/rule.
+
+// ConsumerSuffix ends the service name of a consumer key. '@' cannot occur
+// in a proto service name, so a consumer key never names a real service.
+const ConsumerSuffix = "@consumers"
+
+// ConsumerKey returns the key under which the consumers of key register
+// themselves: the same version and group, and the service name followed by
+// [ConsumerSuffix].
+func ConsumerKey(key ServiceKey) ServiceKey {
+	key.Service += ConsumerSuffix
+	return key
+}
+
+// IsConsumer reports whether k is a consumer key (see [ConsumerKey]).
+func (k ServiceKey) IsConsumer() bool { return strings.HasSuffix(k.Service, ConsumerSuffix) }
+
+// ProviderKey returns the provider key a consumer key was derived from, and
+// k itself if it is not a consumer key.
+func (k ServiceKey) ProviderKey() ServiceKey {
+	k.Service = strings.TrimSuffix(k.Service, ConsumerSuffix)
+	return k
+}
+
+// Metadata keys of a consumer record (see [ConsumerKey]). A record carries
+// no credentials, only what identifies the consuming process.
+const (
+	MetadataApplication = "application"
+	MetadataPID         = "pid"
+	MetadataHostname    = "hostname"
+	MetadataStorks      = "storks_version"
+	MetadataStartedAt   = "started_at" // Unix milliseconds
+	// MetadataTag is the routing tag of a provider (see the tag routing of
+	// package rule); a rule can override it.
+	MetadataTag = "tag"
+)
+
+// MaxRuleSize bounds a rule document; every backend stores this much in
+// one value (ZooKeeper's default jute.maxbuffer is 1 MiB).
+const MaxRuleSize = 256 << 10
+
+// RuleStore is implemented by registries that keep governance rules: one
+// document per service key, stored persistently (an etcd key without a
+// lease, a Consul KV entry, a persistent ZooKeeper node, a map in inproc).
+// Consumers never need it to call; they use it, when the registry has it,
+// to follow their service's rules.
+//
+// All methods are safe for concurrent use, take a context first and return
+// ErrClosed after the registry is closed, like [Registry]'s.
+type RuleStore interface {
+	// GetRule returns the rule document of key, or ErrNoRule if there is
+	// none.
+	GetRule(ctx context.Context, key ServiceKey) ([]byte, error)
+	// PutRule stores doc (at most MaxRuleSize bytes, not empty) as the rule
+	// document of key, replacing any other. The registry does not look
+	// inside doc; callers validate it (package rule does).
+	PutRule(ctx context.Context, key ServiceKey, doc []byte) error
+	// DeleteRule removes the rule document of key. Removing a document that
+	// does not exist is not an error.
+	DeleteRule(ctx context.Context, key ServiceKey) error
+	// Rules lists the keys that have a rule document, sorted by service,
+	// version, then group.
+	Rules(ctx context.Context) ([]ServiceKey, error)
+	// WatchRule follows the rule document of key until Stop, Close or the
+	// end of ctx, like Watch follows instances.
+	WatchRule(ctx context.Context, key ServiceKey) (RuleWatcher, error)
+}
+
+// RuleWatcher delivers the rule document of one key as it changes.
+//
+// Next may be called from one goroutine at a time; Stop may be called from
+// any goroutine, any number of times.
+type RuleWatcher interface {
+	// Next blocks until the document differs from the one it last returned
+	// and then returns the current one, nil if the key has none (it was
+	// deleted, or never written). The first call returns the current
+	// document at once. Changes between two calls are coalesced. While the
+	// backend is unreachable Next keeps waiting (or returns an error that
+	// the caller may retry after); it never reports an outage as a deleted
+	// document. It returns ctx.Err() when ctx is done and ErrClosed after
+	// Stop or Close.
+	Next(ctx context.Context) ([]byte, error)
+	// Stop ends the watch and releases its resources.
+	Stop()
+}
+
+// ErrNoRule is returned by GetRule for a key without a rule document.
+var ErrNoRule = errors.New("registry: no rule for this service key")
+
+// ValidateRuleDoc is the check every RuleStore makes on PutRule's document:
+// not empty and at most MaxRuleSize bytes.
+func ValidateRuleDoc(doc []byte) error {
+	if len(doc) == 0 {
+		return &InputError{Field: "rule", Reason: "is empty"}
+	}
+	if len(doc) > MaxRuleSize {
+		return &InputError{Field: "rule", Reason: "is larger than 256 KiB"}
+	}
+	return nil
+}
