@@ -33,6 +33,8 @@ type Inproc struct {
 	mu       sync.Mutex
 	closed   bool
 	watchers map[*inprocWatcher]struct{}
+	// ruleFeeds are the rule watches of this handle (inproc_rules.go).
+	ruleFeeds map[*DocFeed]struct{}
 }
 
 // NewInproc returns a handle onto a new, private in-memory registry. More
@@ -106,12 +108,17 @@ type inprocState struct {
 	mu       sync.Mutex
 	services map[ServiceKey]map[string]Instance
 	watchers map[ServiceKey]map[*inprocWatcher]struct{}
+	// rules are the rule documents (inproc_rules.go).
+	rules        map[ServiceKey][]byte
+	ruleWatchers map[ServiceKey]map[*DocFeed]struct{}
 }
 
 func newInprocState() *inprocState {
 	return &inprocState{
-		services: make(map[ServiceKey]map[string]Instance),
-		watchers: make(map[ServiceKey]map[*inprocWatcher]struct{}),
+		services:     make(map[ServiceKey]map[string]Instance),
+		watchers:     make(map[ServiceKey]map[*inprocWatcher]struct{}),
+		rules:        make(map[ServiceKey][]byte),
+		ruleWatchers: make(map[ServiceKey]map[*DocFeed]struct{}),
 	}
 }
 
@@ -258,9 +265,14 @@ func (r *Inproc) Close() error {
 	close(r.done)
 	ws := r.watchers
 	r.watchers = nil
+	rfs := r.ruleFeeds
+	r.ruleFeeds = nil
 	r.mu.Unlock()
 	for w := range ws {
 		w.End(ErrClosed)
+	}
+	for f := range rfs {
+		f.End(ErrClosed)
 	}
 	return nil
 }
