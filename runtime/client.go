@@ -25,6 +25,7 @@ type Client struct {
 	streamInterceptor StreamClientInterceptor
 	ctx               context.Context
 	cancel            context.CancelFunc
+	started           time.Time // for consumer records
 
 	mu     sync.Mutex
 	pool   map[string]*endpoint
@@ -74,6 +75,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		streamInterceptor: chainStreamClient(cfg.streamClientInterceptors),
 		ctx:               ctx,
 		cancel:            cancel,
+		started:           time.Now(),
 		pool:              make(map[string]*endpoint),
 		refs:              make(map[*Reference]struct{}),
 		conns:             make(map[*clientConn]struct{}),

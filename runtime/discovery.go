@@ -198,6 +198,9 @@ func (r *Reference) awaitProvider(ctx context.Context, cc *callConfig) error {
 
 // noProviderError is the error of a call that found no provider.
 func (r *Reference) noProviderError(ctx context.Context) error {
+	if st := r.state.Load(); st != nil && st.disabled > 0 {
+		return wrapError(CodeUnavailable, ErrNoProvider, "no provider for %s: the rules disable all %s (see storks rule get)", r.keyStr, plural(st.disabled, "provider"))
+	}
 	hint := r.hint(ctx.Done(), hintTTL)
 	return wrapError(CodeUnavailable, ErrNoProvider, "no provider for %s%s%s", r.keyStr, r.keyDetail(hint), hintSuffix(hint))
 }

@@ -275,7 +275,7 @@ func (r *Reference) call(ctx context.Context, method string, req, reply any, cc 
 			return exp.invokeLocal(ctx, r, method, short, req, reply)
 		}
 	}
-	mode := r.fail
+	mode := r.failMode(method)
 	if cc != nil && cc.resilience.fail.kind != failUnset {
 		mode = cc.resilience.fail
 	}

@@ -289,7 +289,7 @@ func (c *Client) rebuildLocked(ep *endpoint) {
 		if st == nil || !st.lists(ep) {
 			continue
 		}
-		next := &refState{instances: st.instances, eps: st.eps, ends: st.ends}
+		next := &refState{instances: st.instances, eps: st.eps, ends: st.ends, disabled: st.disabled}
 		c.filterLocked(r, next)
 		r.state.Store(next)
 	}
@@ -302,9 +302,7 @@ func (c *Client) rebuildLocked(ep *endpoint) {
 // calls of Build.
 func (c *Client) filterLocked(r *Reference, st *refState) {
 	st.live = c.liveLocked(st)
-	if len(st.live) > 0 {
-		st.picker = r.balancer.Build(st.live)
-	}
+	r.buildRoutesLocked(st)
 }
 
 func (c *Client) liveLocked(st *refState) []*Endpoint {

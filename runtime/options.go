@@ -106,6 +106,7 @@ type clientConfig struct {
 	dialTimeout              time.Duration
 	tls                      *tls.Config // nil: plaintext
 	resilience               clientResilience
+	gov                      govConfig // governance.go
 }
 
 type exportConfig struct {
@@ -124,6 +125,7 @@ type referConfig struct {
 	localZeroCopy  bool
 	registry       registry.Registry
 	resilience     referResilience
+	gov            govConfig // governance.go
 }
 
 type callConfig struct {

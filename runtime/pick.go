@@ -13,12 +13,16 @@ import (
 // pick asks the picker of st, which lists at least one endpoint, for the
 // endpoint of a call's first attempt.
 func (r *Reference) pick(ctx context.Context, method, hashKey string, st *refState) (*endpoint, func(DoneInfo), error) {
-	res, err := st.picker.Pick(ctx, PickInfo{Method: method, HashKey: hashKey, Attempt: 1})
+	rt, err := r.routeOf(ctx, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := rt.picker.Pick(ctx, PickInfo{Method: method, HashKey: hashKey, Attempt: 1})
 	if err != nil {
 		return nil, nil, toError(err)
 	}
 	if res.Endpoint == nil || res.Endpoint.ep == nil {
-		return nil, nil, Errorf(CodeInternal, "balancer picked no endpoint of the %d providers of %s", len(st.live), r.keyStr)
+		return nil, nil, Errorf(CodeInternal, "balancer picked no endpoint of the %d providers of %s", len(rt.live), r.keyStr)
 	}
 	return res.Endpoint.ep, res.Done, nil
 }
@@ -29,8 +33,18 @@ func (r *Reference) pick(ctx context.Context, method, hashKey string, st *refSta
 // (unless strict) the picker's choice. It returns nil only if strict and
 // there is no other endpoint.
 func (r *Reference) pickOther(ctx context.Context, method, hashKey string, st *refState, n int, tried []*endpoint, avoid *endpoint, strict bool) (*endpoint, func(DoneInfo)) {
+	rt, rerr := r.routeOf(ctx, st)
+	if rerr != nil {
+		// The list changed since the first pick and the call's tag has
+		// no provider now: stay where the call was rather than cross
+		// into another tag's group.
+		if strict || len(tried) == 0 {
+			return nil, nil
+		}
+		return tried[len(tried)-1], nil
+	}
 	excluded := func(ep *endpoint) bool { return ep == avoid || slices.Contains(tried, ep) }
-	res, err := st.picker.Pick(ctx, PickInfo{Method: method, HashKey: hashKey, Attempt: n})
+	res, err := rt.picker.Pick(ctx, PickInfo{Method: method, HashKey: hashKey, Attempt: n})
 	if err == nil && res.Endpoint != nil && res.Endpoint.ep != nil {
 		if !excluded(res.Endpoint.ep) {
 			return res.Endpoint.ep, res.Done
@@ -39,20 +53,20 @@ func (r *Reference) pickOther(ctx context.Context, method, hashKey string, st *r
 			res.Done(DoneInfo{Err: errNotTaken})
 		}
 	}
-	for _, list := range [2][]*Endpoint{st.live, st.ends} {
+	for _, list := range [2][]*Endpoint{rt.live, rt.all} {
 		for _, e := range list {
 			if !excluded(e.ep) {
 				return e.ep, nil
 			}
 		}
 	}
-	if strict || len(st.live) == 0 {
+	if strict || len(rt.live) == 0 {
 		return nil, nil
 	}
 	if err == nil && res.Endpoint != nil && res.Endpoint.ep != nil {
 		return res.Endpoint.ep, nil
 	}
-	return st.live[0].ep, nil
+	return rt.live[0].ep, nil
 }
 
 // errNotTaken is the DoneInfo error of a pick the runtime did not use:

@@ -53,6 +53,7 @@ type Reference struct {
 	closed  atomic.Bool
 
 	disc discovery // waiting for providers, and why there are none (discovery.go)
+	gov  governance // consumer record and rules (governance.go)
 }
 
 type refState struct {
@@ -68,6 +69,11 @@ type refState struct {
 	// calls that wait for a provider (discovery.go). The states health.go
 	// rebuilds, which are never empty, have none.
 	changed chan struct{}
+	// disabled counts the providers the rules left out; tags routes
+	// tagged calls, nil when no provider has a tag and no rule needs it
+	// (governance.go).
+	disabled int
+	tags     *tagRoutes
 }
 
 // Refer subscribes to the providers of service (a fully qualified proto
@@ -127,6 +133,7 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 		cancel:   cancel,
 	}
 	r.invoker = r.invoke
+	r.gov.factory = cfg.balancer
 	r.disc.reg, r.disc.wait = cfg.registry, wait
 	r.fail = cfg.resilience.fail
 	if r.fail.kind == failUnset {
@@ -150,7 +157,8 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 	c.refs[r] = struct{}{}
 	c.bg.Add(1)
 	c.mu.Unlock()
-	r.update(list)
+	r.startGovernance(ctx, wctx, &cfg)
+	r.install(list)
 	if r.InProcess() {
 		r.noteLocal(true)
 	}
@@ -206,11 +214,13 @@ func (r *Reference) follow(ctx context.Context, listed bool) {
 			backoff = 100 * time.Millisecond
 		}
 		listed = true
-		r.update(list)
+		r.install(list)
 	}
 }
 
-// update installs a new provider list.
+// update installs a new provider list, the registry's under the rules
+// (install, governance.go); disabled counts the providers the rules left
+// out.
 //
 // An instance listed unchanged keeps its *Endpoint, and its address its
 // acquisition, so that a change of one instance among many costs little
@@ -218,10 +228,14 @@ func (r *Reference) follow(ctx context.Context, listed bool) {
 // by ID (registries list instances sorted by ID; an unsorted list is only
 // slower, never wrong). New addresses are acquired before old ones are
 // released, so that an address that stays keeps its connection.
-func (r *Reference) update(list []registry.Instance) {
-	st := &refState{instances: list, eps: make([]*endpoint, len(list)), ends: make([]*Endpoint, len(list)), changed: make(chan struct{})}
+func (r *Reference) update(list []registry.Instance, disabled int) {
+	st := &refState{instances: list, eps: make([]*endpoint, len(list)), ends: make([]*Endpoint, len(list)), changed: make(chan struct{}), disabled: disabled}
 	c := r.cl
 	c.mu.Lock()
+	if r.closed.Load() {
+		c.mu.Unlock() // Close has released the state: install nothing after it
+		return
+	}
 	old := r.state.Load()
 	var oldEnds []*Endpoint
 	var oldEps []*endpoint
@@ -301,6 +315,9 @@ func (r *Reference) Close() error {
 			old.notifyChanged()
 		}
 		c.mu.Unlock()
+		if r.gov.regDone != nil {
+			r.deregisterConsumer(r.disc.reg)
+		}
 	})
 	return nil
 }
@@ -332,10 +349,10 @@ func (r *Reference) invokeWith(ctx context.Context, method string, req, reply an
 			cfg = &cc
 		}
 	}
-	if r.defaultTimeout > 0 {
+	if d := r.callTimeout(method); d > 0 {
 		if _, ok := ctx.Deadline(); !ok {
 			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, r.defaultTimeout)
+			ctx, cancel = context.WithTimeout(ctx, d)
 			defer cancel()
 		}
 	}

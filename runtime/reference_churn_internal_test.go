@@ -71,10 +71,10 @@ func BenchmarkChurn(b *testing.B) {
 				lists[2*i], lists[2*i+1] = cloneInstances(less), cloneInstances(full)
 			}
 			_, r := churnRef(b, bc.f)
-			r.update(cloneInstances(full))
+			r.update(cloneInstances(full), 0)
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				r.update(lists[i%len(lists)])
+				r.update(lists[i%len(lists)], 0)
 			}
 		})
 	}
@@ -116,7 +116,7 @@ func TestUpdateKeepsAcquisitions(t *testing.T) {
 		if step%97 == 0 {
 			list = nil
 		}
-		r.update(list)
+		r.update(list, 0)
 		st := r.state.Load()
 		c.mu.Lock()
 		err := checkUpdate(c, st, prev, list)

@@ -37,7 +37,12 @@ func newFaulty(t testing.TB, failures int) *faultyRegistry {
 	return &faultyRegistry{Inproc: newRegistry(t).(*registry.Inproc), failures: failures}
 }
 
+// Register fails or hangs the registrations of providers as set; the
+// consumer records of the tests' references pass through uncounted.
 func (f *faultyRegistry) Register(ctx context.Context, in registry.Instance) error {
+	if in.Key.IsConsumer() {
+		return f.Inproc.Register(ctx, in)
+	}
 	f.mu.Lock()
 	f.registers++
 	fail, hang := f.failures != 0, f.hang
