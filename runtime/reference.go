@@ -52,7 +52,7 @@ type Reference struct {
 	once    sync.Once
 	closed  atomic.Bool
 
-	disc discovery // waiting for providers, and why there are none (discovery.go)
+	disc discovery  // waiting for providers, and why there are none (discovery.go)
 	gov  governance // consumer record and rules (governance.go)
 }
 
