@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,7 @@ type lsFlags struct {
 	group    string
 	timeout  time.Duration
 	output   string
+	noCons   bool
 }
 
 func newLsCmd() *cobra.Command {
@@ -55,6 +57,11 @@ provider registered (its registered_at metadata); LOAD is what it publishes
 with runtime.WithLoadReport: calls per second over its last interval, calls in
 flight and, if it measures it, its CPU share. "-" means the instance does not
 say. With -o json every instance's metadata is printed whole.
+
+Below the providers, a CONSUMERS table lists the consumers that registered
+themselves (every runtime.Reference does, unless made WithoutConsumerRecord):
+application, address, process ID, when it started and its Storks version.
+--no-consumers leaves it out.
 
 Without SERVICE it lists every service key in the registry. With SERVICE it lists
 the instances of that service in every version and group, or, with --version
@@ -84,6 +91,7 @@ registry.Lister: etcd, Consul, ZooKeeper and inproc are). With one that cannot
 	fl.StringVar(&f.group, "group", "", "list only this group of SERVICE")
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up if the registry does not answer within this time")
 	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	fl.BoolVar(&f.noCons, "no-consumers", false, "do not list the consumers")
 	return cmd
 }
 
@@ -121,11 +129,14 @@ func runLs(cmd *cobra.Command, f lsFlags, args []string) error {
 	}
 	defer reg.Close()
 
-	var keys []registry.ServiceKey
+	var keys, consumerKeys []registry.ServiceKey
 	lister, canList := reg.(registry.Lister)
 	switch {
 	case exact || (service != "" && !canList):
 		keys = []registry.ServiceKey{{Service: service, Version: f.version, Group: f.group}}
+		if canList {
+			consumerKeys = []registry.ServiceKey{registry.ConsumerKey(keys[0])}
+		}
 	case !canList:
 		return fmt.Errorf("this registry cannot list its services (it does not implement registry.Lister); name one: %s --registry URL SERVICE",
 			cmd.CommandPath())
@@ -135,10 +146,17 @@ func runLs(cmd *cobra.Command, f lsFlags, args []string) error {
 			return registryError("listing services", ctx, f.timeout, err)
 		}
 		for _, k := range all {
-			if service == "" || k.Service == service {
+			switch {
+			case service != "" && k.ProviderKey().Service != service:
+			case k.IsConsumer():
+				consumerKeys = append(consumerKeys, k)
+			default:
 				keys = append(keys, k)
 			}
 		}
+	}
+	if f.noCons {
+		consumerKeys = nil
 	}
 
 	var result []keyInstances
@@ -149,12 +167,26 @@ func runLs(cmd *cobra.Command, f lsFlags, args []string) error {
 		}
 		result = append(result, keyInstances{key: k, instances: list})
 	}
+	var consumers []keyInstances
+	for _, k := range consumerKeys {
+		list, err := reg.Discover(ctx, k)
+		if err != nil {
+			return registryError("discovering the consumers of "+k.ProviderKey().String(), ctx, f.timeout, err)
+		}
+		if len(list) > 0 {
+			consumers = append(consumers, keyInstances{key: k.ProviderKey(), instances: list})
+		}
+	}
 	if f.output == "json" {
-		return printJSONList(cmd.OutOrStdout(), result)
+		return printJSONList(cmd.OutOrStdout(), result, consumers)
 	}
 	n := 0
 	for _, r := range result {
 		n += len(r.instances)
+	}
+	if n == 0 && len(consumers) > 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "storks: no providers; consumers:")
+		return printConsumers(cmd.OutOrStdout(), consumers, time.Now())
 	}
 	if n == 0 {
 		switch {
@@ -167,7 +199,37 @@ func runLs(cmd *cobra.Command, f lsFlags, args []string) error {
 		}
 		return nil
 	}
-	return printTable(cmd.OutOrStdout(), result)
+	if err := printTable(cmd.OutOrStdout(), result); err != nil || len(consumers) == 0 {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout())
+	return printConsumers(cmd.OutOrStdout(), consumers, time.Now())
+}
+
+// printConsumers prints one line per consumer record.
+func printConsumers(w io.Writer, consumers []keyInstances, now time.Time) error {
+	var b bytes.Buffer
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONSUMERS OF\tVERSION\tGROUP\tAPPLICATION\tADDRESS\tPID\tUP\tSTORKS")
+	for _, r := range consumers {
+		k := r.key
+		for _, in := range r.instances {
+			md := in.Metadata
+			up := "-"
+			if ms, err := strconv.ParseInt(md[registry.MetadataStartedAt], 10, 64); err == nil && ms > 0 {
+				up = formatDuration(now.Sub(time.UnixMilli(ms)))
+			}
+			host, _, _ := strings.Cut(in.Addr, ":")
+			if h, _, err := net.SplitHostPort(in.Addr); err == nil {
+				host = h
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Service, dash(k.Version), dash(k.Group),
+				dash(md[registry.MetadataApplication]), host, dash(md[registry.MetadataPID]), up, dash(md[registry.MetadataStorks]))
+		}
+	}
+	tw.Flush()
+	_, err := w.Write(b.Bytes())
+	return err
 }
 
 func describeKeys(service string, f lsFlags, exact bool) string {
@@ -316,14 +378,21 @@ func toInstancesJSON(list []registry.Instance) []instanceJSON {
 	return out
 }
 
-func printJSONList(w io.Writer, result []keyInstances) error {
+func printJSONList(w io.Writer, result, consumers []keyInstances) error {
 	type entry struct {
 		keyJSON
 		Instances []instanceJSON `json:"instances"`
+		Consumers []instanceJSON `json:"consumers,omitempty"`
 	}
 	out := make([]entry, 0, len(result))
 	for _, r := range result {
-		out = append(out, entry{toKeyJSON(r.key), toInstancesJSON(r.instances)})
+		e := entry{keyJSON: toKeyJSON(r.key), Instances: toInstancesJSON(r.instances)}
+		for _, c := range consumers {
+			if c.key == r.key {
+				e.Consumers = toInstancesJSON(c.instances)
+			}
+		}
+		out = append(out, e)
 	}
 	b, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {

@@ -36,6 +36,8 @@ registered in a registry, and runs an embedded etcd for local development.`,
 		newCallCmd(),
 		newDescribeCmd(),
 		newRegistryCmd(),
+		newRuleCmd(),
+		newProviderCmd(),
 		newDevCmd(),
 		newVersionCmd(),
 	)

@@ -1,0 +1,442 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/registry"
+	storks "github.com/storks-rpc/storks/runtime"
+)
+
+// storksBin builds the storks command once: the governance tests write
+// their rules through it, as an operator does.
+var storksBin = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "storks-e2e-cli-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "storks")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/storks-rpc/storks/cmd/storks").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build storks: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// storksCLI runs the storks command and fails the test if it fails.
+func storksCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	bin, err := storksBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("storks %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// proc is a provider or consumer process.
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+// startRegistered starts an examples/provider process registered in url
+// and returns it once it serves.
+func startRegistered(t *testing.T, url, name string, args ...string) *proc {
+	t.Helper()
+	bin, err := providerBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"-registry", url, "-name", name, "-shutdown-wait", "300ms"}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if m := readyRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[2]
+			}
+		}
+		close(addr)
+	}()
+	select {
+	case a, ok := <-addr:
+		if !ok {
+			t.Fatalf("provider %s exited before serving", name)
+		}
+		return &proc{cmd: cmd, addr: a}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("provider %s not ready after 30s", name)
+	}
+	return nil
+}
+
+// callLog records which provider answered each call of a set of callers,
+// and when the call started.
+type callLog struct {
+	mu     sync.Mutex
+	starts []time.Time
+	names  []string
+	errs   []error
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+func startCalls(c greeterv1.GreeterClient, callers int) *callLog {
+	l := &callLog{stop: make(chan struct{})}
+	for range callers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				start := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				reply, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "gov"})
+				cancel()
+				l.mu.Lock()
+				l.starts = append(l.starts, start)
+				l.names = append(l.names, reply.GetProvider())
+				l.errs = append(l.errs, err)
+				l.mu.Unlock()
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *callLog) Stop() { close(l.stop); l.wg.Wait() }
+
+// last returns the start of the last call that provider name answered
+// within [from, to), and how many it answered there.
+func (l *callLog) window(name string, from, to time.Time) (last time.Time, n int, first time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, s := range l.starts {
+		if l.names[i] == name && !s.Before(from) && s.Before(to) {
+			if n == 0 {
+				first = s
+			}
+			n++
+			if s.After(last) {
+				last = s
+			}
+		}
+	}
+	return last, n, first
+}
+
+func (l *callLog) failures() (int, int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	var first error
+	for _, err := range l.errs {
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			n++
+		}
+	}
+	return n, len(l.errs), first
+}
+
+// Governance through each real registry with real provider processes and
+// the storks command: disabling and enabling a provider under load, a 1:1:8
+// weight rule, a timeout rule and its deletion, tag routing, rules across a
+// provider restart and a registry outage, and consumer records.
+func TestGovernanceEndToEnd(t *testing.T) {
+	for _, rs := range restartable {
+		t.Run(rs.name, func(t *testing.T) {
+			srv := rs.start(t)
+			url := srv.url
+			const svc = greeterv1.Greeter_ServiceName
+			const version = "gov"
+			key := registry.ServiceKey{Service: svc, Version: version}
+			var ps []*proc
+			for i := range 3 {
+				ps = append(ps, startRegistered(t, url, fmt.Sprintf("gov-%d", i+1), "-version", version))
+			}
+			cli, err := storks.NewClient(storks.WithRegistry(openURL(t, url)), storks.WithApplication("e2e-consumer"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cli.Close() })
+			ref, err := cli.Refer(context.Background(), svc, storks.WithVersion(version), storks.WithRemote())
+			if err != nil {
+				t.Fatal(err)
+			}
+			referred := time.Now()
+
+			// The consumer record, seen by another registry client.
+			other := openURL(t, url)
+			for {
+				list, _ := other.Discover(context.Background(), registry.ConsumerKey(key))
+				if len(list) == 1 && list[0].Metadata[registry.MetadataApplication] == "e2e-consumer" {
+					break
+				}
+				if time.Since(referred) > time.Second {
+					t.Fatalf("the consumer record did not appear within 1s: %v", list)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Logf("%s: consumer record visible %v after Refer", rs.name, time.Since(referred).Round(time.Millisecond))
+			if out := storksCLI(t, "registry", "ls", "--registry", url, svc); !strings.Contains(out, "e2e-consumer") {
+				t.Fatalf("storks registry ls does not show the consumer:\n%s", out)
+			}
+
+			waitProviders(t, ref, 3)
+			c := greeterv1.NewGreeterClient(ref)
+			flags := []string{"--registry", url, "--service", svc, "--version", version}
+
+			// Disable gov-2 under load, then enable it again.
+			calls := startCalls(c, 4)
+			time.Sleep(300 * time.Millisecond)
+			storksCLI(t, append(append([]string{"provider", "disable"}, flags...), ps[1].addr)...)
+			disabled := time.Now()
+			time.Sleep(2 * time.Second)
+			storksCLI(t, append(append([]string{"provider", "enable"}, flags...), ps[1].addr)...)
+			enabled := time.Now()
+			time.Sleep(1500 * time.Millisecond)
+			calls.Stop()
+			if n, total, first := calls.failures(); n > 0 {
+				t.Fatalf("%d of %d calls failed while disabling and enabling a provider; first: %v", n, total, first)
+			}
+			last, _, _ := calls.window("gov-2", disabled, enabled)
+			if lag := last.Sub(disabled); !last.IsZero() && lag > time.Second {
+				t.Fatalf("the disabled provider got a call %v after the rule was written", lag)
+			}
+			_, back, first := calls.window("gov-2", enabled, time.Now())
+			if back == 0 || first.Sub(enabled) > time.Second {
+				t.Fatalf("the enabled provider came back after %v (%d calls)", first.Sub(enabled), back)
+			}
+			_, total, _ := calls.failures()
+			lastLag := time.Duration(0)
+			if !last.IsZero() {
+				lastLag = last.Sub(disabled)
+			}
+			t.Logf("%s: %d calls, 0 failed; last call to the disabled provider %v after the rule, back %v after enable",
+				rs.name, total, lastLag.Round(time.Millisecond), first.Sub(enabled).Round(time.Millisecond))
+
+			// 1:1:8 with a weighted balancer.
+			wref, err := cli.Refer(context.Background(), svc, storks.WithVersion(version), storks.WithRemote(),
+				storks.WithBalancer(storks.WeightedRoundRobin()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range []string{"1", "1", "8"} {
+				storksCLI(t, append(append([]string{"provider", "weight"}, flags...), ps[i].addr, w)...)
+			}
+			waitFor(t, 2*time.Second, func() bool {
+				for _, in := range wref.Providers() {
+					if in.Addr == ps[2].addr {
+						return in.Weight == 8
+					}
+				}
+				return false
+			})
+			wc := greeterv1.NewGreeterClient(wref)
+			per := map[string]int{}
+			for range 1000 {
+				per[hello(t, wc)]++
+			}
+			share := float64(per["gov-3"]) / 1000
+			if share < 0.77 || share > 0.83 {
+				t.Fatalf("weights 1:1:8: %v (%.1f%% on the heavy one, want 80±3%%)", per, 100*share)
+			}
+			t.Logf("%s: weights 1:1:8 gave %v, %.1f%% on the heavy one", rs.name, per, 100*share)
+			storksCLI(t, "rule", "rm", "--registry", url, "--version", version, svc)
+
+			// A timeout rule on a 200 ms provider, and its deletion.
+			slowVersion := "gov-slow"
+			startRegistered(t, url, "slow", "-version", slowVersion, "-latency", "200ms")
+			sref, err := cli.Refer(context.Background(), svc, storks.WithVersion(slowVersion), storks.WithRemote())
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitProviders(t, sref, 1)
+			sc := greeterv1.NewGreeterClient(sref)
+			if _, err := sc.SayHello(context.Background(), &greeterv1.HelloRequest{Name: "slow"}); err != nil {
+				t.Fatalf("the slow method before the rule: %v", err)
+			}
+			storksCLI(t, "rule", "set", "--registry", url, "--version", slowVersion, svc, "--method", "SayHello", "--call-timeout", "50ms")
+			written := time.Now()
+			for {
+				_, err := sc.SayHello(context.Background(), &greeterv1.HelloRequest{Name: "slow"})
+				if storks.CodeOf(err) == storks.CodeDeadlineExceeded {
+					break
+				}
+				if time.Since(written) > time.Second {
+					t.Fatalf("the timeout rule did not apply within 1s: %v", err)
+				}
+			}
+			t.Logf("%s: the 50ms timeout rule applied %v after it was written", rs.name, time.Since(written).Round(time.Millisecond))
+			storksCLI(t, "rule", "rm", "--registry", url, "--version", slowVersion, svc)
+			removed := time.Now()
+			for {
+				_, err := sc.SayHello(context.Background(), &greeterv1.HelloRequest{Name: "slow"})
+				if err == nil {
+					break
+				}
+				if time.Since(removed) > 2*time.Second {
+					t.Fatalf("deleting the timeout rule did not restore the old behaviour: %v", err)
+				}
+			}
+
+			// Tag routing: gov-3 tagged canary by the command line.
+			storksCLI(t, append(append([]string{"provider", "tag"}, flags...), ps[2].addr, "canary")...)
+			canary := storks.NewTagContext(context.Background(), "canary")
+			waitFor(t, 2*time.Second, func() bool {
+				r, err := c.SayHello(canary, &greeterv1.HelloRequest{Name: "tag"})
+				return err == nil && r.GetProvider() == "gov-3"
+			})
+			for range 30 {
+				if p := hello(t, c); p == "gov-3" {
+					t.Fatal("an untagged call reached the tagged provider")
+				}
+				r, err := c.SayHello(canary, &greeterv1.HelloRequest{Name: "tag"})
+				if err != nil || r.GetProvider() != "gov-3" {
+					t.Fatalf("a tagged call: %v from %q", err, r.GetProvider())
+				}
+			}
+			blue := storks.NewTagContext(context.Background(), "blue")
+			if r, err := c.SayHello(blue, &greeterv1.HelloRequest{Name: "tag"}); err != nil || r.GetProvider() == "gov-3" {
+				t.Fatalf("a call tagged blue (no such provider) with fallback: %v from %q", err, r.GetProvider())
+			}
+			storksCLI(t, "rule", "set", "--registry", url, "--version", version, svc, "--tag-fallback=false")
+			waitFor(t, 2*time.Second, func() bool {
+				_, err := c.SayHello(blue, &greeterv1.HelloRequest{Name: "tag"})
+				return storks.CodeOf(err) == storks.CodeUnavailable
+			})
+			storksCLI(t, "rule", "rm", "--registry", url, "--version", version, svc)
+			waitFor(t, 2*time.Second, func() bool {
+				r, err := c.SayHello(canary, &greeterv1.HelloRequest{Name: "tag"})
+				return err == nil && r.GetProvider() != "gov-3"
+			})
+
+			// A rule outlives the provider's restart and a registry outage.
+			storksCLI(t, append(append([]string{"provider", "disable"}, flags...), ps[0].addr)...)
+			waitProviders(t, ref, 2)
+			ps[0].cmd.Process.Signal(os.Interrupt)
+			ps[0].cmd.Wait()
+			ps[0] = startRegistered(t, url, "gov-1", "-version", version, "-listen", ps[0].addr)
+			time.Sleep(time.Second) // the registration reaches the consumer; the rule keeps it out
+			for range 30 {
+				if p := hello(t, c); p == "gov-1" {
+					t.Fatal("the restarted provider got a call while disabled")
+				}
+			}
+			srv.stop()
+			time.Sleep(3 * ttl)
+			for range 30 {
+				if p := hello(t, c); p == "gov-1" {
+					t.Fatal("during the registry outage the disabled provider got a call: the last good rules were lost")
+				}
+			}
+			if err := srv.start(); err != nil {
+				t.Fatal(err)
+			}
+			storksCLIRetry(t, 15*time.Second, append(append([]string{"provider", "enable"}, flags...), ps[0].addr)...)
+			waitFor(t, 15*time.Second, func() bool { return hello(t, c) == "gov-1" })
+
+			// A consumer process killed with SIGKILL leaves no record
+			// behind after the TTL.
+			consumerBin, err := consumerBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cp := exec.Command(consumerBin, "-registry", url, "-version", version, "-calls", "1000000", "-interval", "20ms", "-streams=false")
+			cout, _ := cp.StdoutPipe()
+			if err := cp.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cp.Process.Kill(); cp.Wait() })
+			go io.Copy(io.Discard, cout)
+			waitFor(t, 15*time.Second, func() bool {
+				list, _ := other.Discover(context.Background(), registry.ConsumerKey(key))
+				return len(list) == 2
+			})
+			cp.Process.Kill()
+			killed := time.Now()
+			waitFor(t, ttl+2*time.Second, func() bool {
+				list, _ := other.Discover(context.Background(), registry.ConsumerKey(key))
+				return len(list) == 1
+			})
+			t.Logf("%s: killed consumer's record gone %v after SIGKILL (TTL %v)", rs.name, time.Since(killed).Round(time.Millisecond), ttl)
+		})
+	}
+}
+
+// storksCLIRetry runs the storks command until it succeeds (the registry
+// is coming back) or d has passed.
+func storksCLIRetry(t *testing.T, d time.Duration, args ...string) {
+	t.Helper()
+	bin, err := storksBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(d)
+	for {
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("storks %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+var consumerBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "storks-e2e-consumer-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "consumer")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/storks-rpc/storks/examples/consumer").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build consumer: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
