@@ -52,6 +52,24 @@
 // address (InFlight, Latency, ErrorRate). A provider publishes its load in
 // its registry entries with WithLoadReport. balancer.go describes the seam.
 //
+// # Governance
+//
+// Every reference registers a consumer record under its service's consumer
+// key (registry.ConsumerKey; WithoutConsumerRecord turns it off,
+// WithApplication names it) and, when its registry stores rules
+// (registry.RuleStore: etcd, Consul, ZooKeeper, inproc), follows the
+// service's rule document (package registry/rule, written with `storks
+// rule` or `storks provider disable`). Overrides rebuild the provider list
+// the balancer sees, exactly as a registry change does: disabled providers
+// are left out, weights and routing tags replaced; a call in flight keeps
+// the list it started with. The rules' timeout and fail mode replace the
+// code's defaults (WithDefaultTimeout, the reference's FailMode) per method,
+// while options given to a call still win. Calls carrying a tag
+// (NewTagContext) go to providers with that tag (their metadata "tag" or a
+// rule's); untagged calls stay off tagged providers unless the rule allows
+// it. A malformed document is logged and ignored, keeping the last good
+// rules; a deleted one reverts everything; WithoutRules ignores them all.
+//
 // # In-process calls
 //
 // A reference calls an export of its service key in the same process

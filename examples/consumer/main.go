@@ -43,6 +43,8 @@ func run() error {
 	version := flag.String("version", "", "service version")
 	group := flag.String("group", "", "service group")
 	streams := flag.Bool("streams", true, "after the calls, stream from the Echo service (Count and Chat)")
+	tag := flag.String("tag", "", "routing tag of the calls: they go to providers with this tag (see storks provider tag)")
+	app := flag.String("app", "consumer", "application name in the consumer record (storks registry ls)")
 	flag.Parse()
 	if *regURL == "" {
 		return errors.New("-registry is required")
@@ -64,13 +66,16 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *tag != "" {
+		ctx = storks.NewTagContext(ctx, *tag)
+	}
 
 	reg, err := registry.Open(ctx, *regURL)
 	if err != nil {
 		return err
 	}
 	defer reg.Close()
-	cli, err := storks.NewClient(storks.WithRegistry(reg))
+	cli, err := storks.NewClient(storks.WithRegistry(reg), storks.WithApplication(*app))
 	if err != nil {
 		return err
 	}

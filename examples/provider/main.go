@@ -51,6 +51,7 @@ func run() error {
 	latency := flag.Duration("latency", 0, "how long every SayHello and Echo call takes (for fault tests)")
 	tlsCert := flag.String("tls-cert", "", "PEM certificate chain file: serve only TLS (needs -tls-key)")
 	tlsKey := flag.String("tls-key", "", "PEM private key file of -tls-cert")
+	tag := flag.String("tag", "", "routing tag: calls tagged so (runtime.NewTagContext, consumer -tag) come here; untagged calls do not")
 	loadReport := flag.Duration("load-report", 0, "publish the provider's recent load (calls/s, in flight, CPU) in its registry entries this often (0: never)")
 	flag.Parse()
 	if *regURL == "" {
@@ -92,8 +93,12 @@ func run() error {
 		opts = append(opts, storks.WithAdvertiseAddr(*advertise))
 	}
 	srv := storks.NewServer(opts...)
+	md := map[string]string{"name": *name}
+	if *tag != "" {
+		md[registry.MetadataTag] = *tag
+	}
 	eopts := []storks.ExportOption{storks.WithVersion(*version), storks.WithGroup(*group), storks.WithWeight(*weight),
-		storks.WithMetadata(map[string]string{"name": *name})}
+		storks.WithMetadata(md)}
 	hooks := impl.Hooks{Latency: *latency}
 	if *logRequests != "" {
 		f, err := os.OpenFile(*logRequests, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
