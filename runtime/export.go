@@ -55,6 +55,9 @@ type Exporter struct {
 	registered bool
 	removed    bool
 	reg        exportRegistration // register.go
+	ruleWatch  bool               // governance_server.go: the rules are followed
+
+	ruleDisabled atomic.Bool // a rule disables this provider
 }
 
 // Key returns the service key the export answers to.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/storks-rpc/storks/registry"
@@ -376,4 +377,50 @@ func TestWithoutRulesIgnoresThem(t *testing.T) {
 	if n := len(ref.Providers()); n != 2 {
 		t.Fatalf("WithoutRules: %d providers, want 2", n)
 	}
+}
+
+// A provider follows its service's rules too: a rule that disables it
+// turns its gRPC health NOT_SERVING, for the gRPC clients that read no
+// rules, and deleting the rule turns it SERVING again.
+func TestDisabledProviderReportsNotServingToGRPC(t *testing.T) {
+	reg := newRegistry(t)
+	srv := storks.NewServer(storks.WithRegistry(reg), storks.WithShutdownWait(0))
+	ex, err := srv.Export(&echoDesc, &echoImpl{name: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	waitFor(t, func() bool { return ex.State() == storks.ExportRegistered })
+
+	hc := healthpb.NewHealthClient(dialGRPC(t, srv.Addr()))
+	check := func() healthpb.HealthCheckResponse_ServingStatus {
+		r, err := hc.Check(withTimeout(t, 5*time.Second), &healthpb.HealthCheckRequest{Service: echoService})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetStatus()
+	}
+	if st := check(); st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("before the rule: %v", st)
+	}
+	var set rule.Set
+	set.Disable(rule.Match{Addr: srv.Addr()})
+	putRules(t, reg, &set)
+	waitFor(t, func() bool { return check() == healthpb.HealthCheckResponse_NOT_SERVING })
+	if !ex.DisabledByRule() {
+		t.Fatal("DisabledByRule is false under a disabling rule")
+	}
+	// A rule about another provider changes nothing here.
+	set = rule.Set{}
+	set.Disable(rule.Match{Addr: "127.0.0.1:1"})
+	putRules(t, reg, &set)
+	waitFor(t, func() bool { return check() == healthpb.HealthCheckResponse_SERVING })
+	set.Disable(rule.Match{ID: ex.Instance().ID})
+	putRules(t, reg, &set)
+	waitFor(t, func() bool { return check() == healthpb.HealthCheckResponse_NOT_SERVING })
+	deleteRules(t, reg)
+	waitFor(t, func() bool { return check() == healthpb.HealthCheckResponse_SERVING && !ex.DisabledByRule() })
 }

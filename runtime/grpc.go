@@ -402,7 +402,7 @@ func (s *Server) refreshHealth() {
 	serving := make(map[string]bool, len(exs))
 	for _, ex := range exs {
 		st := ex.State()
-		serving[ex.exp.key.Service] = serving[ex.exp.key.Service] || st == ExportRegistered || st == ExportNoRegistry
+		serving[ex.exp.key.Service] = serving[ex.exp.key.Service] || (st == ExportRegistered || st == ExportNoRegistry) && !ex.ruleDisabled.Load()
 	}
 	for name := range b.known {
 		if _, ok := serving[name]; !ok {

@@ -173,6 +173,11 @@ func (s *Server) registerAll(ctx context.Context, exs []*Exporter) error {
 	switch {
 	case s.cfg.registry == nil:
 		return nil
+	}
+	for _, ex := range exs {
+		s.startRuleWatch(ex)
+	}
+	switch {
 	case s.cfg.registrationRequired:
 		for _, ex := range exs {
 			if err := s.attempt(ctx, ex); err != nil && err != errStop {
