@@ -1,6 +1,7 @@
 package mdns
 
 import (
+	"encoding/binary"
 	"errors"
 	mrand "math/rand/v2"
 	"net"
@@ -26,10 +27,60 @@ func parsePacket(b []byte) (m *dns.Msg, ok bool) {
 	}
 	m = new(dns.Msg)
 	if err := m.Unpack(b); err != nil {
-		return nil, false
+		// One record miekg/dns rejects (python-zeroconf's NSEC records
+		// have an empty type bitmap block, say) must not cost the rest.
+		if m, ok = parseLenient(b); !ok {
+			return nil, false
+		}
 	}
 	if m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess {
 		return nil, false
+	}
+	return m, true
+}
+
+// parseLenient parses a packet record by record, skipping the records
+// that miekg/dns cannot unpack but whose length is sound. It stops at the
+// first record or question that runs past the packet.
+func parseLenient(b []byte) (*dns.Msg, bool) {
+	if len(b) < 12 {
+		return nil, false
+	}
+	u16 := func(off int) int { return int(binary.BigEndian.Uint16(b[off:])) }
+	m := new(dns.Msg)
+	m.Id = uint16(u16(0))
+	flags := u16(2)
+	m.Response = flags&0x8000 != 0
+	m.Opcode = (flags >> 11) & 0xf
+	m.Authoritative = flags&0x0400 != 0
+	m.Truncated = flags&0x0200 != 0
+	m.Rcode = flags & 0xf
+	qd, an, ns, ar := u16(4), u16(6), u16(8), u16(10)
+	off := 12
+	for range qd {
+		name, next, err := dns.UnpackDomainName(b, off)
+		if err != nil || next+4 > len(b) {
+			return nil, false
+		}
+		m.Question = append(m.Question, dns.Question{Name: name, Qtype: uint16(u16(next)), Qclass: uint16(u16(next + 2))})
+		off = next + 4
+	}
+	for i, sec := range []*[]dns.RR{&m.Answer, &m.Ns, &m.Extra} {
+		n := []int{an, ns, ar}[i]
+		for range n {
+			_, next, err := dns.UnpackDomainName(b, off)
+			if err != nil || next+10 > len(b) {
+				return m, true
+			}
+			end := next + 10 + u16(next+8)
+			if end > len(b) {
+				return m, true
+			}
+			if rr, _, err := dns.UnpackRR(b, off); err == nil && rr != nil {
+				*sec = append(*sec, rr)
+			}
+			off = end
+		}
 	}
 	return m, true
 }
