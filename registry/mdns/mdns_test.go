@@ -3,7 +3,9 @@ package mdns
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -216,4 +218,44 @@ func TestLegacyUnicastQuery(t *testing.T) {
 		}
 		return
 	}
+}
+
+// Close stops every goroutine the registry started: the reader, the
+// timer loop, probes, announcements and delayed answers.
+func TestCloseStopsEveryGoroutine(t *testing.T) {
+	loopback(t)
+	before := runtime.NumGoroutine()
+	ctx := context.Background()
+	r, err := registry.Open(ctx, loURL(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := registry.Open(ctx, loURL(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := registrytest.UniqueKey(t)
+	if _, err := r.Watch(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Register(ctx, registry.Instance{Key: key, ID: "a", Addr: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	// One registration still probing when Close comes.
+	go r.Register(ctx, registry.Instance{Key: key, ID: "b", Addr: "127.0.0.1:2"})
+	if _, err := r.Discover(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	registrytest.Eventually(t, 5*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			return fmt.Errorf("%d goroutines after Close, %d before Open", n, before)
+		}
+		return nil
+	})
 }
