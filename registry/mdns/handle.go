@@ -383,27 +383,38 @@ func (r *Registry) tick(now time.Time) {
 	}
 	q := &dns.Msg{}
 	q.Compress = true
+	inQuery := make(map[string]bool)
+	question := func(name string, t uint16) {
+		id := foldName(name) + "|" + dns.TypeToString[t]
+		if !inQuery[id] {
+			inQuery[id] = true
+			q.Question = append(q.Question, dns.Question{Name: name, Qtype: t, Qclass: dns.ClassINET})
+		}
+	}
+	// ask asks for something missing, at most once a second.
 	ask := func(name string, t uint16) {
 		id := foldName(name) + "|" + dns.TypeToString[t]
 		if _, dup := r.asked[id]; dup {
 			return
 		}
 		r.asked[id] = now
-		q.Question = append(q.Question, dns.Question{Name: name, Qtype: t, Qclass: dns.ClassINET})
+		question(name, t)
 	}
+	// refresh asks for the records in use at 80, 85, 90 and 95% of their
+	// TTL, however short (refreshDue spaces the questions).
 	refresh := func(recs []*crec) {
 		for _, c := range recs {
 			if c.refreshDue(now) {
 				c.asked++
 				h := c.rr.Header()
-				ask(h.Name, h.Rrtype)
+				question(h.Name, h.Rrtype)
 			}
 		}
 	}
 	for _, b := range r.browses {
 		ptrs := r.cache.live(b.name, dns.TypePTR, now)
 		if !now.Before(b.next) {
-			ask(b.name, dns.TypePTR)
+			question(b.name, dns.TypePTR)
 			for _, p := range ptrs {
 				if p.expires().Sub(now) > p.ttl/2 {
 					q.Answer = append(q.Answer, p.rr)
