@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,7 +26,8 @@ func TestMDNSProviderProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) })
+	// The binary is shared with the other tests of the package
+	// (TestKilledProviderDisappears removes it when it is done).
 	version := fmt.Sprintf("mdns-e2e-%d", time.Now().UnixNano())
 	provURL := fmt.Sprintf("mdns://?iface=lo&ttl=%d", int(mdnsTTL/time.Second))
 	type proc struct {
