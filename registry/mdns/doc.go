@@ -110,9 +110,13 @@
 //     instances (TXT records included, so no secrets in metadata) and can
 //     announce instances of any key or send goodbyes for them. Use it where
 //     the network is trusted, for development, labs and appliances.
-//   - The transport is IPv4 multicast; instances with IPv6 addresses are
-//     announced (AAAA records) over it. Zoned IPv6 addresses (fe80::1%eth0)
-//     are rejected: an AAAA record cannot carry the zone.
+//   - The transport is IPv4 multicast (224.0.0.251); instances with IPv6
+//     addresses are announced (AAAA records) over it, but a link without
+//     IPv4 multicast is not served (no ff02::fb socket yet). Zoned IPv6
+//     addresses (fe80::1%eth0) are rejected: an AAAA record cannot carry
+//     the zone.
+//   - The interfaces are chosen when the registry opens: one that comes up
+//     later is not used until the registry is opened again.
 //   - A provider that dies without a goodbye stays listed for up to the TTL
 //     (120 s by default); lower it with ?ttl= at the cost of more refresh
 //     queries.
