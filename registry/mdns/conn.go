@@ -14,9 +14,13 @@ import (
 // mdnsGroup is the IPv4 mDNS group, 224.0.0.251.
 var mdnsGroup = net.IPv4(224, 0, 0, 251)
 
-// maxPacket is the largest mDNS packet handled (RFC 6762 §17 allows 9000
-// bytes; reading one more byte tells a truncated read apart).
+// maxPacket is the largest mDNS packet sent: RFC 6762 §17 allows 9000
+// bytes. Larger answers are split.
 const maxPacket = 9000
+
+// maxRead is the largest packet read (a UDP datagram); reading one more
+// byte tells a truncated read apart.
+const maxRead = 65535
 
 // transport is the one UDP socket of a registry: bound to 0.0.0.0:port with
 // SO_REUSEADDR and SO_REUSEPORT, so that it shares port 5353 with every

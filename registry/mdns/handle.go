@@ -22,7 +22,7 @@ func parsePacket(b []byte) (m *dns.Msg, ok bool) {
 			m, ok = nil, false
 		}
 	}()
-	if len(b) < 12 || len(b) > maxPacket {
+	if len(b) < 12 || len(b) > maxRead {
 		return nil, false
 	}
 	m = new(dns.Msg)
@@ -87,7 +87,7 @@ func parseLenient(b []byte) (*dns.Msg, bool) {
 
 func (r *Registry) readLoop() {
 	defer r.wg.Done()
-	buf := make([]byte, maxPacket+1)
+	buf := make([]byte, maxRead+1)
 	for {
 		n, src, _, err := r.tr.read(buf)
 		if err != nil {
@@ -99,7 +99,7 @@ func (r *Registry) readLoop() {
 			}
 			continue
 		}
-		if n > maxPacket {
+		if n > maxRead {
 			continue
 		}
 		m, ok := parsePacket(buf[:n])
@@ -146,23 +146,30 @@ func (r *Registry) handle(m *dns.Msg, src *net.UDPAddr) {
 		r.mu.Unlock()
 		return
 	}
-	resp := response(answers...)
-	resp.Extra = extra
+	var pkts [][]byte
+	for _, resp := range splitResponse(answers, extra) {
+		if legacy {
+			// RFC 6762 §6.7: a unicast reply that repeats the question
+			// and ID.
+			resp.Id = m.Id
+			resp.Question = m.Question
+		}
+		if b := r.packLocked(resp); b != nil {
+			pkts = append(pkts, b)
+		}
+	}
 	if legacy {
-		// RFC 6762 §6.7: a unicast reply that repeats the question and ID.
-		resp.Id = m.Id
-		resp.Question = m.Question
-		b := r.packLocked(resp)
 		r.mu.Unlock()
-		if b != nil {
+		for _, b := range pkts {
 			_ = r.tr.sendTo(b, src)
 		}
 		return
 	}
-	b := r.packLocked(resp)
 	if !shared {
 		r.mu.Unlock()
-		r.send(b)
+		for _, b := range pkts {
+			r.send(b)
+		}
 		return
 	}
 	// RFC 6762 §6: answers with shared records wait 20-120 ms.
@@ -171,9 +178,45 @@ func (r *Registry) handle(m *dns.Msg, src *net.UDPAddr) {
 	go func() {
 		defer r.wg.Done()
 		if r.sleep(20*time.Millisecond + time.Duration(mrand.Int64N(int64(100*time.Millisecond)))) {
-			r.send(b)
+			for _, b := range pkts {
+				r.send(b)
+			}
 		}
 	}()
+}
+
+// splitResponse puts answers and additional records in as many responses
+// as it takes for each to fit in maxPacket bytes (RFC 6762 §17): answers
+// first, then the additional records that still fit in the last one. An
+// answer that does not fit alone in a packet (which Register prevents) is
+// left out.
+func splitResponse(answers, extra []dns.RR) []*dns.Msg {
+	var out []*dns.Msg
+	cur := response()
+	for _, rr := range answers {
+		cur.Answer = append(cur.Answer, rr)
+		if cur.Len() <= maxPacket {
+			continue
+		}
+		cur.Answer = cur.Answer[:len(cur.Answer)-1]
+		if len(cur.Answer) > 0 {
+			out = append(out, cur)
+		}
+		cur = response(rr)
+		if cur.Len() > maxPacket {
+			cur = response()
+		}
+	}
+	for _, rr := range extra {
+		cur.Extra = append(cur.Extra, rr)
+		if cur.Len() > maxPacket {
+			cur.Extra = cur.Extra[:len(cur.Extra)-1]
+		}
+	}
+	if len(cur.Answer) > 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
 // answerLocked returns the answers to the questions of query m from the
@@ -415,9 +458,20 @@ func (r *Registry) tick(now time.Time) {
 		ptrs := r.cache.live(b.name, dns.TypePTR, now)
 		if !now.Before(b.next) {
 			question(b.name, dns.TypePTR)
+			// Known answers (RFC 6762 §7.1), with their remaining TTL,
+			// as many as fit in the packet.
 			for _, p := range ptrs {
-				if p.expires().Sub(now) > p.ttl/2 {
-					q.Answer = append(q.Answer, p.rr)
+				left := p.expires().Sub(now)
+				if left <= p.ttl/2 {
+					continue
+				}
+				ka := dns.Copy(p.rr)
+				ka.Header().Class = dns.ClassINET
+				ka.Header().Ttl = uint32(left / time.Second)
+				q.Answer = append(q.Answer, ka)
+				if q.Len() > maxPacket-512 {
+					q.Answer = q.Answer[:len(q.Answer)-1]
+					break
 				}
 			}
 			b.next = now.Add(b.interval)

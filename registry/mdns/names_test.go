@@ -2,6 +2,7 @@ package mdns
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -175,5 +176,25 @@ func TestInstanceLabel(t *testing.T) {
 	}
 	if instanceLabel("x"+strings.Repeat("y", 100)) == instanceLabel("x"+strings.Repeat("y", 99)+"z") {
 		t.Error("two long IDs with a common prefix have the same label")
+	}
+}
+
+func TestSplitResponse(t *testing.T) {
+	var answers, extra []dns.RR
+	for i := range 1000 {
+		name := fmt.Sprintf("instance-%04d._storks-aaaaaaaa._tcp.local.", i)
+		answers = append(answers, &dns.PTR{Hdr: hdr("_storks-aaaaaaaa._tcp.local.", dns.TypePTR, false, 120), Ptr: name})
+		extra = append(extra, &dns.TXT{Hdr: hdr(name, dns.TypeTXT, true, 120), Txt: []string{strings.Repeat("x", 200)}})
+	}
+	msgs := splitResponse(answers, extra)
+	n := 0
+	for _, m := range msgs {
+		if m.Len() > maxPacket {
+			t.Errorf("a response of %d bytes", m.Len())
+		}
+		n += len(m.Answer)
+	}
+	if n != len(answers) || len(msgs) < 2 {
+		t.Errorf("%d answers in %d responses, want all %d in several", n, len(msgs), len(answers))
 	}
 }
