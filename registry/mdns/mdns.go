@@ -500,14 +500,19 @@ func (r *Registry) announceLoop(e *entry, gen int, goodbye []dns.RR) {
 			r.publishLocked()
 		}
 		if i == 0 {
-			select {
-			case <-e.ready:
-			default:
-				close(e.ready)
-			}
+			closeReady(e)
 		}
 		r.mu.Unlock()
 		r.send(b)
+	}
+}
+
+// closeReady releases the Register calls waiting for e.
+func closeReady(e *entry) {
+	select {
+	case <-e.ready:
+	default:
+		close(e.ready)
 	}
 }
 
@@ -577,6 +582,7 @@ func (r *Registry) Deregister(ctx context.Context, in registry.Instance) error {
 	}
 	delete(r.entries, k)
 	e.gen++
+	closeReady(e) // a Register still probing returns: Deregister came later
 	r.mu.Unlock()
 	r.send(b)
 	return nil

@@ -259,3 +259,28 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 		return nil
 	})
 }
+
+// A Deregister while the Register of the same instance is still probing
+// releases that Register at once, and nothing is announced.
+func TestDeregisterWhileProbing(t *testing.T) {
+	r := openLo(t, "")
+	key := registrytest.UniqueKey(t)
+	in := registry.Instance{Key: key, ID: "a", Addr: "127.0.0.1:1"}
+	errc := make(chan error, 1)
+	go func() { errc <- r.Register(context.Background(), in) }()
+	time.Sleep(100 * time.Millisecond)
+	if err := r.Deregister(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("Register: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Register still waits after the Deregister of its instance")
+	}
+	if list := registrytest.WaitDiscover(t, openLo(t, ""), key, time.Second, registrytest.HasIDs()); len(list) != 0 {
+		t.Errorf("Discover = %s after Deregister", registrytest.Format(list))
+	}
+}
