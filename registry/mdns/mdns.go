@@ -388,15 +388,15 @@ func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 		r.setNames(e)
 		if e.state == announced {
 			_, uniq := r.records(e, 0, false)
-			drop := make(map[string]bool)
+			still := make(map[string]bool)
 			for _, rr := range uniq {
-				drop[recordID(rr)] = true
+				still[recordID(rr)] = true
 			}
 			var goodbye []dns.RR
 			for _, rr := range bye {
 				// Only the address of a host name we no longer use:
 				// SRV and TXT are replaced by the cache-flush bit.
-				if _, isPTR := rr.(*dns.PTR); !isPTR && !drop[recordID(rr)] && rr.Header().Rrtype != dns.TypeSRV && rr.Header().Rrtype != dns.TypeTXT {
+				if t := rr.Header().Rrtype; (t == dns.TypeA || t == dns.TypeAAAA) && !still[recordID(rr)] {
 					goodbye = append(goodbye, rr)
 				}
 			}

@@ -284,3 +284,35 @@ func TestDeregisterWhileProbing(t *testing.T) {
 		t.Errorf("Discover = %s after Deregister", registrytest.Format(list))
 	}
 }
+
+// A registered instance whose address changes: consumers see the new
+// address at once (cache-flush), and the old host name's address record
+// gets a goodbye.
+func TestAddressChange(t *testing.T) {
+	prov, cons := openLo(t, ""), openLo(t, "")
+	key := registrytest.UniqueKey(t)
+	w := watch(t, cons, key)
+	v1 := registry.Instance{Key: key, ID: "a", Addr: "127.0.0.1:7001"}
+	v2 := registry.Instance{Key: key, ID: "a", Addr: "127.0.0.3:7001"}
+	register(t, prov, v1)
+	registrytest.WaitFor(t, w, 5*time.Second, func(l []registry.Instance) bool { return len(l) == 1 && l[0].Addr == v1.Addr })
+	rp := prov.(*Registry)
+	rp.mu.Lock()
+	oldHost := rp.entries[entryKey{key, "a"}].target
+	rp.mu.Unlock()
+	start := time.Now()
+	register(t, prov, v2)
+	registrytest.WaitFor(t, w, 5*time.Second, func(l []registry.Instance) bool { return len(l) == 1 && l[0].Addr == v2.Addr })
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the new address took %v", d)
+	}
+	rc := cons.(*Registry)
+	registrytest.Eventually(t, 2*time.Second, func() error {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		if n := len(rc.cache.live(oldHost, dns.TypeA, time.Now())); n != 0 {
+			return fmt.Errorf("the old host %s still has %d address records", oldHost, n)
+		}
+		return nil
+	})
+}
