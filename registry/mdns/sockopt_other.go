@@ -1,9 +1,7 @@
-//go:build !unix
+//go:build !unix && !windows
 
 package mdns
 
-import "syscall"
-
-func setReuse(fd uintptr) error {
-	return syscall.SetsockoptInt(syscall.Handle(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-}
+// setReuse does nothing where there is no SO_REUSEADDR: the registry then
+// cannot share port 5353 with other mDNS software of the host.
+func setReuse(uintptr) error { return nil }
