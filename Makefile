@@ -9,7 +9,7 @@ REGISTRY ?=
 # Bounded fuzzing in `make test`; `make fuzz FUZZTIME=10m` for longer runs.
 FUZZTIME ?= 15s
 
-.PHONY: all help build demo dev test test-go test-zk test-chaos test-interop vet fmt-check lint check-gen gen gen-interop fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python clean
+.PHONY: all help build demo dev test test-go test-zk test-chaos test-interop test-mdns vet fmt-check lint check-gen gen gen-interop fuzz bench bench-quick bench-large bench-micro bench-test deps deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python deps-zeroconf clean
 
 all: build
 
@@ -65,6 +65,15 @@ test-chaos:
 test-interop: deps-grpcurl deps-python
 	GRPCURL="$$(cd tools/interop && $(GO) tool -n grpcurl)" CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./internal/interop/...
 
+# make test runs these in test-go (the conformance suite, the interop tests
+# with python-zeroconf, all on the loopback interface, which the tests set up
+# for multicast when run as root) and examples/e2e's in test-zk; this target
+# is for working on the adapter alone.
+## test-mdns: the mdns:// registry's tests under -race (installs python3-zeroconf first)
+test-mdns: deps-zeroconf
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./registry/mdns
+	$(GO) test -count=1 -timeout 10m -run MDNS ./examples/e2e
+
 ## vet: go vet ./...
 vet:
 	$(GO) vet ./...
@@ -106,6 +115,7 @@ fuzz:
 	GO=$(GO) scripts/fuzz.sh ./runtime FuzzParseRequest $(FUZZTIME)
 	GO=$(GO) scripts/fuzz.sh ./runtime FuzzParseStreamFrames $(FUZZTIME)
 	GO=$(GO) scripts/fuzz.sh ./runtime FuzzServerStreamFrames $(FUZZTIME)
+	GO=$(GO) scripts/fuzz.sh ./registry/mdns FuzzHandlePacket $(FUZZTIME)
 
 ## bench: Storks vs grpc-go, rpcx, Kitex and plain-TCP references, unary, large unary and streaming (bench/, ~18 min): bench/RESULTS.md, bench/throughput.svg, bench/profiles/
 bench:
@@ -127,8 +137,8 @@ bench-micro:
 bench-test:
 	cd bench && $(GO) test -count=1 ./...
 
-## deps: install what the tests need: protoc, ZooKeeper and Python's grpcio (as root, from Debian), Consul, staticcheck and grpcurl (Go tools)
-deps: deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python
+## deps: install what the tests need: protoc, ZooKeeper, Python's grpcio and zeroconf (as root, from Debian), Consul, staticcheck and grpcurl (Go tools)
+deps: deps-protoc deps-zookeeper deps-consul deps-lint deps-grpcurl deps-python deps-zeroconf
 
 # protoc 3.21 from Debian: only the tests that compare protoc's output with
 # storks generate's and examples/gen need it (make gen does not).
@@ -166,6 +176,13 @@ deps-grpcurl:
 deps-python:
 	@{ [ -x /usr/bin/grpc_python_plugin ] && /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null; } || \
 		scripts/apt-install.sh python3-grpcio python3-protobuf protobuf-compiler-grpc
+
+# python-zeroconf is the mDNS/DNS-SD implementation that registry/mdns's
+# interop tests run against (a browser and an announcer), for Debian's
+# /usr/bin/python3.
+## deps-zeroconf: install python3-zeroconf from Debian (as root), for the mdns:// interop tests
+deps-zeroconf:
+	@/usr/bin/python3 -c 'import zeroconf' 2>/dev/null || scripts/apt-install.sh python3-zeroconf
 
 ## clean: remove bin/
 clean:

@@ -37,6 +37,7 @@ var adapterPackages = map[string]string{
 	"etcd":      "github.com/storks-rpc/storks/registry/etcd",
 	"consul":    "github.com/storks-rpc/storks/registry/consul",
 	"zookeeper": "github.com/storks-rpc/storks/registry/zookeeper",
+	"mdns":      "github.com/storks-rpc/storks/registry/mdns",
 }
 
 // RegisterScheme makes a registry URL scheme available to [Open], the way

@@ -10,5 +10,6 @@ import (
 	// The networked adapters register their URL schemes in init.
 	_ "github.com/storks-rpc/storks/registry/consul"
 	_ "github.com/storks-rpc/storks/registry/etcd"
+	_ "github.com/storks-rpc/storks/registry/mdns"
 	_ "github.com/storks-rpc/storks/registry/zookeeper"
 )
