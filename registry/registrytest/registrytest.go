@@ -61,6 +61,12 @@ type Harness struct {
 	// share the server). They are then grouped under a subtest named
 	// "parallel", so Run still returns only when all of them are done.
 	Parallel bool
+
+	// Rules says that the registry implements [registry.RuleStore], which
+	// the rule subtests then require. The rule subtests run whenever the
+	// registry implements it; without Rules, they are skipped if it does
+	// not.
+	Rules bool
 }
 
 // Run runs the conformance suite as subtests of t.
@@ -102,6 +108,7 @@ func Run(t *testing.T, h Harness) {
 		{"Concurrent", (*suite).testConcurrent},
 		{"Lister", (*suite).testLister},
 	}
+	tests = append(tests, ruleTests...)
 	run := func(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
