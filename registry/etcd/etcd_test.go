@@ -156,6 +156,23 @@ func TestConformance(t *testing.T) {
 		},
 		Settle:   5 * time.Second,
 		Parallel: true,
+		Rules:    true,
+	})
+}
+
+// TestRuleOutage: a rule watch keeps its document while the server is down
+// and delivers a change made once it is back (see
+// registrytest.RunRuleOutage).
+func TestRuleOutage(t *testing.T) {
+	srv := testservers.StartEtcd(t)
+	base := uniqueBase(t)
+	registrytest.RunRuleOutage(t, registrytest.Outage{
+		Open: func(ctx context.Context, log *slog.Logger) (registry.Registry, error) {
+			return New(ctx, Config{Endpoints: []string{srv.Endpoint()}, BasePath: base, TTL: testTTL, Logger: log})
+		},
+		Addr:  srv.Endpoint(),
+		Stop:  func(*testing.T) { srv.Stop() },
+		Start: func(t *testing.T) { mustStart(t, srv) },
 	})
 }
 
