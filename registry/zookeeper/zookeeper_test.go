@@ -56,6 +56,30 @@ func TestConformance(t *testing.T) {
 		},
 		Settle:   10 * time.Second,
 		Parallel: true,
+		Rules:    true,
+	})
+}
+
+// TestRuleOutage: a rule watch keeps its document while the server is down
+// and delivers a change made once it is back (see
+// registrytest.RunRuleOutage).
+func TestRuleOutage(t *testing.T) {
+	srv := testservers.StartZooKeeper(t)
+	base := uniqueBase(t)
+	registrytest.RunRuleOutage(t, registrytest.Outage{
+		Open: func(ctx context.Context, log *slog.Logger) (registry.Registry, error) {
+			c := testConfig(t, srv, base)
+			c.Logger = log
+			return New(ctx, c)
+		},
+		Addr: srv.Addr(),
+		Stop: func(*testing.T) { srv.Stop() },
+		Start: func(t *testing.T) {
+			if err := srv.Start(); err != nil {
+				t.Fatalf("starting ZooKeeper again: %v", err)
+			}
+		},
+		Settle: 15 * time.Second,
 	})
 }
 
