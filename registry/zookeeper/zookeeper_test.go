@@ -845,11 +845,31 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		if _, err := r.Discover(context.Background(), key); err != nil {
 			t.Fatal(err)
 		}
+		// Rule watches, never stopped, one of a rule that exists.
+		if err := r.PutRule(context.Background(), key, []byte("doc")); err != nil {
+			t.Fatal(err)
+		}
+		var rws []registry.RuleWatcher
+		for _, k := range []registry.ServiceKey{key, registrytest.UniqueKey(t)} {
+			rw, err := r.WatchRule(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rw.Next(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			rws = append(rws, rw)
+		}
 		if err := r.Close(); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := w.Next(context.Background()); !errors.Is(err, registry.ErrClosed) {
 			t.Errorf("Next after Close: %v", err)
+		}
+		for _, rw := range rws {
+			if _, err := rw.Next(context.Background()); !errors.Is(err, registry.ErrClosed) {
+				t.Errorf("rule watch Next after Close: %v", err)
+			}
 		}
 		if err := r.Close(); !errors.Is(err, registry.ErrClosed) {
 			t.Errorf("second Close: %v", err)
