@@ -24,6 +24,13 @@
 // own (see [UniqueKey]), so one server can serve every subtest, in parallel,
 // and many runs.
 //
+// Registries that implement [registry.RuleStore] also run the rule
+// subtests (get, put, replace, delete, Rules, WatchRule, invalid input,
+// rules kept apart from instances); Harness.Rules makes them required. A
+// consumer-record subtest (an instance of registry.ConsumerKey with port 0)
+// runs for every registry. [RunRuleOutage] checks a rule watch across a
+// stop and a start of a real server.
+//
 // The helpers (Eventually, WaitFor, WaitDiscover, HasIDs, ...) are exported
 // for the adapters' own tests.
 package registrytest

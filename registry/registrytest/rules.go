@@ -258,13 +258,13 @@ func (s *suite) testRulesList(t *testing.T) {
 		defer cancel()
 		got, err := rs.Rules(ctx)
 		if err != nil {
-			return fmt.Errorf("Rules: %v", err)
+			return fmt.Errorf("calling Rules: %v", err)
 		}
 		if !slices.IsSortedFunc(got, compareKeys) {
 			t.Fatalf("Rules returned keys that are not sorted: %v", got)
 		}
 		if m := mine(got); !slices.Equal(m, want) {
-			return fmt.Errorf("Rules (this test's keys) = %v, want %v", m, want)
+			return fmt.Errorf("the keys of this test that Rules lists are %v, want %v", m, want)
 		}
 		return nil
 	})
@@ -281,10 +281,10 @@ func (s *suite) testRulesList(t *testing.T) {
 		defer cancel()
 		got, err := rs.Rules(ctx)
 		if err != nil {
-			return fmt.Errorf("Rules: %v", err)
+			return fmt.Errorf("calling Rules: %v", err)
 		}
 		if m := mine(got); !slices.Equal(m, want) {
-			return fmt.Errorf("Rules after a delete (this test's keys) = %v, want %v", m, want)
+			return fmt.Errorf("after a delete, the keys of this test that Rules lists = %v, want %v", m, want)
 		}
 		return nil
 	})
@@ -583,10 +583,10 @@ func (s *suite) testRulesApartFromInstances(t *testing.T) {
 				return err
 			}
 			if slices.Contains(keys, key) {
-				return fmt.Errorf("Services lists %v, which has a rule but no instance", key)
+				return fmt.Errorf("the keys of Services include %v, which has a rule but no instance", key)
 			}
 			if !slices.Contains(keys, onlyInstances) {
-				return fmt.Errorf("Services does not list %v", onlyInstances)
+				return fmt.Errorf("the keys of Services lack %v", onlyInstances)
 			}
 			return nil
 		})
@@ -647,7 +647,7 @@ func (s *suite) testConsumerRecord(t *testing.T) {
 				return err
 			}
 			if !slices.Contains(keys, ck) || !slices.Contains(keys, key) {
-				return fmt.Errorf("Services = %v; want both %v and %v", keys, ck, key)
+				return fmt.Errorf("the keys of Services are %v; want both %v and %v", keys, ck, key)
 			}
 			return nil
 		})
