@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -227,6 +228,8 @@ type ruleWatcher struct {
 
 	ctx    context.Context // the goroutine's; canceled when the feed ends
 	cancel context.CancelFunc
+
+	rereads atomic.Int64 // how many times the watch read the key again (for tests)
 }
 
 func (w *ruleWatcher) unregister() {
@@ -285,6 +288,7 @@ func (w *ruleWatcher) run(rev int64) {
 					return
 				}
 			}
+			w.rereads.Add(1)
 			if failing {
 				log.Info("etcd registry: rule watch resumed")
 				failing = false

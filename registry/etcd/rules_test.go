@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/storks-rpc/storks/internal/testservers"
 	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/registry/registrytest"
 )
 
 func TestRuleKeys(t *testing.T) {
@@ -84,5 +87,64 @@ func TestRulesBesideServiceCalledRules(t *testing.T) {
 	}
 	if n := logs.warnings(); n != 0 {
 		t.Errorf("%d warnings logged", n)
+	}
+}
+
+// TestRuleWatchCompaction cuts a consumer off the server while the rule
+// changes (deleted, then written again) and the history is compacted: the
+// watch delivers nothing while cut off (no nil for the deletion it cannot
+// see), then reads the key again and delivers the document as it is now,
+// and follows later changes.
+func TestRuleWatchCompaction(t *testing.T) {
+	srv := testservers.StartEtcd(t)
+	proxy := newFaultProxy(t, srv.Endpoint())
+	base := uniqueBase(t)
+	key := registrytest.UniqueKey(t)
+	op, _ := newTestRegistry(t, "operator", srv.Endpoint(), base)
+	cons, _ := newTestRegistry(t, "consumer", proxy.Addr(), base)
+	mustPutRule(t, op, key, "v1")
+	w := mustWatchRule(t, cons, key, []byte("v1"))
+	before := w.(*ruleWatcher).rereads.Load()
+
+	proxy.Cut()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := op.DeleteRule(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	mustPutRule(t, op, key, "v2")
+	mustPutRule(t, op, key, "v3")
+	raw := srv.Client(t)
+	resp, err := raw.Get(ctx, "compact-me")
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if _, err := raw.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatalf("Compact: %v", err)
+	}
+	nctx, ncancel := context.WithTimeout(ctx, time.Second)
+	if doc, err := w.Next(nctx); err == nil {
+		t.Fatalf("the cut-off watch delivered %q", doc)
+	}
+	ncancel()
+	proxy.Restore()
+
+	nextRule(t, w, "v3")
+	deadline := time.Now().Add(5 * time.Second)
+	for w.(*ruleWatcher).rereads.Load() <= before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if after := w.(*ruleWatcher).rereads.Load(); after <= before {
+		t.Errorf("the watch did not read the key again after the compaction (rereads %d -> %d)", before, after)
+	}
+	mustPutRule(t, op, key, "v4")
+	nextRule(t, w, "v4")
+	if err := op.DeleteRule(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	if doc, err := w.Next(ctx2); err != nil || doc != nil {
+		t.Fatalf("Next after a delete = %q, %v; want nil", doc, err)
 	}
 }
