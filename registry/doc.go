@@ -20,6 +20,28 @@
 //
 // Every adapter must pass the conformance suite in registry/registrytest.
 //
+// # Governance layout
+//
+// Consumer records (see [ConsumerKey]) are ordinary instances of the
+// consumer key, so every backend stores them where it stores a provider's
+// instances, under the service name followed by "@consumers", with port 0
+// when the consumer gives none. Rule documents (see [RuleStore]) are kept
+// persistently and apart from the instances, in every registry that ships
+// with Storks:
+//
+//	inproc      in memory, shared by every handle of the registry
+//	etcd        the key <base-path>/rules/<service>/<version>/<group>, without
+//	            a lease (each part url.PathEscape'd, an empty version or group
+//	            an empty part)
+//	Consul      the KV entry storks/rules/<service>/v=<version>/g=<group>
+//	            (each part url.PathEscape'd)
+//	ZooKeeper   the persistent znode <base>/<escaped key>/rule, beside the
+//	            key's providers node
+//
+// The adapters' package documentation describes each layout, its
+// permissions and how its rule watches ride out an outage: none reports an
+// outage as a deleted document. direct:// and static:// keep no rules.
+//
 // # When the server cannot be reached
 //
 // A provider must be able to start while its registry is down, as it

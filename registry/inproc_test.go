@@ -19,6 +19,7 @@ func TestInprocConformance(t *testing.T) {
 		registrytest.Run(t, registrytest.Harness{
 			Open:   func(t *testing.T) registry.Registry { return shared.Handle() },
 			Settle: 5 * time.Second,
+			Rules:  true,
 		})
 	})
 	t.Run("default", func(t *testing.T) {
@@ -26,6 +27,7 @@ func TestInprocConformance(t *testing.T) {
 			Open:     func(t *testing.T) registry.Registry { return mustOpen(t, "inproc://") },
 			Settle:   5 * time.Second,
 			Parallel: true,
+			Rules:    true,
 		})
 	})
 	t.Run("named", func(t *testing.T) {
@@ -33,6 +35,7 @@ func TestInprocConformance(t *testing.T) {
 			Open:     func(t *testing.T) registry.Registry { return mustOpen(t, "inproc://conformance") },
 			Settle:   5 * time.Second,
 			Parallel: true,
+			Rules:    true,
 		})
 	})
 }

@@ -28,6 +28,27 @@ func TestConformance(t *testing.T) {
 		},
 		Settle:   10 * time.Second,
 		Parallel: true,
+		Rules:    true,
+	})
+}
+
+// TestRuleOutage: a rule watch keeps its document while the agent is down
+// and delivers a change made once it is back (see
+// registrytest.RunRuleOutage).
+func TestRuleOutage(t *testing.T) {
+	agent := testservers.StartConsul(t)
+	registrytest.RunRuleOutage(t, registrytest.Outage{
+		Open: func(ctx context.Context, log *slog.Logger) (registry.Registry, error) {
+			return New(ctx, Config{Address: agent.Addr(), TTL: testTTL, Logger: log})
+		},
+		Addr: agent.Addr(),
+		Stop: func(*testing.T) { agent.Stop() },
+		Start: func(t *testing.T) {
+			if err := agent.Start(); err != nil {
+				t.Fatalf("starting the agent again: %v", err)
+			}
+		},
+		Settle: 20 * time.Second,
 	})
 }
 

@@ -109,12 +109,14 @@ type Registry struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 
-	mu          sync.Mutex
-	closed      bool
-	regs        map[string]*regEntry // by Consul service ID
-	watchers    map[*watcher]struct{}
-	aclFiltered map[string]bool // Consul service names whose reads the ACLs filtered, logged once
-	wg          sync.WaitGroup  // every goroutine the registry started
+	mu       sync.Mutex
+	closed   bool
+	regs     map[string]*regEntry // by Consul service ID
+	watchers map[*watcher]struct{}
+	// ruleWatchers are the watches of rule documents (rules.go).
+	ruleWatchers map[*ruleWatcher]struct{}
+	aclFiltered  map[string]bool // Consul service names whose reads the ACLs filtered, logged once
+	wg           sync.WaitGroup  // every goroutine the registry started
 }
 
 var (
@@ -372,13 +374,14 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		}
 	}
 	r := &Registry{
-		cfg:         cfg,
-		client:      client,
-		transport:   tr,
-		log:         cfg.Logger.With("registry", "consul", "agent", cfg.Address),
-		regs:        make(map[string]*regEntry),
-		watchers:    make(map[*watcher]struct{}),
-		aclFiltered: make(map[string]bool),
+		cfg:          cfg,
+		client:       client,
+		transport:    tr,
+		log:          cfg.Logger.With("registry", "consul", "agent", cfg.Address),
+		regs:         make(map[string]*regEntry),
+		watchers:     make(map[*watcher]struct{}),
+		ruleWatchers: make(map[*ruleWatcher]struct{}),
+		aclFiltered:  make(map[string]bool),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	if down != nil {
@@ -517,7 +520,8 @@ func (r *Registry) registration(in registry.Instance) (*api.AgentServiceRegistra
 		Status:                         api.HealthPassing,
 		DeregisterCriticalServiceAfter: dereg,
 	}}
-	if r.cfg.TCPCheck {
+	// A consumer record (port 0 allowed) listens nowhere: no TCP check.
+	if r.cfg.TCPCheck && !in.Key.IsConsumer() {
 		checks = append(checks, &api.AgentServiceCheck{
 			CheckID:                        tcpCheckID(sid),
 			Name:                           "Storks provider TCP " + in.Addr,
@@ -769,11 +773,14 @@ func (r *Registry) Close() error {
 		return registry.ErrClosed
 	}
 	r.closed = true
-	ws := r.watchers
-	r.watchers = nil
+	ws, rws := r.watchers, r.ruleWatchers
+	r.watchers, r.ruleWatchers = nil, nil
 	r.mu.Unlock()
 	r.cancel()
 	for w := range ws {
+		w.End(registry.ErrClosed)
+	}
+	for w := range rws {
 		w.End(registry.ErrClosed)
 	}
 	r.wg.Wait()

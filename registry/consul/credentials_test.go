@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -203,6 +204,68 @@ node_prefix "" { policy = "read" }`)
 
 	// The environment's token applies when the URL has none; the URL's
 	// wins over it.
+	// Rules need key_prefix "storks/rules/" permissions: write to change
+	// them, read to read and watch them.
+	t.Run("Rules", func(t *testing.T) {
+		ruleWrite, err := agent.CreateToken(ctx, `key_prefix "storks/rules/" { policy = "write" }`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ruleRead, err := agent.CreateToken(ctx, `key_prefix "storks/rules/" { policy = "read" }`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens := append(slices.Clone(tokens), ruleWrite, ruleRead)
+		var opLogs, consLogs, provLogs syncBuffer
+		op, err := open(t, &opLogs, "&token="+ruleWrite)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cons, err := open(t, &consLogs, "&token="+ruleRead)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prov, err := open(t, &provLogs, "&token="+writeToken) // services only
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := registrytest.UniqueKey(t)
+		if err := op.PutRule(ctx, key, []byte("doc")); err != nil {
+			t.Fatalf("PutRule with a key_prefix write token: %v", err)
+		}
+		w, err := cons.WatchRule(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		if doc, err := w.Next(ctx); err != nil || string(doc) != "doc" {
+			t.Fatalf("WatchRule with a key_prefix read token: Next = %q, %v", doc, err)
+		}
+		if keys, err := cons.Rules(ctx); err != nil || !slices.Contains(keys, key) {
+			t.Errorf("Rules with a read token = %v, %v", keys, err)
+		}
+		for name, err := range map[string]error{
+			"PutRule with a read token":         cons.PutRule(ctx, key, []byte("x")),
+			"DeleteRule with a read token":      cons.DeleteRule(ctx, key),
+			"PutRule with a service-only token": prov.PutRule(ctx, key, []byte("x")),
+			"GetRule with a service-only token": func() error { _, err := prov.GetRule(ctx, key); return err }(),
+		} {
+			if err == nil || !strings.Contains(err.Error(), "403") {
+				t.Errorf("%s: %v; want the agent's 403", name, err)
+			} else {
+				t.Logf("%s: %v", name, err)
+				checkNoToken(t, "the error", err.Error(), tokens...)
+			}
+		}
+		if err := op.DeleteRule(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if doc, err := w.Next(ctx); err != nil || doc != nil {
+			t.Errorf("Next after the delete = %q, %v; want nil", doc, err)
+		}
+		checkNoToken(t, "the logs", opLogs.String()+consLogs.String()+provLogs.String(), tokens...)
+	})
+
 	t.Run("Environment", func(t *testing.T) {
 		t.Setenv(api.HTTPTokenEnvName, writeToken)
 		var logs syncBuffer

@@ -108,6 +108,36 @@
 //     ttl/3, registered passing, and with tcp-check a TCP check
 //     (service:<ID>:tcp); both with DeregisterCriticalServiceAfter.
 //
+// A consumer record (an instance of registry.ConsumerKey, which may have
+// port 0) is an agent service like any other, named after its consumer
+// key ("helloworld.Greeter@consumers" is "helloworld-greeter-consumers",
+// the exact key being in the meta), with Port 0 when the record has port
+// 0, and never a TCP check (a consumer listens nowhere). It is kept passing
+// and registered again like a provider's instance.
+//
+// # Governance rules
+//
+// The Registry implements registry.RuleStore. Rule documents are entries
+// of Consul's KV store, which the Consul servers keep persistently, apart
+// from the agent's services and their TTLs:
+//
+//	storks/rules/<service>/v=<version>/g=<group>
+//
+// each part escaped with url.PathEscape ([RuleKVKey]); "v=" and "g=" keep
+// an empty version or group from making an empty path segment, which
+// Consul's KV treats as a folder. For example the rule of
+// helloworld.Greeter version 1.0.0 without group is
+// storks/rules/helloworld.Greeter/v=1.0.0/g=. The value is the document as
+// given to PutRule (Consul's KV entries hold up to 512 KB, more than
+// registry.MaxRuleSize). Rules lists the keys under storks/rules/ and
+// ignores those that are not rule keys. WatchRule makes blocking queries on
+// the entry with the same rules as Watch (index reset to 0 after an error
+// or when it goes backwards, the same token bucket): a missing entry is a
+// nil document, and a failed query keeps the last document, so an outage
+// never shows as a deletion. The token needs key_prefix "storks/rules/"
+// read permission to read and watch rules, write permission to change
+// them; a 403 is returned by the call, and a watch retries it with backoff.
+//
 // # Guarantees
 //
 //   - Registrations live as long as the provider: a goroutine per instance
@@ -142,7 +172,7 @@
 //
 // A Registry and its methods are safe for concurrent use; calls on the same
 // instance ID are serialised. Every goroutine it starts (one per registered
-// instance, one per watch) is owned by a context that Close cancels, and
+// instance, one per watch and rule watch) is owned by a context that Close cancels, and
 // Close waits for them and closes the idle connections. Watcher.Next may be
 // called from one goroutine at a time; Stop from any.
 package consul

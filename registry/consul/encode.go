@@ -251,7 +251,8 @@ func decodeService(s *api.AgentService, key registry.ServiceKey) (registry.Insta
 		return registry.Instance{}, fmt.Errorf("service %q has no %s meta", s.ID, metaID)
 	}
 	host := s.Address
-	if host == "" || s.Port <= 0 {
+	// A consumer record may have port 0: it listens nowhere.
+	if host == "" || s.Port < 0 || s.Port == 0 && !key.IsConsumer() {
 		return registry.Instance{}, fmt.Errorf("service %q has no address", s.ID)
 	}
 	in := registry.Instance{Key: key, ID: id, Addr: net.JoinHostPort(host, strconv.Itoa(s.Port))}

@@ -245,6 +245,33 @@ func TestAgentRestartLosesState(t *testing.T) {
 	}
 }
 
+// TestConsumerRecordAgentRestart: a consumer record (port 0) is kept
+// registered like a provider's instance: an agent that restarts and loses
+// it has it again within TTL + 2s; with tcp-check it gets no TCP check (it
+// listens nowhere) and so stays passing.
+func TestConsumerRecordAgentRestart(t *testing.T) {
+	agent := testservers.StartConsul(t)
+	cons := newTestRegistry(t, agent, nil, func(c *Config) { c.TCPCheck = true })
+	tool := newTestRegistry(t, agent, nil)
+	key := registry.ConsumerKey(registrytest.UniqueKey(t))
+	rec := registry.Instance{Key: key, ID: "c", Addr: "127.0.0.1:0", Weight: 100}
+	register(t, cons, rec)
+	registrytest.WaitDiscover(t, tool, key, 10*time.Second, registrytest.HasIDs("c"))
+	agent.Stop()
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	list := registrytest.WaitDiscover(t, tool, key, testTTL+2*time.Second, registrytest.HasIDs("c"))
+	t.Logf("the consumer record was registered again %v after the restart", time.Since(up))
+	if !registrytest.SameInstance(list[0], rec) {
+		t.Errorf("Discover = %s, want %s", registrytest.Format(list), registrytest.Format([]registry.Instance{rec}))
+	}
+	// Still passing one TTL later: no failing TCP check on port 0.
+	time.Sleep(testTTL + time.Second)
+	registrytest.WaitDiscover(t, tool, key, time.Second, registrytest.HasIDs("c"))
+}
+
 // TestExternalDeregister checks that an instance an operator deregisters
 // behind the provider's back is registered again within TTL, while one
 // the provider deregisters stays deregistered.
@@ -481,6 +508,20 @@ func TestCloseStopsGoroutines(t *testing.T) {
 	}
 	if _, err := r.Discover(ctx, key); err != nil {
 		t.Fatal(err)
+	}
+	for range 2 { // rule watches, never stopped, one Next waiting
+		rw, err := r.WatchRule(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rw.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rw.Next(context.Background())
+		}()
 	}
 	during := runtime.NumGoroutine()
 	if err := r.Close(); err != nil {

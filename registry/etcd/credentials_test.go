@@ -150,12 +150,21 @@ func TestAuth(t *testing.T) {
 		exercise(t, prov, key1, "a")
 		w1 := mustWatch(t, cons, key1)
 		registrytest.WaitFor(t, w1, 5*time.Second, registrytest.HasIDs("a"))
+		// Rules, with the same user, under the same base path.
+		rw := mustWatchRule(t, cons, key1, nil)
+		mustPutRule(t, prov, key1, "r1")
+		nextRule(t, rw, "r1")
 
 		// Stay idle for longer than the token TTL (the keeper keeps the
 		// lease alive meanwhile), then do everything again.
 		time.Sleep(3 * tokenTTL)
 		mustRegister(t, prov, inst(key1, "b", 2))
 		registrytest.WaitFor(t, w1, 5*time.Second, registrytest.HasIDs("a", "b"))
+		mustPutRule(t, prov, key1, "r2")
+		nextRule(t, rw, "r2")
+		rw2 := mustWatchRule(t, cons, key2, nil) // a new watch after the token expired
+		mustPutRule(t, cons, key2, "r3")
+		nextRule(t, rw2, "r3")
 		w2 := exercise(t, cons, key2, "c")
 		time.Sleep(3 * tokenTTL)
 		mustRegister(t, prov, inst(key2, "d", 4))
@@ -468,5 +477,38 @@ func TestConfigString(t *testing.T) {
 		if !strings.Contains(s, "storks:redacted@") {
 			t.Errorf("the printed Config %q does not show the user", s)
 		}
+	}
+}
+
+func mustWatchRule(t *testing.T, r *Registry, key registry.ServiceKey, first []byte) registry.RuleWatcher {
+	t.Helper()
+	w, err := r.WatchRule(context.Background(), key)
+	if err != nil {
+		t.Fatalf("WatchRule(%v): %v", key, err)
+	}
+	t.Cleanup(w.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if doc, err := w.Next(ctx); err != nil || !bytes.Equal(doc, first) || (doc == nil) != (first == nil) {
+		t.Fatalf("WatchRule(%v): first Next = %q, %v; want %q", key, doc, err, first)
+	}
+	return w
+}
+
+func mustPutRule(t *testing.T, r *Registry, key registry.ServiceKey, doc string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.PutRule(ctx, key, []byte(doc)); err != nil {
+		t.Fatalf("PutRule(%v): %v", key, err)
+	}
+}
+
+func nextRule(t *testing.T, w registry.RuleWatcher, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if doc, err := w.Next(ctx); err != nil || string(doc) != want {
+		t.Fatalf("rule watch Next = %q, %v; want %q", doc, err, want)
 	}
 }

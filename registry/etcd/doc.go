@@ -117,6 +117,32 @@
 // "registered" is the RFC 3339 time of the Register call). Values that do not decode, or that
 // name another service or ID than their key, are logged once and ignored.
 //
+// A consumer record (an instance of registry.ConsumerKey, whose address
+// may have port 0) is an instance like any other, under the escaped
+// consumer key ("helloworld.Greeter@consumers"; '@' is not escaped), kept
+// alive by the same lease.
+//
+// # Governance rules
+//
+// The Registry implements registry.RuleStore. The rule document of a
+// service key is one key without a lease, so that it survives every
+// client, its instances and their leases:
+//
+//	<base-path>/rules/<url.PathEscape(service)>/<url.PathEscape(version)>/<url.PathEscape(group)>
+//
+// an empty version or group being an empty part, for example
+// /storks/rules/helloworld.Greeter/1.0.0/ (no group) or
+// /storks/rules/helloworld.Greeter// (neither). The value is the document,
+// as given to PutRule. Rules lists the keys under <base-path>/rules/ (keys
+// only); keys there that are not rule keys are ignored, as are those keys
+// under the prefix of a service called "rules" (whose instances keys have
+// one part after it, not three). WatchRule reads the key and watches it
+// from the next revision; on a watch error, a compaction or a lost leader
+// it keeps its document, reads the key again with backoff and watches from
+// there, so an outage never shows as a deleted document. The user of an
+// authenticated cluster needs read and write permission on the rules
+// prefix too, which a grant on <base-path>/ gives.
+//
 // # Registrations and leases
 //
 // A Registry holds one lease, shared by all the instances it registers: it
@@ -174,5 +200,5 @@
 // context has no deadline are bounded by Config.RequestTimeout (10s). A
 // Watcher's Next may be called from one goroutine at a time, Stop from any.
 // Every goroutine the package starts (the keeper, a connection monitor and
-// one per watch) ends with Close, which also closes the connection.
+// one per watch and rule watch) ends with Close, which also closes the connection.
 package etcd

@@ -77,13 +77,15 @@ type Registry struct {
 	// watcher.watchFrom.
 	watchStream atomic.Int64
 
-	mu        sync.Mutex
-	closed    bool
-	lease     clientv3.LeaseID         // the lease of the registrations; 0 while there is none
-	regs      map[string]*registration // by etcd key
-	watchers  map[*watcher]struct{}
-	failing   bool             // the keeper's last background call failed
-	badLogged map[string]int64 // invalid keys already logged, with their revision
+	mu       sync.Mutex
+	closed   bool
+	lease    clientv3.LeaseID         // the lease of the registrations; 0 while there is none
+	regs     map[string]*registration // by etcd key
+	watchers map[*watcher]struct{}
+	// ruleWatchers are the watches of rule documents (rules.go).
+	ruleWatchers map[*ruleWatcher]struct{}
+	failing      bool             // the keeper's last background call failed
+	badLogged    map[string]int64 // invalid keys already logged, with their revision
 }
 
 // registration is one instance this client keeps registered.
@@ -125,18 +127,19 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	eps := strings.Join(cfg.Endpoints, ",")
 	retryCap := min(max(cfg.TTL/3, 200*time.Millisecond), 5*time.Second)
 	r := &Registry{
-		cfg:       cfg,
-		log:       cfg.Logger.With("registry", "etcd", "endpoints", eps),
-		eps:       eps,
-		bgTimeout: min(max(cfg.TTL/2, time.Second), cfg.RequestTimeout),
-		retryCap:  retryCap,
-		dials:     newDialTracker(),
-		giveUp:    make(chan struct{}),
-		ops:       make(chan struct{}, 1),
-		kick:      make(chan struct{}, 1),
-		regs:      make(map[string]*registration),
-		watchers:  make(map[*watcher]struct{}),
-		badLogged: make(map[string]int64),
+		cfg:          cfg,
+		log:          cfg.Logger.With("registry", "etcd", "endpoints", eps),
+		eps:          eps,
+		bgTimeout:    min(max(cfg.TTL/2, time.Second), cfg.RequestTimeout),
+		retryCap:     retryCap,
+		dials:        newDialTracker(),
+		giveUp:       make(chan struct{}),
+		ops:          make(chan struct{}, 1),
+		kick:         make(chan struct{}, 1),
+		regs:         make(map[string]*registration),
+		watchers:     make(map[*watcher]struct{}),
+		ruleWatchers: make(map[*ruleWatcher]struct{}),
+		badLogged:    make(map[string]int64),
 	}
 	dialOpts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 		// gRPC's default reconnect backoff grows to 2 minutes: after a
@@ -629,6 +632,9 @@ func (r *Registry) decodeAll(kvs []*mvccpb.KeyValue, prefix string, key registry
 	m := make(map[string]registry.Instance, len(kvs))
 	for _, kv := range kvs {
 		k := string(kv.Key)
+		if notInstanceKey(k, prefix) {
+			continue // a rule key, under the prefix of a service called "rules"
+		}
 		in, err := decode(k, kv.Value, prefix, key)
 		if err != nil {
 			r.logBad(k, kv.ModRevision, err)
@@ -664,11 +670,14 @@ func (r *Registry) Close() error {
 		return registry.ErrClosed
 	}
 	r.closed = true
-	ws := r.watchers
-	r.watchers = nil
+	ws, rws := r.watchers, r.ruleWatchers
+	r.watchers, r.ruleWatchers = nil, nil
 	r.mu.Unlock()
 	r.cancel()
 	for w := range ws {
+		w.End(registry.ErrClosed)
+	}
+	for w := range rws {
 		w.End(registry.ErrClosed)
 	}
 	r.wg.Wait()

@@ -156,6 +156,23 @@ func TestConformance(t *testing.T) {
 		},
 		Settle:   5 * time.Second,
 		Parallel: true,
+		Rules:    true,
+	})
+}
+
+// TestRuleOutage: a rule watch keeps its document while the server is down
+// and delivers a change made once it is back (see
+// registrytest.RunRuleOutage).
+func TestRuleOutage(t *testing.T) {
+	srv := testservers.StartEtcd(t)
+	base := uniqueBase(t)
+	registrytest.RunRuleOutage(t, registrytest.Outage{
+		Open: func(ctx context.Context, log *slog.Logger) (registry.Registry, error) {
+			return New(ctx, Config{Endpoints: []string{srv.Endpoint()}, BasePath: base, TTL: testTTL, Logger: log})
+		},
+		Addr:  srv.Endpoint(),
+		Stop:  func(*testing.T) { srv.Stop() },
+		Start: func(t *testing.T) { mustStart(t, srv) },
 	})
 }
 
@@ -424,6 +441,34 @@ func TestLeaseRevoked(t *testing.T) {
 	}
 }
 
+// TestConsumerRecordLeaseRevoked: a consumer record (port 0) is kept
+// registered like a provider's instance: after its lease is revoked it is
+// put back under a new lease within TTL + 2s.
+func TestConsumerRecordLeaseRevoked(t *testing.T) {
+	srv := testservers.StartEtcd(t)
+	base := uniqueBase(t)
+	key := registry.ConsumerKey(registrytest.UniqueKey(t))
+	cons, _ := newTestRegistry(t, "consumer", srv.Endpoint(), base)
+	tool, _ := newTestRegistry(t, "tool", srv.Endpoint(), base)
+	rec := registry.Instance{Key: key, ID: "c", Addr: "10.0.0.5:0", Metadata: map[string]string{registry.MetadataApplication: "app"}}
+	mustRegister(t, cons, rec)
+	w := mustWatch(t, tool, key)
+	registrytest.WaitFor(t, w, 5*time.Second, registrytest.HasIDs("c"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := srv.Client(t).Revoke(ctx, cons.leaseID()); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	registrytest.WaitFor(t, w, 5*time.Second, registrytest.HasIDs())
+	list := registrytest.WaitFor(t, w, testTTL+2*time.Second, registrytest.HasIDs("c"))
+	if !registrytest.SameInstance(list[0], rec) {
+		t.Errorf("the record put back is %s, want %s", registrytest.Format(list), registrytest.Format([]registry.Instance{rec}))
+	}
+	if keys, err := tool.Services(ctx); err != nil || !slices.Contains(keys, key) {
+		t.Errorf("Services = %v, %v; want %v listed", keys, err, key)
+	}
+}
+
 // TestKeyDeletedBehindBack deletes a provider's key while its lease lives:
 // the provider must put it back within TTL + 2s.
 func TestKeyDeletedBehindBack(t *testing.T) {
@@ -574,6 +619,19 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		}
 		if _, err := r.Discover(context.Background(), key); err != nil {
 			t.Fatalf("Discover: %v", err)
+		}
+		// Rule watches, never stopped: Close must stop them.
+		if err := r.PutRule(context.Background(), key, []byte("doc")); err != nil {
+			t.Fatalf("PutRule: %v", err)
+		}
+		for range 2 {
+			rw, err := r.WatchRule(context.Background(), key)
+			if err != nil {
+				t.Fatalf("WatchRule: %v", err)
+			}
+			if _, err := rw.Next(context.Background()); err != nil {
+				t.Fatalf("rule watch Next: %v", err)
+			}
 		}
 		if err := r.Close(); err != nil {
 			t.Fatalf("Close: %v", err)

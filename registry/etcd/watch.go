@@ -204,6 +204,9 @@ func (w *watcher) watchFrom(rev int64) error {
 		changed := false
 		for _, ev := range resp.Events {
 			k := string(ev.Kv.Key)
+			if notInstanceKey(k, w.prefix) {
+				continue // a rule key, under the prefix of a service called "rules"
+			}
 			if ev.Type == clientv3.EventTypePut {
 				in, err := decode(k, ev.Kv.Value, w.prefix, w.key)
 				if err == nil {

@@ -24,6 +24,13 @@
 // own (see [UniqueKey]), so one server can serve every subtest, in parallel,
 // and many runs.
 //
+// Registries that implement [registry.RuleStore] also run the rule
+// subtests (get, put, replace, delete, Rules, WatchRule, invalid input,
+// rules kept apart from instances); Harness.Rules makes them required. A
+// consumer-record subtest (an instance of registry.ConsumerKey with port 0)
+// runs for every registry. [RunRuleOutage] checks a rule watch across a
+// stop and a start of a real server.
+//
 // The helpers (Eventually, WaitFor, WaitDiscover, HasIDs, ...) are exported
 // for the adapters' own tests.
 package registrytest
@@ -61,6 +68,12 @@ type Harness struct {
 	// share the server). They are then grouped under a subtest named
 	// "parallel", so Run still returns only when all of them are done.
 	Parallel bool
+
+	// Rules says that the registry implements [registry.RuleStore], which
+	// the rule subtests then require. The rule subtests run whenever the
+	// registry implements it; without Rules, they are skipped if it does
+	// not.
+	Rules bool
 }
 
 // Run runs the conformance suite as subtests of t.
@@ -102,6 +115,7 @@ func Run(t *testing.T, h Harness) {
 		{"Concurrent", (*suite).testConcurrent},
 		{"Lister", (*suite).testLister},
 	}
+	tests = append(tests, ruleTests...)
 	run := func(t *testing.T) {
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {

@@ -325,3 +325,52 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+// TestDigestAuthRules: with credentials, the rule node and the parents
+// PutRule creates get the registry's ACL: everyone reads and watches the
+// rule, only the same identity changes or deletes it, and the refusals
+// explain themselves without a password.
+func TestDigestAuthRules(t *testing.T) {
+	srv := testservers.StartZooKeeper(t)
+	base := uniqueBase(t)
+	var logs secretLog
+	op := openTest(t, srv, base, withCreds(zkTestUser, zkPassword, &logs))
+	anon := openTest(t, srv, base, func(c *Config) { c.Logger = logs.Logger() })
+	other := openTest(t, srv, base, withCreds(zkOtherUser, zkOtherPass, &logs))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key := registrytest.UniqueKey(t)
+	if err := op.PutRule(ctx, key, []byte("doc")); err != nil {
+		t.Fatalf("PutRule: %v", err)
+	}
+	want := append(zk.DigestACL(zk.PermAll, zkTestUser, zkPassword), zk.WorldACL(zk.PermRead)...)
+	for p := op.rulePath(key); len(p) > len("/storks-test"); p = p[:strings.LastIndexByte(p, '/')] {
+		acl, _, err := op.conn.GetACL(p)
+		if err != nil || !slices.Equal(acl, want) {
+			t.Errorf("the ACL of %s is %+v (%v), want %+v", p, acl, err, want)
+		}
+	}
+	w, err := anon.WatchRule(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if doc, err := w.Next(ctx); err != nil || string(doc) != "doc" {
+		t.Fatalf("WatchRule without credentials: Next = %q, %v", doc, err)
+	}
+	for name, r := range map[string]*Registry{"no credentials": anon, "another user": other} {
+		wantNoAuth(t, name+": PutRule", r.PutRule(ctx, key, []byte("hijack")))
+		wantNoAuth(t, name+": DeleteRule", r.DeleteRule(ctx, key))
+		wantNoAuth(t, name+": PutRule of another key", r.PutRule(ctx, registry.ServiceKey{Service: key.Service, Version: "2"}, []byte("x")))
+	}
+	if doc, err := anon.GetRule(ctx, key); err != nil || string(doc) != "doc" {
+		t.Errorf("GetRule after the refused writes = %q, %v", doc, err)
+	}
+	if err := op.PutRule(ctx, key, []byte("new")); err != nil {
+		t.Fatalf("PutRule by the owner: %v", err)
+	}
+	if doc, err := w.Next(ctx); err != nil || string(doc) != "new" {
+		t.Errorf("Next after the owner's PutRule = %q, %v", doc, err)
+	}
+	checkNoSecret(t, "the log", logs.String())
+}

@@ -115,6 +115,33 @@
 // as %XX, so any ID fits in one path segment. The parent znodes are created
 // as persistent nodes when needed and are never deleted by the adapter.
 //
+// A consumer record (an instance of registry.ConsumerKey, whose address
+// may have port 0) is an ephemeral instance node like any other, under its
+// consumer key: <base>/helloworld.Greeter@consumers/providers/<ID> ('@' is
+// not escaped). It is re-created in every new session like a provider's.
+//
+// # Governance rules
+//
+// The Registry implements registry.RuleStore. The rule document of service
+// key k is the data of the persistent znode
+//
+//	<base>/<escape(k.String())>/rule
+//
+// beside the providers node of k, so it belongs to no session: it survives
+// the instances of k, their sessions and their expiry. PutRule sets it,
+// creating it and its parents (persistent, with the ACL above) when
+// missing; DeleteRule deletes it. It is a node of its own rather than a
+// child of a shared "rules" node so that it cannot clash with the nodes of
+// a service whose key escapes to "rules" or "providers". Rules reads the
+// children of <base> and asks whether each has a rule node (one request
+// per key, like Services). WatchRule reads the node with a data watch
+// (GetW), or an exists watch (ExistsW) while it is missing, and reads it
+// again and re-arms the watch after every event, after every reconnection
+// and in every new session; while the servers cannot be reached it keeps
+// its document (an outage never shows as a deletion) and retries with
+// backoff. ZooKeeper's default jute.maxbuffer (1 MiB) holds
+// registry.MaxRuleSize.
+//
 // # Guarantees
 //
 //   - Registrations live as long as the Registry that made them: the
@@ -170,7 +197,7 @@
 // # Concurrency
 //
 // A Registry is safe for concurrent use. It holds one ZooKeeper session.
-// Each registration and each watch has one goroutine, and one more follows
+// Each registration, each watch and each rule watch has one goroutine, and one more follows
 // the session state; all of them end when Close returns. A watcher's Next
 // may be called from one goroutine at a time and Stop from any.
 package zookeeper

@@ -52,7 +52,9 @@ type Registry struct {
 	past     map[int64]bool // earlier sessions of this registry
 	entries  map[string]*entry
 	watchers map[string]map[*watcher]struct{} // by providers node
-	cache    map[registry.ServiceKey][]registry.Instance
+	// ruleWatchers are the watches of rule documents (rules.go).
+	ruleWatchers map[*ruleWatcher]struct{}
+	cache        map[registry.ServiceKey][]registry.Instance
 
 	discoverStale atomic.Bool // Discover served a cached list; for logging once
 }
@@ -89,19 +91,20 @@ func New(ctx context.Context, c Config) (*Registry, error) {
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	r := &Registry{
-		cfg:      c,
-		servers:  strings.Join(c.Servers, ","),
-		log:      c.Logger,
-		acl:      nodeACL(c),
-		ctx:      rctx,
-		cancel:   cancel,
-		dials:    dialState{last: make(map[string]error), changed: make(chan struct{})},
-		sessKick: make(chan struct{}, 1),
-		netConns: make(map[*trackedConn]struct{}),
-		past:     make(map[int64]bool),
-		entries:  make(map[string]*entry),
-		watchers: make(map[string]map[*watcher]struct{}),
-		cache:    make(map[registry.ServiceKey][]registry.Instance),
+		cfg:          c,
+		servers:      strings.Join(c.Servers, ","),
+		log:          c.Logger,
+		acl:          nodeACL(c),
+		ctx:          rctx,
+		cancel:       cancel,
+		dials:        dialState{last: make(map[string]error), changed: make(chan struct{})},
+		sessKick:     make(chan struct{}, 1),
+		netConns:     make(map[*trackedConn]struct{}),
+		past:         make(map[int64]bool),
+		entries:      make(map[string]*entry),
+		watchers:     make(map[string]map[*watcher]struct{}),
+		ruleWatchers: make(map[*ruleWatcher]struct{}),
+		cache:        make(map[registry.ServiceKey][]registry.Instance),
 	}
 	r.authed.Store(c.Username == "")
 	conn, events, err := zk.Connect(c.Servers, c.SessionTimeout,
@@ -356,7 +359,20 @@ func (r *Registry) monitor(seen uint64) {
 				watchers = append(watchers, w)
 			}
 		}
+		ruleWatchers := make([]*ruleWatcher, 0, len(r.ruleWatchers))
+		for w := range r.ruleWatchers {
+			ruleWatchers = append(ruleWatchers, w)
+		}
 		r.mu.Unlock()
+		if newSession || connects != seen || !up {
+			// Rule watches read their node again and re-arm their
+			// watch: in a new session the old watches are gone, and
+			// after a reconnection the client may not have re-armed
+			// them.
+			for _, w := range ruleWatchers {
+				w.resync()
+			}
+		}
 		switch {
 		case newSession && old == 0:
 			r.log.Info("zookeeper: connected; the registry works now", "servers", r.servers, "session", hexID(sid))
@@ -783,8 +799,15 @@ func (r *Registry) Close() error {
 			watchers = append(watchers, w)
 		}
 	}
+	ruleWatchers := make([]*ruleWatcher, 0, len(r.ruleWatchers))
+	for w := range r.ruleWatchers {
+		ruleWatchers = append(ruleWatchers, w)
+	}
 	r.mu.Unlock()
 	for _, w := range watchers {
+		w.End(registry.ErrClosed)
+	}
+	for _, w := range ruleWatchers {
 		w.End(registry.ErrClosed)
 	}
 	r.shutdown()

@@ -56,6 +56,30 @@ func TestConformance(t *testing.T) {
 		},
 		Settle:   10 * time.Second,
 		Parallel: true,
+		Rules:    true,
+	})
+}
+
+// TestRuleOutage: a rule watch keeps its document while the server is down
+// and delivers a change made once it is back (see
+// registrytest.RunRuleOutage).
+func TestRuleOutage(t *testing.T) {
+	srv := testservers.StartZooKeeper(t)
+	base := uniqueBase(t)
+	registrytest.RunRuleOutage(t, registrytest.Outage{
+		Open: func(ctx context.Context, log *slog.Logger) (registry.Registry, error) {
+			c := testConfig(t, srv, base)
+			c.Logger = log
+			return New(ctx, c)
+		},
+		Addr: srv.Addr(),
+		Stop: func(*testing.T) { srv.Stop() },
+		Start: func(t *testing.T) {
+			if err := srv.Start(); err != nil {
+				t.Fatalf("starting ZooKeeper again: %v", err)
+			}
+		},
+		Settle: 15 * time.Second,
 	})
 }
 
@@ -821,11 +845,31 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		if _, err := r.Discover(context.Background(), key); err != nil {
 			t.Fatal(err)
 		}
+		// Rule watches, never stopped, one of a rule that exists.
+		if err := r.PutRule(context.Background(), key, []byte("doc")); err != nil {
+			t.Fatal(err)
+		}
+		var rws []registry.RuleWatcher
+		for _, k := range []registry.ServiceKey{key, registrytest.UniqueKey(t)} {
+			rw, err := r.WatchRule(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rw.Next(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			rws = append(rws, rw)
+		}
 		if err := r.Close(); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := w.Next(context.Background()); !errors.Is(err, registry.ErrClosed) {
 			t.Errorf("Next after Close: %v", err)
+		}
+		for _, rw := range rws {
+			if _, err := rw.Next(context.Background()); !errors.Is(err, registry.ErrClosed) {
+				t.Errorf("rule watch Next after Close: %v", err)
+			}
 		}
 		if err := r.Close(); !errors.Is(err, registry.ErrClosed) {
 			t.Errorf("second Close: %v", err)

@@ -1,0 +1,258 @@
+package consul
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/storks-rpc/storks/registry"
+)
+
+// Rule documents (see registry.RuleStore) are entries of Consul's KV store,
+// which is persistent and replicated by the servers, apart from the agent's
+// services:
+//
+//	storks/rules/<service>/v=<version>/g=<group>
+//
+// each part escaped with url.PathEscape, so that an empty version or group
+// ("v=", "g=") leaves no empty path segment, which Consul's KV treats as a
+// folder. The value is the document as it is.
+
+var _ registry.RuleStore = (*Registry)(nil)
+
+// RulesPrefix is the KV prefix of every rule document. An ACL token needs
+// key_prefix "storks/rules/" read (GetRule, Rules, WatchRule) and write
+// (PutRule, DeleteRule) permission.
+const RulesPrefix = "storks/rules/"
+
+// RuleKVKey returns the Consul KV key of the rule document of key.
+func RuleKVKey(key registry.ServiceKey) string {
+	return RulesPrefix + url.PathEscape(key.Service) + "/v=" + url.PathEscape(key.Version) + "/g=" + url.PathEscape(key.Group)
+}
+
+// parseRuleKVKey returns the service key whose KV key is k.
+func parseRuleKVKey(k string) (registry.ServiceKey, bool) {
+	rest, ok := strings.CutPrefix(k, RulesPrefix)
+	if !ok {
+		return registry.ServiceKey{}, false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 || !strings.HasPrefix(parts[1], "v=") || !strings.HasPrefix(parts[2], "g=") {
+		return registry.ServiceKey{}, false
+	}
+	parts[1], parts[2] = parts[1][2:], parts[2][2:]
+	var vals [3]string
+	for i, p := range parts {
+		v, err := url.PathUnescape(p)
+		if err != nil {
+			return registry.ServiceKey{}, false
+		}
+		vals[i] = v
+	}
+	key := registry.ServiceKey{Service: vals[0], Version: vals[1], Group: vals[2]}
+	if key.Validate() != nil || RuleKVKey(key) != k {
+		return registry.ServiceKey{}, false
+	}
+	return key, true
+}
+
+// docOf returns a copy of a KV value, never nil (nil is "no document").
+func docOf(v []byte) []byte {
+	if len(v) == 0 {
+		return []byte{}
+	}
+	return bytes.Clone(v)
+}
+
+// GetRule reads the rule document of key from the KV store; see
+// registry.RuleStore.
+func (r *Registry) GetRule(ctx context.Context, key registry.ServiceKey) ([]byte, error) {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
+		return nil, err
+	}
+	ctx, done := r.opCtx(ctx)
+	defer done()
+	pair, _, err := r.client.KV().Get(RuleKVKey(key), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, r.callErr(ctx, "reading the rule of "+key.String(), err)
+	}
+	if pair == nil {
+		return nil, registry.ErrNoRule
+	}
+	return docOf(pair.Value), nil
+}
+
+// PutRule writes doc as the rule document of key in the KV store; see
+// registry.RuleStore.
+func (r *Registry) PutRule(ctx context.Context, key registry.ServiceKey, doc []byte) error {
+	err := key.Validate()
+	if err == nil {
+		err = registry.ValidateRuleDoc(doc)
+	}
+	if err := registry.Check(ctx, r.isClosed(), err); err != nil {
+		return err
+	}
+	ctx, done := r.opCtx(ctx)
+	defer done()
+	pair := &api.KVPair{Key: RuleKVKey(key), Value: bytes.Clone(doc)}
+	if _, err := r.client.KV().Put(pair, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return r.callErr(ctx, "writing the rule of "+key.String(), err)
+	}
+	return nil
+}
+
+// DeleteRule deletes the rule document of key from the KV store; see
+// registry.RuleStore.
+func (r *Registry) DeleteRule(ctx context.Context, key registry.ServiceKey) error {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
+		return err
+	}
+	ctx, done := r.opCtx(ctx)
+	defer done()
+	if _, err := r.client.KV().Delete(RuleKVKey(key), (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return r.callErr(ctx, "deleting the rule of "+key.String(), err)
+	}
+	return nil
+}
+
+// Rules lists the keys with a rule document, sorted, from the KV keys
+// under RulesPrefix; see registry.RuleStore. Entries there that are not
+// rule documents of this adapter are ignored.
+func (r *Registry) Rules(ctx context.Context) ([]registry.ServiceKey, error) {
+	if err := registry.Check(ctx, r.isClosed(), nil); err != nil {
+		return nil, err
+	}
+	ctx, done := r.opCtx(ctx)
+	defer done()
+	names, _, err := r.client.KV().Keys(RulesPrefix, "", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, r.callErr(ctx, "listing the rules", err)
+	}
+	keys := []registry.ServiceKey{}
+	for _, n := range names {
+		if k, ok := parseRuleKVKey(n); ok {
+			keys = append(keys, k)
+		}
+	}
+	registry.SortKeys(keys)
+	return keys, nil
+}
+
+// WatchRule follows the rule document of key with blocking queries on its
+// KV entry, rate-limited like Watch. The first Next returns the document
+// of the first successful query (nil if the entry does not exist),
+// normally at once. The watch never gives up: while the agent cannot be
+// reached (or refuses the query) Next keeps waiting with the last
+// document, the loop retries with capped, jittered backoff, logs once when
+// it starts failing and once when it recovers, and reads from index 0 again
+// after a failure or when the Consul index goes backwards. It lives until
+// Stop, Close or the end of ctx.
+func (r *Registry) WatchRule(ctx context.Context, key registry.ServiceKey) (registry.RuleWatcher, error) {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
+		return nil, err
+	}
+	w := &ruleWatcher{
+		DocFeed: registry.NewDocFeed(ctx),
+		r:       r,
+		key:     key,
+		kvKey:   RuleKVKey(key),
+	}
+	w.ctx, w.cancel = context.WithCancel(ctx)
+	w.OnEnd(w.cancel)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		w.End(registry.ErrClosed)
+		return nil, registry.ErrClosed
+	}
+	r.ruleWatchers[w] = struct{}{}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go w.run()
+	return w, nil
+}
+
+// ruleWatcher implements registry.RuleWatcher with a registry.DocFeed, to
+// which its goroutine (run) publishes the document of every successful
+// query.
+type ruleWatcher struct {
+	*registry.DocFeed
+	r      *Registry
+	key    registry.ServiceKey
+	kvKey  string
+	ctx    context.Context // ends the query loop: the WatchRule context, Stop or Close
+	cancel context.CancelFunc
+
+	queries atomic.Int64 // KV queries made, for tests
+}
+
+func (w *ruleWatcher) run() {
+	r := w.r
+	defer r.wg.Done()
+	defer func() {
+		r.mu.Lock()
+		delete(r.ruleWatchers, w)
+		r.mu.Unlock()
+	}()
+	log := r.log.With("rule", w.key.String(), "kv_key", w.kvKey)
+	bucket := tokenBucket{burst: 2, tokens: 2, interval: r.cfg.QueryInterval, last: time.Now()}
+	var (
+		index   uint64
+		failing bool
+		attempt int
+	)
+	for {
+		if bucket.take(w.ctx) != nil {
+			return
+		}
+		pair, meta, err := w.query(index)
+		if w.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			attempt++
+			if !failing {
+				failing = true
+				log.Warn("consul registry: rule watch query failed; keeping the last document and retrying until it works",
+					"error", fmt.Errorf("at agent %s: %w", r.cfg.Address, err))
+			} else {
+				log.Debug("consul registry: rule watch query failed again", "error", err, "attempt", attempt)
+			}
+			index = 0 // the agent may have restarted with a new, smaller index
+			if sleep(w.ctx, backoff(attempt, r.watchRetryCap())) != nil {
+				return
+			}
+			continue
+		}
+		if failing {
+			log.Info("consul registry: rule watch resumed", "failed_queries", attempt)
+			failing, attempt = false, 0
+		}
+		if meta.LastIndex < index {
+			log.Debug("consul registry: the Consul index went backwards; reading the rule again", "from", index, "to", meta.LastIndex)
+			index = 0
+			continue
+		}
+		index = max(meta.LastIndex, 1)
+		if pair == nil {
+			w.Publish(nil)
+		} else {
+			w.Publish(docOf(pair.Value))
+		}
+	}
+}
+
+func (w *ruleWatcher) query(index uint64) (*api.KVPair, *api.QueryMeta, error) {
+	w.queries.Add(1)
+	wait := w.r.cfg.WaitTime
+	ctx, cancel := context.WithTimeout(w.ctx, wait+wait/16+w.r.cfg.DialTimeout+5*time.Second)
+	defer cancel()
+	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx)
+	return w.r.client.KV().Get(w.kvKey, opts)
+}

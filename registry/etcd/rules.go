@@ -1,0 +1,356 @@
+package etcd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/storks-rpc/storks/registry"
+)
+
+// Rule documents (see registry.RuleStore) are plain keys without a lease,
+// so that they outlive every client:
+//
+//	BasePath/rules/<service>/<version>/<group>
+//
+// each part escaped with url.PathEscape, and an empty version or group an
+// empty part ("/storks/rules/helloworld.Greeter//"). The value is the
+// document as it is.
+
+var _ registry.RuleStore = (*Registry)(nil)
+
+// rulesSegment is the first part, under BasePath, of every rule key.
+const rulesSegment = "rules"
+
+// rulesPrefix returns the prefix of every rule key, with its slash.
+func rulesPrefix(base string) string { return base + "/" + rulesSegment + "/" }
+
+// ruleKey returns the etcd key of the rule document of key.
+func ruleKey(base string, key registry.ServiceKey) string {
+	return rulesPrefix(base) + url.PathEscape(key.Service) + "/" + url.PathEscape(key.Version) + "/" + url.PathEscape(key.Group)
+}
+
+// parseRuleKey returns the service key whose rule key is etcdKey.
+func parseRuleKey(base, etcdKey string) (registry.ServiceKey, bool) {
+	rest, ok := strings.CutPrefix(etcdKey, rulesPrefix(base))
+	if !ok {
+		return registry.ServiceKey{}, false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 {
+		return registry.ServiceKey{}, false
+	}
+	var vals [3]string
+	for i, p := range parts {
+		v, err := url.PathUnescape(p)
+		if err != nil {
+			return registry.ServiceKey{}, false
+		}
+		vals[i] = v
+	}
+	k := registry.ServiceKey{Service: vals[0], Version: vals[1], Group: vals[2]}
+	if k.Validate() != nil || ruleKey(base, k) != etcdKey {
+		return registry.ServiceKey{}, false
+	}
+	return k, true
+}
+
+// notInstanceKey reports whether etcdKey, found under the instance prefix
+// prefix, cannot be an instance key: it has a further '/'. Only the rule
+// keys of BasePath/rules/ are such keys, under the prefix of a service
+// called "rules".
+func notInstanceKey(etcdKey, prefix string) bool {
+	return strings.Contains(strings.TrimPrefix(etcdKey, prefix), "/")
+}
+
+// docOf returns a copy of the value of a rule key, never nil (nil is "no
+// document").
+func docOf(v []byte) []byte {
+	if len(v) == 0 {
+		return []byte{}
+	}
+	return bytes.Clone(v)
+}
+
+// GetRule reads the rule document of key with one linearizable read; see
+// registry.RuleStore.
+func (r *Registry) GetRule(ctx context.Context, key registry.ServiceKey) ([]byte, error) {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
+		return nil, err
+	}
+	ctx, cancel := r.opContext(ctx)
+	defer cancel()
+	err := r.connectErr(ctx)
+	var resp *clientv3.GetResponse
+	if err == nil {
+		resp, err = r.cli.Get(ctx, ruleKey(r.cfg.BasePath, key))
+	}
+	if err != nil {
+		return nil, r.opErr("get the rule of "+key.String(), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, registry.ErrNoRule
+	}
+	return docOf(resp.Kvs[0].Value), nil
+}
+
+// PutRule stores doc as the rule document of key, a key without a lease;
+// see registry.RuleStore.
+func (r *Registry) PutRule(ctx context.Context, key registry.ServiceKey, doc []byte) error {
+	err := key.Validate()
+	if err == nil {
+		err = registry.ValidateRuleDoc(doc)
+	}
+	if err := registry.Check(ctx, r.isClosed(), err); err != nil {
+		return err
+	}
+	ctx, cancel := r.opContext(ctx)
+	defer cancel()
+	err = r.connectErr(ctx)
+	if err == nil {
+		_, err = r.cli.Put(ctx, ruleKey(r.cfg.BasePath, key), string(doc))
+	}
+	if err != nil {
+		return r.opErr("put the rule of "+key.String(), err)
+	}
+	return nil
+}
+
+// DeleteRule deletes the rule document of key; see registry.RuleStore.
+func (r *Registry) DeleteRule(ctx context.Context, key registry.ServiceKey) error {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
+		return err
+	}
+	ctx, cancel := r.opContext(ctx)
+	defer cancel()
+	err := r.connectErr(ctx)
+	if err == nil {
+		_, err = r.cli.Delete(ctx, ruleKey(r.cfg.BasePath, key))
+	}
+	if err != nil {
+		return r.opErr("delete the rule of "+key.String(), err)
+	}
+	return nil
+}
+
+// Rules lists the keys with a rule document, sorted, reading only the keys
+// under BasePath/rules/; see registry.RuleStore.
+func (r *Registry) Rules(ctx context.Context) ([]registry.ServiceKey, error) {
+	if err := registry.Check(ctx, r.isClosed(), nil); err != nil {
+		return nil, err
+	}
+	ctx, cancel := r.opContext(ctx)
+	defer cancel()
+	err := r.connectErr(ctx)
+	var resp *clientv3.GetResponse
+	if err == nil {
+		resp, err = r.cli.Get(ctx, rulesPrefix(r.cfg.BasePath), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	}
+	if err != nil {
+		return nil, r.opErr("list rules", err)
+	}
+	keys := []registry.ServiceKey{}
+	for _, kv := range resp.Kvs {
+		if k, ok := parseRuleKey(r.cfg.BasePath, string(kv.Key)); ok {
+			keys = append(keys, k)
+		}
+	}
+	registry.SortKeys(keys)
+	return keys, nil
+}
+
+// WatchRule reads the rule document of key and then watches its key from
+// the next revision, like Watch: the first document is normally read
+// before WatchRule returns, and if the cluster cannot be reached the first
+// Next waits for it. The watch never gives up: on any watch error,
+// cancellation or compaction it keeps the last document, reads the key
+// again with backoff and watches from that read's revision. An outage
+// never shows as a deleted document. It lives until Stop, Close or the end
+// of ctx.
+func (r *Registry) WatchRule(ctx context.Context, key registry.ServiceKey) (registry.RuleWatcher, error) {
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
+		return nil, err
+	}
+	what := "watch the rule of " + key.String()
+	w := &ruleWatcher{
+		DocFeed: registry.NewDocFeed(ctx),
+		r:       r,
+		key:     key,
+		etcdKey: ruleKey(r.cfg.BasePath, key),
+	}
+	lctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
+	rev, err := w.read(lctx)
+	cancel()
+	switch {
+	case err == nil:
+	case ctx.Err() != nil || r.isClosed() || authProblem(r.cfg, err) != "":
+		w.End(registry.ErrClosed)
+		if ctx.Err() != nil && !r.isClosed() {
+			return nil, ctx.Err()
+		}
+		return nil, r.opErr(what, err)
+	default:
+		rev = 0 // the run goroutine reads as soon as it can
+	}
+	w.ctx, w.cancel = context.WithCancel(r.ctx)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		w.cancel()
+		w.End(registry.ErrClosed)
+		return nil, registry.ErrClosed
+	}
+	r.ruleWatchers[w] = struct{}{}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go w.run(rev)
+	w.OnEnd(w.unregister)
+	return w, nil
+}
+
+// ruleWatcher implements registry.RuleWatcher with a registry.DocFeed,
+// to which its goroutine (run) publishes the document.
+type ruleWatcher struct {
+	*registry.DocFeed
+	r       *Registry
+	key     registry.ServiceKey
+	etcdKey string
+
+	ctx    context.Context // the goroutine's; canceled when the feed ends
+	cancel context.CancelFunc
+
+	rereads atomic.Int64 // how many times the watch read the key again (for tests)
+}
+
+func (w *ruleWatcher) unregister() {
+	w.cancel()
+	w.r.mu.Lock()
+	delete(w.r.ruleWatchers, w)
+	w.r.mu.Unlock()
+}
+
+// read reads the document, publishes it and returns the revision read.
+func (w *ruleWatcher) read(ctx context.Context) (int64, error) {
+	if err := w.r.connectErr(ctx); err != nil {
+		return 0, err
+	}
+	resp, err := w.r.cli.Get(ctx, w.etcdKey)
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		w.Publish(nil)
+	} else {
+		w.Publish(docOf(resp.Kvs[0].Value))
+	}
+	return resp.Header.Revision, nil
+}
+
+// run watches from rev+1 and, whenever the watch breaks, reads the key
+// again and watches from the new revision, until the watch ends. With rev
+// 0 it reads first.
+func (w *ruleWatcher) run(rev int64) {
+	defer w.r.wg.Done()
+	log := w.r.log.With("rule", w.key.String())
+	bo := w.r.newBackoff()
+	failing := false
+	var tokenRetry time.Time
+	for {
+		if rev == 0 {
+			for {
+				ctx, cancel := context.WithTimeout(w.ctx, w.r.bgTimeout)
+				newRev, err := w.read(ctx)
+				cancel()
+				if err == nil {
+					rev = newRev
+					break
+				}
+				if w.ctx.Err() != nil {
+					return
+				}
+				if !failing {
+					log.Warn("etcd registry: reading a rule for its watch failed; keeping the last document and retrying with backoff", "error", err)
+					failing = true
+				} else {
+					log.Debug("etcd registry: reading a rule for its watch failed again", "error", err)
+				}
+				if !sleep(w.ctx, bo.next()) {
+					return
+				}
+			}
+			w.rereads.Add(1)
+			if failing {
+				log.Info("etcd registry: rule watch resumed")
+				failing = false
+			}
+		}
+		start := time.Now()
+		err := w.watchFrom(rev + 1)
+		if w.ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errStaleToken) && time.Since(tokenRetry) > w.r.retryCap {
+			tokenRetry = time.Now()
+			continue
+		}
+		if time.Since(start) > w.r.retryCap {
+			bo.reset()
+		}
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			log.Info("etcd registry: rule watch fell behind a compaction; reading again", "error", err)
+		} else {
+			log.Warn("etcd registry: rule watch interrupted; keeping the last document and reading again with backoff", "error", err)
+			failing = true
+		}
+		if !sleep(w.ctx, bo.next()) {
+			return
+		}
+		rev = 0
+	}
+}
+
+// watchFrom watches the key from rev and publishes every change until the
+// watch breaks, and says why. See watcher.watchFrom for the stream.
+func (w *ruleWatcher) watchFrom(rev int64) error {
+	ctx := clientv3.WithRequireLeader(w.ctx)
+	stream := w.r.watchStream.Load()
+	if stream > 0 {
+		ctx = metadata.AppendToOutgoingContext(ctx, "storks-watch-stream", strconv.FormatInt(stream, 10))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for resp := range w.r.cli.Watch(ctx, w.etcdKey, clientv3.WithRev(rev)) {
+		if resp.CompactRevision != 0 {
+			return fmt.Errorf("%w (compacted up to revision %d, watching from %d)", rpctypes.ErrCompacted, resp.CompactRevision, rev)
+		}
+		if err := resp.Err(); err != nil {
+			if staleToken(err) {
+				w.r.watchStream.CompareAndSwap(stream, stream+1)
+				return fmt.Errorf("%w: %w", errStaleToken, err)
+			}
+			return err
+		}
+		if resp.Canceled {
+			return errors.New("the server canceled the watch")
+		}
+		if n := len(resp.Events); n > 0 {
+			ev := resp.Events[n-1] // the latest
+			if ev.Type == clientv3.EventTypePut {
+				w.Publish(docOf(ev.Kv.Value))
+			} else {
+				w.Publish(nil)
+			}
+		}
+	}
+	return errors.New("the watch channel closed")
+}
