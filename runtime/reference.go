@@ -319,6 +319,14 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 // service's descriptor (BindService), or through the reference itself if b
 // is nil.
 func (r *Reference) invokeWith(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
+	if r.cl.cfg.stats != nil { // stats.go
+		return r.clientCall(ctx, method, func(ctx context.Context) error { return r.invokeCall(ctx, method, req, reply, opts, b) })
+	}
+	return r.invokeCall(ctx, method, req, reply, opts, b)
+}
+
+// invokeCall is invokeWith without the stats handler.
+func (r *Reference) invokeCall(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
 	var cfg *callConfig // call options the invoker needs, nil if none
 	if len(opts) > 0 {
 		var cc callConfig
