@@ -45,7 +45,13 @@ func (r *Reference) NewStream(ctx context.Context, desc *StreamDesc, method stri
 		}
 	}
 	if r.cl.cfg.stats != nil { // stats.go
-		return r.newStreamStats(ctx, method, func(ctx context.Context) (ClientStream, error) { return r.openStream(ctx, desc, method) })
+		// CallEnd comes when the stream ends, or now if it did not open.
+		as := r.beginClient(ctx, method, true)
+		s, err := r.openStream(as, desc, method)
+		if err != nil {
+			as.end(err)
+		}
+		return s, err
 	}
 	return r.openStream(ctx, desc, method)
 }
@@ -218,7 +224,7 @@ func (cc *clientConn) openStream(ctx context.Context, key, method, short string)
 	cs.initCore(&cc.link, 0, peer.streamWindow, cc.cl.ourSettings().streamWindow)
 	if cc.cl.cfg.stats != nil {
 		if as := streamStats(ctx); as != nil {
-			cs.st, cs.as = as.cs, as
+			cs.st, cs.as = &as.cs, as
 		}
 	}
 	cs.ctx, cs.cancel = context.WithCancel(ctx)
@@ -315,7 +321,7 @@ func (cs *clientStream) finish(status error, trailer Metadata, byPeer, discard b
 	stop := cs.stop
 	cs.endMu.Unlock()
 	if cs.as != nil {
-		cs.as.endStream(status)
+		cs.as.end(status)
 	}
 	recvErr := status
 	if recvErr == nil {

@@ -320,7 +320,10 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 // is nil.
 func (r *Reference) invokeWith(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
 	if r.cl.cfg.stats != nil { // stats.go
-		return r.clientCall(ctx, method, func(ctx context.Context) error { return r.invokeCall(ctx, method, req, reply, opts, b) })
+		as := r.beginClient(ctx, method, false)
+		err := r.invokeCall(as, method, req, reply, opts, b)
+		as.end(err)
+		return err
 	}
 	return r.invokeCall(ctx, method, req, reply, opts, b)
 }

@@ -18,15 +18,16 @@ import (
 
 // serverConn is one accepted connection.
 type serverConn struct {
-	s      *Server
-	c      net.Conn // as accepted; closing it ends the connection
-	ip     string   // the client's IP, counted with WithMaxConnectionsPerIP
-	rw     net.Conn // frames are read from and written to it: TLS over in, or c
-	in     connReader
-	lr     lazyReader // the read buffer, held while frames arrive; connread.go
-	w      connWriter
-	ctx    context.Context
-	cancel context.CancelFunc
+	s        *Server
+	c        net.Conn // as accepted; closing it ends the connection
+	ip       string   // the client's IP, counted with WithMaxConnectionsPerIP
+	peerAddr string   // the client's address, for the stats handler only (stats.go)
+	rw       net.Conn // frames are read from and written to it: TLS over in, or c
+	in       connReader
+	lr       lazyReader // the read buffer, held while frames arrive; connread.go
+	w        connWriter
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	ready     atomic.Bool  // TLS handshake done (if any): frames may be written
 	closing   atomic.Bool  // closed by the watchdog, which logged why
@@ -65,6 +66,9 @@ func (s *Server) newConn(c net.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(s.ctx)
 	sc := &serverConn{s: s, c: c, ctx: ctx, cancel: cancel, running: make(map[uint64]*callCtx), streams: make(map[uint64]*serverStream)}
 	sc.in = connReader{Conn: c, sc: sc}
+	if s.cfg.stats != nil {
+		sc.peerAddr = c.RemoteAddr().String()
+	}
 	sc.rw = c
 	if s.cfg.sec.tls != nil {
 		sc.rw = tls.Server(&sc.in, s.cfg.sec.tls)

@@ -217,42 +217,49 @@ func (s *Server) serverStats(ctx context.Context, sc *serverConn, fullMethod str
 }
 
 // remote is the connection's remote address as a string.
-func (sc *serverConn) remote() string {
-	if a := sc.c.RemoteAddr(); a != nil {
-		return a.String()
-	}
-	return ""
-}
+func (sc *serverConn) remote() string { return sc.peerAddr }
 
-// clientStats begins the stats of a call or stream through r.
-func (r *Reference) clientStats(ctx context.Context, method string, stream bool) (context.Context, callStats) {
-	info := &CallInfo{FullMethod: method, Key: r.key, Client: true, Stream: stream, Protocol: ProtocolStorks}
-	return beginStats(ctx, r.cl.cfg.stats, info)
-}
-
-// attemptStats is what a client's call records of its attempts for its
-// CallEnd, carried in the call's context. A Failbackup call's two legs
-// make attempts concurrently: mu guards n and addr.
+// attemptStats is the stats of one client call or stream: its CallInfo,
+// its callStats and what it records of its attempts for CallEnd, in one
+// allocation. It is also the call's context (the handler's, with itself
+// as the value of attemptStatsKey), which saves another. A Failbackup
+// call's two legs make attempts concurrently: mu guards n and addr.
 type attemptStats struct {
-	cs   *callStats
-	mu   sync.Mutex
-	n    int    // attempts begun
-	addr string // the provider of the last attempt begun
+	context.Context // what the handler's TagCall returned
+	info            CallInfo
+	cs              callStats
+	mu              sync.Mutex
+	n               int    // attempts begun
+	addr            string // the provider of the last attempt begun
 }
 
 type attemptStatsKey struct{}
 
-// clientCall runs call, a call of method through r, reporting it to the
-// client's stats handler.
-func (r *Reference) clientCall(ctx context.Context, method string, call func(context.Context) error) error {
-	ctx, st := r.clientStats(ctx, method, false)
-	as := &attemptStats{cs: &st}
-	err := call(context.WithValue(ctx, attemptStatsKey{}, as))
+func (as *attemptStats) Value(key any) any {
+	if key == (attemptStatsKey{}) {
+		return as
+	}
+	return as.Context.Value(key)
+}
+
+// beginClient begins the stats of a call (or stream) of method through r
+// and returns them; they are the context to make the call with.
+func (r *Reference) beginClient(ctx context.Context, method string, stream bool) *attemptStats {
+	h := r.cl.cfg.stats
+	as := &attemptStats{info: CallInfo{FullMethod: method, Key: r.key, Client: true, Stream: stream, Protocol: ProtocolStorks}}
+	as.Context = h.TagCall(ctx, &as.info)
+	now := time.Now()
+	as.cs = callStats{h: h, ctx: as, info: &as.info, start: now}
+	h.HandleCall(as, CallEvent{Kind: CallBegin, Info: &as.info, Time: now})
+	return as
+}
+
+// end reports the end of the call with err.
+func (as *attemptStats) end(err error) {
 	as.mu.Lock()
 	n, addr := as.n, as.addr
 	as.mu.Unlock()
-	st.end(err, false, n, addr)
-	return err
+	as.cs.end(err, false, n, addr)
 }
 
 // attemptBegin reports an attempt of a call on addr, if the call has
@@ -268,31 +275,15 @@ func attemptBegin(ctx context.Context, addr string) (*attemptStats, int, time.Ti
 	as.addr = addr
 	as.mu.Unlock()
 	now := time.Now()
-	as.cs.h.HandleCall(as.cs.ctx, CallEvent{Kind: CallAttempt, Info: as.cs.info, Time: now, Addr: addr, Attempt: n})
+	as.cs.h.HandleCall(as, CallEvent{Kind: CallAttempt, Info: &as.info, Time: now, Addr: addr, Attempt: n})
 	return as, n, now
 }
 
 // attemptEnd reports the end of the attempt attemptBegin began.
 func (as *attemptStats) attemptEnd(start time.Time, addr string, n int, err error) {
 	now := time.Now()
-	as.cs.h.HandleCall(as.cs.ctx, CallEvent{Kind: CallAttemptEnd, Info: as.cs.info, Time: now, Addr: addr, Attempt: n,
+	as.cs.h.HandleCall(as, CallEvent{Kind: CallAttemptEnd, Info: &as.info, Time: now, Addr: addr, Attempt: n,
 		Err: err, Code: CodeOf(err), Duration: now.Sub(start)})
-}
-
-// newStreamStats runs open, the opening of a stream of method through r,
-// reporting it to the client's stats handler: CallEnd comes when the
-// stream ends, or now if it did not open.
-func (r *Reference) newStreamStats(ctx context.Context, method string, open func(context.Context) (ClientStream, error)) (ClientStream, error) {
-	ctx, st := r.clientStats(ctx, method, true)
-	as := &attemptStats{cs: &st}
-	s, err := open(context.WithValue(ctx, attemptStatsKey{}, as))
-	if err != nil {
-		as.mu.Lock()
-		n, addr := as.n, as.addr
-		as.mu.Unlock()
-		st.end(err, false, n, addr)
-	}
-	return s, err
 }
 
 // streamStats returns the stats of the stream being opened with ctx, nil
@@ -300,14 +291,6 @@ func (r *Reference) newStreamStats(ctx context.Context, method string, open func
 func streamStats(ctx context.Context) *attemptStats {
 	as, _ := ctx.Value(attemptStatsKey{}).(*attemptStats)
 	return as
-}
-
-// endStream reports the end of a client stream with status.
-func (as *attemptStats) endStream(status error) {
-	as.mu.Lock()
-	n, addr := as.n, as.addr
-	as.mu.Unlock()
-	as.cs.end(status, false, n, addr)
 }
 
 // clientPayload reports a message of size bytes sent or received by a

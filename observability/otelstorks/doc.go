@@ -22,10 +22,12 @@
 // rpc.response.status_code, error.type on failure, storks.service.version and
 // storks.service.group when set, and client.address/client.port (server) or
 // server.address/server.port of the provider of the last attempt and
-// storks.attempt, the number of attempts (client). Every attempt of a client
-// call is a span event, "storks.attempt" when it begins and
-// "storks.attempt.end" with its provider and outcome, so a call that failed
-// over shows each provider it tried. A request the server refused before any
+// storks.attempt, the number of attempts (client). A client call that made
+// more than one attempt, or whose attempt failed, has a span event
+// "storks.attempt" per attempt with its number, provider, outcome and
+// duration, so a call that failed over shows each provider it tried; a call
+// answered at its first attempt has none (its span says it all) and pays
+// nothing for them. A request the server refused before any
 // interceptor (an unknown method, a limit, an undecodable payload) has
 // storks.rejected=true; one for a method or service not exported has
 // rpc.method "_OTHER" and rpc.method_original, as the semantic conventions
@@ -39,8 +41,9 @@
 // error.type (failed calls only), storks.service.version and
 // storks.service.group, storks.rejected (server, refused requests), and on
 // the client server.address and server.port of the provider (leave them out
-// with WithoutProviderAddress). storks.rpc.client.attempts counts attempts by
-// provider and outcome. Every attribute is bounded: methods are those
+// with WithoutProviderAddress). storks.rpc.client.failed_attempts counts the
+// attempts that failed, by provider and code: a call that failed over counts
+// there once per provider that failed it. Every attribute is bounded: methods are those
 // exported or called (a method the server does not know is "_OTHER"),
 // codes are Storks' seventeen, and providers are the fleet's; nothing is per
 // request. Message sizes are not recorded.

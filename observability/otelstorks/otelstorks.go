@@ -38,10 +38,12 @@ const (
 // The metrics, besides rpc.server.call.duration and
 // rpc.client.call.duration.
 const (
-	// MetricClientAttempts counts a client's attempts, by provider
-	// (server.address, server.port) and outcome: a call failed over shows
-	// one per provider tried.
-	MetricClientAttempts = "storks.rpc.client.attempts"
+	// MetricClientFailedAttempts counts a client's failed attempts, by
+	// provider (server.address, server.port) and code (error.type): a
+	// call that failed over to another provider counts one here per
+	// provider that failed it, and its success in
+	// rpc.client.call.duration, with the provider that answered.
+	MetricClientFailedAttempts = "storks.rpc.client.failed_attempts"
 )
 
 type config struct {
@@ -136,8 +138,8 @@ func newHandler(client bool, opts []Option) *handler {
 		otel.Handle(err)
 	}
 	if client {
-		h.attempts, err = meter.Int64Counter(MetricClientAttempts, metric.WithUnit("{attempt}"),
-			metric.WithDescription("Counts the attempts of outbound calls, by provider and outcome."))
+		h.attempts, err = meter.Int64Counter(MetricClientFailedAttempts, metric.WithUnit("{attempt}"),
+			metric.WithDescription("Counts the failed attempts of outbound calls, by provider and code."))
 		if err != nil {
 			otel.Handle(err)
 		}
@@ -197,36 +199,41 @@ func (h *handler) TagCall(ctx context.Context, info *storks.CallInfo) context.Co
 // HandleCall implements storks.StatsHandler.
 func (h *handler) HandleCall(ctx context.Context, ev storks.CallEvent) {
 	switch ev.Kind {
-	case storks.CallAttempt, storks.CallAttemptEnd, storks.CallEnd:
+	case storks.CallAttemptEnd:
+		// A call's only attempt, if it succeeded, is the span itself
+		// (server.address, storks.attempt=1): nothing is spent on it.
+		if ev.Err == nil && ev.Attempt == 1 {
+			return
+		}
+	case storks.CallEnd:
 	default:
-		return // payload sizes: not recorded (see doc.go)
+		return // payload sizes and attempt beginnings: not recorded (see doc.go)
 	}
 	c, _ := ctx.Value(callKey{}).(*call)
 	if c == nil {
 		return
 	}
 	switch ev.Kind {
-	case storks.CallAttempt:
-		if c.span.IsRecording() {
-			c.span.AddEvent("storks.attempt", trace.WithTimestamp(ev.Time), trace.WithAttributes(
-				AttrAttempt.Int(ev.Attempt), semconv.ServerAddress(ev.Addr)))
-		}
 	case storks.CallAttemptEnd:
 		code := statusCode(ev.Code)
 		if c.span.IsRecording() {
-			attrs := []attribute.KeyValue{AttrAttempt.Int(ev.Attempt), semconv.ServerAddress(ev.Addr), semconv.RPCResponseStatusCode(code)}
+			attrs := make([]attribute.KeyValue, 0, 7)
+			attrs = append(attrs, AttrAttempt.Int(ev.Attempt))
+			attrs = appendServerAddr(attrs, ev.Addr)
+			attrs = append(attrs, semconv.RPCResponseStatusCode(code), attribute.Int64("storks.attempt.duration_us", ev.Duration.Microseconds()))
 			if ev.Err != nil {
 				attrs = append(attrs, semconv.ErrorTypeKey.String(code), attribute.String("exception.message", ev.Err.Error()))
 			}
-			c.span.AddEvent("storks.attempt.end", trace.WithTimestamp(ev.Time), trace.WithAttributes(attrs...))
+			c.span.AddEvent("storks.attempt", trace.WithTimestamp(ev.Time), trace.WithAttributes(attrs...))
 		}
-		if h.attempts != nil {
+		if h.attempts != nil && ev.Err != nil {
 			h.attempts.Add(context.Background(), 1, metric.WithAttributeSet(h.set(ev, true)))
 		}
 	case storks.CallEnd:
 		code := statusCode(ev.Code)
 		if c.span.IsRecording() {
-			attrs := []attribute.KeyValue{semconv.RPCResponseStatusCode(code)}
+			attrs := make([]attribute.KeyValue, 0, 8)
+			attrs = append(attrs, semconv.RPCResponseStatusCode(code))
 			if h.client && ev.Addr != "" {
 				attrs = appendServerAddr(attrs, ev.Addr)
 				attrs = append(attrs, AttrAttempt.Int(ev.Attempt))
@@ -320,11 +327,20 @@ func appendKeyAttrs(attrs []attribute.KeyValue, key storks.ServiceKey) []attribu
 	return attrs
 }
 
+// serverAddrs caches the server.address and server.port attributes of
+// provider addresses: a process calls a bounded set of providers.
+var serverAddrs sync.Map // string -> []attribute.KeyValue
+
 func appendServerAddr(attrs []attribute.KeyValue, addr string) []attribute.KeyValue {
-	if host, port, ok := splitHostPort(addr); ok {
-		return append(attrs, semconv.ServerAddress(host), semconv.ServerPort(port))
+	if v, ok := serverAddrs.Load(addr); ok {
+		return append(attrs, v.([]attribute.KeyValue)...)
 	}
-	return append(attrs, semconv.ServerAddress(addr))
+	kvs := []attribute.KeyValue{semconv.ServerAddress(addr)}
+	if host, port, ok := splitHostPort(addr); ok {
+		kvs = []attribute.KeyValue{semconv.ServerAddress(host), semconv.ServerPort(port)}
+	}
+	serverAddrs.Store(addr, kvs)
+	return append(attrs, kvs...)
 }
 
 func splitHostPort(addr string) (string, int, bool) {

@@ -274,9 +274,8 @@ func TestMetricsNamesUnitsAttributes(t *testing.T) {
 	if n, ok := find(pts, counts, cwant); unit != "s" || !ok || n != 3 {
 		t.Fatalf("client duration: unit %q, points %v %v", unit, pts, counts)
 	}
-	unit, pts, counts = ctel.points(t, otelstorks.MetricClientAttempts)
-	if n, ok := find(pts, counts, cwant); unit != "{attempt}" || !ok || n != 3 {
-		t.Fatalf("attempts: unit %q, points %v %v", unit, pts, counts)
+	if _, pts, _ = ctel.points(t, otelstorks.MetricClientFailedAttempts); len(pts) != 0 {
+		t.Fatalf("failed attempts of calls that all succeeded at once: %v", pts)
 	}
 }
 
@@ -410,18 +409,27 @@ func TestFailoverShowsEachAttempt(t *testing.T) {
 	}
 	var ends []map[string]string
 	for _, e := range failedOver.Events {
-		if e.Name == "storks.attempt.end" {
+		if e.Name == "storks.attempt" {
 			ends = append(ends, attrs(e.Attributes))
 		}
 	}
-	if len(ends) != 2 || ends[0]["server.address"] != bad.Addr() || ends[0]["error.type"] != "UNAVAILABLE" ||
-		ends[1]["server.address"] != good.Addr() || ends[1]["rpc.response.status_code"] != "OK" {
+	hostPort := func(m map[string]string) string { return m["server.address"] + ":" + m["server.port"] }
+	if len(ends) != 2 || hostPort(ends[0]) != bad.Addr() || ends[0]["error.type"] != "UNAVAILABLE" || ends[0]["storks.attempt"] != "1" ||
+		hostPort(ends[1]) != good.Addr() || ends[1]["rpc.response.status_code"] != "OK" || ends[1]["storks.attempt"] != "2" {
 		t.Fatalf("attempt events %v", ends)
 	}
-	_, pts, counts := ctel.points(t, otelstorks.MetricClientAttempts)
+	t.Logf("span %s: attrs %v", failedOver.Name, attrs(failedOver.Attributes))
+	for _, e := range ends {
+		t.Logf("  event storks.attempt %v", e)
+	}
+	_, pts, counts := ctel.points(t, otelstorks.MetricClientFailedAttempts)
 	badHost, badPort, _ := strings.Cut(bad.Addr(), ":")
 	if n, ok := find(pts, counts, map[string]string{"server.address": badHost, "server.port": badPort, "error.type": "UNAVAILABLE"}); !ok || n < 1 {
-		t.Fatalf("attempts %v %v", pts, counts)
+		t.Fatalf("failed attempts %v %v", pts, counts)
+	}
+	goodHost, goodPort, _ := strings.Cut(good.Addr(), ":")
+	if _, ok := find(pts, counts, map[string]string{"server.address": goodHost, "server.port": goodPort}); ok {
+		t.Fatalf("failed attempts on the good provider: %v %v", pts, counts)
 	}
 }
 
