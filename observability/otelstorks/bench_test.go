@@ -21,9 +21,9 @@ type discard struct{}
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (discard) Shutdown(context.Context) error                             { return nil }
 
-func pipeline() []otelstorks.Option {
+func pipeline(sampler sdktrace.Sampler) []otelstorks.Option {
 	return []otelstorks.Option{
-		otelstorks.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discard{}))),
+		otelstorks.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(discard{}))),
 		otelstorks.WithMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))),
 		otelstorks.WithPropagators(propagation.TraceContext{}),
 	}
@@ -40,16 +40,20 @@ func (nopHandler) HandleCall(context.Context, storks.CallEvent)                 
 // the runtime spends on the seam) and with otelstorks' handlers (tracing and metrics on, spans sampled and
 // discarded by a batch processor, metrics aggregated and never collected).
 func BenchmarkUnary(b *testing.B) {
-	for _, name := range []string{"plain", "seam", "otel"} {
+	for _, name := range []string{"plain", "seam", "otel", "otel-1%"} {
 		var sopts []storks.ServerOption
 		var copts []storks.ClientOption
 		switch name {
 		case "seam": // the runtime's side of the seam alone
 			sopts = append(sopts, storks.WithStatsHandler(nopHandler{}))
 			copts = append(copts, storks.WithStatsHandler(nopHandler{}))
-		case "otel":
-			sopts = append(sopts, storks.WithStatsHandler(otelstorks.NewServerHandler(pipeline()...)))
-			copts = append(copts, storks.WithStatsHandler(otelstorks.NewClientHandler(pipeline()...)))
+		case "otel": // every span sampled
+			sopts = append(sopts, storks.WithStatsHandler(otelstorks.NewServerHandler(pipeline(sdktrace.AlwaysSample())...)))
+			copts = append(copts, storks.WithStatsHandler(otelstorks.NewClientHandler(pipeline(sdktrace.AlwaysSample())...)))
+		case "otel-1%": // 1% of traces sampled by the client, the server following
+			sampler := sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.01))
+			sopts = append(sopts, storks.WithStatsHandler(otelstorks.NewServerHandler(pipeline(sampler)...)))
+			copts = append(copts, storks.WithStatsHandler(otelstorks.NewClientHandler(pipeline(sampler)...)))
 		}
 		b.Run(name, func(b *testing.B) {
 			srv := testsvc.Start(b, &testsvc.Echo{Name: "p"}, sopts)

@@ -94,6 +94,7 @@ func newConfig(opts []Option) config {
 // handler is the StatsHandler of one side.
 type handler struct {
 	client   bool
+	kind     trace.SpanStartOption // the span kind of the side
 	cfg      config
 	tracer   trace.Tracer
 	duration metric.Float64Histogram
@@ -124,7 +125,10 @@ func NewClientHandler(opts ...Option) storks.StatsHandler {
 }
 
 func newHandler(client bool, opts []Option) *handler {
-	h := &handler{client: client, cfg: newConfig(opts)}
+	h := &handler{client: client, cfg: newConfig(opts), kind: trace.WithSpanKind(trace.SpanKindServer)}
+	if client {
+		h.kind = trace.WithSpanKind(trace.SpanKindClient)
+	}
 	h.tracer = h.cfg.tp.Tracer(ScopeName, trace.WithSchemaURL(semconv.SchemaURL))
 	meter := h.cfg.mp.Meter(ScopeName, metric.WithSchemaURL(semconv.SchemaURL))
 	name, desc := "rpc.server.call.duration", "Measures the duration of inbound remote procedure calls."
@@ -147,13 +151,6 @@ func newHandler(client bool, opts []Option) *handler {
 	return h
 }
 
-// call is one call's state, in its context.
-type call struct {
-	span trace.Span
-}
-
-type callKey struct{}
-
 // metadataCarrier adapts storks.Metadata to a propagation.TextMapCarrier.
 type metadataCarrier storks.Metadata
 
@@ -171,11 +168,10 @@ func (c metadataCarrier) Keys() []string {
 
 // TagCall implements storks.StatsHandler.
 func (h *handler) TagCall(ctx context.Context, info *storks.CallInfo) context.Context {
-	kind := trace.SpanKindServer
-	if h.client {
-		kind = trace.SpanKindClient
-	} else if md := storks.FromIncomingContext(ctx); len(md) > 0 {
-		ctx = h.cfg.prop.Extract(ctx, metadataCarrier(md))
+	if !h.client {
+		if md := storks.FromIncomingContext(ctx); len(md) > 0 {
+			ctx = h.cfg.prop.Extract(ctx, metadataCarrier(md))
+		}
 	}
 	attrs := make([]attribute.KeyValue, 0, 6)
 	attrs = append(attrs, systemAttr(info), semconv.RPCMethod(methodName(info.FullMethod)))
@@ -185,7 +181,7 @@ func (h *handler) TagCall(ctx context.Context, info *storks.CallInfo) context.Co
 			attrs = append(attrs, semconv.ClientAddress(host), semconv.ClientPort(port))
 		}
 	}
-	ctx, span := h.tracer.Start(ctx, methodName(info.FullMethod), trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	ctx, _ = h.tracer.Start(ctx, methodName(info.FullMethod), h.kind, trace.WithAttributes(attrs...))
 	if h.client {
 		md := make(storks.Metadata, 2)
 		h.cfg.prop.Inject(ctx, metadataCarrier(md))
@@ -193,7 +189,9 @@ func (h *handler) TagCall(ctx context.Context, info *storks.CallInfo) context.Co
 			ctx = storks.NewOutgoingContext(ctx, md)
 		}
 	}
-	return context.WithValue(ctx, callKey{}, &call{span: span})
+	// The span is found again with trace.SpanFromContext: the runtime
+	// gives HandleCall this context or one derived from it.
+	return ctx
 }
 
 // HandleCall implements storks.StatsHandler.
@@ -209,14 +207,11 @@ func (h *handler) HandleCall(ctx context.Context, ev storks.CallEvent) {
 	default:
 		return // payload sizes and attempt beginnings: not recorded (see doc.go)
 	}
-	c, _ := ctx.Value(callKey{}).(*call)
-	if c == nil {
-		return
-	}
+	span := trace.SpanFromContext(ctx)
 	switch ev.Kind {
 	case storks.CallAttemptEnd:
 		code := statusCode(ev.Code)
-		if c.span.IsRecording() {
+		if span.IsRecording() {
 			attrs := make([]attribute.KeyValue, 0, 7)
 			attrs = append(attrs, AttrAttempt.Int(ev.Attempt))
 			attrs = appendServerAddr(attrs, ev.Addr)
@@ -224,14 +219,14 @@ func (h *handler) HandleCall(ctx context.Context, ev storks.CallEvent) {
 			if ev.Err != nil {
 				attrs = append(attrs, semconv.ErrorTypeKey.String(code), attribute.String("exception.message", ev.Err.Error()))
 			}
-			c.span.AddEvent("storks.attempt", trace.WithTimestamp(ev.Time), trace.WithAttributes(attrs...))
+			span.AddEvent("storks.attempt", trace.WithTimestamp(ev.Time), trace.WithAttributes(attrs...))
 		}
 		if h.attempts != nil && ev.Err != nil {
-			h.attempts.Add(context.Background(), 1, metric.WithAttributeSet(h.set(ev, true)))
+			h.attempts.Add(context.Background(), 1, h.set(ev, true).add...)
 		}
 	case storks.CallEnd:
 		code := statusCode(ev.Code)
-		if c.span.IsRecording() {
+		if span.IsRecording() {
 			attrs := make([]attribute.KeyValue, 0, 8)
 			attrs = append(attrs, semconv.RPCResponseStatusCode(code))
 			if h.client && ev.Addr != "" {
@@ -246,12 +241,12 @@ func (h *handler) HandleCall(ctx context.Context, ev storks.CallEvent) {
 			}
 			if ev.Err != nil {
 				attrs = append(attrs, semconv.ErrorTypeKey.String(code))
-				c.span.SetStatus(otelcodes.Error, ev.Err.Error())
+				span.SetStatus(otelcodes.Error, ev.Err.Error())
 			}
-			c.span.SetAttributes(attrs...)
+			span.SetAttributes(attrs...)
 		}
-		c.span.End(trace.WithTimestamp(ev.Time))
-		h.duration.Record(context.Background(), ev.Duration.Seconds(), metric.WithAttributeSet(h.set(ev, false)))
+		span.End()
+		h.duration.Record(context.Background(), ev.Duration.Seconds(), h.set(ev, false).record...)
 	}
 }
 
@@ -265,8 +260,15 @@ type setKey struct {
 	addr                           string
 }
 
+// attrSet is a metric attribute set as the options of Record and Add,
+// made once, so that recording allocates nothing.
+type attrSet struct {
+	record []metric.RecordOption
+	add    []metric.AddOption
+}
+
 // set returns the metric attributes of ev, made once per distinct set.
-func (h *handler) set(ev storks.CallEvent, attempt bool) attribute.Set {
+func (h *handler) set(ev storks.CallEvent, attempt bool) *attrSet {
 	k := setKey{method: ev.Info.FullMethod, version: ev.Info.Key.Version, group: ev.Info.Key.Group,
 		system: ev.Info.Protocol, code: ev.Code, failed: ev.Err != nil, rejected: ev.Rejected, attempt: attempt}
 	if unrecognized(ev) {
@@ -276,7 +278,7 @@ func (h *handler) set(ev storks.CallEvent, attempt bool) attribute.Set {
 		k.addr = ev.Addr
 	}
 	if v, ok := h.sets.Load(k); ok {
-		return v.(attribute.Set)
+		return v.(*attrSet)
 	}
 	method := k.method
 	if method != "_OTHER" {
@@ -294,9 +296,10 @@ func (h *handler) set(ev storks.CallEvent, attempt bool) attribute.Set {
 	if k.rejected {
 		attrs = append(attrs, AttrRejected.Bool(true))
 	}
-	s := attribute.NewSet(attrs...)
-	h.sets.Store(k, s)
-	return s
+	opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	as := &attrSet{record: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
+	v, _ := h.sets.LoadOrStore(k, as)
+	return v.(*attrSet)
 }
 
 // unrecognized reports a server call refused because its service or
