@@ -47,11 +47,10 @@ const (
 )
 
 type config struct {
-	tp          trace.TracerProvider
-	mp          metric.MeterProvider
-	prop        propagation.TextMapPropagator
-	noProvider  bool
-	noPeerAddrs bool
+	tp         trace.TracerProvider
+	mp         metric.MeterProvider
+	prop       propagation.TextMapPropagator
+	noProvider bool
 }
 
 // Option configures a handler.

@@ -20,7 +20,8 @@ const (
 	Method  = "/" + Service + "/Echo"
 )
 
-// Handler answers a request: "name:value" by default (Echo's nil Hook).
+// Echo implements the service: it answers "Name:value", or what Hook
+// answers if it is set.
 type Echo struct {
 	Name string
 	// Hook, if set, answers instead.
