@@ -17,6 +17,10 @@ import (
 // given one reports every call and stream made through its references, and
 // every attempt of a call with the provider address chosen for it.
 //
+// A call served in-process (a Reference made without WithRemote to an
+// export of the same process, local.go) is reported by the client's
+// handler only, with no attempt: it never reaches the server's transport.
+//
 // Without a handler nothing is reported and nothing is spent: the call
 // paths test one nil field (TestStatsNoHandlerAllocs).
 //
