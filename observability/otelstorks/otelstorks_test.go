@@ -21,6 +21,9 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/storks-rpc/storks/observability/internal/testsvc"
@@ -434,3 +437,40 @@ func TestFailoverShowsEachAttempt(t *testing.T) {
 }
 
 func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// TestGRPCClientTraceContinues: a gRPC client that sends W3C trace context
+// in its metadata (as otelgrpc does) calls a Storks server: the server span
+// is the child of the caller's span, with rpc.system.name "grpc".
+func TestGRPCClientTraceContinues(t *testing.T) {
+	stel := newTelemetry()
+	srv := testsvc.Start(t, &testsvc.Echo{Name: "p"}, []storks.ServerOption{storks.WithStatsHandler(otelstorks.NewServerHandler(stel.opts...))})
+	conn, err := grpc.NewClient(srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	callerSpans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(callerSpans))
+	ctx, span := tp.Tracer("caller").Start(context.Background(), "caller")
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", carrier["traceparent"])
+	out := new(wrapperspb.StringValue)
+	if err := conn.Invoke(ctx, testsvc.Method, wrapperspb.String("g"), out); err != nil || out.GetValue() != "p:g" {
+		t.Fatalf("gRPC call: %q, %v", out.GetValue(), err)
+	}
+	span.End()
+	testsvc.WaitFor(t, func() bool { return len(stel.spans.GetSpans()) == 1 })
+	s := stel.spans.GetSpans()[0]
+	a := attrs(s.Attributes)
+	if s.Parent.SpanID() != span.SpanContext().SpanID() || s.SpanContext.TraceID() != span.SpanContext().TraceID() ||
+		s.SpanKind != trace.SpanKindServer || a["rpc.system.name"] != "grpc" || a["rpc.method"] != "obs.test.Echo/Echo" || a["rpc.response.status_code"] != "OK" {
+		t.Fatalf("server span %s parent %s trace %s attrs %v; caller span %s trace %s", s.Name, s.Parent.SpanID(), s.SpanContext.TraceID(), a,
+			span.SpanContext().SpanID(), span.SpanContext().TraceID())
+	}
+	_, pts, counts := stel.points(t, "rpc.server.call.duration")
+	if n, ok := find(pts, counts, map[string]string{"rpc.system.name": "grpc", "rpc.method": "obs.test.Echo/Echo"}); !ok || n != 1 {
+		t.Fatalf("gRPC call duration %v %v", pts, counts)
+	}
+}
