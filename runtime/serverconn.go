@@ -18,16 +18,17 @@ import (
 
 // serverConn is one accepted connection.
 type serverConn struct {
-	s        *Server
-	c        net.Conn // as accepted; closing it ends the connection
-	ip       string   // the client's IP, counted with WithMaxConnectionsPerIP
-	peerAddr string   // the client's address, for the stats handler only (stats.go)
-	rw       net.Conn // frames are read from and written to it: TLS over in, or c
-	in       connReader
-	lr       lazyReader // the read buffer, held while frames arrive; connread.go
-	w        connWriter
-	ctx      context.Context
-	cancel   context.CancelFunc
+	s      *Server
+	c      net.Conn // as accepted; closing it ends the connection
+	ip     string   // the client's IP, counted with WithMaxConnectionsPerIP
+	rw     net.Conn // frames are read from and written to it: TLS over in, or c
+	in     connReader
+	lr     lazyReader // the read buffer, held while frames arrive; connread.go
+	w      connWriter
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	peerAddr string // the client's address, for the stats handler only (stats.go)
 
 	ready     atomic.Bool  // TLS handshake done (if any): frames may be written
 	closing   atomic.Bool  // closed by the watchdog, which logged why
