@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // One attempt of a call: a connection to the chosen endpoint (dialled if
@@ -18,6 +19,14 @@ func (r *Reference) attempt(ctx context.Context, ep *endpoint, done func(DoneInf
 	if obs != nil {
 		obs(Event{Kind: EventAttempt, Addr: ep.addr, Method: method, Attempt: n})
 	}
+	var (
+		as     *attemptStats // nil unless the client has a stats handler: stats.go
+		asN    int
+		asTime time.Time
+	)
+	if c.cfg.stats != nil {
+		as, asN, asTime = attemptBegin(ctx, ep.addr)
+	}
 	start := ep.load.begin()
 	o, err = r.try(ctx, ep, method, short, req, reply)
 	if err != nil && errors.Is(err, errV1Server) {
@@ -31,6 +40,9 @@ func (r *Reference) attempt(ctx context.Context, ep *endpoint, done func(DoneInf
 		done(DoneInfo{Err: err, Latency: lat})
 	}
 	c.noteOutcome(ep, o)
+	if as != nil {
+		as.attemptEnd(asTime, ep.addr, asN, err)
+	}
 	if obs != nil {
 		obs(Event{Kind: EventAttemptDone, Addr: ep.addr, Method: method, Attempt: n, Err: err})
 	}

@@ -43,6 +43,8 @@ type Client struct {
 	connsMu     sync.Mutex
 	conns       map[*clientConn]struct{}
 	connsClosed bool
+
+	probes sync.Map // registry checks: state.go
 }
 
 // NewClient returns a client with the options applied. It connects to

@@ -92,6 +92,7 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 	buf := getBuf(headerSize + 1024)
 	b := appendHeader(*buf, frameRequest, id, 0)
 	b = appendRequestHeader(b, key, short, timeout, OutgoingMetadata(ctx))
+	hdrEnd := len(b)
 	buf, b, err = appendMessage(codec, buf, b, req)
 	if err != nil {
 		*buf = b
@@ -104,6 +105,10 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 		return outLocal, &Error{Code: CodeResourceExhausted, Message: "call " + method + ": " + (&TooLargeError{Size: n, Limit: limit}).Error(), cause: ErrMessageTooLarge}
 	}
 	setBodyLen(b)
+	stats := cc.cl.cfg.stats != nil
+	if stats {
+		clientPayload(ctx, false, len(b)-hdrEnd) // stats.go
+	}
 
 	typ, body, cerr, ex := cc.exchange(ctx, id, b, buf, true)
 	switch ex {
@@ -128,6 +133,9 @@ func (cc *clientConn) invoke(ctx context.Context, key, method, short string, req
 	defer putBuf(body)
 	switch typ {
 	case frameResponse:
+		if stats {
+			clientPayload(ctx, true, len(*body))
+		}
 		if err := codec.Unmarshal(*body, reply); err != nil {
 			return outReply, Errorf(CodeInternal, "decode response of %s from %s: %v", method, cc.addr, err)
 		}

@@ -44,6 +44,21 @@ func (r *Reference) NewStream(ctx context.Context, desc *StreamDesc, method stri
 			ctx = context.WithValue(ctx, hashKeyKey{}, cc.hashKey)
 		}
 	}
+	if r.cl.cfg.stats != nil { // stats.go
+		// CallEnd comes when the stream ends, or now if it did not open.
+		as := r.beginClient(ctx, method, true)
+		s, err := r.openStream(as, desc, method)
+		if err != nil {
+			as.end(err)
+		}
+		return s, err
+	}
+	return r.openStream(ctx, desc, method)
+}
+
+// openStream is NewStream after its options: through the client's stream
+// interceptors.
+func (r *Reference) openStream(ctx context.Context, desc *StreamDesc, method string) (ClientStream, error) {
 	if ic := r.cl.streamInterceptor; ic != nil {
 		return ic(ctx, desc, method, r.newStream)
 	}
@@ -93,8 +108,19 @@ func (r *Reference) newStream(ctx context.Context, desc *StreamDesc, method stri
 		} else {
 			ep, done = r.pickOther(ctx, method, hashKey, st, attempt, tried, nil, false)
 		}
+		var (
+			as     *attemptStats // nil without a stats handler: stats.go
+			asN    int
+			asTime time.Time
+		)
+		if r.cl.cfg.stats != nil {
+			as, asN, asTime = attemptBegin(ctx, ep.addr)
+		}
 		start := ep.load.begin()
 		cs, o, err := r.openOn(ctx, ep, method, short)
+		if as != nil {
+			as.attemptEnd(asTime, ep.addr, asN, err)
+		}
 		lat := ep.load.end(start, faulty(o, err))
 		if done != nil {
 			done(DoneInfo{Err: err, Latency: lat})
@@ -156,6 +182,8 @@ type clientStream struct {
 
 	sendClosed bool // CloseSend was called; the sending goroutine's
 
+	as *attemptStats // nil without a stats handler: stats.go
+
 	endMu   sync.Mutex
 	ended   bool
 	byPeer  bool  // ended by the server's end frame
@@ -194,6 +222,11 @@ func (cc *clientConn) openStream(ctx context.Context, key, method, short string)
 	peer := cc.peer.Load()
 	cs := &clientStream{cc: cc, method: method, headerDone: make(chan struct{})}
 	cs.initCore(&cc.link, 0, peer.streamWindow, cc.cl.ourSettings().streamWindow)
+	if cc.cl.cfg.stats != nil {
+		if as := streamStats(ctx); as != nil {
+			cs.st, cs.as = &as.cs, as
+		}
+	}
 	cs.ctx, cs.cancel = context.WithCancel(ctx)
 
 	var timeout = streamTimeout(ctx)
@@ -287,6 +320,9 @@ func (cs *clientStream) finish(status error, trailer Metadata, byPeer, discard b
 	cs.ended, cs.byPeer, cs.status, cs.trailer = true, byPeer, status, trailer
 	stop := cs.stop
 	cs.endMu.Unlock()
+	if cs.as != nil {
+		cs.as.end(status)
+	}
 	recvErr := status
 	if recvErr == nil {
 		recvErr = io.EOF

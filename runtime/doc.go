@@ -108,6 +108,16 @@
 // GracefulStop within its own drain. Every export's registry entry has
 // MetadataProtocols ("protocols"): "storks,grpc", or "storks".
 //
+// # Observability
+//
+// WithStatsHandler gives a Server or a Client a StatsHandler that sees every
+// call and stream from begin to end, the requests a server refuses before
+// any interceptor and every attempt of a client call with its provider
+// (stats.go); the packages under observability/ build OpenTelemetry traces
+// and metrics, Prometheus and readiness probes on it. Server.Registrations,
+// Client.ProviderState and the registry checks (state.go) say whether each
+// export is registered and what each reference knows of its providers.
+//
 // Concurrency: Server, Client and Reference are safe for concurrent use.
 // Close stops every goroutine they started.
 package runtime

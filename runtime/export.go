@@ -49,6 +49,8 @@ type Exporter struct {
 	// every registration of the export carries as
 	// registry.MetadataRegisteredAt (0 before it).
 	registeredAt atomic.Int64
+	// lastWrite is the Unix ns of the last successful Register (state.go).
+	lastWrite atomic.Int64
 
 	mu         sync.Mutex // guards the fields below
 	active     bool       // in srv.exports and the local table

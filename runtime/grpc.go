@@ -133,6 +133,9 @@ func (s *Server) startGRPCLocked(addr net.Addr) {
 		grpc.UnknownServiceHandler(b.unknown),
 		grpc.ChainStreamInterceptor(b.track),
 	}
+	if h := s.cfg.stats; h != nil {
+		opts = append(opts, grpc.StatsHandler(grpcStats{h})) // stats_grpc.go
+	}
 	if sec.maxConcurrent > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(uint32(sec.maxConcurrent+s.cfg.maxStreams)))
 	}
@@ -223,6 +226,9 @@ func (b *grpcBridge) unary(ctx context.Context, m *method, dec func(any) error) 
 	if err := dec(req); err != nil {
 		return nil, err // a status from grpc-go's codec
 	}
+	if s.cfg.stats != nil {
+		markRan(ctx)
+	}
 	resp, err := s.call(ctx, m, req)
 	if err != nil {
 		return nil, toStatus(err)
@@ -272,6 +278,9 @@ func (s *ctxStream) Context() context.Context { return s.ctx }
 func (b *grpcBridge) runStream(sm *streamMethod, gss grpc.ServerStream) error {
 	s := b.s
 	ctx := gss.Context()
+	if s.cfg.stats != nil {
+		markRan(ctx)
+	}
 	err := s.handleStream(sm, &grpcServerStream{ServerStream: gss, ctx: ctx})
 	if err == nil {
 		return nil

@@ -93,6 +93,8 @@ type serverConfig struct {
 	registrationRequired bool
 
 	loadReport *LoadReport // WithLoadReport; loadreport.go
+
+	stats StatsHandler // WithStatsHandler; stats.go
 }
 
 type clientConfig struct {
@@ -106,7 +108,8 @@ type clientConfig struct {
 	dialTimeout              time.Duration
 	tls                      *tls.Config // nil: plaintext
 	resilience               clientResilience
-	gov                      govConfig // governance.go
+	gov                      govConfig    // governance.go
+	stats                    StatsHandler // WithStatsHandler; stats.go
 }
 
 type exportConfig struct {

@@ -336,6 +336,17 @@ func (r *Reference) Invoke(ctx context.Context, method string, req, reply any, o
 // service's descriptor (BindService), or through the reference itself if b
 // is nil.
 func (r *Reference) invokeWith(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
+	if r.cl.cfg.stats != nil { // stats.go
+		as := r.beginClient(ctx, method, false)
+		err := r.invokeCall(as, method, req, reply, opts, b)
+		as.end(err)
+		return err
+	}
+	return r.invokeCall(ctx, method, req, reply, opts, b)
+}
+
+// invokeCall is invokeWith without the stats handler.
+func (r *Reference) invokeCall(ctx context.Context, method string, req, reply any, opts []CallOption, b *boundReference) error {
 	var cfg *callConfig // call options the invoker needs, nil if none
 	if len(opts) > 0 {
 		var cc callConfig

@@ -266,6 +266,7 @@ func (s *Server) attempt(ctx context.Context, ex *Exporter) error {
 	case err == nil:
 		ex.registered, r.err, r.uncertain = true, nil, false
 		r.inst = in
+		ex.lastWrite.Store(time.Now().UnixNano()) // state.go
 		return nil
 	case rctx.Err() != nil:
 		r.uncertain = true

@@ -36,6 +36,7 @@ type Server struct {
 	mu        sync.RWMutex
 	exports   map[string]*export // active exports by canonical key
 	exporters map[*Exporter]struct{}
+	probes    sync.Map // registry checks: state.go
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	addr      string // advertised address, set by the first Serve

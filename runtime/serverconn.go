@@ -28,6 +28,8 @@ type serverConn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	peerAddr string // the client's address, for the stats handler only (stats.go)
+
 	ready     atomic.Bool  // TLS handshake done (if any): frames may be written
 	closing   atomic.Bool  // closed by the watchdog, which logged why
 	started   atomic.Int64 // requests handed to a handler; written by the reader goroutine
@@ -65,6 +67,9 @@ func (s *Server) newConn(c net.Conn) *serverConn {
 	ctx, cancel := context.WithCancel(s.ctx)
 	sc := &serverConn{s: s, c: c, ctx: ctx, cancel: cancel, running: make(map[uint64]*callCtx), streams: make(map[uint64]*serverStream)}
 	sc.in = connReader{Conn: c, sc: sc}
+	if s.cfg.stats != nil {
+		sc.peerAddr = c.RemoteAddr().String()
+	}
 	sc.rw = c
 	if s.cfg.sec.tls != nil {
 		sc.rw = tls.Server(&sc.in, s.cfg.sec.tls)
@@ -299,31 +304,25 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 	s.inflight.Add(1)
 	if s.refusing.Load() {
 		s.inflight.Add(-1)
-		putBuf(body)
-		sc.writeError(id, wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()), errNotExecuted)
+		sc.refuse(id, &rh, body, wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()))
 		return true
 	}
 	exp := s.lookup(rh.key)
 	if exp == nil {
 		s.inflight.Add(-1)
-		e := s.notExported(rh.key)
-		putBuf(body)
-		sc.writeError(id, e, errNotExecuted)
+		sc.refuse(id, &rh, body, s.notExported(rh.key))
 		return true
 	}
 	m := exp.methods[string(rh.method)]
 	if m == nil {
 		s.inflight.Add(-1)
-		e := Errorf(CodeUnimplemented, "unknown method %s for service %s", rh.method, exp.keyStr)
-		putBuf(body)
-		sc.writeError(id, e, errNotExecuted)
+		sc.refuse(id, &rh, body, Errorf(CodeUnimplemented, "unknown method %s for service %s", rh.method, exp.keyStr))
 		return true
 	}
 	started := sc.started.Load()
 	if limit := s.cfg.sec.maxConcurrent; limit > 0 && started-sc.finished.Load() >= int64(limit) {
 		s.inflight.Add(-1)
-		putBuf(body)
-		sc.writeError(id, Errorf(CodeResourceExhausted, "%d requests are already running on this connection to %s, the limit (WithMaxConcurrentRequests)", limit, s.Addr()), errNotExecuted)
+		sc.refuse(id, &rh, body, Errorf(CodeResourceExhausted, "%d requests are already running on this connection to %s, the limit (WithMaxConcurrentRequests)", limit, s.Addr()))
 		return true
 	}
 	sc.started.Store(started + 1)
@@ -336,6 +335,16 @@ func (sc *serverConn) request(id uint64, body *[]byte) bool {
 	sc.mu.Unlock()
 	s.dispatch(c)
 	return true
+}
+
+// refuse answers request id with e, unexecuted, and reports it to the
+// stats handler, if any, as rejected.
+func (sc *serverConn) refuse(id uint64, rh *requestHeader, body *[]byte, e *Error) {
+	if sc.s.cfg.stats != nil {
+		sc.s.rejectStats(sc.ctx, sc, rh.key, rh.method, false, e)
+	}
+	putBuf(body)
+	sc.writeError(id, e, errNotExecuted)
 }
 
 // dispatch runs a request on a handler goroutine; see handlerPool.
@@ -353,16 +362,25 @@ func (sc *serverConn) handle(cctx *callCtx) {
 	if rh.metadata != nil {
 		ctx = newIncomingContext(ctx, rh.metadata)
 	}
+	var st callStats // zero without a stats handler: stats.go
+	if s.cfg.stats != nil {
+		ctx, st = s.serverStats(ctx, sc, m.info.FullMethod, m.info.Key, false)
+		st.payload(true, len(rh.payload))
+	}
 	req := m.desc.NewRequest()
 	err := s.cfg.codec.Unmarshal(rh.payload, req)
 	putBuf(body)
 	if err != nil {
-		sc.writeError(id, Errorf(CodeInvalidArgument, "decode request for %s: %v", m.info.FullMethod, err), errNotExecuted)
+		e := Errorf(CodeInvalidArgument, "decode request for %s: %v", m.info.FullMethod, err)
+		st.end(e, true, 0, "")
+		sc.writeError(id, e, errNotExecuted)
 		return
 	}
 	resp, err := s.call(ctx, m, req)
 	if err != nil {
-		sc.writeError(id, toError(err), 0)
+		e := toError(err)
+		st.end(e, false, 0, "")
+		sc.writeError(id, e, 0)
 		return
 	}
 	buf := getBuf(headerSize + 1024)
@@ -374,11 +392,17 @@ func (sc *serverConn) handle(cctx *callCtx) {
 	if err != nil {
 		*buf = b
 		putBuf(buf)
-		sc.writeError(id, toError(fmt.Errorf("encode response of %s: %w", m.info.FullMethod, err)), 0)
+		e := toError(fmt.Errorf("encode response of %s: %w", m.info.FullMethod, err))
+		st.end(e, false, 0, "")
+		sc.writeError(id, e, 0)
 		return
 	}
 	setBodyLen(b)
 	sc.w.write(b)
+	if st.h != nil {
+		st.payload(false, len(b)-headerSize)
+		st.end(nil, false, 0, "")
+	}
 	*buf = b
 	putBuf(buf)
 }

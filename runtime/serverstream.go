@@ -53,6 +53,15 @@ type serverStream struct {
 	closeErr   error // why, for SendMsg after it
 }
 
+// refuseOpen refuses the open of stream id with e (refuseStream) and
+// reports it to the stats handler, if any, as rejected.
+func (sc *serverConn) refuseOpen(id uint64, rh *requestHeader, e *Error) {
+	if sc.s.cfg.stats != nil {
+		sc.s.rejectStats(sc.ctx, sc, rh.key, rh.method, true, e)
+	}
+	sc.refuseStream(id, e)
+}
+
 // refuseStream answers an open with end and the not-executed flag.
 func (sc *serverConn) refuseStream(id uint64, e *Error) {
 	sc.writeEnd(id, streamEnd{code: e.Code, flags: errNotExecuted, message: e.Message})
@@ -206,12 +215,12 @@ func (sc *serverConn) open(id uint64, rh requestHeader) bool {
 	}
 	sc.lastOpen = id
 	if s.refusing.Load() {
-		sc.refuseStream(id, wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()))
+		sc.refuseOpen(id, &rh, wrapError(CodeUnavailable, ErrServerClosed, "server %s is shutting down", s.Addr()))
 		return true
 	}
 	exp := s.lookup(rh.key)
 	if exp == nil {
-		sc.refuseStream(id, s.notExported(rh.key))
+		sc.refuseOpen(id, &rh, s.notExported(rh.key))
 		return true
 	}
 	sm := exp.streams[string(rh.method)]
@@ -220,11 +229,11 @@ func (sc *serverConn) open(id uint64, rh requestHeader) bool {
 		if exp.methods[string(rh.method)] != nil {
 			e = Errorf(CodeUnimplemented, "method %s of service %s is unary: call it, do not open a stream", rh.method, exp.keyStr)
 		}
-		sc.refuseStream(id, e)
+		sc.refuseOpen(id, &rh, e)
 		return true
 	}
 	if limit := s.cfg.maxStreams; n >= limit {
-		sc.refuseStream(id, Errorf(CodeResourceExhausted, "%d streams are already open on this connection to %s, the limit (WithMaxConcurrentStreams)", limit, s.Addr()))
+		sc.refuseOpen(id, &rh, Errorf(CodeResourceExhausted, "%d streams are already open on this connection to %s, the limit (WithMaxConcurrentStreams)", limit, s.Addr()))
 		return true
 	}
 	peer := sc.peer.Load()
@@ -236,9 +245,17 @@ func (sc *serverConn) open(id uint64, rh requestHeader) bool {
 	if rh.metadata != nil {
 		ss.ctx = newIncomingContext(ss.cctx, rh.metadata)
 	}
+	if s.cfg.stats != nil { // stats.go
+		var st callStats
+		ss.ctx, st = s.serverStats(ss.ctx, sc, sm.info.FullMethod, sm.info.Key, true)
+		ss.st = &st
+	}
 	sc.mu.Lock()
 	if sc.streams == nil { // the connection is closing
 		sc.mu.Unlock()
+		if ss.st != nil {
+			ss.st.end(wrapError(CodeUnavailable, ErrConnClosed, "stream %s: connection closing", sm.info.FullMethod), true, 0, "")
+		}
 		ss.cctx.cancel(context.Canceled)
 		return true
 	}
@@ -258,6 +275,9 @@ func (ss *serverStream) run() {
 	defer s.openStreams.Add(-1)
 	defer ss.sc.nstreams.Add(-1)
 	err := ss.handle()
+	if ss.st != nil {
+		ss.st.end(err, false, 0, "")
+	}
 	var end streamEnd
 	if err != nil {
 		e := toError(err)

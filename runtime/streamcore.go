@@ -74,6 +74,7 @@ type inMsg struct {
 type streamCore struct {
 	link *streamLink
 	id   uint64
+	st   *callStats // nil without a stats handler: stats.go
 	send sendQuota
 	recv recvWindow
 
@@ -241,6 +242,9 @@ func (s *streamCore) recvMsg(m any, done <-chan struct{}, doneErr func() error) 
 				s.signal()
 			}
 			s.grant(release)
+			if s.st != nil {
+				s.st.payload(true, len(msg.data))
+			}
 			err := s.link.codec.Unmarshal(msg.data, m)
 			putBuf(msg.buf)
 			if err != nil {
@@ -277,6 +281,9 @@ func (s *streamCore) sendMsg(ctx context.Context, m any) (fatal bool, err error)
 	payload := b[headerSize+1:]
 	if len(payload) > l.sendLimit {
 		return false, &Error{Code: CodeResourceExhausted, Message: fmt.Sprintf("message larger than max (%d vs. %d)", len(payload), l.sendLimit), cause: ErrMessageTooLarge}
+	}
+	if s.st != nil {
+		s.st.payload(false, len(payload))
 	}
 	off := 0
 	for {

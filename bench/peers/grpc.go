@@ -65,23 +65,26 @@ type grpcInstance struct {
 	client grpcpb.HelloClient
 }
 
-func startGRPC() (Instance, error) {
+func startGRPC() (Instance, error) { return startGRPCWith(nil, nil) }
+
+// startGRPCWith starts the grpc-go row with more server and dial options.
+func startGRPCWith(sopts []grpc.ServerOption, dopts []grpc.DialOption) (*grpcInstance, error) {
 	ln, err := listen()
 	if err != nil {
 		return nil, err
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(sopts...)
 	grpcpb.RegisterHelloServer(srv, grpcHello{})
 	go srv.Serve(ln)
-	return dialGRPC(ln.Addr().String(), func() error { srv.Stop(); return nil }, grpcpb.NewHelloClient)
+	return dialGRPC(ln.Addr().String(), func() error { srv.Stop(); return nil }, grpcpb.NewHelloClient, dopts...)
 }
 
 // dialGRPC makes the grpc-go client of a row: one ClientConn to addr,
-// insecure credentials, no other option, and the stubs newClient makes on
-// it. stop stops the row's server.
-func dialGRPC(addr string, stop func() error, newClient func(grpc.ClientConnInterface) grpcpb.HelloClient) (*grpcInstance, error) {
+// insecure credentials, no other option (but dopts), and the stubs
+// newClient makes on it. stop stops the row's server.
+func dialGRPC(addr string, stop func() error, newClient func(grpc.ClientConnInterface) grpcpb.HelloClient, dopts ...grpc.DialOption) (*grpcInstance, error) {
 	inst := &grpcInstance{closers: closers{stop}}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dopts...)...)
 	if err != nil {
 		inst.Close()
 		return nil, err

@@ -27,6 +27,10 @@ const (
 	// is compared with that framework's own server, and is never "the
 	// best peer".
 	Interop
+	// Instrumented is a row with OpenTelemetry on (peers/otel.go),
+	// compared with the other instrumented rows and with its own
+	// uninstrumented row; never "the best peer".
+	Instrumented
 )
 
 func (k Kind) String() string {
@@ -37,6 +41,8 @@ func (k Kind) String() string {
 		return "peer"
 	case Interop:
 		return "interop"
+	case Instrumented:
+		return "instrumented"
 	}
 	return "reference"
 }
@@ -88,6 +94,8 @@ func All() []Spec {
 		storksSpec(),
 		grpcSpec(),
 		grpcStorksSpec(),
+		storksOTelSpec(),
+		grpcOTelSpec(),
 		rpcxSpec(),
 		kitexSpec(),
 		kitexMuxSpec(),

@@ -70,9 +70,13 @@ type storksInstance struct {
 	ref    *storks.Reference
 }
 
-func startStorks() (Instance, error) {
+func startStorks() (Instance, error) { return startStorksWith(nil, nil) }
+
+// startStorksWith starts the storks row with more server and client
+// options.
+func startStorksWith(sopts []storks.ServerOption, copts []storks.ClientOption) (*storksInstance, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := storks.NewServer(storks.WithLogger(quiet))
+	srv := storks.NewServer(append([]storks.ServerOption{storks.WithLogger(quiet)}, sopts...)...)
 	if _, err := storkspb.RegisterHelloServer(srv, storksHello{}); err != nil {
 		return nil, err
 	}
@@ -87,7 +91,7 @@ func startStorks() (Instance, error) {
 		inst.Close()
 		return nil, err
 	}
-	cli, err := storks.NewClient(storks.WithRegistry(reg), storks.WithLogger(quiet))
+	cli, err := storks.NewClient(append([]storks.ClientOption{storks.WithRegistry(reg), storks.WithLogger(quiet)}, copts...)...)
 	if err != nil {
 		inst.Close()
 		return nil, err

@@ -343,7 +343,36 @@ func (rep *report) computeTargets() {
 		add("System calls per call", "64 callers, 581 B", failedOr(rep.find(64, payload.Rpcx)), "≤ 1", false, false)
 	}
 	rep.grpcClientTargets(add)
+	rep.otelTargets(add)
 	rep.streamTargets(add)
+}
+
+// The targets of the instrumented rows (issue 14), at 64 callers of 581 B:
+// instrumented Storks against instrumented grpc-go, and instrumented Storks
+// against plain Storks (what the instrumentation costs).
+const (
+	otelVsGRPCNeed = 1.5
+	otelCostNeed   = 0.75
+)
+
+func (rep *report) otelTargets(add func(what, where, measured, need string, ok, valid bool)) {
+	s := rep.find(64, payload.Rpcx)
+	if s == nil {
+		return
+	}
+	const where = "64 callers, 581 B"
+	ratio := func(what, a, b string, need float64) {
+		n := fmt.Sprintf("≥ %.2f×", need)
+		if !s.usable(a) || !s.usable(b) {
+			add(what, where, failedRows(s, a, b), n, false, false)
+			return
+		}
+		r := s.thrRatio(a, func(int) string { return b })
+		m := fmt.Sprintf("%s (%s / %s; %s vs %s calls/s)", fmtRatio(r), a, b, fmtInt(s.row(a).thr), fmtInt(s.row(b).thr))
+		add(what, where, m, n, r >= need, !math.IsNaN(r))
+	}
+	ratio("Instrumented throughput: Storks + OpenTelemetry vs grpc-go + otelgrpc", peers.StorksOTel, peers.GRPCOTel, otelVsGRPCNeed)
+	ratio("Cost of OpenTelemetry: Storks + OpenTelemetry vs plain Storks", peers.StorksOTel, "storks", otelCostNeed)
 }
 
 // grpcClientNeed is the target of the grpc-go→storks row: a Storks server

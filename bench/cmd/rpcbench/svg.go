@@ -14,6 +14,8 @@ var palette = map[string]string{
 	"storks":           "#d62728",
 	"grpc-go":          "#1f77b4",
 	peers.GRPCToStorks: "#17becf",
+	peers.StorksOTel:   "#ff9896",
+	peers.GRPCOTel:     "#aec7e8",
 	"rpcx":             "#2ca02c",
 	"kitex":            "#9467bd",
 	"kitex-mux":        "#8c564b",
