@@ -3,8 +3,10 @@
 // registry. The consumer calls round-robin and prints which provider
 // answered each call; a grpc-go client then calls the first provider on the
 // same port (every Storks provider also serves gRPC) and checks its
-// grpc.health.v1 status; then the providers are stopped gracefully
-// (SIGTERM: deregister, wait, drain).
+// grpc.health.v1 status; then a governance rule disables provider-2 (what
+// `storks provider disable` writes), a second consumer run calls only the
+// two others, and the rule is removed; then the providers are stopped
+// gracefully (SIGTERM: deregister, wait, drain).
 //
 //	demo -bin bin [-registry URL]
 //
@@ -40,6 +42,8 @@ import (
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/internal/devetcd"
 	"github.com/storks-rpc/storks/registry"
+	_ "github.com/storks-rpc/storks/registry/all"
+	"github.com/storks-rpc/storks/registry/rule"
 )
 
 func main() {
@@ -140,6 +144,12 @@ func run() error {
 		if err := grpcHello(providers[0].name, addrs[providers[0].name]); err != nil {
 			stopAll(providers)
 			return err
+		}
+		if len(providers) > 1 {
+			if err := governed(*regURL, *bin, &out, providers[1].name, addrs[providers[1].name], *n-1); err != nil {
+				stopAll(providers)
+				return err
+			}
 		}
 	}
 
@@ -286,5 +296,50 @@ func grpcHello(name, addr string) error {
 		return fmt.Errorf("gRPC health check of %s at %s: %w", name, addr, err)
 	}
 	fmt.Printf("demo: a grpc-go client on %s's port %s: %q from %s; health %v\n", name, addr, reply.GetMessage(), reply.GetProvider(), health.GetStatus())
+	return nil
+}
+
+// governed disables the provider name at addr with a rule, as `storks
+// provider disable --registry URL ADDR` does, runs the consumer again
+// (which sees the others only), and removes the rule. A registry that
+// keeps no rules (direct://, static://) skips the step.
+func governed(regURL, bin string, out *sync.Mutex, name, addr string, others int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg, err := registry.Open(ctx, regURL)
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	store, err := rule.Store(reg)
+	if err != nil {
+		fmt.Printf("demo: skipping the governance step: %v\n", err)
+		return nil
+	}
+	key := registry.ServiceKey{Service: greeterv1.Greeter_ServiceName}
+	edit := func(f func(*rule.Set, rule.Match)) error {
+		_, err := rule.Update(ctx, store, key, func(s *rule.Set) error { f(s, rule.Match{Addr: addr}); return nil })
+		return err
+	}
+	fmt.Printf("demo: disabling %s with a rule, as `storks provider disable --registry %s %s` does\n", name, registry.RedactURL(regURL), addr)
+	if err := edit((*rule.Set).Disable); err != nil {
+		return fmt.Errorf("writing the rule: %w", err)
+	}
+	c, err := start("governed", out, nil, filepath.Join(bin, "consumer"), "-registry", regURL,
+		"-calls", "6", "-wait-providers", fmt.Sprint(others), "-selector", "roundrobin", "-streams=false", "-app", "demo-governed")
+	if err != nil {
+		return err
+	}
+	<-c.done
+	if c.err != nil {
+		return c.exitError("")
+	}
+	if err := edit((*rule.Set).Enable); err != nil {
+		return fmt.Errorf("removing the rule: %w", err)
+	}
+	if _, err := store.GetRule(ctx, key); !errors.Is(err, registry.ErrNoRule) {
+		return fmt.Errorf("the rule document is still there after enabling %s: %v", name, err)
+	}
+	fmt.Printf("demo: %s enabled again; no rule is left\n", name)
 	return nil
 }

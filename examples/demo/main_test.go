@@ -94,7 +94,17 @@ func TestDemo(t *testing.T) {
 	if len(calls) != 9 || seen["provider-1"] != 3 || seen["provider-2"] != 3 || seen["provider-3"] != 3 {
 		t.Errorf("want 9 calls, 3 to each provider; got %v in:\n%s", seen, r.stdout)
 	}
+	governed := regexp.MustCompile(`(?m)^governed +\| call \d: "Hello, storks" from (provider-\d) `).FindAllStringSubmatch(r.stdout, -1)
+	gseen := map[string]int{}
+	for _, c := range governed {
+		gseen[c[1]]++
+	}
+	if len(governed) != 6 || gseen["provider-2"] != 0 || gseen["provider-1"] != 3 || gseen["provider-3"] != 3 {
+		t.Errorf("with provider-2 disabled by a rule: want 6 calls, 3 each to provider-1 and provider-3; got %v in:\n%s", gseen, r.stdout)
+	}
 	for _, want := range []string{
+		"demo: disabling provider-2 with a rule",
+		"demo: provider-2 enabled again; no rule is left",
 		`| stream Count: "storks 1"`,
 		`| stream Count: "storks 3"`,
 		`| stream Chat: sent "ping", got "ping"`,
