@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -25,39 +23,7 @@ var readyRE = regexp.MustCompile(`^READY (\S+) (\S+)$`)
 // registration does nothing): the consumer is given the addresses.
 func startProviderProc(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	bin, err := providerBin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, append([]string{"-registry", "static://127.0.0.1:1", "-listen", "127.0.0.1:0", "-name", name}, args...)...)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if m := readyRE.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[2]
-			}
-		}
-		close(addr)
-	}()
-	select {
-	case a, ok := <-addr:
-		if !ok {
-			t.Fatalf("provider %s exited before serving", name)
-		}
-		return a
-	case <-time.After(30 * time.Second):
-		t.Fatalf("provider %s not ready after 30s", name)
-	}
-	return ""
+	return startRegistered(t, "static://127.0.0.1:1", name, args...).addr
 }
 
 // balanceRun is what one balancer did with the load.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,18 +19,7 @@ import (
 
 // storksBin builds the storks command once: the governance tests write
 // their rules through it, as an operator does.
-var storksBin = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "storks-e2e-cli-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "storks")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/storks-rpc/storks/cmd/storks").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build storks: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+var storksBin = sync.OnceValues(func() (string, error) { return buildBin("storks", "github.com/storks-rpc/storks/cmd/storks") })
 
 // storksCLI runs the storks command and fails the test if it fails.
 func storksCLI(t *testing.T, args ...string) string {
@@ -421,16 +409,7 @@ func storksCLIRetry(t *testing.T, d time.Duration, args ...string) {
 }
 
 var consumerBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "storks-e2e-consumer-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "consumer")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/storks-rpc/storks/examples/consumer").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build consumer: %v\n%s", err, out)
-	}
-	return bin, nil
+	return buildBin("consumer", "github.com/storks-rpc/storks/examples/consumer")
 })
 
 // waitFor polls cond until it holds, failing the test after d.

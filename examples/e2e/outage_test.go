@@ -128,18 +128,21 @@ func TestRegistryOutageKeepsCallsWorking(t *testing.T) {
 	}
 }
 
-var providerBin = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "storks-e2e-")
+var providerBin = sync.OnceValues(func() (string, error) { return buildBin("provider", "github.com/storks-rpc/storks/examples/provider") })
+
+// buildBin builds the command pkg into a new temporary directory as name.
+func buildBin(name, pkg string) (string, error) {
+	dir, err := os.MkdirTemp("", "storks-e2e-"+name+"-")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "provider")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/storks-rpc/storks/examples/provider").CombinedOutput()
+	bin := filepath.Join(dir, name)
+	out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("go build provider: %v\n%s", err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", name, err, out)
 	}
 	return bin, nil
-})
+}
 
 // A provider process killed with SIGKILL never deregisters: it must vanish
 // from the consumer's list within TTL + 2 s.
