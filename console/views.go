@@ -98,6 +98,7 @@ var funcs = template.FuncMap{
 		return s
 	},
 	"keyQuery": keyQuery,
+	"plural":   plural,
 	"args":     func(l live, k registry.ServiceKey, addr string) hiddenArgs { return hiddenArgs{l, k, addr} },
 }
 
@@ -296,13 +297,15 @@ func chart(samples []sample, now time.Time, window time.Duration) template.HTML 
 	for _, s := range samples {
 		peak = max(peak, s.cps)
 	}
+	// The x axis spans the samples (at least a minute), up to the window.
+	window = min(max(now.Sub(samples[0].at), time.Minute), window)
 	start := now.Add(-window)
 	x := func(t time.Time) float64 {
 		return min(max(float64(t.Sub(start))/float64(window)*w, 0), w)
 	}
 	y := func(v float64) float64 { return h - 2 - v/peak*(h-6) }
 	last := samples[len(samples)-1]
-	fmt.Fprintf(&b, `<title>%s cps now, peak %s cps over the last %v</title>`, formatRate(last.cps), formatRate(peak), window)
+	fmt.Fprintf(&b, `<title>%s cps now, peak %s cps over the last %v</title>`, formatRate(last.cps), formatRate(peak), window.Round(time.Second))
 	b.WriteString(`<line x1="0" y1="35.5" x2="180" y2="35.5" class="axis"/><polyline class="load" points="`)
 	for i, s := range samples {
 		if i > 0 {
