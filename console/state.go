@@ -157,12 +157,13 @@ func (c *Console) listKeys(ctx context.Context) ([]registry.ServiceKey, error) {
 		set[k.ProviderKey()] = true
 	}
 	if c.rules != nil {
-		rk, err := c.rules.Rules(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, k := range rk {
-			set[k] = true
+		// Keys with rules but neither providers nor consumers. A registry
+		// that lists services but refuses to list rules (an ACL, say)
+		// still shows every service that has instances.
+		if rk, err := c.rules.Rules(ctx); err == nil {
+			for _, k := range rk {
+				set[k] = true
+			}
 		}
 	}
 	keys := slices.Collect(maps.Keys(set))
