@@ -159,6 +159,7 @@ func (c *Console) serviceViewLocked(s *svcState, now time.Time) serviceView {
 		p.Chart = chart(s.loads[in.ID], now, c.opts.History)
 		v.ProviderRows = append(v.ProviderRows, p)
 	}
+	slices.SortFunc(v.ProviderRows, func(a, b providerRow) int { return strings.Compare(a.Addr, b.Addr) })
 	for _, in := range s.consumers {
 		v.ConsumerRows = append(v.ConsumerRows, consumerRow{
 			Application: in.Metadata[registry.MetadataApplication], Addr: in.Addr,
