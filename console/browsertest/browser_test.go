@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -483,6 +484,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	victim := ps[2]
 	vrow := fmt.Sprintf(`tr[data-addr="%s"]`, victim.addr)
 	eval[bool](t, b, `window.__noReload = true`)
+	// The load figures and charts move without a reload too.
+	lrow := fmt.Sprintf(`tr[data-addr="%s"]`, ps[0].addr)
+	load0 := eval[string](t, b, `document.querySelector('`+lrow+` td.load').textContent + document.querySelector('`+lrow+` polyline.load').getAttribute("points")`)
+	moved := waitJS(t, b, "the load of "+ps[0].name+" moves", `(document.querySelector('`+lrow+` td.load').textContent + document.querySelector('`+lrow+` polyline.load').getAttribute("points")) !== `+strconv.Quote(load0), 10*time.Second)
+	t.Logf("live: the load figures and chart of %s changed %v later without a reload (now %q)", ps[0].name, moved.Round(time.Millisecond),
+		eval[string](t, b, `document.querySelector('`+lrow+` td.load').textContent`))
 	if err := victim.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
