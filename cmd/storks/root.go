@@ -38,6 +38,7 @@ registered in a registry, and runs an embedded etcd for local development.`,
 		newRegistryCmd(),
 		newRuleCmd(),
 		newProviderCmd(),
+		newConsoleCmd(),
 		newDevCmd(),
 		newVersionCmd(),
 	)

@@ -73,8 +73,10 @@ func run() error {
 		defer etcd.Close()
 		*regURL = etcd.URL()
 		fmt.Printf("demo: started an embedded etcd; registry %s\n", *regURL)
+		fmt.Println("demo: to watch the demo in the web console, run `make console` in another terminal, open http://127.0.0.1:8080/ and run `make demo REGISTRY=etcd://127.0.0.1:2379/storks`")
 	} else {
 		fmt.Printf("demo: registry %s\n", registry.RedactURL(*regURL))
+		fmt.Println("demo: to watch it in the web console, run `make console REGISTRY=<this registry's URL>` in another terminal and open http://127.0.0.1:8080/")
 	}
 
 	var out sync.Mutex
