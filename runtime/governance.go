@@ -224,8 +224,9 @@ func (r *Reference) applyLocked() {
 
 // startGovernance starts following the rules of r's key and registering
 // r's consumer record, as cfg says. ctx bounds the first read of the rules
-// (Refer's context); the goroutines live until wctx ends.
-func (r *Reference) startGovernance(ctx, wctx context.Context, cfg *referConfig) {
+// (Refer's context) unless wait (WithWaitForProvider: Refer does not wait
+// for the registry); the goroutines live until wctx ends.
+func (r *Reference) startGovernance(ctx, wctx context.Context, cfg *referConfig, wait bool) {
 	c := r.cl
 	reg := cfg.registry
 	if s, ok := reg.(registry.RuleStore); ok && !cfg.gov.noRules && !c.cfg.gov.noRules {
@@ -234,16 +235,19 @@ func (r *Reference) startGovernance(ctx, wctx context.Context, cfg *referConfig)
 			c.cfg.logger.Warn("storks: cannot watch the service's rules; calls follow the code's settings", "service", r.keyStr, "err", err)
 		} else {
 			// The current rules first, briefly, so that the first calls obey
-			// them; the goroutine catches up with any later change.
-			fctx, cancel := context.WithTimeout(ctx, time.Second)
-			doc, err := nextDoc(fctx, wctx, w)
-			cancel()
-			got := err == nil
-			if got {
-				r.applyDoc(doc)
+			// them (unless Refer returns at once, WithWaitForProvider: then
+			// the rules, like the providers, arrive in the background); the
+			// goroutine catches up with any later change.
+			if !wait {
+				fctx, cancel := context.WithTimeout(ctx, time.Second)
+				doc, err := nextDoc(fctx, wctx, w)
+				cancel()
+				if err == nil {
+					r.applyDoc(doc)
+				}
 			}
 			c.bg.Add(1)
-			go r.followRules(wctx, w, got)
+			go r.followRules(wctx, w)
 		}
 	}
 	if !cfg.gov.noConsumer && !c.cfg.gov.noConsumer && !isFixed(reg) {
@@ -271,8 +275,8 @@ func nextDoc(ctx, wctx context.Context, w registry.RuleWatcher) ([]byte, error) 
 }
 
 // followRules applies every change of the rule document until the
-// reference is closed. got says whether the first document was read.
-func (r *Reference) followRules(ctx context.Context, w registry.RuleWatcher, got bool) {
+// reference is closed.
+func (r *Reference) followRules(ctx context.Context, w registry.RuleWatcher) {
 	defer r.cl.bg.Done()
 	defer w.Stop()
 	log := r.cl.cfg.logger
@@ -298,7 +302,6 @@ func (r *Reference) followRules(ctx context.Context, w registry.RuleWatcher, got
 			log.Info("storks: watching the service's rules recovered", "service", r.keyStr)
 			failing, backoff = false, 100*time.Millisecond
 		}
-		_ = got
 		r.applyDoc(doc)
 	}
 }

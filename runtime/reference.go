@@ -157,7 +157,7 @@ func (c *Client) Refer(ctx context.Context, service string, opts ...ReferOption)
 	c.refs[r] = struct{}{}
 	c.bg.Add(1)
 	c.mu.Unlock()
-	r.startGovernance(ctx, wctx, &cfg)
+	r.startGovernance(ctx, wctx, &cfg, wait)
 	r.install(list)
 	if r.InProcess() {
 		r.noteLocal(true)
