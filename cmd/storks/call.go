@@ -222,6 +222,9 @@ func runCall(cmd *cobra.Command, f callFlags, args []string) error {
 	cli, err := storks.NewClient(
 		storks.WithRegistry(reg),
 		storks.WithLogger(slog.New(slog.DiscardHandler)),
+		// A one-shot call is not a consumer an operator wants listed;
+		// the rules still apply to it.
+		storks.WithoutConsumerRecord(),
 	)
 	if err != nil {
 		return err
