@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/storks-rpc/storks/internal/display"
 	"github.com/storks-rpc/storks/registry"
 	"github.com/storks-rpc/storks/registry/rule"
-	storks "github.com/storks-rpc/storks/runtime"
 )
 
 // banner says that the registry is unreachable.
@@ -151,7 +151,7 @@ func (c *Console) serviceViewLocked(s *svcState, now time.Time) serviceView {
 		}
 		p := providerRow{
 			ID: in.ID, Addr: in.Addr, Registered: in.EffectiveWeight(), Weight: e.Weight,
-			Age: formatAge(in.Metadata, now), Load: formatLoad(in.Metadata),
+			Age: display.Age(in.Metadata, registry.MetadataRegisteredAt, now), Load: display.Load(in.Metadata),
 			Disabled: e.Disabled, Tag: e.Tag, Changed: e.Changed,
 			Metadata:   formatMetadata(in.Metadata, registry.MetadataRegisteredAt, registry.MetadataLoad, registry.MetadataTag),
 			RuleWeight: e.Weight != in.EffectiveWeight(), RuleTag: e.Tag != in.Metadata[registry.MetadataTag],
@@ -164,7 +164,7 @@ func (c *Console) serviceViewLocked(s *svcState, now time.Time) serviceView {
 		v.ConsumerRows = append(v.ConsumerRows, consumerRow{
 			Application: in.Metadata[registry.MetadataApplication], Addr: in.Addr,
 			Host: in.Metadata[registry.MetadataHostname], PID: in.Metadata[registry.MetadataPID],
-			Age:     formatAgeKey(in.Metadata, registry.MetadataStartedAt, now),
+			Age:     display.Age(in.Metadata, registry.MetadataStartedAt, now),
 			Version: in.Metadata[registry.MetadataStorks],
 		})
 	}
@@ -221,56 +221,6 @@ func plural(n int, noun string) string {
 	return strconv.Itoa(n) + " " + noun + "s"
 }
 
-// formatAge renders how long ago the instance registered: "45s", "3m12s",
-// "5h7m", "3d4h"; "-" if it does not say.
-func formatAge(md map[string]string, now time.Time) string {
-	return formatAgeKey(md, registry.MetadataRegisteredAt, now)
-}
-
-func formatAgeKey(md map[string]string, key string, now time.Time) string {
-	ms, err := strconv.ParseInt(md[key], 10, 64)
-	if err != nil || ms <= 0 {
-		return "-"
-	}
-	d := max(now.Sub(time.UnixMilli(ms)), 0).Truncate(time.Second)
-	switch {
-	case d < time.Hour:
-		return d.String()
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
-}
-
-// formatLoad renders the published load: "1.2k cps, 3 in flight, cpu
-// 42%"; "-" if there is none; the raw value quoted if it is not a load.
-func formatLoad(md map[string]string) string {
-	v, ok := md[registry.MetadataLoad]
-	if !ok {
-		return "-"
-	}
-	l, ok := storks.ParseLoad(v)
-	if !ok {
-		return strconv.Quote(v)
-	}
-	s := formatRate(l.CallsPerSecond) + " cps, " + strconv.Itoa(l.InFlight) + " in flight"
-	if l.CPU >= 0 {
-		s += fmt.Sprintf(", cpu %.0f%%", 100*l.CPU)
-	}
-	return s
-}
-
-func formatRate(f float64) string {
-	unit := ""
-	switch {
-	case f >= 999_950:
-		f, unit = f/1e6, "M"
-	case f >= 999.95:
-		f, unit = f/1e3, "k"
-	}
-	return strings.TrimSuffix(strconv.FormatFloat(f, 'f', 1, 64), ".0") + unit
-}
-
 // formatMetadata renders the metadata left, as k=v pairs sorted by key.
 func formatMetadata(md map[string]string, leaveOut ...string) string {
 	var parts []string
@@ -306,7 +256,7 @@ func chart(samples []sample, now time.Time, window time.Duration) template.HTML 
 	}
 	y := func(v float64) float64 { return h - 2 - v/peak*(h-6) }
 	last := samples[len(samples)-1]
-	fmt.Fprintf(&b, `<title>%s cps now, peak %s cps over the last %v</title>`, formatRate(last.cps), formatRate(peak), window.Round(time.Second))
+	fmt.Fprintf(&b, `<title>%s cps now, peak %s cps over the last %v</title>`, display.Rate(last.cps), display.Rate(peak), window.Round(time.Second))
 	b.WriteString(`<line x1="0" y1="35.5" x2="180" y2="35.5" class="axis"/><polyline class="load" points="`)
 	for i, s := range samples {
 		if i > 0 {
@@ -316,7 +266,7 @@ func chart(samples []sample, now time.Time, window time.Duration) template.HTML 
 	}
 	// The last value holds until now.
 	fmt.Fprintf(&b, ` %.1f,%.1f"/>`, w, y(last.cps))
-	fmt.Fprintf(&b, `<text x="2" y="9" class="peak">%s</text></svg>`, formatRate(peak))
+	fmt.Fprintf(&b, `<text x="2" y="9" class="peak">%s</text></svg>`, display.Rate(peak))
 	return template.HTML(b.String())
 }
 

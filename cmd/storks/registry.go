@@ -17,8 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/storks-rpc/storks/internal/display"
 	"github.com/storks-rpc/storks/registry"
-	storks "github.com/storks-rpc/storks/runtime"
 )
 
 func newRegistryCmd() *cobra.Command {
@@ -215,10 +215,7 @@ func printConsumers(w io.Writer, consumers []keyInstances, now time.Time) error 
 		k := r.key
 		for _, in := range r.instances {
 			md := in.Metadata
-			up := "-"
-			if ms, err := strconv.ParseInt(md[registry.MetadataStartedAt], 10, 64); err == nil && ms > 0 {
-				up = formatDuration(now.Sub(time.UnixMilli(ms)))
-			}
+			up := display.Age(md, registry.MetadataStartedAt, now)
 			host, _, _ := strings.Cut(in.Addr, ":")
 			if h, _, err := net.SplitHostPort(in.Addr); err == nil {
 				host = h
@@ -258,7 +255,7 @@ func printTableAt(w io.Writer, result []keyInstances, now time.Time) error {
 		}
 		for _, in := range r.instances {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", k.Service, dash(k.Version), dash(k.Group),
-				in.ID, in.Addr, in.EffectiveWeight(), formatAge(in.Metadata, now), formatLoad(in.Metadata),
+				in.ID, in.Addr, in.EffectiveWeight(), display.Age(in.Metadata, registry.MetadataRegisteredAt, now), display.Load(in.Metadata),
 				formatMetadata(in.Metadata, registry.MetadataRegisteredAt, registry.MetadataLoad))
 		}
 	}
@@ -287,63 +284,6 @@ func formatMetadata(md map[string]string, leaveOut ...string) string {
 		return "-"
 	}
 	return strings.Join(parts, ",")
-}
-
-// formatAge renders how long ago the instance registered
-// (registry.MetadataRegisteredAt, Unix ms): "45s", "3m12s", "5h7m", "3d4h";
-// "0s" for a time ahead of this clock (skew); "-" if the instance does not
-// say, or says something else than a time.
-func formatAge(md map[string]string, now time.Time) string {
-	ms, err := strconv.ParseInt(md[registry.MetadataRegisteredAt], 10, 64)
-	if err != nil || ms <= 0 {
-		return "-"
-	}
-	return formatDuration(now.Sub(time.UnixMilli(ms)))
-}
-
-func formatDuration(d time.Duration) string {
-	d = max(d, 0).Truncate(time.Second)
-	switch {
-	case d < time.Hour:
-		return d.String()
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
-}
-
-// formatLoad renders the load the provider published
-// (registry.MetadataLoad, see runtime.WithLoadReport): "1.2k cps, 3 in
-// flight", with ", cpu 42%" if it measures CPU; "-" if it publishes none,
-// and the raw value quoted if it is not a load.
-func formatLoad(md map[string]string) string {
-	v, ok := md[registry.MetadataLoad]
-	if !ok {
-		return "-"
-	}
-	l, ok := storks.ParseLoad(v)
-	if !ok {
-		return strconv.Quote(v)
-	}
-	s := formatRate(l.CallsPerSecond) + " cps, " + strconv.Itoa(l.InFlight) + " in flight"
-	if l.CPU >= 0 {
-		s += fmt.Sprintf(", cpu %.0f%%", 100*l.CPU)
-	}
-	return s
-}
-
-// formatRate renders a rate with at most one decimal and a k or M suffix:
-// "0", "12.5", "1.2k", "3.4M".
-func formatRate(f float64) string {
-	unit := ""
-	switch {
-	case f >= 999_950:
-		f, unit = f/1e6, "M"
-	case f >= 999.95:
-		f, unit = f/1e3, "k"
-	}
-	s := strconv.FormatFloat(f, 'f', 1, 64)
-	return strings.TrimSuffix(s, ".0") + unit
 }
 
 func quoteIfNeeded(v string) string {
