@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -99,7 +100,41 @@ type handler struct {
 	duration metric.Float64Histogram
 	attempts metric.Int64Counter // client only
 
-	sets sync.Map // setKey -> attribute.Set: metric attribute sets, bounded
+	// What a call's telemetry needs and depends only on bounded parts
+	// of it is made once and kept, so that a call allocates no more than
+	// the SDK makes it: the span name and start options of each method
+	// and key, the attributes of the span's end, the metric attribute
+	// sets. Each cache stops growing at maxCached entries (a server sees
+	// the methods and keys its callers ask for, exported or not).
+	starts cache[startKey, *spanStart]
+	ends   cache[endKey, []attribute.KeyValue]
+	sets   cache[setKey, *attrSet]
+}
+
+// maxCached bounds each cache of a handler: past it, what is not cached
+// is made per call.
+const maxCached = 4096
+
+// cache is a concurrent map that stops growing at maxCached entries.
+type cache[K comparable, V any] struct {
+	m sync.Map
+	n atomic.Int64
+}
+
+// get returns the value of k, made by mk (and kept, while there is room)
+// if the cache does not hold it.
+func (c *cache[K, V]) get(k K, mk func() V) V {
+	if v, ok := c.m.Load(k); ok {
+		return v.(V)
+	}
+	v := mk()
+	if c.n.Load() < maxCached {
+		if old, loaded := c.m.LoadOrStore(k, v); loaded {
+			return old.(V)
+		}
+		c.n.Add(1)
+	}
+	return v
 }
 
 // durationBuckets are the bucket boundaries, in seconds, of the call
@@ -165,22 +200,44 @@ func (c metadataCarrier) Keys() []string {
 	return keys
 }
 
+// startKey is what a span's name and start attributes depend on.
+type startKey struct {
+	method, version, group, protocol string
+}
+
+// spanStart is the name and the start options of the spans of one method
+// and key.
+type spanStart struct {
+	name string
+	opts []trace.SpanStartOption // the side's kind, the attributes
+}
+
+// start returns the spanStart of info's method and key.
+func (h *handler) start(info *storks.CallInfo) *spanStart {
+	k := startKey{method: info.FullMethod, version: info.Key.Version, group: info.Key.Group, protocol: info.Protocol}
+	return h.starts.get(k, func() *spanStart {
+		attrs := make([]attribute.KeyValue, 0, 4)
+		attrs = append(attrs, systemAttr(info), semconv.RPCMethod(methodName(info.FullMethod)))
+		attrs = appendKeyAttrs(attrs, info.Key)
+		return &spanStart{name: methodName(info.FullMethod), opts: []trace.SpanStartOption{h.kind, trace.WithAttributes(attrs...)}}
+	})
+}
+
 // TagCall implements storks.StatsHandler.
 func (h *handler) TagCall(ctx context.Context, info *storks.CallInfo) context.Context {
+	st := h.start(info)
+	opts := st.opts
 	if !h.client {
 		if md := storks.FromIncomingContext(ctx); len(md) > 0 {
 			ctx = h.cfg.prop.Extract(ctx, metadataCarrier(md))
 		}
-	}
-	attrs := make([]attribute.KeyValue, 0, 6)
-	attrs = append(attrs, systemAttr(info), semconv.RPCMethod(methodName(info.FullMethod)))
-	attrs = appendKeyAttrs(attrs, info.Key)
-	if !h.client && info.Peer != "" {
-		if host, port, ok := splitHostPort(info.Peer); ok {
-			attrs = append(attrs, semconv.ClientAddress(host), semconv.ClientPort(port))
+		if info.Peer != "" {
+			if host, port, ok := splitHostPort(info.Peer); ok {
+				opts = append(opts[:len(opts):len(opts)], trace.WithAttributes(semconv.ClientAddress(host), semconv.ClientPort(port)))
+			}
 		}
 	}
-	ctx, _ = h.tracer.Start(ctx, methodName(info.FullMethod), h.kind, trace.WithAttributes(attrs...))
+	ctx, _ = h.tracer.Start(ctx, st.name, opts...)
 	if h.client {
 		md := make(storks.Metadata, 2)
 		h.cfg.prop.Inject(ctx, metadataCarrier(md))
@@ -226,27 +283,53 @@ func (h *handler) HandleCall(ctx context.Context, ev storks.CallEvent) {
 	case storks.CallEnd:
 		code := statusCode(ev.Code)
 		if span.IsRecording() {
-			attrs := make([]attribute.KeyValue, 0, 8)
-			attrs = append(attrs, semconv.RPCResponseStatusCode(code))
-			if h.client && ev.Addr != "" {
-				attrs = appendServerAddr(attrs, ev.Addr)
-				attrs = append(attrs, AttrAttempt.Int(ev.Attempt))
-			}
-			if ev.Rejected {
-				attrs = append(attrs, AttrRejected.Bool(true))
-			}
 			if unrecognized(ev) {
-				attrs = append(attrs, semconv.RPCMethod("_OTHER"), semconv.RPCMethodOriginal(methodName(ev.Info.FullMethod)))
+				span.SetAttributes(append(h.endAttrs(ev, code),
+					semconv.RPCMethod("_OTHER"), semconv.RPCMethodOriginal(methodName(ev.Info.FullMethod)))...)
+			} else {
+				span.SetAttributes(h.endAttrs(ev, code)...)
 			}
 			if ev.Err != nil {
-				attrs = append(attrs, semconv.ErrorTypeKey.String(code))
 				span.SetStatus(otelcodes.Error, ev.Err.Error())
 			}
-			span.SetAttributes(attrs...)
 		}
 		span.End()
 		h.duration.Record(context.Background(), ev.Duration.Seconds(), h.set(ev, false).record...)
 	}
+}
+
+// endKey is what the attributes a span gets at its end depend on: the
+// code, and on a client the provider and the number of attempts.
+type endKey struct {
+	code             storks.Code
+	failed, rejected bool
+	addr             string
+	attempt          int
+}
+
+// endAttrs returns the attributes a call's span gets at its end, made once
+// per distinct set. The result is shared: append to it only with a copy
+// (its capacity is its length).
+func (h *handler) endAttrs(ev storks.CallEvent, code string) []attribute.KeyValue {
+	k := endKey{code: ev.Code, failed: ev.Err != nil, rejected: ev.Rejected}
+	if h.client && ev.Addr != "" {
+		k.addr, k.attempt = ev.Addr, ev.Attempt
+	}
+	return h.ends.get(k, func() []attribute.KeyValue {
+		attrs := make([]attribute.KeyValue, 0, 8)
+		attrs = append(attrs, semconv.RPCResponseStatusCode(code))
+		if k.addr != "" {
+			attrs = appendServerAddr(attrs, k.addr)
+			attrs = append(attrs, AttrAttempt.Int(k.attempt))
+		}
+		if k.rejected {
+			attrs = append(attrs, AttrRejected.Bool(true))
+		}
+		if k.failed {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(code))
+		}
+		return attrs[:len(attrs):len(attrs)]
+	})
 }
 
 // setKey is what a metric attribute set depends on: bounded by the
@@ -271,34 +354,34 @@ func (h *handler) set(ev storks.CallEvent, attempt bool) *attrSet {
 	k := setKey{method: ev.Info.FullMethod, version: ev.Info.Key.Version, group: ev.Info.Key.Group,
 		system: ev.Info.Protocol, code: ev.Code, failed: ev.Err != nil, rejected: ev.Rejected, attempt: attempt}
 	if unrecognized(ev) {
-		k.method = "_OTHER"
+		// What the caller asked for and the server does not have makes
+		// no series of its own: neither its method nor its key's version
+		// and group.
+		k.method, k.version, k.group = "_OTHER", "", ""
 	}
 	if h.client && !h.cfg.noProvider {
 		k.addr = ev.Addr
 	}
-	if v, ok := h.sets.Load(k); ok {
-		return v.(*attrSet)
-	}
-	method := k.method
-	if method != "_OTHER" {
-		method = methodName(method)
-	}
-	code := statusCode(ev.Code)
-	attrs := []attribute.KeyValue{systemAttr(ev.Info), semconv.RPCMethod(method), semconv.RPCResponseStatusCode(code)}
-	if k.failed {
-		attrs = append(attrs, semconv.ErrorTypeKey.String(code))
-	}
-	attrs = appendKeyAttrs(attrs, ev.Info.Key)
-	if k.addr != "" {
-		attrs = appendServerAddr(attrs, k.addr)
-	}
-	if k.rejected {
-		attrs = append(attrs, AttrRejected.Bool(true))
-	}
-	opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
-	as := &attrSet{record: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
-	v, _ := h.sets.LoadOrStore(k, as)
-	return v.(*attrSet)
+	return h.sets.get(k, func() *attrSet {
+		method := k.method
+		if method != "_OTHER" {
+			method = methodName(method)
+		}
+		code := statusCode(ev.Code)
+		attrs := []attribute.KeyValue{systemAttr(ev.Info), semconv.RPCMethod(method), semconv.RPCResponseStatusCode(code)}
+		if k.failed {
+			attrs = append(attrs, semconv.ErrorTypeKey.String(code))
+		}
+		attrs = appendKeyAttrs(attrs, storks.ServiceKey{Version: k.version, Group: k.group})
+		if k.addr != "" {
+			attrs = appendServerAddr(attrs, k.addr)
+		}
+		if k.rejected {
+			attrs = append(attrs, AttrRejected.Bool(true))
+		}
+		opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
+		return &attrSet{record: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
+	})
 }
 
 // unrecognized reports a server call refused because its service or
@@ -331,18 +414,17 @@ func appendKeyAttrs(attrs []attribute.KeyValue, key storks.ServiceKey) []attribu
 
 // serverAddrs caches the server.address and server.port attributes of
 // provider addresses: a process calls a bounded set of providers.
-var serverAddrs sync.Map // string -> []attribute.KeyValue
+var serverAddrs cache[string, []attribute.KeyValue]
 
+// appendServerAddr appends the server.address and server.port attributes
+// of addr to attrs.
 func appendServerAddr(attrs []attribute.KeyValue, addr string) []attribute.KeyValue {
-	if v, ok := serverAddrs.Load(addr); ok {
-		return append(attrs, v.([]attribute.KeyValue)...)
-	}
-	kvs := []attribute.KeyValue{semconv.ServerAddress(addr)}
-	if host, port, ok := splitHostPort(addr); ok {
-		kvs = []attribute.KeyValue{semconv.ServerAddress(host), semconv.ServerPort(port)}
-	}
-	serverAddrs.Store(addr, kvs)
-	return append(attrs, kvs...)
+	return append(attrs, serverAddrs.get(addr, func() []attribute.KeyValue {
+		if host, port, ok := splitHostPort(addr); ok {
+			return []attribute.KeyValue{semconv.ServerAddress(host), semconv.ServerPort(port)}
+		}
+		return []attribute.KeyValue{semconv.ServerAddress(addr)}
+	})...)
 }
 
 func splitHostPort(addr string) (string, int, bool) {

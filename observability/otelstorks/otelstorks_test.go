@@ -335,6 +335,17 @@ func TestRejectedRequestsAreCounted(t *testing.T) {
 	if err := gref.Invoke(context.Background(), "/"+testsvc.Service+"/Nope", wrapperspb.String("x"), new(wrapperspb.StringValue)); storks.CodeOf(err) != storks.CodeUnimplemented {
 		t.Fatalf("unknown method: %v", err)
 	}
+	// Service keys the server does not export: the versions a caller asks
+	// for are the caller's to choose, so they make no series of their own.
+	for _, v := range []string{"9.1", "9.2", "9.3"} {
+		vref, err := good.Refer(context.Background(), testsvc.Service, storks.WithVersion(v), storks.WithRemote())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := testsvc.Call(context.Background(), vref, "x"); err == nil {
+			t.Fatalf("call of version %s, which is not exported: no error", v)
+		}
+	}
 	// No token.
 	bad, err := storks.NewClient(storks.WithRegistry(reg))
 	if err != nil {
@@ -362,6 +373,19 @@ func TestRejectedRequestsAreCounted(t *testing.T) {
 			n, ok := find(pts, counts, c.want)
 			return ok && n >= 1
 		})
+	}
+	_, pts, counts := stel.points(t, "rpc.server.call.duration")
+	var other uint64
+	for i, p := range pts {
+		if v := p["storks.service.version"]; v != "" {
+			t.Errorf("a series of version %q, which the server does not export: %v", v, p)
+		}
+		if p["rpc.method"] == "_OTHER" {
+			other += counts[i]
+		}
+	}
+	if other < 4 {
+		t.Errorf("%d calls counted under rpc.method _OTHER, want at least 4 (an unknown method, three keys not exported; a retry counts again): %v", other, pts)
 	}
 	// The unknown method's server span keeps the name it was called with.
 	var found bool
