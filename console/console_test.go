@@ -66,6 +66,27 @@ func (f *flaky) PutRule(ctx context.Context, k registry.ServiceKey, doc []byte) 
 	return f.Inproc.PutRule(ctx, k, doc)
 }
 
+func (f *flaky) GetRuleRevision(ctx context.Context, k registry.ServiceKey) ([]byte, int64, error) {
+	if f.down.Load() {
+		return nil, 0, errDown
+	}
+	return f.Inproc.GetRuleRevision(ctx, k)
+}
+
+func (f *flaky) PutRuleIf(ctx context.Context, k registry.ServiceKey, doc []byte, rev int64) error {
+	if f.down.Load() {
+		return errDown
+	}
+	return f.Inproc.PutRuleIf(ctx, k, doc, rev)
+}
+
+func (f *flaky) DeleteRuleIf(ctx context.Context, k registry.ServiceKey, rev int64) error {
+	if f.down.Load() {
+		return errDown
+	}
+	return f.Inproc.DeleteRuleIf(ctx, k, rev)
+}
+
 type fixture struct {
 	reg  *flaky
 	c    *console.Console
@@ -518,6 +539,43 @@ func TestRulesPage(t *testing.T) {
 	}
 	if code, body := f.post(t, cl, "/rules", keyForm("op", "nope", "csrf", csrf), origin); code != 400 || !strings.Contains(body, "unknown operation") {
 		t.Errorf("unknown op: %d\n%s", code, body)
+	}
+	// The editor saves on the revision it showed: a change made meanwhile
+	// (here with storks rule's code) is not overwritten, and the person is
+	// told, with their version kept in the editor.
+	revOf := func() string {
+		resp, err := cl.Get(f.srv.URL + "/rules?" + keyQ())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := regexp.MustCompile(`name="rev" value="(\d+)"`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("the rules editor has no revision:\n%s", b)
+		}
+		return string(m[1])
+	}
+	shown := revOf()
+	if _, err := rule.Update(context.Background(), f.reg, key, func(s *rule.Set) error { s.SetWeight(rule.Match{Addr: "127.0.0.1:9002"}, 9); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	mine := `{"version": 1, "overrides": [{"match": {"addr": "127.0.0.1:9003"}, "weight": 3}]}`
+	code, body = f.post(t, cl, "/rules", keyForm("op", "save", "doc", mine, "rev", shown, "csrf", csrf), origin)
+	if code != 409 || !strings.Contains(body, "changed since this page was loaded; nothing was changed") || !strings.Contains(body, "127.0.0.1:9003") {
+		t.Errorf("save on a stale revision: %d\n%s", code, body)
+	}
+	if s := f.rules(t); len(s.Overrides) != 1 || s.Overrides[0].Match.Addr != "127.0.0.1:9002" {
+		t.Errorf("a save on a stale revision changed the rules: %+v", s)
+	}
+	if code, body := f.post(t, cl, "/rules", keyForm("op", "save", "doc", mine, "rev", revOf(), "csrf", csrf), origin); code != 303 {
+		t.Errorf("save on the current revision: %d\n%s", code, body)
+	}
+	if s := f.rules(t); len(s.Overrides) != 1 || s.Overrides[0].Match.Addr != "127.0.0.1:9003" {
+		t.Errorf("after a save on the current revision: %+v", s)
+	}
+	if code, body := f.post(t, cl, "/rules", keyForm("op", "save", "doc", mine, "rev", "x1", "csrf", csrf), origin); code != 400 || !strings.Contains(body, "rev") {
+		t.Errorf("save with a malformed revision: %d\n%s", code, body)
 	}
 	// Read-only view of the rules page for a visitor without a session.
 	code, body = f.get(t, "/rules?"+keyQ())

@@ -31,6 +31,7 @@ type page struct {
 	Known   bool
 	Doc     string
 	DocErr  string
+	Rev     string // the revision of the stored document shown, "" if unknown
 	Rules   []overrideRow
 	Message string
 	Error   string
@@ -154,7 +155,18 @@ func (c *Console) renderRules(w http.ResponseWriter, r *http.Request, key regist
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), c.opts.Timeout)
 	defer cancel()
-	stored, gerr := c.rules.GetRule(ctx, key)
+	var stored []byte
+	var gerr error
+	if rr, ok := c.rules.(registry.RuleRevisions); ok {
+		var rev int64
+		if stored, rev, gerr = rr.GetRuleRevision(ctx, key); gerr == nil || errors.Is(gerr, registry.ErrNoRule) {
+			// The editor saves on this revision: a change made meanwhile
+			// by somebody else is refused, not overwritten.
+			p.Rev = strconv.FormatInt(rev, 10)
+		}
+	} else {
+		stored, gerr = c.rules.GetRule(ctx, key)
+	}
 	switch {
 	case errors.Is(gerr, registry.ErrNoRule):
 		stored = nil
@@ -438,7 +450,26 @@ func (c *Console) rulesAction(w http.ResponseWriter, r *http.Request, by who) {
 			refused(doc, err, nil)
 			return
 		}
-		err = rule.Save(ctx, store, key, set)
+		rr, ok := store.(registry.RuleRevisions)
+		if rev := r.PostFormValue("rev"); rev != "" && ok {
+			n, perr := strconv.ParseInt(rev, 10, 64)
+			if perr != nil || n < 0 {
+				refused(doc, &registry.InputError{Field: "rev", Value: rev, Reason: "is not a revision"}, nil)
+				return
+			}
+			err = rule.SaveIf(ctx, rr, key, set, n)
+		} else {
+			// A page shown while the registry was unreachable has
+			// no revision: the document replaces what is stored.
+			err = rule.Save(ctx, store, key, set)
+		}
+		if errors.Is(err, registry.ErrRuleChanged) {
+			c.logAction(r, by, "rules save", key, "", err)
+			c.renderRules(w, r, key, http.StatusConflict, doc,
+				fmt.Sprintf("The rules of %s changed since this page was loaded; nothing was changed. "+
+					"The overrides above are the stored ones now; the editor keeps your version: save it again to replace them.", key), nil)
+			return
+		}
 		if err != nil && isInput(err) {
 			refused(doc, err, nil)
 			return

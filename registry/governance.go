@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 )
 
@@ -106,6 +107,47 @@ type RuleWatcher interface {
 
 // ErrNoRule is returned by GetRule for a key without a rule document.
 var ErrNoRule = errors.New("registry: no rule for this service key")
+
+// ErrRuleChanged is returned by the conditional writes of a
+// [RuleRevisions] store when the rule document is no longer at the
+// revision given: somebody else wrote or deleted it since it was read.
+var ErrRuleChanged = errors.New("registry: the rule document changed since it was read")
+
+// RuleRevisions is implemented by the rule stores that can write a rule
+// document only if it has not changed since it was read (compare and
+// swap). It is what makes a read-modify-write edit of the rules safe when
+// two operators edit the rules of one key at once: package rule's Update
+// uses it, and retries an edit that lost the race on the new document
+// instead of overwriting it. The etcd, Consul, ZooKeeper and in-process
+// registries implement it.
+//
+// A revision is the store's own version of a key's document (etcd's
+// ModRevision, Consul's ModifyIndex, ZooKeeper's node version plus one, a
+// counter in process): it is only compared for equality, a new write gives
+// a new revision, and 0 means "no document".
+//
+// The methods are safe for concurrent use and check their arguments as
+// GetRule, PutRule and DeleteRule do.
+type RuleRevisions interface {
+	// GetRuleRevision returns the rule document of key and its revision,
+	// or ErrNoRule and revision 0 if there is none.
+	GetRuleRevision(ctx context.Context, key ServiceKey) (doc []byte, rev int64, err error)
+	// PutRuleIf stores doc as the rule document of key if the document is
+	// still at rev (rev 0: if key has no document), and returns an error
+	// wrapping ErrRuleChanged if it is not.
+	PutRuleIf(ctx context.Context, key ServiceKey, doc []byte, rev int64) error
+	// DeleteRuleIf removes the rule document of key if it is still at rev,
+	// and returns an error wrapping ErrRuleChanged if another document
+	// replaced it. If key has no document (any more), there is nothing to
+	// remove and it succeeds, whatever rev.
+	DeleteRuleIf(ctx context.Context, key ServiceKey, rev int64) error
+}
+
+// RuleChangedError returns the error of a conditional write of the rule of
+// key that lost the race: it wraps ErrRuleChanged.
+func RuleChangedError(key ServiceKey) error {
+	return fmt.Errorf("rule of %s: %w", key, ErrRuleChanged)
+}
 
 // ValidateRuleDoc is the check every RuleStore makes on PutRule's document:
 // not empty and at most MaxRuleSize bytes.

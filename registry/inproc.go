@@ -110,6 +110,8 @@ type inprocState struct {
 	watchers map[ServiceKey]map[*inprocWatcher]struct{}
 	// rules are the rule documents (inproc_rules.go).
 	rules        map[ServiceKey][]byte
+	ruleRevs     map[ServiceKey]int64 // the revision of each document (RuleRevisions)
+	ruleRev      int64                // the last revision given
 	ruleWatchers map[ServiceKey]map[*DocFeed]struct{}
 }
 
@@ -118,6 +120,7 @@ func newInprocState() *inprocState {
 		services:     make(map[ServiceKey]map[string]Instance),
 		watchers:     make(map[ServiceKey]map[*inprocWatcher]struct{}),
 		rules:        make(map[ServiceKey][]byte),
+		ruleRevs:     make(map[ServiceKey]int64),
 		ruleWatchers: make(map[ServiceKey]map[*DocFeed]struct{}),
 	}
 }

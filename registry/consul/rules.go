@@ -3,6 +3,7 @@ package consul
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -70,27 +71,46 @@ func docOf(v []byte) []byte {
 	return bytes.Clone(v)
 }
 
+var _ registry.RuleRevisions = (*Registry)(nil)
+
 // GetRule reads the rule document of key from the KV store; see
 // registry.RuleStore.
 func (r *Registry) GetRule(ctx context.Context, key registry.ServiceKey) ([]byte, error) {
+	doc, _, err := r.GetRuleRevision(ctx, key)
+	return doc, err
+}
+
+// GetRuleRevision reads the rule document of key and its ModifyIndex from
+// the KV store; see registry.RuleRevisions.
+func (r *Registry) GetRuleRevision(ctx context.Context, key registry.ServiceKey) ([]byte, int64, error) {
 	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	ctx, done := r.opCtx(ctx)
 	defer done()
 	pair, _, err := r.client.KV().Get(RuleKVKey(key), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, r.callErr(ctx, "reading the rule of "+key.String(), err)
+		return nil, 0, r.callErr(ctx, "reading the rule of "+key.String(), err)
 	}
 	if pair == nil {
-		return nil, registry.ErrNoRule
+		return nil, 0, registry.ErrNoRule
 	}
-	return docOf(pair.Value), nil
+	return docOf(pair.Value), int64(pair.ModifyIndex), nil
 }
 
 // PutRule writes doc as the rule document of key in the KV store; see
 // registry.RuleStore.
 func (r *Registry) PutRule(ctx context.Context, key registry.ServiceKey, doc []byte) error {
+	return r.putRule(ctx, key, doc, -1)
+}
+
+// PutRuleIf writes doc as the rule document of key if its ModifyIndex is
+// still rev, with a check-and-set write; see registry.RuleRevisions.
+func (r *Registry) PutRuleIf(ctx context.Context, key registry.ServiceKey, doc []byte, rev int64) error {
+	return r.putRule(ctx, key, doc, max(rev, 0))
+}
+
+func (r *Registry) putRule(ctx context.Context, key registry.ServiceKey, doc []byte, rev int64) error {
 	err := key.Validate()
 	if err == nil {
 		err = registry.ValidateRuleDoc(doc)
@@ -101,8 +121,21 @@ func (r *Registry) PutRule(ctx context.Context, key registry.ServiceKey, doc []b
 	ctx, done := r.opCtx(ctx)
 	defer done()
 	pair := &api.KVPair{Key: RuleKVKey(key), Value: bytes.Clone(doc)}
-	if _, err := r.client.KV().Put(pair, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+	wo := (&api.WriteOptions{}).WithContext(ctx)
+	if rev < 0 {
+		if _, err := r.client.KV().Put(pair, wo); err != nil {
+			return r.callErr(ctx, "writing the rule of "+key.String(), err)
+		}
+		return nil
+	}
+	// A check-and-set with index 0 writes only if the key does not exist.
+	pair.ModifyIndex = uint64(rev)
+	ok, _, err := r.client.KV().CAS(pair, wo)
+	if err != nil {
 		return r.callErr(ctx, "writing the rule of "+key.String(), err)
+	}
+	if !ok {
+		return registry.RuleChangedError(key)
 	}
 	return nil
 }
@@ -117,6 +150,37 @@ func (r *Registry) DeleteRule(ctx context.Context, key registry.ServiceKey) erro
 	defer done()
 	if _, err := r.client.KV().Delete(RuleKVKey(key), (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return r.callErr(ctx, "deleting the rule of "+key.String(), err)
+	}
+	return nil
+}
+
+// DeleteRuleIf deletes the rule document of key if its ModifyIndex is
+// still rev, with a check-and-set delete (which succeeds when there is no
+// key); see registry.RuleRevisions.
+func (r *Registry) DeleteRuleIf(ctx context.Context, key registry.ServiceKey, rev int64) error {
+	if rev <= 0 {
+		// Nothing to delete if there is no document; a document that
+		// appeared meanwhile is a change.
+		_, _, err := r.GetRuleRevision(ctx, key)
+		switch {
+		case errors.Is(err, registry.ErrNoRule):
+			return nil
+		case err != nil:
+			return err
+		}
+		return registry.RuleChangedError(key)
+	}
+	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
+		return err
+	}
+	ctx, done := r.opCtx(ctx)
+	defer done()
+	ok, _, err := r.client.KV().DeleteCAS(&api.KVPair{Key: RuleKVKey(key), ModifyIndex: uint64(rev)}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return r.callErr(ctx, "deleting the rule of "+key.String(), err)
+	}
+	if !ok {
+		return registry.RuleChangedError(key)
 	}
 	return nil
 }

@@ -82,11 +82,20 @@ func docOf(v []byte) []byte {
 	return bytes.Clone(v)
 }
 
+var _ registry.RuleRevisions = (*Registry)(nil)
+
 // GetRule reads the rule document of key with one linearizable read; see
 // registry.RuleStore.
 func (r *Registry) GetRule(ctx context.Context, key registry.ServiceKey) ([]byte, error) {
+	doc, _, err := r.GetRuleRevision(ctx, key)
+	return doc, err
+}
+
+// GetRuleRevision reads the rule document of key and its ModRevision with
+// one linearizable read; see registry.RuleRevisions.
+func (r *Registry) GetRuleRevision(ctx context.Context, key registry.ServiceKey) ([]byte, int64, error) {
 	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	ctx, cancel := r.opContext(ctx)
 	defer cancel()
@@ -96,49 +105,74 @@ func (r *Registry) GetRule(ctx context.Context, key registry.ServiceKey) ([]byte
 		resp, err = r.cli.Get(ctx, ruleKey(r.cfg.BasePath, key))
 	}
 	if err != nil {
-		return nil, r.opErr("get the rule of "+key.String(), err)
+		return nil, 0, r.opErr("get the rule of "+key.String(), err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, registry.ErrNoRule
+		return nil, 0, registry.ErrNoRule
 	}
-	return docOf(resp.Kvs[0].Value), nil
+	return docOf(resp.Kvs[0].Value), resp.Kvs[0].ModRevision, nil
 }
 
 // PutRule stores doc as the rule document of key, a key without a lease;
 // see registry.RuleStore.
 func (r *Registry) PutRule(ctx context.Context, key registry.ServiceKey, doc []byte) error {
+	return r.writeRule(ctx, key, doc, false, -1)
+}
+
+// PutRuleIf stores doc as the rule document of key if its ModRevision is
+// still rev, in one transaction; see registry.RuleRevisions.
+func (r *Registry) PutRuleIf(ctx context.Context, key registry.ServiceKey, doc []byte, rev int64) error {
+	return r.writeRule(ctx, key, doc, false, max(rev, 0))
+}
+
+// DeleteRule deletes the rule document of key; see registry.RuleStore.
+func (r *Registry) DeleteRule(ctx context.Context, key registry.ServiceKey) error {
+	return r.writeRule(ctx, key, nil, true, -1)
+}
+
+// DeleteRuleIf deletes the rule document of key if its ModRevision is
+// still rev, in one transaction; see registry.RuleRevisions.
+func (r *Registry) DeleteRuleIf(ctx context.Context, key registry.ServiceKey, rev int64) error {
+	return r.writeRule(ctx, key, nil, true, max(rev, 0))
+}
+
+// writeRule puts doc as the rule of key, or deletes it (del); if rev >= 0,
+// only if the key's ModRevision is rev (0: the key does not exist), in a
+// transaction.
+func (r *Registry) writeRule(ctx context.Context, key registry.ServiceKey, doc []byte, del bool, rev int64) error {
 	err := key.Validate()
-	if err == nil {
+	if err == nil && !del {
 		err = registry.ValidateRuleDoc(doc)
 	}
 	if err := registry.Check(ctx, r.isClosed(), err); err != nil {
 		return err
 	}
-	ctx, cancel := r.opContext(ctx)
-	defer cancel()
-	err = r.connectErr(ctx)
-	if err == nil {
-		_, err = r.cli.Put(ctx, ruleKey(r.cfg.BasePath, key), string(doc))
-	}
-	if err != nil {
-		return r.opErr("put the rule of "+key.String(), err)
-	}
-	return nil
-}
-
-// DeleteRule deletes the rule document of key; see registry.RuleStore.
-func (r *Registry) DeleteRule(ctx context.Context, key registry.ServiceKey) error {
-	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
-		return err
+	what := "put the rule of " + key.String()
+	k := ruleKey(r.cfg.BasePath, key)
+	op := clientv3.OpPut(k, string(doc))
+	if del {
+		what, op = "delete the rule of "+key.String(), clientv3.OpDelete(k)
 	}
 	ctx, cancel := r.opContext(ctx)
 	defer cancel()
-	err := r.connectErr(ctx)
-	if err == nil {
-		_, err = r.cli.Delete(ctx, ruleKey(r.cfg.BasePath, key))
+	if err := r.connectErr(ctx); err != nil {
+		return r.opErr(what, err)
 	}
+	if rev < 0 {
+		if _, err := r.cli.Do(ctx, op); err != nil {
+			return r.opErr(what, err)
+		}
+		return nil
+	}
+	// ModRevision of a key that does not exist compares as 0. A delete
+	// that finds no key has nothing to do: it succeeds.
+	resp, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(op).
+		Else(clientv3.OpGet(k, clientv3.WithCountOnly())).Commit()
 	if err != nil {
-		return r.opErr("delete the rule of "+key.String(), err)
+		return r.opErr(what, err)
+	}
+	if !resp.Succeeded && !(del && resp.Responses[0].GetResponseRange().Count == 0) {
+		return registry.RuleChangedError(key)
 	}
 	return nil
 }

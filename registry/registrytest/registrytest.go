@@ -69,8 +69,8 @@ type Harness struct {
 	// "parallel", so Run still returns only when all of them are done.
 	Parallel bool
 
-	// Rules says that the registry implements [registry.RuleStore], which
-	// the rule subtests then require. The rule subtests run whenever the
+	// Rules says that the registry implements [registry.RuleStore] and
+	// [registry.RuleRevisions], which the rule subtests then require. The rule subtests run whenever the
 	// registry implements it; without Rules, they are skipped if it does
 	// not.
 	Rules bool

@@ -30,6 +30,8 @@ var ruleTests = []struct {
 	{"RuleWatchEnd", (*suite).testRuleWatchEnd},
 	{"RuleClose", (*suite).testRuleClose},
 	{"RuleInvalidInput", (*suite).testRuleInvalidInput},
+	{"RuleRevisions", (*suite).testRuleRevisions},
+	{"RuleRevisionsRace", (*suite).testRuleRevisionsRace},
 	{"RulesApartFromInstances", (*suite).testRulesApartFromInstances},
 	{"ConsumerRecord", (*suite).testConsumerRecord},
 }
@@ -65,6 +67,21 @@ func (s *suite) cleanupRule(t *testing.T, keys ...registry.ServiceKey) {
 			cancel()
 		}
 	})
+}
+
+// ruleRevisions opens a client and returns it as a RuleStore with
+// revisions, skipping the test if the registry has none.
+func (s *suite) ruleRevisions(t *testing.T) registry.RuleRevisions {
+	t.Helper()
+	r, _ := s.ruleStore(t)
+	rr, ok := r.(registry.RuleRevisions)
+	if !ok {
+		if s.h.Rules {
+			t.Fatalf("%T does not implement registry.RuleRevisions; Harness.Rules says it must", r)
+		}
+		t.Skipf("%T does not implement registry.RuleRevisions", r)
+	}
+	return rr
 }
 
 func (s *suite) putRule(t *testing.T, rs registry.RuleStore, key registry.ServiceKey, doc string) {
@@ -763,4 +780,151 @@ func RunRuleOutage(t *testing.T, o Outage) {
 	ctx2, cancel2 := context.WithTimeout(context.Background(), settle)
 	defer cancel2()
 	_ = rs.DeleteRule(ctx2, key)
+}
+
+// testRuleRevisions: conditional writes succeed at the current revision
+// and fail with ErrRuleChanged at any other, for puts and deletes, with
+// and without a document, across two clients; their writes reach watchers
+// like unconditional ones.
+func (s *suite) testRuleRevisions(t *testing.T) {
+	a, b := s.ruleRevisions(t), s.ruleRevisions(t)
+	key := UniqueKey(t)
+	s.cleanupRule(t, key)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Duration(max(s.h.Settle, time.Second)))
+	defer cancel()
+	w := s.watchRule(t, b.(registry.RuleStore), key)
+	s.firstRule(t, w, nil)
+
+	changed := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, registry.ErrRuleChanged) {
+			t.Fatalf("%s: %v; want ErrRuleChanged", what, err)
+		}
+	}
+	get := func(rr registry.RuleRevisions, want string) int64 {
+		t.Helper()
+		doc, rev, err := rr.GetRuleRevision(ctx, key)
+		if want == "" {
+			if !errors.Is(err, registry.ErrNoRule) || rev != 0 || doc != nil {
+				t.Fatalf("GetRuleRevision of a key without rule = %q, %d, %v; want nil, 0, ErrNoRule", doc, rev, err)
+			}
+			return 0
+		}
+		if err != nil || string(doc) != want || rev == 0 {
+			t.Fatalf("GetRuleRevision = %q, %d, %v; want %q at a revision other than 0", doc, rev, err, want)
+		}
+		return rev
+	}
+
+	get(a, "")
+	if err := a.DeleteRuleIf(ctx, key, 0); err != nil {
+		t.Fatalf("DeleteRuleIf(0) of a key without rule: %v; want nil", err)
+	}
+	changed("PutRuleIf(7) of a key without rule", a.PutRuleIf(ctx, key, []byte("never"), 7))
+	if err := a.PutRuleIf(ctx, key, []byte("one"), 0); err != nil {
+		t.Fatalf("PutRuleIf(0) of a key without rule: %v", err)
+	}
+	s.nextRule(t, w, []byte("one"))
+	rev1 := get(b, "one")
+	changed("PutRuleIf(0) of a key with a rule", b.PutRuleIf(ctx, key, []byte("never"), 0))
+	changed("DeleteRuleIf(0) of a key with a rule", b.DeleteRuleIf(ctx, key, 0))
+
+	// Two writers read the same revision: the first to write wins, the
+	// second is told, whichever client it uses.
+	if err := b.PutRuleIf(ctx, key, []byte("two"), rev1); err != nil {
+		t.Fatalf("PutRuleIf at the current revision: %v", err)
+	}
+	s.nextRule(t, w, []byte("two"))
+	changed("PutRuleIf at the revision before the last write", a.PutRuleIf(ctx, key, []byte("never"), rev1))
+	changed("DeleteRuleIf at the revision before the last write", a.DeleteRuleIf(ctx, key, rev1))
+	rev2 := get(a, "two")
+	if rev2 == rev1 {
+		t.Fatalf("the revision did not change with the document: %d", rev2)
+	}
+
+	// An unconditional write is a change too.
+	if err := a.(registry.RuleStore).PutRule(ctx, key, []byte("three")); err != nil {
+		t.Fatal(err)
+	}
+	s.nextRule(t, w, []byte("three"))
+	changed("PutRuleIf after an unconditional write", b.PutRuleIf(ctx, key, []byte("never"), rev2))
+	rev3 := get(b, "three")
+	if err := b.DeleteRuleIf(ctx, key, rev3); err != nil {
+		t.Fatalf("DeleteRuleIf at the current revision: %v", err)
+	}
+	s.nextRule(t, w, nil)
+	get(a, "")
+	if err := a.DeleteRuleIf(ctx, key, rev3); err != nil {
+		t.Fatalf("DeleteRuleIf of a deleted rule at its last revision: %v; want nil (nothing to delete)", err)
+	}
+	changed("PutRuleIf of a deleted rule at its last revision", a.PutRuleIf(ctx, key, []byte("never"), rev3))
+
+	// Bad input is refused as by the unconditional writes.
+	var ie *registry.InputError
+	if err := a.PutRuleIf(ctx, key, nil, 0); !errors.As(err, &ie) {
+		t.Fatalf("PutRuleIf of an empty document: %v; want an *InputError", err)
+	}
+	if err := a.PutRuleIf(ctx, registry.ServiceKey{}, []byte("x"), 0); !errors.As(err, &ie) {
+		t.Fatalf("PutRuleIf of an empty key: %v; want an *InputError", err)
+	}
+	get(b, "")
+}
+
+// testRuleRevisionsRace: writers on their own clients each append a line
+// to one document with read-modify-conditional-write loops, all at once;
+// every line is in the end, none lost to a concurrent write.
+func (s *suite) testRuleRevisionsRace(t *testing.T) {
+	const writers = 6
+	key := UniqueKey(t)
+	s.cleanupRule(t, key)
+	stores := make([]registry.RuleRevisions, writers)
+	for i := range stores {
+		stores[i] = s.ruleRevisions(t)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := make(chan struct{})
+	errs := make(chan error, writers)
+	conflicts := make(chan int, writers)
+	for i, rr := range stores {
+		go func() {
+			<-start
+			line := fmt.Sprintf("writer %d\n", i)
+			for n := 0; ; n++ {
+				doc, rev, err := rr.GetRuleRevision(ctx, key)
+				if err != nil && !errors.Is(err, registry.ErrNoRule) {
+					errs <- err
+					return
+				}
+				err = rr.PutRuleIf(ctx, key, append(doc, line...), rev)
+				if errors.Is(err, registry.ErrRuleChanged) {
+					continue
+				}
+				conflicts <- n
+				errs <- err
+				return
+			}
+		}()
+	}
+	close(start)
+	lost := 0
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		lost += <-conflicts
+	}
+	doc, _, err := stores[0].GetRuleRevision(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range writers {
+		if !bytes.Contains(doc, []byte(fmt.Sprintf("writer %d\n", i))) {
+			t.Errorf("the line of writer %d is lost: %q", i, doc)
+		}
+	}
+	if n := bytes.Count(doc, []byte("\n")); n != writers {
+		t.Errorf("the document has %d lines, want %d: %q", n, writers, doc)
+	}
+	t.Logf("%d writers, %d conditional writes refused and retried", writers, lost)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
+	"time"
 
 	"github.com/storks-rpc/storks/registry"
 )
@@ -22,6 +24,11 @@ func Store(r registry.Registry) (registry.RuleStore, error) {
 // document yields an empty Set (Version FormatVersion, no rules).
 func Load(ctx context.Context, s registry.RuleStore, key registry.ServiceKey) (*Set, error) {
 	doc, err := s.GetRule(ctx, key)
+	return parseStored(key, doc, err)
+}
+
+// parseStored parses the stored document doc of key, read with err.
+func parseStored(key registry.ServiceKey, doc []byte, err error) (*Set, error) {
 	if errors.Is(err, registry.ErrNoRule) {
 		return &Set{Version: FormatVersion}, nil
 	}
@@ -36,43 +43,133 @@ func Load(ctx context.Context, s registry.RuleStore, key registry.ServiceKey) (*
 }
 
 // Save validates set and stores it as the rule document of key; an empty
-// set deletes the document, which reverts every rule.
+// set deletes the document, which reverts every rule. It replaces
+// whatever is stored: to change the rules, use Update.
 func Save(ctx context.Context, s registry.RuleStore, key registry.ServiceKey, set *Set) error {
-	if err := key.Validate(); err != nil {
-		return err
-	}
-	if key.IsConsumer() {
-		return &registry.InputError{Field: "service", Value: key.Service, Reason: "is a consumer key; rules belong to the provider's key"}
-	}
-	if set.Version == 0 {
-		set.Version = FormatVersion
-	}
-	doc, err := set.Marshal()
+	doc, err := encode(key, set)
 	if err != nil {
 		return err
 	}
-	if set.Empty() {
+	if doc == nil {
 		return s.DeleteRule(ctx, key)
 	}
 	return s.PutRule(ctx, key, doc)
 }
 
-// Update loads the rules of key, lets edit change them and saves the
-// result. It is a read-modify-write without a lock: two writers editing
-// the same key at the same moment can lose one edit (the last write
-// wins), as with any `get`, edit, `set`.
-func Update(ctx context.Context, s registry.RuleStore, key registry.ServiceKey, edit func(*Set) error) (*Set, error) {
-	set, err := Load(ctx, s, key)
+// SaveIf is Save made conditional: it stores set (or deletes the document,
+// if set is empty) only if the document of key is still at revision rev,
+// as read with GetRuleRevision (0: there was none), and otherwise returns
+// an error wrapping registry.ErrRuleChanged and changes nothing. It is for
+// a whole document edited by a person (the console's editor), who must be
+// told rather than overwrite somebody else's change.
+func SaveIf(ctx context.Context, s registry.RuleRevisions, key registry.ServiceKey, set *Set, rev int64) error {
+	doc, err := encode(key, set)
 	if err != nil {
+		return err
+	}
+	if doc == nil {
+		return s.DeleteRuleIf(ctx, key, rev)
+	}
+	return s.PutRuleIf(ctx, key, doc, rev)
+}
+
+// encode validates set as the rules of key and returns its document, nil
+// if the set is empty (the document is to be deleted).
+func encode(key registry.ServiceKey, set *Set) ([]byte, error) {
+	if err := key.Validate(); err != nil {
 		return nil, err
 	}
-	if err := edit(set); err != nil {
+	if key.IsConsumer() {
+		return nil, &registry.InputError{Field: "service", Value: key.Service, Reason: "is a consumer key; rules belong to the provider's key"}
+	}
+	if set.Version == 0 {
+		set.Version = FormatVersion
+	}
+	doc, err := set.Marshal()
+	if err != nil || set.Empty() {
 		return nil, err
 	}
-	if err := Save(ctx, s, key, set); err != nil {
-		return nil, err
+	return doc, nil
+}
+
+// MaxUpdateAttempts bounds how many times Update reads, edits and tries
+// to write the rules of a key that other writers keep changing.
+const MaxUpdateAttempts = 16
+
+// Update loads the rules of key, lets edit change them and saves the
+// result, and returns it.
+//
+// On a store with revisions (registry.RuleRevisions: etcd, Consul,
+// ZooKeeper, inproc) the write is conditional: if somebody else changed
+// the rules between the read and the write, Update reads them again and
+// calls edit again on what is now stored, so that two operators editing
+// one key at once (one disables a provider, the other weights another)
+// both get their change; after MaxUpdateAttempts lost races it returns
+// an error wrapping registry.ErrRuleChanged. edit may therefore be called
+// more than once, each time with a fresh Set: it must depend only on
+// that Set. On other stores the read-modify-write is not atomic and the
+// last writer wins.
+func Update(ctx context.Context, s registry.RuleStore, key registry.ServiceKey, edit func(*Set) error) (*Set, error) {
+	rr, ok := s.(registry.RuleRevisions)
+	if !ok {
+		set, err := Load(ctx, s, key)
+		if err != nil {
+			return nil, err
+		}
+		if err := edit(set); err != nil {
+			return nil, err
+		}
+		if err := Save(ctx, s, key, set); err != nil {
+			return nil, err
+		}
+		return set, nil
 	}
-	return set, nil
+	var err error
+	for attempt := range MaxUpdateAttempts {
+		if attempt > 0 {
+			// Let the writer that won finish before reading again,
+			// with jitter so that losers do not collide again.
+			if err := sleep(ctx, time.Duration(attempt)*time.Millisecond+time.Duration(rand.Int64N(int64(5*time.Millisecond)))); err != nil {
+				return nil, err
+			}
+		}
+		var set *Set
+		var rev int64
+		var doc []byte
+		doc, rev, err = rr.GetRuleRevision(ctx, key)
+		if set, err = parseStored(key, doc, err); err != nil {
+			return nil, err
+		}
+		if err := edit(set); err != nil {
+			return nil, err
+		}
+		if doc, err = encode(key, set); err != nil {
+			return nil, err
+		}
+		if doc == nil {
+			err = rr.DeleteRuleIf(ctx, key, rev)
+		} else {
+			err = rr.PutRuleIf(ctx, key, doc, rev)
+		}
+		if !errors.Is(err, registry.ErrRuleChanged) {
+			if err != nil {
+				return nil, err
+			}
+			return set, nil
+		}
+	}
+	return nil, fmt.Errorf("the rules of %s changed under each of %d attempts to update them: %w", key, MaxUpdateAttempts, err)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Edit applies f to the override whose match is exactly m, appending one

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -45,41 +47,51 @@ func (r *Registry) ruleCall(ctx context.Context, what string, op func() error) e
 	wctx, cancel := r.callContext(ctx)
 	defer cancel()
 	err := r.retry(wctx, op)
-	if err == nil || errors.Is(err, registry.ErrClosed) {
+	if err == nil || errors.Is(err, registry.ErrClosed) || errors.Is(err, registry.ErrRuleChanged) {
 		return err
 	}
 	return fmt.Errorf("zookeeper: %s at %s: %w", what, r.servers, r.explain(err))
 }
 
+var _ registry.RuleRevisions = (*Registry)(nil)
+
 // GetRule reads the rule document of key; see registry.RuleStore.
 func (r *Registry) GetRule(ctx context.Context, key registry.ServiceKey) ([]byte, error) {
+	doc, _, err := r.GetRuleRevision(ctx, key)
+	return doc, err
+}
+
+// GetRuleRevision reads the rule document of key and its revision, the
+// node's version plus one; see registry.RuleRevisions.
+func (r *Registry) GetRuleRevision(ctx context.Context, key registry.ServiceKey) ([]byte, int64, error) {
 	if err := registry.Check(ctx, r.isClosed(), key.Validate()); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	path := r.rulePath(key)
 	var doc []byte
+	var rev int64
 	err := r.ruleCall(ctx, "read the rule of "+key.String(), func() error {
 		if _, err := r.session(); err != nil {
 			return err
 		}
-		data, _, err := r.conn.Get(path)
+		data, stat, err := r.conn.Get(path)
 		switch {
 		case errors.Is(err, zk.ErrNoNode):
-			doc = nil
+			doc, rev = nil, 0
 			return nil
 		case err != nil:
 			return err
 		}
-		doc = docOf(data)
+		doc, rev = docOf(data), int64(stat.Version)+1
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if doc == nil {
-		return nil, registry.ErrNoRule
+		return nil, 0, registry.ErrNoRule
 	}
-	return doc, nil
+	return doc, rev, nil
 }
 
 // PutRule writes doc as the rule document of key, creating the persistent
@@ -100,6 +112,39 @@ func (r *Registry) PutRule(ctx context.Context, key registry.ServiceKey, doc []b
 	})
 }
 
+// PutRuleIf writes doc as the rule document of key if the node's version
+// is still rev-1 (rev 0: creates the node, if it does not exist); see
+// registry.RuleRevisions.
+func (r *Registry) PutRuleIf(ctx context.Context, key registry.ServiceKey, doc []byte, rev int64) error {
+	err := key.Validate()
+	if err == nil {
+		err = registry.ValidateRuleDoc(doc)
+	}
+	if err == nil && rev > math.MaxInt32 {
+		err = &registry.InputError{Field: "revision", Value: strconv.FormatInt(rev, 10), Reason: "is not a ZooKeeper node version"}
+	}
+	if err := registry.Check(ctx, r.isClosed(), err); err != nil {
+		return err
+	}
+	path := r.rulePath(key)
+	doc = bytes.Clone(doc)
+	return r.ruleCall(ctx, "write the rule of "+key.String(), func() error {
+		if _, err := r.session(); err != nil {
+			return err
+		}
+		var err error
+		if rev > 0 {
+			_, err = r.conn.Set(path, doc, int32(rev-1))
+		} else {
+			err = r.createRuleNode(path, doc)
+		}
+		if errors.Is(err, zk.ErrBadVersion) || errors.Is(err, zk.ErrNoNode) || errors.Is(err, zk.ErrNodeExists) {
+			return registry.RuleChangedError(key)
+		}
+		return err
+	})
+}
+
 func (r *Registry) putRuleNode(path string, doc []byte) error {
 	for range 8 {
 		if _, err := r.session(); err != nil {
@@ -109,21 +154,28 @@ func (r *Registry) putRuleNode(path string, doc []byte) error {
 		if !errors.Is(err, zk.ErrNoNode) {
 			return err
 		}
-		_, err = r.conn.Create(path, doc, zk.FlagPersistent, r.acl)
-		if errors.Is(err, zk.ErrNoNode) {
-			for _, p := range r.parents(path[:len(path)-len(ruleNode)-1]) {
-				if _, err := r.conn.Create(p, nil, zk.FlagPersistent, r.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
-					return fmt.Errorf("creating %s: %w", p, err)
-				}
-			}
-			_, err = r.conn.Create(path, doc, zk.FlagPersistent, r.acl)
-		}
+		err = r.createRuleNode(path, doc)
 		if !errors.Is(err, zk.ErrNodeExists) && !errors.Is(err, zk.ErrNoNode) {
 			return err
 		}
 		// Created or deleted by another client meanwhile: set it again.
 	}
 	return errors.New("zookeeper: the rule node keeps changing")
+}
+
+// createRuleNode creates the rule node path with doc, and its parents if
+// they are missing. It fails with zk.ErrNodeExists if the node exists.
+func (r *Registry) createRuleNode(path string, doc []byte) error {
+	_, err := r.conn.Create(path, doc, zk.FlagPersistent, r.acl)
+	if errors.Is(err, zk.ErrNoNode) {
+		for _, p := range r.parents(path[:len(path)-len(ruleNode)-1]) {
+			if _, err := r.conn.Create(p, nil, zk.FlagPersistent, r.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+				return fmt.Errorf("creating %s: %w", p, err)
+			}
+		}
+		_, err = r.conn.Create(path, doc, zk.FlagPersistent, r.acl)
+	}
+	return err
 }
 
 // DeleteRule deletes the rule node of key; see registry.RuleStore.
@@ -134,6 +186,39 @@ func (r *Registry) DeleteRule(ctx context.Context, key registry.ServiceKey) erro
 	path := r.rulePath(key)
 	return r.ruleCall(ctx, "delete the rule of "+key.String(), func() error {
 		return r.deleteNode(path)
+	})
+}
+
+// DeleteRuleIf deletes the rule node of key if its version is still rev-1
+// (and succeeds if there is no node); see registry.RuleRevisions.
+func (r *Registry) DeleteRuleIf(ctx context.Context, key registry.ServiceKey, rev int64) error {
+	err := key.Validate()
+	if err == nil && rev > math.MaxInt32 {
+		err = &registry.InputError{Field: "revision", Value: strconv.FormatInt(rev, 10), Reason: "is not a ZooKeeper node version"}
+	}
+	if err := registry.Check(ctx, r.isClosed(), err); err != nil {
+		return err
+	}
+	path := r.rulePath(key)
+	return r.ruleCall(ctx, "delete the rule of "+key.String(), func() error {
+		if _, err := r.session(); err != nil {
+			return err
+		}
+		if rev <= 0 {
+			exists, _, err := r.conn.Exists(path)
+			if err == nil && exists {
+				return registry.RuleChangedError(key)
+			}
+			return err
+		}
+		err := r.conn.Delete(path, int32(rev-1))
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+			return nil // nothing to delete
+		case errors.Is(err, zk.ErrBadVersion):
+			return registry.RuleChangedError(key)
+		}
+		return err
 	})
 }
 

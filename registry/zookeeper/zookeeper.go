@@ -494,7 +494,8 @@ func permanent(err error) bool {
 		errors.Is(err, zk.ErrNoAuth) || errors.Is(err, zk.ErrAuthFailed) ||
 		errors.Is(err, zk.ErrInvalidACL) || errors.Is(err, zk.ErrInvalidPath) ||
 		errors.Is(err, zk.ErrBadArguments) || errors.Is(err, zk.ErrInvalidFlags) ||
-		errors.Is(err, zk.ErrNoChildrenForEphemerals)
+		errors.Is(err, zk.ErrNoChildrenForEphemerals) ||
+		errors.Is(err, registry.ErrRuleChanged)
 }
 
 // connectionError reports whether err only says that the servers are not
