@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -72,14 +73,51 @@ type govConfig struct {
 
 type tagKey struct{}
 
+// MetadataTag is the call metadata key that carries a call's routing tag
+// (NewTagContext) to the provider, where it becomes the tag of the
+// handler's context: the calls the handler makes with that context carry
+// it on, so a tagged request stays on tagged providers along the whole
+// chain of services (a canary of every service it crosses), as a deadline
+// or a trace does. A tag that is not 1 to 63 letters, digits, '-', '_' or
+// '.' is not taken up.
+const MetadataTag = "storks-tag"
+
 // NewTagContext returns a context whose calls (unary and streams) carry
 // routing tag tag: they go to providers with that tag (their metadata
 // "tag", or a rule's), and, if none is live, to untagged providers unless
 // the service's tag routing rule forbids it. Calls without a tag never go
 // to tagged providers unless the rule allows it. An empty tag removes the
-// tag.
+// tag. The tag travels with each call as metadata MetadataTag, and
+// downstream calls made with the handler's context keep it.
 func NewTagContext(ctx context.Context, tag string) context.Context {
+	md := OutgoingMetadata(ctx)
+	if tag == "" {
+		if _, ok := md[MetadataTag]; ok {
+			md = maps.Clone(md)
+			delete(md, MetadataTag)
+			ctx = context.WithValue(ctx, outgoingKey{}, md)
+		}
+	} else if md[MetadataTag] != tag {
+		ctx = NewOutgoingContext(ctx, Metadata{MetadataTag: tag})
+	}
 	return context.WithValue(ctx, tagKey{}, tag)
+}
+
+// incomingTag returns ctx with the routing tag a caller sent in md, if it
+// sent a valid one.
+func incomingTag(ctx context.Context, md Metadata) context.Context {
+	if tag, ok := md[MetadataTag]; ok && rule.ValidateTag(tag) == nil {
+		return NewTagContext(ctx, tag)
+	}
+	return ctx
+}
+
+// incomingGRPCTag is incomingTag for a gRPC call's context.
+func incomingGRPCTag(ctx context.Context) context.Context {
+	if tag := lastValue(ctx, MetadataTag); tag != "" && rule.ValidateTag(tag) == nil {
+		return NewTagContext(ctx, tag)
+	}
+	return ctx
 }
 
 // TagFromContext returns the routing tag of ctx's calls, "" if none.

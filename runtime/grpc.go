@@ -229,6 +229,7 @@ func (b *grpcBridge) unary(ctx context.Context, m *method, dec func(any) error) 
 	if s.cfg.stats != nil {
 		markRan(ctx)
 	}
+	ctx = incomingGRPCTag(ctx)
 	resp, err := s.call(ctx, m, req)
 	if err != nil {
 		return nil, toStatus(err)
@@ -281,7 +282,7 @@ func (b *grpcBridge) runStream(sm *streamMethod, gss grpc.ServerStream) error {
 	if s.cfg.stats != nil {
 		markRan(ctx)
 	}
-	err := s.handleStream(sm, &grpcServerStream{ServerStream: gss, ctx: ctx})
+	err := s.handleStream(sm, &grpcServerStream{ServerStream: gss, ctx: incomingGRPCTag(ctx)})
 	if err == nil {
 		return nil
 	}

@@ -48,8 +48,10 @@ func FromIncomingContext(ctx context.Context) Metadata {
 	return nil
 }
 
+// newIncomingContext returns ctx with the metadata md a call arrived with,
+// and the routing tag it carries (MetadataTag), if any.
 func newIncomingContext(ctx context.Context, md Metadata) context.Context {
-	return context.WithValue(ctx, incomingKey{}, md)
+	return incomingTag(context.WithValue(ctx, incomingKey{}, md), md)
 }
 
 // WithCallMetadata adds metadata to one call, merged over metadata attached to
