@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 	"github.com/storks-rpc/storks/registry/rule"
 )
@@ -330,7 +331,7 @@ func (r *Reference) followRules(ctx context.Context, w registry.RuleWatcher) {
 				log.Warn("storks: watching the service's rules failed; keeping the last good rules", "service", r.keyStr, "err", err)
 				failing = true
 			}
-			if !sleepCtx(ctx, backoff) {
+			if !ctxutil.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -362,17 +363,6 @@ func (r *Reference) applyDoc(doc []byte) {
 	r.cl.cfg.logger.Info("storks: applying the service's rules", "service", r.keyStr,
 		"overrides", len(set.Overrides), "methods", len(set.Methods), "policy", set.Policy != nil, "tagRouting", set.TagRouting != nil)
 	r.setRules(set)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // consumerRecord is the registry record of a consumer of key. It carries
@@ -442,7 +432,7 @@ func (r *Reference) registerConsumer(ctx context.Context, reg registry.Registry)
 			r.cl.cfg.logger.Warn("storks: cannot register the consumer record yet; retrying", "service", r.keyStr, "err", err)
 			noted = true
 		}
-		if !sleepCtx(ctx, backoff) {
+		if !ctxutil.Sleep(ctx, backoff) {
 			return
 		}
 		backoff = min(2*backoff, 10*time.Second)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 	"github.com/storks-rpc/storks/registry/rule"
 )
@@ -75,7 +76,7 @@ func (s *Server) followExportRules(ex *Exporter, ctx context.Context, store regi
 			if errors.Is(err, registry.ErrClosed) {
 				w = nil // the watch ended: start another
 			}
-			if !sleepCtx(ctx, backoff) {
+			if !ctxutil.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -422,7 +423,7 @@ func unreachable(err error) bool {
 func (r *Registry) awaitAgent(hasToken bool) {
 	defer r.wg.Done()
 	for attempt := 1; ; attempt++ {
-		if sleep(r.ctx, backoff(attempt, r.retryCap())) != nil {
+		if !ctxutil.Sleep(r.ctx, backoff(attempt, r.retryCap())) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, r.cfg.DialTimeout)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -289,7 +290,7 @@ func (w *ruleWatcher) run() {
 				log.Debug("consul registry: rule watch query failed again", "error", err, "attempt", attempt)
 			}
 			index = 0 // the agent may have restarted with a new, smaller index
-			if sleep(w.ctx, backoff(attempt, r.watchRetryCap())) != nil {
+			if !ctxutil.Sleep(w.ctx, backoff(attempt, r.watchRetryCap())) {
 				return
 			}
 			continue

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -114,7 +115,7 @@ func (w *watcher) run() {
 				log.Debug("consul registry: watch query failed again", "error", err, "attempt", attempt)
 			}
 			index, resync = 0, true
-			if sleep(w.ctx, backoff(attempt, r.watchRetryCap())) != nil {
+			if !ctxutil.Sleep(w.ctx, backoff(attempt, r.watchRetryCap())) {
 				return
 			}
 			continue
@@ -227,23 +228,11 @@ func (b *tokenBucket) refill(now time.Time) {
 func (b *tokenBucket) take(ctx context.Context) error {
 	b.refill(time.Now())
 	if b.tokens < 1 {
-		if err := sleep(ctx, time.Duration((1-b.tokens)*float64(b.interval))); err != nil {
-			return err
+		if !ctxutil.Sleep(ctx, time.Duration((1-b.tokens)*float64(b.interval))) {
+			return ctx.Err()
 		}
 		b.refill(time.Now())
 	}
 	b.tokens--
 	return nil
-}
-
-// sleep waits for d or returns ctx's error.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

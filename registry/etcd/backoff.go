@@ -1,7 +1,6 @@
 package etcd
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -25,18 +24,6 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits for d or until ctx is done, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
 
 // jitter returns d shortened by up to a fifth, at random.
 func jitter(d time.Duration) time.Duration {

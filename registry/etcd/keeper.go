@@ -8,6 +8,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/storks-rpc/storks/internal/ctxutil"
 )
 
 // errLeaseGone reports that the server no longer has the lease.
@@ -46,7 +48,7 @@ func (r *Registry) keep() {
 					return
 				}
 				r.fail("granting a lease", err)
-				if !sleep(r.ctx, bo.next()) {
+				if !ctxutil.Sleep(r.ctx, bo.next()) {
 					return
 				}
 				continue
@@ -63,7 +65,7 @@ func (r *Registry) keep() {
 		}
 		// Never re-grant in a tight loop, even if leases are revoked as
 		// fast as they are granted.
-		if !sleep(r.ctx, bo.next()) {
+		if !ctxutil.Sleep(r.ctx, bo.next()) {
 			return
 		}
 	}

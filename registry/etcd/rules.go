@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -318,7 +319,7 @@ func (w *ruleWatcher) run(rev int64) {
 				} else {
 					log.Debug("etcd registry: reading a rule for its watch failed again", "error", err)
 				}
-				if !sleep(w.ctx, bo.next()) {
+				if !ctxutil.Sleep(w.ctx, bo.next()) {
 					return
 				}
 			}
@@ -346,7 +347,7 @@ func (w *ruleWatcher) run(rev int64) {
 			log.Warn("etcd registry: rule watch interrupted; keeping the last document and reading again with backoff", "error", err)
 			failing = true
 		}
-		if !sleep(w.ctx, bo.next()) {
+		if !ctxutil.Sleep(w.ctx, bo.next()) {
 			return
 		}
 		rev = 0

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -130,7 +131,7 @@ func (w *watcher) run(rev int64) {
 				} else {
 					log.Debug("etcd registry: listing for a watch failed again", "error", err)
 				}
-				if !sleep(w.ctx, bo.next()) {
+				if !ctxutil.Sleep(w.ctx, bo.next()) {
 					return
 				}
 			}
@@ -162,7 +163,7 @@ func (w *watcher) run(rev int64) {
 			log.Warn("etcd registry: watch interrupted; keeping the last list and listing again with backoff", "error", err)
 			failing = true
 		}
-		if !sleep(w.ctx, bo.next()) {
+		if !ctxutil.Sleep(w.ctx, bo.next()) {
 			return
 		}
 		rev = 0

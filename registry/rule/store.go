@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -129,8 +130,8 @@ func Update(ctx context.Context, s registry.RuleStore, key registry.ServiceKey, 
 		if attempt > 0 {
 			// Let the writer that won finish before reading again,
 			// with jitter so that losers do not collide again.
-			if err := sleep(ctx, time.Duration(attempt)*time.Millisecond+time.Duration(rand.Int64N(int64(5*time.Millisecond)))); err != nil {
-				return nil, err
+			if !ctxutil.Sleep(ctx, time.Duration(attempt)*time.Millisecond+time.Duration(rand.Int64N(int64(5*time.Millisecond)))) {
+				return nil, ctx.Err()
 			}
 		}
 		var set *Set
@@ -159,17 +160,6 @@ func Update(ctx context.Context, s registry.RuleStore, key registry.ServiceKey, 
 		}
 	}
 	return nil, fmt.Errorf("the rules of %s changed under each of %d attempts to update them: %w", key, MaxUpdateAttempts, err)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Edit applies f to the override whose match is exactly m, appending one

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -333,7 +334,7 @@ func (r *Registry) monitor(seen uint64) {
 				}
 				r.log.Warn("zookeeper: adding the digest credentials failed; retrying", "servers", r.servers, "user", r.cfg.Username, "error", err)
 				signal(r.sessKick)
-				if !sleepCtx(r.ctx, r.cfg.maxRetry) {
+				if !ctxutil.Sleep(r.ctx, r.cfg.maxRetry) {
 					return
 				}
 				continue
@@ -417,18 +418,6 @@ func (r *Registry) session() (int64, error) {
 		return 0, errNoSession
 	}
 	return sid, nil
-}
-
-// sleepCtx waits for d or until ctx is done, and reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func (r *Registry) isPast(sid int64) bool {
