@@ -7,7 +7,8 @@
 //     provider's weight, disable it (no traffic), enable it again or set
 //     its routing tag;
 //   - the default timeout and fail mode of the service or of one method;
-//   - tag routing: calls carrying a tag (runtime.WithTag) go to providers
+//   - tag routing: calls carrying a tag (runtime.NewTagContext, which the
+//     calls a handler makes with its context carry on) go to providers
 //     with that tag; the rule says whether a tag without providers falls
 //     back to untagged ones and whether untagged calls may reach tagged
 //     providers.
@@ -33,6 +34,14 @@
 // CLI, say with etcdctl) is logged and ignored while the last good rules
 // stay in force. A field left out has no effect: deleting a rule, or the
 // whole document, reverts what it did (unlike Dubbo, apache/dubbo#8042).
+//
+// [Update] is how every edit is made (the CLI's shortcuts, the console's
+// buttons): a read, an edit and a write that, on the stores with
+// [registry.RuleRevisions] (all of the above), only succeeds if nobody
+// wrote in between, and otherwise reads and edits again, so that two
+// operators changing one service's rules at once both get their change.
+// [SaveIf] is the conditional form of [Save], for a whole document edited
+// by hand.
 //
 // Where documents live is the registry's business ([registry.RuleStore]):
 // an etcd key without a lease, a Consul KV entry, a persistent ZooKeeper
