@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
 	"github.com/storks-rpc/storks/registry"
+	"github.com/storks-rpc/storks/registry/rule"
 	storks "github.com/storks-rpc/storks/runtime"
 )
 
@@ -383,6 +385,66 @@ func TestGovernanceEndToEnd(t *testing.T) {
 			killed := time.Now()
 			waitFor(t, ttl+2*time.Second, func() bool { return processRecords() == 0 })
 			t.Logf("%s: killed consumer's record gone %v after SIGKILL (TTL %v)", rs.name, time.Since(killed).Round(time.Millisecond), ttl)
+
+			// Operators change the weights of providers at once, each with
+			// a storks process of their own: every edit lands, none is
+			// lost to another's write (rule edits are compare-and-swap).
+			bin, err := storksBin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			store, err := rule.Store(other)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const operators = 8
+			for round := range 3 {
+				start := make(chan struct{})
+				var wg sync.WaitGroup
+				outs := make([]string, operators)
+				errs := make([]error, operators)
+				for i := range operators {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						<-start
+						addr := fmt.Sprintf("192.0.2.%d:9000", i+1) // documentation addresses: rules may name providers yet to come
+						args := append(append([]string{"provider", "weight"}, flags...), addr, strconv.Itoa(100*(round+1)+i))
+						out, err := exec.Command(bin, args...).CombinedOutput()
+						outs[i], errs[i] = string(out), err
+					}()
+				}
+				close(start)
+				wg.Wait()
+				for i := range operators {
+					if errs[i] != nil {
+						t.Fatalf("storks provider weight, operator %d: %v\n%s", i, errs[i], outs[i])
+					}
+				}
+				set, err := rule.Load(context.Background(), store, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range operators {
+					addr, want := fmt.Sprintf("192.0.2.%d:9000", i+1), 100*(round+1)+i
+					found := false
+					for _, o := range set.Overrides {
+						if o.Match.Addr == addr && o.Weight != nil && *o.Weight == want {
+							found = true
+						}
+					}
+					if !found {
+						var have []string
+						for _, o := range set.Overrides {
+							if o.Weight != nil {
+								have = append(have, fmt.Sprintf("%s=%d", o.Match.Addr, *o.Weight))
+							}
+						}
+						t.Fatalf("round %d: operator %d's weight %d for %s was lost; the rules weight %v", round, i, want, addr, have)
+					}
+				}
+			}
+			storksCLI(t, "rule", "rm", "--registry", url, "--version", version, svc)
 		})
 	}
 }
