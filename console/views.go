@@ -11,7 +11,6 @@ import (
 
 	"github.com/storks-rpc/storks/internal/display"
 	"github.com/storks-rpc/storks/registry"
-	"github.com/storks-rpc/storks/registry/rule"
 )
 
 // banner says that the registry is unreachable.
@@ -184,34 +183,11 @@ func (c *Console) serviceViewLocked(s *svcState, now time.Time) serviceView {
 		v.Rules = "invalid"
 		v.RuleErr = s.ruleErr.Error()
 	case s.rules != nil:
-		v.Rules = summarize(s.rules)
+		v.Rules = s.rules.Summary()
 	default:
 		v.Rules = "none"
 	}
 	return v
-}
-
-// summarize describes a rule set in a few words (as storks rule ls does).
-func summarize(s *rule.Set) string {
-	var parts []string
-	if n := len(s.Overrides); n > 0 {
-		parts = append(parts, plural(n, "override"))
-	}
-	if s.Policy != nil {
-		parts = append(parts, "service policy")
-	}
-	if n := len(s.Methods); n == 1 {
-		parts = append(parts, "1 method policy")
-	} else if n > 1 {
-		parts = append(parts, strconv.Itoa(n)+" method policies")
-	}
-	if s.TagRouting != nil {
-		parts = append(parts, "tag routing")
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
 }
 
 func plural(n int, noun string) string {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -136,7 +134,7 @@ func newRuleLsCmd() *cobra.Command {
 			for _, k := range keys {
 				summary := "invalid"
 				if set, err := rule.Load(ctx, store, k); err == nil {
-					summary = summarize(set)
+					summary = set.Summary()
 				} else if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 					return registryError("reading the rules of "+k.String(), ctx, f.timeout, err)
 				} else {
@@ -150,27 +148,6 @@ func newRuleLsCmd() *cobra.Command {
 	registryFlag(cmd, &f.registry)
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "give up if the registry does not answer within this time")
 	return cmd
-}
-
-// summarize describes a rule set in a few words.
-func summarize(s *rule.Set) string {
-	var parts []string
-	if n := len(s.Overrides); n > 0 {
-		parts = append(parts, plural(n, "override"))
-	}
-	if s.Policy != nil {
-		parts = append(parts, "service policy")
-	}
-	if n := len(s.Methods); n > 0 {
-		parts = append(parts, strconv.Itoa(n)+" method polic"+map[bool]string{true: "ies", false: "y"}[n != 1])
-	}
-	if s.TagRouting != nil {
-		parts = append(parts, "tag routing")
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
 }
 
 func newRuleGetCmd() *cobra.Command {
@@ -300,7 +277,7 @@ func runRuleSet(cmd *cobra.Command, f ruleSetFlags, service string) error {
 		if err := rule.Save(ctx, store, key, set); err != nil {
 			return registryError("writing the rules of "+key.String(), ctx, f.timeout, err)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "rules of %s replaced (%s)\n", key, summarize(set))
+		fmt.Fprintf(cmd.OutOrStdout(), "rules of %s replaced (%s)\n", key, set.Summary())
 		return nil
 	}
 	set, err := rule.Update(ctx, store, key, func(s *rule.Set) error {
@@ -325,7 +302,7 @@ func runRuleSet(cmd *cobra.Command, f ruleSetFlags, service string) error {
 	if err != nil {
 		return ruleWriteError(key, ctx, f.timeout, err)
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "rules of %s: %s\n", key, summarize(set))
+	fmt.Fprintf(cmd.OutOrStdout(), "rules of %s: %s\n", key, set.Summary())
 	return nil
 }
 

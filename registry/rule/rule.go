@@ -339,6 +339,37 @@ func (s *Set) Empty() bool {
 	return len(s.Overrides) == 0 && s.Policy == nil && len(s.Methods) == 0 && s.TagRouting == nil
 }
 
+// Summary describes s in a few words, as `storks rule ls` and the console
+// list it: "2 overrides, service policy, 1 method policy, tag routing", or
+// "none".
+func (s *Set) Summary() string {
+	var parts []string
+	switch n := len(s.Overrides); n {
+	case 0:
+	case 1:
+		parts = append(parts, "1 override")
+	default:
+		parts = append(parts, strconv.Itoa(n)+" overrides")
+	}
+	if s.Policy != nil {
+		parts = append(parts, "service policy")
+	}
+	switch n := len(s.Methods); n {
+	case 0:
+	case 1:
+		parts = append(parts, "1 method policy")
+	default:
+		parts = append(parts, strconv.Itoa(n)+" method policies")
+	}
+	if s.TagRouting != nil {
+		parts = append(parts, "tag routing")
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
 // Matches reports whether m selects in.
 func (m Match) Matches(in registry.Instance) bool {
 	if m.ID != "" && m.ID != in.ID {

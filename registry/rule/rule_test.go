@@ -168,3 +168,25 @@ func TestParseFailMode(t *testing.T) {
 		}
 	}
 }
+
+func TestSummary(t *testing.T) {
+	w := 5
+	for _, c := range []struct {
+		set  rule.Set
+		want string
+	}{
+		{rule.Set{}, "none"},
+		{rule.Set{Overrides: []rule.Override{{Match: rule.Match{ID: "a"}, Weight: &w}}}, "1 override"},
+		{rule.Set{
+			Overrides:  []rule.Override{{Match: rule.Match{ID: "a"}}, {Match: rule.Match{ID: "b"}}},
+			Policy:     &rule.Policy{},
+			Methods:    map[string]rule.Policy{"A": {}, "B": {}},
+			TagRouting: &rule.TagRouting{},
+		}, "2 overrides, service policy, 2 method policies, tag routing"},
+		{rule.Set{Methods: map[string]rule.Policy{"A": {}}}, "1 method policy"},
+	} {
+		if got := c.set.Summary(); got != c.want {
+			t.Errorf("Summary of %+v = %q, want %q", c.set, got, c.want)
+		}
+	}
+}
