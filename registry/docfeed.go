@@ -3,7 +3,6 @@ package registry
 import (
 	"bytes"
 	"context"
-	"sync"
 )
 
 // DocFeed is the consumer half of a [RuleWatcher], for adapter authors, as
@@ -17,16 +16,10 @@ import (
 // called from one goroutine at a time. Make one with NewDocFeed; it starts
 // no goroutine.
 type DocFeed struct {
-	ctx  context.Context
-	wake chan struct{} // 1-buffered
-	done chan struct{} // closed when the feed ends
+	feedEnd // End, OnEnd, Done, Stop; its mu guards doc and have
 
-	mu      sync.Mutex
-	doc     []byte
-	have    bool
-	err     error
-	onEnd   []func()
-	stopCtx func() bool
+	doc  []byte
+	have bool
 
 	// Only Next uses these.
 	started bool
@@ -38,8 +31,8 @@ var _ RuleWatcher = (*DocFeed)(nil)
 // NewDocFeed returns a feed that ends with ctx.Err() when ctx, the context
 // given to WatchRule, is done.
 func NewDocFeed(ctx context.Context) *DocFeed {
-	f := &DocFeed{ctx: ctx, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	f.stopCtx = context.AfterFunc(ctx, func() { f.End(ctx.Err()) })
+	f := &DocFeed{}
+	f.init(ctx, func(err error) error { return err })
 	return f
 }
 
@@ -53,55 +46,8 @@ func (f *DocFeed) Publish(doc []byte) {
 	}
 	f.doc, f.have = doc, true
 	f.mu.Unlock()
-	select {
-	case f.wake <- struct{}{}:
-	default:
-	}
+	f.signal()
 }
-
-// End ends the feed: Next returns err from now on (ErrClosed if err is
-// nil). Only the first End counts; the functions given to OnEnd run once,
-// after it.
-func (f *DocFeed) End(err error) {
-	if err == nil {
-		err = ErrClosed
-	}
-	f.mu.Lock()
-	if f.err != nil {
-		f.mu.Unlock()
-		return
-	}
-	f.err = err
-	fns := f.onEnd
-	f.onEnd = nil
-	close(f.done)
-	f.mu.Unlock()
-	if f.stopCtx != nil {
-		f.stopCtx()
-	}
-	for _, fn := range fns {
-		fn()
-	}
-}
-
-// OnEnd registers fn to run once when the feed ends (at once if it has).
-func (f *DocFeed) OnEnd(fn func()) {
-	f.mu.Lock()
-	if f.err == nil {
-		f.onEnd = append(f.onEnd, fn)
-		f.mu.Unlock()
-		return
-	}
-	f.mu.Unlock()
-	fn()
-}
-
-// Done is closed when the feed has ended; adapters' goroutines select on
-// it to stop.
-func (f *DocFeed) Done() <-chan struct{} { return f.done }
-
-// Stop ends the feed with ErrClosed.
-func (f *DocFeed) Stop() { f.End(ErrClosed) }
 
 // Next implements [RuleWatcher].
 func (f *DocFeed) Next(ctx context.Context) ([]byte, error) {

@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"fmt"
-	"sync"
 )
 
 // Feed is the consumer half of a [Watcher], for adapter authors: the adapter
@@ -20,17 +19,12 @@ import (
 // called from one goroutine at a time. The zero Feed is not usable; make one
 // with NewFeed.
 type Feed struct {
-	ctx  context.Context // the Watch context; the feed ends with it
-	wake chan struct{}   // 1-buffered; a value means "the list may have changed"
-	done chan struct{}   // closed when the feed ends
+	feedEnd                 // End, OnEnd, Done, Stop; its mu guards the fields below
+	ctx     context.Context // the Watch context; the feed ends with it
 
-	mu      sync.Mutex
-	list    []Instance  // the current list; never modified, only replaced
-	have    bool        // a list was published
-	cause   error       // why nothing was published yet; see Failing
-	err     error       // why the feed ended; set before done is closed
-	stopCtx func() bool // unregisters the context.AfterFunc
-	onEnd   func()
+	list  []Instance // the current list; never modified, only replaced
+	have  bool       // a list was published
+	cause error      // why nothing was published yet; see Failing
 
 	// A pull feed (see newPullFeed) has a source instead of a publisher.
 	source func() []Instance
@@ -58,15 +52,8 @@ func NewFeed(ctx context.Context) *Feed {
 // list is. The in-process registry uses it. With a nil source, it returns a
 // feed that is published to, as NewFeed does.
 func newPullFeed(ctx context.Context, source func() []Instance) *Feed {
-	f := &Feed{ctx: ctx, wake: make(chan struct{}, 1), done: make(chan struct{}), source: source, stale: source != nil}
-	stop := context.AfterFunc(ctx, func() { f.End(f.waitErr(ctx.Err())) })
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err != nil {
-		stop() // ctx was done already and the feed has ended
-	} else {
-		f.stopCtx = stop
-	}
+	f := &Feed{ctx: ctx, source: source, stale: source != nil}
+	f.init(ctx, f.waitErr)
 	return f
 }
 
@@ -106,64 +93,6 @@ func (f *Feed) changed() {
 	f.mu.Unlock()
 	f.signal()
 }
-
-func (f *Feed) signal() {
-	select {
-	case f.wake <- struct{}{}:
-	default: // already woken
-	}
-}
-
-// End ends the feed with err (ErrClosed if err is nil): Next returns err from
-// then on. Only the first call has an effect; it releases the waiting Next,
-// unregisters the feed from the Watch context and then calls the functions
-// registered with OnEnd, outside any lock of the feed.
-func (f *Feed) End(err error) {
-	if err == nil {
-		err = ErrClosed
-	}
-	f.mu.Lock()
-	if f.err != nil {
-		f.mu.Unlock()
-		return
-	}
-	f.err = err
-	close(f.done)
-	stop, onEnd := f.stopCtx, f.onEnd
-	f.stopCtx, f.onEnd = nil, nil
-	f.mu.Unlock()
-	if stop != nil {
-		stop()
-	}
-	if onEnd != nil {
-		onEnd()
-	}
-}
-
-// OnEnd arranges for fn to be called when the feed ends, by the End call
-// that ends it (so before Stop, or an End called from Close, returns), or at
-// once if the feed has already ended. It is meant for releasing what the
-// watch holds: unregistering it, canceling its goroutine. Register it once
-// the watch is registered wherever fn undoes that, so that an End that comes
-// in between is not missed. Functions registered by several calls run in
-// the order of the calls.
-func (f *Feed) OnEnd(fn func()) {
-	f.mu.Lock()
-	if f.err != nil {
-		f.mu.Unlock()
-		fn()
-		return
-	}
-	if prev := f.onEnd; prev != nil {
-		f.onEnd = func() { prev(); fn() }
-	} else {
-		f.onEnd = fn
-	}
-	f.mu.Unlock()
-}
-
-// Done returns a channel that is closed when the feed has ended.
-func (f *Feed) Done() <-chan struct{} { return f.done }
 
 // Next implements [Watcher]: it returns a copy of the first published list
 // (waiting for it if need be), then blocks until the current list differs
@@ -229,7 +158,3 @@ func (f *Feed) takeStale() bool {
 	f.stale = false
 	return stale
 }
-
-// Stop implements [Watcher]: it ends the feed with ErrClosed, unless it has
-// ended already.
-func (f *Feed) Stop() { f.End(ErrClosed) }

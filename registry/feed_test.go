@@ -201,3 +201,18 @@ func TestFeedFailingNamesTheCauseWhenTheWatchContextEnds(t *testing.T) {
 		t.Fatalf("Next after the end of the Watch context of a failing feed = %v; want context.Canceled and the cause", err)
 	}
 }
+
+// A DocFeed made with a context that is done already ends at once with
+// its error, without a race between its end and its making (the copy of
+// Feed's lifecycle that DocFeed had set its AfterFunc unguarded).
+func TestDocFeedOnADoneContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 200 {
+		f := registry.NewDocFeed(ctx)
+		<-f.Done()
+		if _, err := f.Next(context.Background()); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Next of a feed whose context was done: %v", err)
+		}
+	}
+}
