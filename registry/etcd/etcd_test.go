@@ -516,7 +516,7 @@ func TestWatchCompaction(t *testing.T) {
 	mustRegister(t, prov, inst(key, "a", 1))
 	w := mustWatch(t, cons, key)
 	registrytest.WaitFor(t, w, 5*time.Second, registrytest.HasIDs("a"))
-	before := w.(*watcher).relists.Load()
+	before := w.(*watcher).loop.reads.Load()
 
 	proxy.Cut()
 	mustRegister(t, prov, inst(key, "b", 2), inst(key, "c", 3))
@@ -538,10 +538,10 @@ func TestWatchCompaction(t *testing.T) {
 	registrytest.WaitFor(t, w, 10*time.Second, registrytest.HasIDs("b", "c"))
 	// The list is delivered before the relist is counted: wait for it.
 	deadline := time.Now().Add(5 * time.Second)
-	for w.(*watcher).relists.Load() <= before && time.Now().Before(deadline) {
+	for w.(*watcher).loop.reads.Load() <= before && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if after := w.(*watcher).relists.Load(); after <= before {
+	if after := w.(*watcher).loop.reads.Load(); after <= before {
 		t.Errorf("the watcher did not list again after the compaction (relists %d -> %d)", before, after)
 	}
 	// Still alive: a later change arrives.

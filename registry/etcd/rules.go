@@ -3,19 +3,11 @@ package etcd
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/metadata"
 
-	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -238,6 +230,13 @@ func (r *Registry) WatchRule(ctx context.Context, key registry.ServiceKey) (regi
 		rev = 0 // the run goroutine reads as soon as it can
 	}
 	w.ctx, w.cancel = context.WithCancel(r.ctx)
+	w.loop = &watchLoop{
+		r: r, ctx: w.ctx, log: r.log.With("rule", key.String()),
+		key:   w.etcdKey,
+		read:  w.read,
+		apply: w.apply,
+		name:  "rule watch", reading: "reading a rule for its watch", kept: "document",
+	}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -248,7 +247,7 @@ func (r *Registry) WatchRule(ctx context.Context, key registry.ServiceKey) (regi
 	r.ruleWatchers[w] = struct{}{}
 	r.wg.Add(1)
 	r.mu.Unlock()
-	go w.run(rev)
+	go w.loop.run(rev)
 	w.OnEnd(w.unregister)
 	return w, nil
 }
@@ -263,8 +262,7 @@ type ruleWatcher struct {
 
 	ctx    context.Context // the goroutine's; canceled when the feed ends
 	cancel context.CancelFunc
-
-	rereads atomic.Int64 // how many times the watch read the key again (for tests)
+	loop   *watchLoop // the goroutine
 }
 
 func (w *ruleWatcher) unregister() {
@@ -291,101 +289,13 @@ func (w *ruleWatcher) read(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-// run watches from rev+1 and, whenever the watch breaks, reads the key
-// again and watches from the new revision, until the watch ends. With rev
-// 0 it reads first.
-func (w *ruleWatcher) run(rev int64) {
-	defer w.r.wg.Done()
-	log := w.r.log.With("rule", w.key.String())
-	bo := w.r.newBackoff()
-	failing := false
-	var tokenRetry time.Time
-	for {
-		if rev == 0 {
-			for {
-				ctx, cancel := context.WithTimeout(w.ctx, w.r.bgTimeout)
-				newRev, err := w.read(ctx)
-				cancel()
-				if err == nil {
-					rev = newRev
-					break
-				}
-				if w.ctx.Err() != nil {
-					return
-				}
-				if !failing {
-					log.Warn("etcd registry: reading a rule for its watch failed; keeping the last document and retrying with backoff", "error", err)
-					failing = true
-				} else {
-					log.Debug("etcd registry: reading a rule for its watch failed again", "error", err)
-				}
-				if !ctxutil.Sleep(w.ctx, bo.next()) {
-					return
-				}
-			}
-			w.rereads.Add(1)
-			if failing {
-				log.Info("etcd registry: rule watch resumed")
-				failing = false
-			}
-		}
-		start := time.Now()
-		err := w.watchFrom(rev + 1)
-		if w.ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, errStaleToken) && time.Since(tokenRetry) > w.r.retryCap {
-			tokenRetry = time.Now()
-			continue
-		}
-		if time.Since(start) > w.r.retryCap {
-			bo.reset()
-		}
-		if errors.Is(err, rpctypes.ErrCompacted) {
-			log.Info("etcd registry: rule watch fell behind a compaction; reading again", "error", err)
+// apply publishes the document the last event of a watch response leaves.
+func (w *ruleWatcher) apply(events []*clientv3.Event) {
+	if n := len(events); n > 0 {
+		if ev := events[n-1]; ev.Type == clientv3.EventTypePut {
+			w.Publish(docOf(ev.Kv.Value))
 		} else {
-			log.Warn("etcd registry: rule watch interrupted; keeping the last document and reading again with backoff", "error", err)
-			failing = true
-		}
-		if !ctxutil.Sleep(w.ctx, bo.next()) {
-			return
-		}
-		rev = 0
-	}
-}
-
-// watchFrom watches the key from rev and publishes every change until the
-// watch breaks, and says why. See watcher.watchFrom for the stream.
-func (w *ruleWatcher) watchFrom(rev int64) error {
-	ctx := clientv3.WithRequireLeader(w.ctx)
-	stream := w.r.watchStream.Load()
-	if stream > 0 {
-		ctx = metadata.AppendToOutgoingContext(ctx, "storks-watch-stream", strconv.FormatInt(stream, 10))
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for resp := range w.r.cli.Watch(ctx, w.etcdKey, clientv3.WithRev(rev)) {
-		if resp.CompactRevision != 0 {
-			return fmt.Errorf("%w (compacted up to revision %d, watching from %d)", rpctypes.ErrCompacted, resp.CompactRevision, rev)
-		}
-		if err := resp.Err(); err != nil {
-			if staleToken(err) {
-				w.r.watchStream.CompareAndSwap(stream, stream+1)
-				return fmt.Errorf("%w: %w", errStaleToken, err)
-			}
-			return err
-		}
-		if resp.Canceled {
-			return errors.New("the server canceled the watch")
-		}
-		if n := len(resp.Events); n > 0 {
-			ev := resp.Events[n-1] // the latest
-			if ev.Type == clientv3.EventTypePut {
-				w.Publish(docOf(ev.Kv.Value))
-			} else {
-				w.Publish(nil)
-			}
+			w.Publish(nil)
 		}
 	}
-	return errors.New("the watch channel closed")
 }

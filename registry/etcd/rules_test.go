@@ -104,7 +104,7 @@ func TestRuleWatchCompaction(t *testing.T) {
 	cons, _ := newTestRegistry(t, "consumer", proxy.Addr(), base)
 	mustPutRule(t, op, key, "v1")
 	w := mustWatchRule(t, cons, key, []byte("v1"))
-	before := w.(*ruleWatcher).rereads.Load()
+	before := w.(*ruleWatcher).loop.reads.Load()
 
 	proxy.Cut()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -131,10 +131,10 @@ func TestRuleWatchCompaction(t *testing.T) {
 
 	nextRule(t, w, "v3")
 	deadline := time.Now().Add(5 * time.Second)
-	for w.(*ruleWatcher).rereads.Load() <= before && time.Now().Before(deadline) {
+	for w.(*ruleWatcher).loop.reads.Load() <= before && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if after := w.(*ruleWatcher).rereads.Load(); after <= before {
+	if after := w.(*ruleWatcher).loop.reads.Load(); after <= before {
 		t.Errorf("the watch did not read the key again after the compaction (rereads %d -> %d)", before, after)
 	}
 	mustPutRule(t, op, key, "v4")
