@@ -23,6 +23,7 @@ import (
 
 	"github.com/storks-rpc/storks/console"
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/internal/loadtest"
 	"github.com/storks-rpc/storks/internal/testservers"
 	"github.com/storks-rpc/storks/registry"
 	_ "github.com/storks-rpc/storks/registry/etcd"
@@ -127,76 +128,13 @@ func startProvider(t *testing.T, url, name string) *proc {
 	return nil
 }
 
-// callLog records which provider answered each call of a consumer, and
-// when the call started.
-type callLog struct {
-	mu     sync.Mutex
-	starts []time.Time
-	names  []string
-	stop   chan struct{}
-	wg     sync.WaitGroup
-}
-
-func startCalls(c greeterv1.GreeterClient, callers int) *callLog {
-	l := &callLog{stop: make(chan struct{})}
-	for range callers {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				start := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				reply, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "console"})
-				cancel()
-				if err == nil {
-					l.mu.Lock()
-					l.starts = append(l.starts, start)
-					l.names = append(l.names, reply.GetProvider())
-					l.mu.Unlock()
-				}
-				time.Sleep(3 * time.Millisecond)
-			}
-		}()
-	}
-	return l
-}
-
-func (l *callLog) Stop() { close(l.stop); l.wg.Wait() }
-
-// count returns how many calls started in [from, to) each provider
-// answered, and the start of the last call name answered there.
-func (l *callLog) count(name string, from, to time.Time) (n, all int, last time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i, s := range l.starts {
-		if s.Before(from) || !s.Before(to) {
-			continue
-		}
-		all++
-		if l.names[i] == name {
-			n++
-			last = s
-		}
-	}
-	return n, all, last
-}
-
-// firstAfter returns the start of the first call name answered at or
-// after from.
-func (l *callLog) firstAfter(name string, from time.Time) (time.Time, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i, s := range l.starts {
-		if l.names[i] == name && !s.Before(from) {
-			return s, true
-		}
-	}
-	return time.Time{}, false
+// startCalls calls c from callers goroutines until Stop, recording which
+// provider answered each call and when it started.
+func startCalls(c greeterv1.GreeterClient, callers int) *loadtest.Log {
+	return loadtest.StartLog(callers, 5*time.Second, 3*time.Millisecond, func(ctx context.Context) (string, error) {
+		reply, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "console"})
+		return reply.GetProvider(), err
+	})
 }
 
 // browser starts a headless chromium with a fresh profile.
@@ -328,7 +266,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	calls := startCalls(greeterv1.NewGreeterClient(ref), 2)
-	t.Cleanup(calls.Stop)
+	t.Cleanup(func() { calls.Stop() })
 
 	// The console, served on loopback.
 	logs := &syncWriter{}
@@ -403,7 +341,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(prow+` button.disable`)),
 	)
 	waitJS(t, b, "every provider has answered", `document.querySelectorAll("tr.provider").length === 3`, 10*time.Second)
-	if n, _, _ := calls.count(target.name, time.Now().Add(-time.Second), time.Now()); n == 0 {
+	if n, _, _, _ := calls.Answered(target.name, time.Now().Add(-time.Second), time.Now()); n == 0 {
 		t.Fatalf("%s answered no call before it was disabled", target.name)
 	}
 	clicked := time.Now()
@@ -413,8 +351,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("rules after the click: %s", ruleDoc(t, store))
 	}
 	time.Sleep(2500 * time.Millisecond)
-	_, _, last := calls.count(target.name, clicked, time.Now())
-	n, all, _ := calls.count(target.name, clicked.Add(time.Second), time.Now())
+	_, _, _, last := calls.Answered(target.name, clicked, time.Now())
+	n, all, _, _ := calls.Answered(target.name, clicked.Add(time.Second), time.Now())
 	if n > 0 || all == 0 {
 		t.Fatalf("%s answered %d of %d calls started 1 s to 2.5 s after the click on disable", target.name, n, all)
 	}
@@ -443,7 +381,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	waitJS(t, b, "the provider shown enabled", `document.querySelector('`+prow+`[data-state="enabled"]')`, 10*time.Second)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if first, ok := calls.firstAfter(target.name, enabled); ok {
+		if n, _, first, _ := calls.Answered(target.name, enabled, time.Now()); n > 0 {
 			t.Logf("enable clicked: %s answered again from %v after the click", target.name, first.Sub(enabled).Round(time.Millisecond))
 			break
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	greeterv1 "github.com/storks-rpc/storks/examples/gen/greeter/v1"
+	"github.com/storks-rpc/storks/internal/loadtest"
 	"github.com/storks-rpc/storks/registry"
 	"github.com/storks-rpc/storks/registry/rule"
 	storks "github.com/storks-rpc/storks/runtime"
@@ -83,80 +84,13 @@ func startRegistered(t *testing.T, url, name string, args ...string) *proc {
 	return nil
 }
 
-// callLog records which provider answered each call of a set of callers,
-// and when the call started.
-type callLog struct {
-	mu     sync.Mutex
-	starts []time.Time
-	names  []string
-	errs   []error
-	stop   chan struct{}
-	wg     sync.WaitGroup
-}
-
-func startCalls(c greeterv1.GreeterClient, callers int) *callLog {
-	l := &callLog{stop: make(chan struct{})}
-	for range callers {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				start := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				reply, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "gov"})
-				cancel()
-				l.mu.Lock()
-				l.starts = append(l.starts, start)
-				l.names = append(l.names, reply.GetProvider())
-				l.errs = append(l.errs, err)
-				l.mu.Unlock()
-				time.Sleep(2 * time.Millisecond)
-			}
-		}()
-	}
-	return l
-}
-
-func (l *callLog) Stop() { close(l.stop); l.wg.Wait() }
-
-// last returns the start of the last call that provider name answered
-// within [from, to), and how many it answered there.
-func (l *callLog) window(name string, from, to time.Time) (last time.Time, n int, first time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i, s := range l.starts {
-		if l.names[i] == name && !s.Before(from) && s.Before(to) {
-			if n == 0 {
-				first = s
-			}
-			n++
-			if s.After(last) {
-				last = s
-			}
-		}
-	}
-	return last, n, first
-}
-
-func (l *callLog) failures() (int, int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	var first error
-	for _, err := range l.errs {
-		if err != nil {
-			if first == nil {
-				first = err
-			}
-			n++
-		}
-	}
-	return n, len(l.errs), first
+// startCalls calls c from callers goroutines until Stop, recording which
+// provider answered each call and when it started.
+func startCalls(c greeterv1.GreeterClient, callers int) *loadtest.Log {
+	return loadtest.StartLog(callers, 5*time.Second, 2*time.Millisecond, func(ctx context.Context) (string, error) {
+		reply, err := c.SayHello(ctx, &greeterv1.HelloRequest{Name: "gov"})
+		return reply.GetProvider(), err
+	})
 }
 
 // Governance through each real registry with real provider processes and
@@ -216,23 +150,23 @@ func TestGovernanceEndToEnd(t *testing.T) {
 			enabled := time.Now() // the rule goes while the command runs
 			storksCLI(t, append(append([]string{"provider", "enable"}, flags...), ps[1].addr)...)
 			time.Sleep(1500 * time.Millisecond)
-			calls.Stop()
-			if n, total, first := calls.failures(); n > 0 {
-				t.Fatalf("%d of %d calls failed while disabling and enabling a provider; first: %v", n, total, first)
+			res := calls.Stop()
+			if res.Failed > 0 {
+				t.Fatalf("%d of %d calls failed while disabling and enabling a provider; first: %v", res.Failed, res.Calls, res.FirstErr)
 			}
-			_, late, _ := calls.window("gov-2", disabled.Add(time.Second), enabled)
+			late, _, _, _ := calls.Answered("gov-2", disabled.Add(time.Second), enabled)
 			if late > 0 {
 				t.Fatalf("the disabled provider got %d calls more than 1s after the rule was written", late)
 			}
-			last, _, _ := calls.window("gov-2", disabled, enabled)
+			_, _, _, last := calls.Answered("gov-2", disabled, enabled)
 			if lag := last.Sub(disabled); !last.IsZero() && lag > time.Second {
 				t.Fatalf("the disabled provider got a call %v after the rule was written", lag)
 			}
-			_, back, first := calls.window("gov-2", enabled, time.Now())
+			back, _, first, _ := calls.Answered("gov-2", enabled, time.Now())
 			if back == 0 || first.Sub(enabled) > time.Second {
 				t.Fatalf("the enabled provider came back after %v (%d calls)", first.Sub(enabled), back)
 			}
-			_, total, _ := calls.failures()
+			total := res.Calls
 			lastCall := "none after the command began"
 			if !last.IsZero() {
 				lastCall = last.Sub(disabled).Round(time.Millisecond).String() + " after the command began"

@@ -71,3 +71,59 @@ func (l *Load) Stop() Result {
 	}
 	return r
 }
+
+// Call is one call of a Log: when it started, who answered it (what the
+// call function returned) and its error.
+type Call struct {
+	Start time.Time
+	By    string
+	Err   error
+}
+
+// Log is a Load that records its calls, for tests that ask which provider
+// answered when (a provider disabled, enabled, killed under load).
+type Log struct {
+	*Load
+	mu    sync.Mutex
+	calls []Call
+}
+
+// StartLog is Start for a call function that returns who answered (a
+// provider's name); every call is recorded.
+func StartLog(callers int, timeout, pause time.Duration, call func(ctx context.Context) (by string, err error)) *Log {
+	l := &Log{}
+	l.Load = Start(callers, timeout, pause, func(ctx context.Context) error {
+		start := time.Now()
+		by, err := call(ctx)
+		l.mu.Lock()
+		l.calls = append(l.calls, Call{Start: start, By: by, Err: err})
+		l.mu.Unlock()
+		return err
+	})
+	return l
+}
+
+// Answered looks at the calls that started in [from, to) and succeeded:
+// all is how many there were, n how many of them by answered, and first
+// and last the starts of the first and last of those n (zero if n is 0).
+func (l *Log) Answered(by string, from, to time.Time) (n, all int, first, last time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.calls {
+		if c.Err != nil || c.Start.Before(from) || !c.Start.Before(to) {
+			continue
+		}
+		all++
+		if c.By != by {
+			continue
+		}
+		n++
+		if first.IsZero() || c.Start.Before(first) {
+			first = c.Start
+		}
+		if c.Start.After(last) {
+			last = c.Start
+		}
+	}
+	return n, all, first, last
+}
