@@ -731,17 +731,7 @@ func (s *suite) testNilContext(t *testing.T) {
 	var nilCtx context.Context
 	call := func(method string, f func() error) {
 		t.Helper()
-		var err error
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					t.Errorf("%s with a nil context panicked: %v", method, p)
-					err = errors.New("panicked")
-				}
-			}()
-			err = f()
-		}()
-		if err == nil {
+		if err := noPanic(t, method+" with a nil context", f); err == nil {
 			t.Errorf("%s with a nil context: no error", method)
 		}
 	}
@@ -762,6 +752,19 @@ func (s *suite) testNilContext(t *testing.T) {
 	if list := s.discover(t, r, key); len(list) != 0 {
 		t.Errorf("after Register with a nil context: Discover = %s, want an empty list", Format(list))
 	}
+}
+
+// noPanic returns what f returns, and an error if f panics, which it
+// reports as a failure of what.
+func noPanic(t *testing.T, what string, f func() error) (err error) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Errorf("%s panicked: %v", what, p)
+			err = errors.New("panicked")
+		}
+	}()
+	return f()
 }
 
 func checkInputError(t *testing.T, what string, err error, field string) {

@@ -541,17 +541,7 @@ func (s *suite) testRuleInvalidInput(t *testing.T) {
 	var nilCtx context.Context
 	call := func(method string, f func() error) {
 		t.Helper()
-		var err error
-		func() {
-			defer func() {
-				if p := recover(); p != nil {
-					t.Errorf("%s with a nil context panicked: %v", method, p)
-					err = errors.New("panicked")
-				}
-			}()
-			err = f()
-		}()
-		checkInputError(t, method+" with a nil context", err, "context")
+		checkInputError(t, method+" with a nil context", noPanic(t, method+" with a nil context", f), "context")
 	}
 	call("GetRule", func() error { _, err := rs.GetRule(nilCtx, key); return err })
 	call("PutRule", func() error { return rs.PutRule(nilCtx, key, []byte("doc")) })
@@ -564,6 +554,11 @@ func (s *suite) testRuleInvalidInput(t *testing.T) {
 		}
 		return err
 	})
+	if rr, ok := rs.(registry.RuleRevisions); ok {
+		call("GetRuleRevision", func() error { _, _, err := rr.GetRuleRevision(nilCtx, key); return err })
+		call("PutRuleIf", func() error { return rr.PutRuleIf(nilCtx, key, []byte("doc"), 0) })
+		call("DeleteRuleIf", func() error { return rr.DeleteRuleIf(nilCtx, key, 0) })
+	}
 	// Nothing was stored.
 	if doc, err := rs.GetRule(ctx, key); !errors.Is(err, registry.ErrNoRule) {
 		t.Errorf("after invalid calls: GetRule = %q, %v; want ErrNoRule", doc, err)
