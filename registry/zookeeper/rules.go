@@ -244,32 +244,10 @@ func (r *Registry) Rules(ctx context.Context) ([]registry.ServiceKey, error) {
 }
 
 func (r *Registry) listRules() ([]registry.ServiceKey, error) {
-	if _, err := r.session(); err != nil {
-		return nil, err
-	}
-	names, _, err := r.conn.Children(r.cfg.BasePath)
-	if errors.Is(err, zk.ErrNoNode) {
-		return []registry.ServiceKey{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	keys := make([]registry.ServiceKey, 0, len(names))
-	for _, name := range names {
-		key, ok := parseKeyName(name)
-		if !ok {
-			continue
-		}
+	return r.listKeys(func(key registry.ServiceKey) (bool, error) {
 		ok, _, err := r.conn.Exists(r.rulePath(key))
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			keys = append(keys, key)
-		}
-	}
-	registry.SortKeys(keys)
-	return keys, nil
+		return ok, err
+	})
 }
 
 // WatchRule follows the rule node of key: a goroutine reads it with a data

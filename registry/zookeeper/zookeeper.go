@@ -864,6 +864,15 @@ func (r *Registry) Services(ctx context.Context) ([]registry.ServiceKey, error) 
 }
 
 func (r *Registry) listServices() ([]registry.ServiceKey, error) {
+	return r.listKeys(func(key registry.ServiceKey) (bool, error) {
+		ok, stat, err := r.conn.Exists(r.providersDir(key))
+		return ok && stat.NumChildren > 0, err
+	})
+}
+
+// listKeys returns, sorted, the service keys of the children of the base
+// node that keep says to keep.
+func (r *Registry) listKeys(keep func(registry.ServiceKey) (bool, error)) ([]registry.ServiceKey, error) {
 	if _, err := r.session(); err != nil {
 		return nil, err
 	}
@@ -880,11 +889,11 @@ func (r *Registry) listServices() ([]registry.ServiceKey, error) {
 		if !ok {
 			continue
 		}
-		ok, stat, err := r.conn.Exists(r.providersDir(key))
+		ok, err := keep(key)
 		if err != nil {
 			return nil, err
 		}
-		if ok && stat.NumChildren > 0 {
+		if ok {
 			keys = append(keys, key)
 		}
 	}
