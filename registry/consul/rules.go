@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/storks-rpc/storks/internal/ctxutil"
 	"github.com/storks-rpc/storks/registry"
 )
 
@@ -257,6 +255,7 @@ type ruleWatcher struct {
 	queries atomic.Int64 // KV queries made, for tests
 }
 
+// run is the rule watch's blocking-query loop (see blockingLoop).
 func (w *ruleWatcher) run() {
 	r := w.r
 	defer r.wg.Done()
@@ -265,52 +264,25 @@ func (w *ruleWatcher) run() {
 		delete(r.ruleWatchers, w)
 		r.mu.Unlock()
 	}()
-	log := r.log.With("rule", w.key.String(), "kv_key", w.kvKey)
-	bucket := tokenBucket{burst: 2, tokens: 2, interval: r.cfg.QueryInterval, last: time.Now()}
-	var (
-		index   uint64
-		failing bool
-		attempt int
-	)
-	for {
-		if bucket.take(w.ctx) != nil {
-			return
-		}
-		pair, meta, err := w.query(index)
-		if w.ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			attempt++
-			if !failing {
-				failing = true
-				log.Warn("consul registry: rule watch query failed; keeping the last document and retrying until it works",
-					"error", fmt.Errorf("at agent %s: %w", r.cfg.Address, err))
+	var pair *api.KVPair
+	l := blockingLoop{
+		r: r, ctx: w.ctx, log: r.log.With("rule", w.key.String(), "kv_key", w.kvKey, "agent", r.cfg.Address),
+		name: "rule watch", kept: "document", again: "reading the rule again",
+		query: func(index uint64) (*api.QueryMeta, error) {
+			var meta *api.QueryMeta
+			var err error
+			pair, meta, err = w.query(index)
+			return meta, err
+		},
+		apply: func(*api.QueryMeta) {
+			if pair == nil {
+				w.Publish(nil)
 			} else {
-				log.Debug("consul registry: rule watch query failed again", "error", err, "attempt", attempt)
+				w.Publish(docOf(pair.Value))
 			}
-			index = 0 // the agent may have restarted with a new, smaller index
-			if !ctxutil.Sleep(w.ctx, backoff(attempt, r.watchRetryCap())) {
-				return
-			}
-			continue
-		}
-		if failing {
-			log.Info("consul registry: rule watch resumed", "failed_queries", attempt)
-			failing, attempt = false, 0
-		}
-		if meta.LastIndex < index {
-			log.Debug("consul registry: the Consul index went backwards; reading the rule again", "from", index, "to", meta.LastIndex)
-			index = 0
-			continue
-		}
-		index = max(meta.LastIndex, 1)
-		if pair == nil {
-			w.Publish(nil)
-		} else {
-			w.Publish(docOf(pair.Value))
-		}
+		},
 	}
+	l.run()
 }
 
 func (w *ruleWatcher) query(index uint64) (*api.KVPair, *api.QueryMeta, error) {

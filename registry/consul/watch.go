@@ -69,12 +69,10 @@ func (r *Registry) watchRetryCap() time.Duration {
 	return min(r.retryCap(), 2*time.Second)
 }
 
-// run is the blocking query loop. It follows the rules of Consul's
-// "Blocking Queries" documentation: the index is reset to 0 when it goes
-// backwards (and after an error, since the agent may have restarted with a
-// new, smaller index), an index below 1 is replaced by 1 so that the next
-// query does block, and the loop is rate-limited by a token bucket with a
-// burst of 2.
+// run is the watch's blocking-query loop (see blockingLoop). After an
+// error or a reset of the index, the next list starts a resync grace
+// (Config.ResyncGrace), and the queries end early to deliver the removals
+// when the grace is over.
 func (w *watcher) run() {
 	r := w.r
 	defer r.wg.Done()
@@ -83,63 +81,42 @@ func (w *watcher) run() {
 		delete(r.watchers, w)
 		r.mu.Unlock()
 	}()
-	log := r.log.With("key", w.key.String(), "consul_service", w.name)
-	bucket := tokenBucket{burst: 2, tokens: 2, interval: r.cfg.QueryInterval, last: time.Now()}
 	var (
-		index      uint64
-		failing    bool
-		attempt    int
+		entries    []*api.ServiceEntry
 		resync     bool      // the next list starts a resync grace
 		graceUntil time.Time // zero when not resyncing
 	)
-	for {
-		if bucket.take(w.ctx) != nil {
-			return
-		}
-		wait := r.cfg.WaitTime
-		if !graceUntil.IsZero() {
-			// Wake up when the grace ends, to deliver the removals.
-			wait = min(wait, max(time.Until(graceUntil), 10*time.Millisecond))
-		}
-		entries, meta, err := w.query(index, wait)
-		if w.ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			attempt++
+	l := blockingLoop{
+		r: r, ctx: w.ctx, log: r.log.With("key", w.key.String(), "consul_service", w.name),
+		name: "watch", kept: "list", again: "listing again",
+		query: func(index uint64) (*api.QueryMeta, error) {
+			wait := r.cfg.WaitTime
+			if !graceUntil.IsZero() {
+				// Wake up when the grace ends, to deliver the removals.
+				wait = min(wait, max(time.Until(graceUntil), 10*time.Millisecond))
+			}
+			var meta *api.QueryMeta
+			var err error
+			entries, meta, err = w.query(index, wait)
+			return meta, err
+		},
+		failed: func(err error) {
 			w.Failing(fmt.Errorf("consul: watching %v at agent %s: %w", w.key, r.cfg.Address, err))
-			if !failing {
-				failing = true
-				log.Warn("consul registry: watch query failed; keeping the last list and retrying until it works", "error", err)
-			} else {
-				log.Debug("consul registry: watch query failed again", "error", err, "attempt", attempt)
+		},
+		reset: func() { resync = true },
+		apply: func(meta *api.QueryMeta) {
+			r.noteACLFilter(w.name, meta)
+			now := time.Now()
+			if resync {
+				resync = false
+				if r.cfg.ResyncGrace > 0 {
+					graceUntil = now.Add(r.cfg.ResyncGrace)
+				}
 			}
-			index, resync = 0, true
-			if !ctxutil.Sleep(w.ctx, backoff(attempt, r.watchRetryCap())) {
-				return
-			}
-			continue
-		}
-		if failing {
-			log.Info("consul registry: watch resumed", "failed_queries", attempt)
-			failing, attempt = false, 0
-		}
-		if meta.LastIndex < index {
-			log.Debug("consul registry: the Consul index went backwards; listing again", "from", index, "to", meta.LastIndex)
-			index, resync = 0, true
-			continue
-		}
-		r.noteACLFilter(w.name, meta)
-		index = max(meta.LastIndex, 1)
-		now := time.Now()
-		if resync {
-			resync = false
-			if r.cfg.ResyncGrace > 0 {
-				graceUntil = now.Add(r.cfg.ResyncGrace)
-			}
-		}
-		w.publish(r.decode(entries, w.key), &graceUntil, now)
+			w.publish(r.decode(entries, w.key), &graceUntil, now)
+		},
 	}
+	l.run()
 }
 
 func (w *watcher) query(index uint64, wait time.Duration) ([]*api.ServiceEntry, *api.QueryMeta, error) {
