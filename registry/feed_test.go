@@ -216,3 +216,15 @@ func TestDocFeedOnADoneContext(t *testing.T) {
 		}
 	}
 }
+
+func TestRuleDoc(t *testing.T) {
+	if d := registry.RuleDoc(nil); d == nil || len(d) != 0 {
+		t.Fatalf("RuleDoc(nil) = %#v, want an empty, non-nil document", d)
+	}
+	v := []byte("doc")
+	d := registry.RuleDoc(v)
+	v[0] = 'X'
+	if string(d) != "doc" {
+		t.Fatalf("RuleDoc kept the stored slice: %q", d)
+	}
+}

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -147,6 +148,17 @@ type RuleRevisions interface {
 // key that lost the race: it wraps ErrRuleChanged.
 func RuleChangedError(key ServiceKey) error {
 	return fmt.Errorf("rule of %s: %w", key, ErrRuleChanged)
+}
+
+// RuleDoc returns the rule document a store holds as value: a copy, never
+// nil (nil means "no document", and an empty stored value is a document,
+// if an invalid one). Adapters return it from GetRule and publish it to
+// their DocFeed.
+func RuleDoc(value []byte) []byte {
+	if len(value) == 0 {
+		return []byte{}
+	}
+	return bytes.Clone(value)
 }
 
 // ValidateRuleDoc is the check every RuleStore makes on PutRule's document:

@@ -62,14 +62,6 @@ func parseRuleKVKey(k string) (registry.ServiceKey, bool) {
 	return key, true
 }
 
-// docOf returns a copy of a KV value, never nil (nil is "no document").
-func docOf(v []byte) []byte {
-	if len(v) == 0 {
-		return []byte{}
-	}
-	return bytes.Clone(v)
-}
-
 var _ registry.RuleRevisions = (*Registry)(nil)
 
 // GetRule reads the rule document of key from the KV store; see
@@ -94,7 +86,7 @@ func (r *Registry) GetRuleRevision(ctx context.Context, key registry.ServiceKey)
 	if pair == nil {
 		return nil, 0, registry.ErrNoRule
 	}
-	return docOf(pair.Value), int64(pair.ModifyIndex), nil
+	return registry.RuleDoc(pair.Value), int64(pair.ModifyIndex), nil
 }
 
 // PutRule writes doc as the rule document of key in the KV store; see
@@ -278,7 +270,7 @@ func (w *ruleWatcher) run() {
 			if pair == nil {
 				w.Publish(nil)
 			} else {
-				w.Publish(docOf(pair.Value))
+				w.Publish(registry.RuleDoc(pair.Value))
 			}
 		},
 	}

@@ -1,7 +1,6 @@
 package etcd
 
 import (
-	"bytes"
 	"context"
 	"net/url"
 	"strings"
@@ -66,15 +65,6 @@ func notInstanceKey(etcdKey, prefix string) bool {
 	return strings.Contains(strings.TrimPrefix(etcdKey, prefix), "/")
 }
 
-// docOf returns a copy of the value of a rule key, never nil (nil is "no
-// document").
-func docOf(v []byte) []byte {
-	if len(v) == 0 {
-		return []byte{}
-	}
-	return bytes.Clone(v)
-}
-
 var _ registry.RuleRevisions = (*Registry)(nil)
 
 // GetRule reads the rule document of key with one linearizable read; see
@@ -103,7 +93,7 @@ func (r *Registry) GetRuleRevision(ctx context.Context, key registry.ServiceKey)
 	if len(resp.Kvs) == 0 {
 		return nil, 0, registry.ErrNoRule
 	}
-	return docOf(resp.Kvs[0].Value), resp.Kvs[0].ModRevision, nil
+	return registry.RuleDoc(resp.Kvs[0].Value), resp.Kvs[0].ModRevision, nil
 }
 
 // PutRule stores doc as the rule document of key, a key without a lease;
@@ -284,7 +274,7 @@ func (w *ruleWatcher) read(ctx context.Context) (int64, error) {
 	if len(resp.Kvs) == 0 {
 		w.Publish(nil)
 	} else {
-		w.Publish(docOf(resp.Kvs[0].Value))
+		w.Publish(registry.RuleDoc(resp.Kvs[0].Value))
 	}
 	return resp.Header.Revision, nil
 }
@@ -293,7 +283,7 @@ func (w *ruleWatcher) read(ctx context.Context) (int64, error) {
 func (w *ruleWatcher) apply(events []*clientv3.Event) {
 	if n := len(events); n > 0 {
 		if ev := events[n-1]; ev.Type == clientv3.EventTypePut {
-			w.Publish(docOf(ev.Kv.Value))
+			w.Publish(registry.RuleDoc(ev.Kv.Value))
 		} else {
 			w.Publish(nil)
 		}

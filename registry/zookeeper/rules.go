@@ -33,15 +33,6 @@ func (r *Registry) rulePath(key registry.ServiceKey) string {
 	return r.cfg.BasePath + "/" + escape(key.String()) + "/" + ruleNode
 }
 
-// docOf returns a copy of the data of a rule node, never nil (nil is "no
-// document").
-func docOf(data []byte) []byte {
-	if len(data) == 0 {
-		return []byte{}
-	}
-	return bytes.Clone(data)
-}
-
 // ruleCall runs op with retries, like Discover, and wraps its error.
 func (r *Registry) ruleCall(ctx context.Context, what string, op func() error) error {
 	wctx, cancel := r.callContext(ctx)
@@ -82,7 +73,7 @@ func (r *Registry) GetRuleRevision(ctx context.Context, key registry.ServiceKey)
 		case err != nil:
 			return err
 		}
-		doc, rev = docOf(data), int64(stat.Version)+1
+		doc, rev = registry.RuleDoc(data), int64(stat.Version)+1
 		return nil
 	})
 	if err != nil {
@@ -373,7 +364,7 @@ func (w *ruleWatcher) read() (<-chan zk.Event, error) {
 		}
 		data, _, ch, err := r.conn.GetW(w.path)
 		if err == nil {
-			w.Publish(docOf(data))
+			w.Publish(registry.RuleDoc(data))
 			return ch, nil
 		}
 		if !errors.Is(err, zk.ErrNoNode) {
