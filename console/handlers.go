@@ -361,35 +361,12 @@ func (c *Console) providerAction(w http.ResponseWriter, r *http.Request, by who)
 		bad(fmt.Sprintf("ADDR %q is not host:port.", addr))
 		return
 	}
-	var edit func(*rule.Set, rule.Match) string
-	switch action {
-	case "disable":
-		edit = func(s *rule.Set, m rule.Match) string { s.Disable(m); return "disabled" }
-	case "enable":
-		edit = func(s *rule.Set, m rule.Match) string { s.Enable(m); return "enabled" }
-	case "weight":
-		if value == "default" || value == "" {
-			edit = func(s *rule.Set, m rule.Match) string { s.SetWeight(m, -1); return "given back its registered weight" }
-			break
-		}
-		n, err := strconv.Atoi(value)
-		if err != nil || n < 0 || n > rule.MaxWeight {
-			bad(fmt.Sprintf("weight %q is not a number from 0 to %d (or \"default\").", value, rule.MaxWeight))
-			return
-		}
-		edit = func(s *rule.Set, m rule.Match) string { s.SetWeight(m, n); return "weighted " + value }
-	case "tag":
-		if err := rule.ValidateTag(value); err != nil {
-			bad(fmt.Sprintf("TAG %v.", err))
-			return
-		}
-		edit = func(s *rule.Set, m rule.Match) string { s.SetTag(m, value); return "tagged " + value }
-	case "untag":
-		edit = func(s *rule.Set, m rule.Match) string { s.SetTag(m, ""); return "untagged" }
-	case "cleartag":
-		edit = func(s *rule.Set, m rule.Match) string { s.ClearTag(m); return "given back its registered tag" }
-	default:
-		bad(fmt.Sprintf("unknown action %q (want disable, enable, weight, tag, untag or cleartag).", action))
+	if action == rule.ActionWeight && value == "" {
+		value = "default"
+	}
+	edit, did, err := rule.ProviderAction(action, value)
+	if err != nil {
+		bad(err.Error() + ".")
 		return
 	}
 	store, ok := c.store(w, r)
@@ -398,8 +375,7 @@ func (c *Console) providerAction(w http.ResponseWriter, r *http.Request, by who)
 	}
 	ctx, cancel := c.writeCtx(r)
 	defer cancel()
-	var did string
-	_, err = rule.Update(ctx, store, key, func(s *rule.Set) error { did = edit(s, rule.Match{Addr: addr}); return nil })
+	_, err = rule.Update(ctx, store, key, func(s *rule.Set) error { edit(s, rule.Match{Addr: addr}); return nil })
 	c.logAction(r, by, action, key, addr, err)
 	if err != nil {
 		c.writeFailed(w, r, key, err)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -32,33 +31,18 @@ flight finish where they are.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(
-		providerCmd("disable", "ADDR", "Take the provider at ADDR out of rotation (no new calls)", 0,
-			func(s *rule.Set, m rule.Match, _ []string) string { s.Disable(m); return "disabled" }),
-		providerCmd("enable", "ADDR", "Put the provider at ADDR back into rotation", 0,
-			func(s *rule.Set, m rule.Match, _ []string) string { s.Enable(m); return "enabled" }),
-		providerCmd("weight", "ADDR N", "Set the weight of the provider at ADDR (\"default\": its registered weight)", 1,
-			func(s *rule.Set, m rule.Match, args []string) string {
-				if args[0] == "default" {
-					s.SetWeight(m, -1)
-					return "given back its registered weight"
-				}
-				n, _ := strconv.Atoi(args[0])
-				s.SetWeight(m, n)
-				return "weighted " + args[0]
-			}),
-		providerCmd("tag", "ADDR TAG", "Give the provider at ADDR routing tag TAG", 1,
-			func(s *rule.Set, m rule.Match, args []string) string {
-				s.SetTag(m, args[0])
-				return "tagged " + args[0]
-			}),
-		providerCmd("untag", "ADDR", "Remove the routing tag of the provider at ADDR (--registered: only the rule's)", 0, nil),
+		providerCmd("disable", "ADDR", "Take the provider at ADDR out of rotation (no new calls)", 0),
+		providerCmd("enable", "ADDR", "Put the provider at ADDR back into rotation", 0),
+		providerCmd("weight", "ADDR N", "Set the weight of the provider at ADDR (\"default\": its registered weight)", 1),
+		providerCmd("tag", "ADDR TAG", "Give the provider at ADDR routing tag TAG", 1),
+		providerCmd("untag", "ADDR", "Remove the routing tag of the provider at ADDR (--registered: only the rule's)", 0),
 	)
 	return cmd
 }
 
-// providerCmd builds one shortcut: extra is how many arguments follow ADDR,
-// edit changes the rules of one service key and says what it did.
-func providerCmd(name, argsUse, short string, extra int, edit func(*rule.Set, rule.Match, []string) string) *cobra.Command {
+// providerCmd builds one shortcut, the rule.ProviderAction name: extra is
+// how many arguments follow ADDR (the action's value).
+func providerCmd(name, argsUse, short string, extra int) *cobra.Command {
 	var f ruleKeyFlags
 	var service string
 	var onlyRule bool
@@ -70,35 +54,24 @@ func providerCmd(name, argsUse, short string, extra int, edit func(*rule.Set, ru
 			name, exampleArgs(name), name, exampleArgs(name)),
 		Args: exactArgs(1+extra, argsUse),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr, rest := args[0], args[1:]
+			addr, action, value := args[0], name, ""
+			if extra == 1 {
+				value = args[1]
+			}
 			if err := registry.ValidateAddr(addr); err != nil {
 				return usagef("ADDR %q is not host:port (the ADDRESS column of storks registry ls)", addr)
 			}
-			switch name {
-			case "weight":
-				if n, err := strconv.Atoi(rest[0]); rest[0] != "default" && (err != nil || n < 0 || n > rule.MaxWeight) {
-					return usagef("weight %q is not a number from 0 to %d (or \"default\")", rest[0], rule.MaxWeight)
-				}
-			case "tag":
-				if err := rule.ValidateTag(rest[0]); err != nil {
-					return usagef("TAG %v", err)
-				}
+			if name == rule.ActionUntag && onlyRule {
+				action = rule.ActionClearTag
+			}
+			edit, did, err := rule.ProviderAction(action, value)
+			if err != nil {
+				return usagef("%v", err)
 			}
 			if service == "" && (cmd.Flags().Changed("version") || cmd.Flags().Changed("group")) {
 				return usagef("--version and --group need --service%s", helpHint(cmd))
 			}
-			do := edit
-			if name == "untag" {
-				do = func(s *rule.Set, m rule.Match, _ []string) string {
-					if onlyRule {
-						s.ClearTag(m)
-						return "given back its registered tag"
-					}
-					s.SetTag(m, "")
-					return "untagged"
-				}
-			}
-			return runProvider(cmd, f, service, addr, rest, do)
+			return runProvider(cmd, f, service, addr, edit, did)
 		},
 	}
 	f.add(cmd)
@@ -119,7 +92,9 @@ func exampleArgs(name string) string {
 	return ""
 }
 
-func runProvider(cmd *cobra.Command, f ruleKeyFlags, service, addr string, args []string, edit func(*rule.Set, rule.Match, []string) string) error {
+// runProvider applies edit, which did, to the rules of the provider at
+// addr, in service or in every service it exports.
+func runProvider(cmd *cobra.Command, f ruleKeyFlags, service, addr string, edit func(*rule.Set, rule.Match), did string) error {
 	ctx, cancel, reg, store, key, err := f.open(cmd, service)
 	if err != nil {
 		return err
@@ -137,8 +112,7 @@ func runProvider(cmd *cobra.Command, f ruleKeyFlags, service, addr string, args 
 	}
 	m := rule.Match{Addr: addr}
 	for _, k := range keys {
-		var did string
-		if _, err := rule.Update(ctx, store, k, func(s *rule.Set) error { did = edit(s, m, args); return nil }); err != nil {
+		if _, err := rule.Update(ctx, store, k, func(s *rule.Set) error { edit(s, m); return nil }); err != nil {
 			return ruleWriteError(k, ctx, f.timeout, err)
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "%s %s for %s\n", addr, did, k)

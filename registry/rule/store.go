@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/storks-rpc/storks/internal/ctxutil"
@@ -160,6 +161,51 @@ func Update(ctx context.Context, s registry.RuleStore, key registry.ServiceKey, 
 		}
 	}
 	return nil, fmt.Errorf("the rules of %s changed under each of %d attempts to update them: %w", key, MaxUpdateAttempts, err)
+}
+
+// The provider actions of ProviderAction.
+const (
+	ActionDisable  = "disable"  // no new calls
+	ActionEnable   = "enable"   // back into rotation
+	ActionWeight   = "weight"   // value: the weight, or "default" for the registered one
+	ActionTag      = "tag"      // value: the tag
+	ActionUntag    = "untag"    // no tag, whatever the provider registered
+	ActionClearTag = "cleartag" // the rule's tag removed: the registered one applies again
+)
+
+// ProviderAction returns the edit that a shortcut on one provider makes to
+// the rules of a service key (`storks provider ACTION`, the console's
+// buttons), applied to the override that matches the provider, and what
+// it does in words ("disabled", "weighted 800"). value is the weight or
+// the tag for the actions that take one. An unknown action, a weight that
+// is not 0 to MaxWeight or "default", or an invalid tag is an error that
+// says so.
+func ProviderAction(action, value string) (edit func(*Set, Match), did string, err error) {
+	switch action {
+	case ActionDisable:
+		return (*Set).Disable, "disabled", nil
+	case ActionEnable:
+		return (*Set).Enable, "enabled", nil
+	case ActionWeight:
+		if value == "default" {
+			return func(s *Set, m Match) { s.SetWeight(m, -1) }, "given back its registered weight", nil
+		}
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 0 || n > MaxWeight {
+			return nil, "", fmt.Errorf("weight %q is not a number from 0 to %d (or \"default\")", value, MaxWeight)
+		}
+		return func(s *Set, m Match) { s.SetWeight(m, n) }, "weighted " + value, nil
+	case ActionTag:
+		if err := ValidateTag(value); err != nil {
+			return nil, "", fmt.Errorf("TAG %v", err)
+		}
+		return func(s *Set, m Match) { s.SetTag(m, value) }, "tagged " + value, nil
+	case ActionUntag:
+		return func(s *Set, m Match) { s.SetTag(m, "") }, "untagged", nil
+	case ActionClearTag:
+		return (*Set).ClearTag, "given back its registered tag", nil
+	}
+	return nil, "", fmt.Errorf("unknown action %q (want disable, enable, weight, tag, untag or cleartag)", action)
 }
 
 // Edit applies f to the override whose match is exactly m, appending one

@@ -3,6 +3,7 @@ package rule_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/storks-rpc/storks/registry"
@@ -98,5 +99,52 @@ func TestUpdateGivesUp(t *testing.T) {
 	}
 	if len(set.Overrides) != 1 || set.Overrides[0].Match.ID != "other" {
 		t.Fatalf("stored rules %+v; want only the other writer's", set.Overrides)
+	}
+}
+
+func TestProviderAction(t *testing.T) {
+	m := rule.Match{Addr: "10.0.0.1:8080"}
+	for _, c := range []struct {
+		action, value, did string
+		check              func(o *rule.Override) bool
+	}{
+		{"disable", "", "disabled", func(o *rule.Override) bool { return o != nil && o.Disabled != nil && *o.Disabled }},
+		{"weight", "800", "weighted 800", func(o *rule.Override) bool { return o != nil && o.Weight != nil && *o.Weight == 800 }},
+		{"tag", "canary", "tagged canary", func(o *rule.Override) bool { return o != nil && o.Tag != nil && *o.Tag == "canary" }},
+		{"untag", "", "untagged", func(o *rule.Override) bool { return o != nil && o.Tag != nil && *o.Tag == "" }},
+	} {
+		edit, did, err := rule.ProviderAction(c.action, c.value)
+		if err != nil || did != c.did {
+			t.Fatalf("ProviderAction(%q, %q) = %q, %v; want %q", c.action, c.value, did, err, c.did)
+		}
+		var s rule.Set
+		edit(&s, m)
+		var o *rule.Override
+		if len(s.Overrides) == 1 {
+			o = &s.Overrides[0]
+		}
+		if !c.check(o) {
+			t.Errorf("%s %s left %+v", c.action, c.value, s.Overrides)
+		}
+		// enable, weight default and cleartag undo disable, weight and tag.
+		undo := map[string]string{"disable": "enable", "weight": "weight", "tag": "cleartag", "untag": "cleartag"}[c.action]
+		back, _, err := rule.ProviderAction(undo, "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		back(&s, m)
+		if len(s.Overrides) != 0 {
+			t.Errorf("%s after %s left %+v", undo, c.action, s.Overrides)
+		}
+	}
+	for _, c := range []struct{ action, value, want string }{
+		{"weight", "-1", `weight "-1" is not a number from 0 to 1000000`},
+		{"weight", "x", `weight "x" is not a number`},
+		{"tag", "no tags!", "TAG "},
+		{"explode", "", `unknown action "explode"`},
+	} {
+		if _, _, err := rule.ProviderAction(c.action, c.value); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ProviderAction(%q, %q): %v; want an error containing %q", c.action, c.value, err, c.want)
+		}
 	}
 }
