@@ -686,17 +686,7 @@ func (s *suite) testInvalidInput(t *testing.T) {
 		checkInputError(t, "Register with "+tc.name, err, tc.field)
 	}
 
-	badKeys := []struct {
-		name  string
-		key   registry.ServiceKey
-		field string
-	}{
-		{"empty service", registry.ServiceKey{}, "service"},
-		{"service with slash", registry.ServiceKey{Service: key.Service + "/x"}, "service"},
-		{"version with colon", registry.ServiceKey{Service: key.Service, Version: "1:2"}, "version"},
-		{"group with slash", registry.ServiceKey{Service: key.Service, Group: "a/b"}, "group"},
-	}
-	for _, tc := range badKeys {
+	for _, tc := range badKeys(key) {
 		ctx, cancel := s.opCtx()
 		_, err := cons.Discover(ctx, tc.key)
 		checkInputError(t, "Discover with "+tc.name, err, tc.field)
@@ -751,6 +741,23 @@ func (s *suite) testNilContext(t *testing.T) {
 	// Nothing was registered, and the client still works.
 	if list := s.discover(t, r, key); len(list) != 0 {
 		t.Errorf("after Register with a nil context: Discover = %s, want an empty list", Format(list))
+	}
+}
+
+// badKey is an invalid service key, and the field its error must name.
+type badKey struct {
+	name  string
+	key   registry.ServiceKey
+	field string
+}
+
+// badKeys returns invalid variants of key.
+func badKeys(key registry.ServiceKey) []badKey {
+	return []badKey{
+		{"empty service", registry.ServiceKey{}, "service"},
+		{"service with slash", registry.ServiceKey{Service: key.Service + "/x"}, "service"},
+		{"version with colon", registry.ServiceKey{Service: key.Service, Version: "1:2"}, "version"},
+		{"group with slash", registry.ServiceKey{Service: key.Service, Group: "a/b"}, "group"},
 	}
 }
 

@@ -517,17 +517,7 @@ func (s *suite) testRuleInvalidInput(t *testing.T) {
 	checkInputError(t, "PutRule with an empty document", rs.PutRule(ctx, key, []byte{}), "rule")
 	checkInputError(t, "PutRule with a document over MaxRuleSize",
 		rs.PutRule(ctx, key, make([]byte, registry.MaxRuleSize+1)), "rule")
-	badKeys := []struct {
-		name  string
-		key   registry.ServiceKey
-		field string
-	}{
-		{"empty service", registry.ServiceKey{}, "service"},
-		{"service with slash", registry.ServiceKey{Service: key.Service + "/x"}, "service"},
-		{"version with colon", registry.ServiceKey{Service: key.Service, Version: "1:2"}, "version"},
-		{"group with slash", registry.ServiceKey{Service: key.Service, Group: "a/b"}, "group"},
-	}
-	for _, tc := range badKeys {
+	for _, tc := range badKeys(key) {
 		_, err := rs.GetRule(ctx, tc.key)
 		checkInputError(t, "GetRule with "+tc.name, err, tc.field)
 		checkInputError(t, "PutRule with "+tc.name, rs.PutRule(ctx, tc.key, []byte("doc")), tc.field)
